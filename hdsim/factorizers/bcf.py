@@ -1,0 +1,204 @@
+"""Block code factorizer (BCF), float reference — SPEC section 3.
+
+Batched over queries, on any torch device. Each iteration works only on the
+queries still running: a query that converged is written out and dropped from
+the working set, so it stops costing work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from hdsim.codes import BlockCodebooks, check_gsbc
+from hdsim.errors import HdsimError
+from hdsim.factorizers.base import FactorizationResult, RandomSampler, Sampler
+from hdsim.functional import SimilarityMode, block_normalize, bundle_sbc, multibind, similarity, unbind
+
+__all__ = ["BCFConfig", "BlockCodeFactorizer", "default_max_iter"]
+
+
+def default_max_iter(sizes: tuple[int, ...]) -> int:
+    """SPEC default ``floor(M^(F-1) / F)`` (equal ``M``); for unequal sizes
+    ``floor(prod(M) / max(M) / F)``; at least 1."""
+    prod = math.prod(sizes)
+    return max(1, prod // max(sizes) // len(sizes))
+
+
+@dataclass(frozen=True)
+class BCFConfig:
+    """BCF hyper-parameters (SPEC section 3).
+
+    Attributes:
+        T: activation threshold; similarities below it are zeroed. Range
+            ``[0, 1)`` for ``linf``, ``[0, B)`` for ``dot``.
+        A: sampling width (distinct codevectors drawn when no similarity
+            exceeds ``T``); 0 disables sampling.
+        Tc: convergence / pull-up threshold; ``None`` means 0.9 for ``linf``
+            and ``0.9 * B`` for ``dot``. Range ``(0, 1]`` (``linf``), ``(0, B]`` (``dot``).
+        max_iter: iteration cap; ``None`` means :func:`default_max_iter`.
+        similarity: ``"linf"`` (default) or ``"dot"``.
+    """
+
+    T: float = 0.0
+    A: int = 0
+    Tc: float | None = None
+    max_iter: int | None = None
+    similarity: SimilarityMode = "linf"
+
+    def resolved_Tc(self, B: int) -> float:
+        if self.Tc is not None:
+            return float(self.Tc)
+        return 0.9 if self.similarity == "linf" else 0.9 * B
+
+    def resolved_max_iter(self, sizes: tuple[int, ...]) -> int:
+        return self.max_iter if self.max_iter is not None else default_max_iter(sizes)
+
+    def validate(self, B: int) -> None:
+        """Raise :class:`HdsimError` naming the first parameter out of range."""
+        if self.similarity not in ("linf", "dot"):
+            raise HdsimError(f"similarity: expected 'linf' or 'dot', got {self.similarity!r}")
+        top = 1.0 if self.similarity == "linf" else float(B)
+        if not (0.0 <= self.T < top):
+            raise HdsimError(f"T: threshold must be in [0, {top:g}) for {self.similarity}, got {self.T}")
+        if self.Tc is not None and not (0.0 < self.Tc <= top):
+            raise HdsimError(f"Tc: convergence threshold must be in (0, {top:g}] for {self.similarity}, got {self.Tc}")
+        if isinstance(self.A, bool) or not isinstance(self.A, int) or self.A < 0:
+            raise HdsimError(f"A: sampling width must be an integer >= 0, got {self.A!r}")
+        if self.max_iter is not None and self.max_iter < 1:
+            raise HdsimError(f"max_iter: must be >= 1, got {self.max_iter}")
+
+    def as_dict(self, B: int, sizes: tuple[int, ...]) -> dict:
+        d = asdict(self)
+        d["Tc"] = self.resolved_Tc(B)
+        d["max_iter"] = self.resolved_max_iter(sizes)
+        return d
+
+
+class BlockCodeFactorizer:
+    """Factorize GSBC product vectors into one codevector per codebook.
+
+    Args:
+        codebooks: the ``F`` SBC codebooks.
+        config: hyper-parameters (validated here).
+        sampler: draws the conditional-sampling indices; default
+            :class:`RandomSampler` seeded with ``seed``. Inject an LFSR-driven
+            sampler to reproduce the fixed-point model's draws.
+        seed: seed of the default sampler.
+        device: torch device for the computation.
+        dtype: ``torch.float32`` (default) or ``torch.float64``.
+
+    Example:
+        >>> from hdsim.codes import random_codebooks
+        >>> from hdsim.queries import make_queries
+        >>> cb = random_codebooks(F=2, M=20, D=256, B=4, seed=0)
+        >>> qs = make_queries(cb, 8, seed=1)
+        >>> res = BlockCodeFactorizer(cb).factorize(qs.queries)
+        >>> bool((res.indices == qs.factors).all())
+        True
+    """
+
+    def __init__(self, codebooks: BlockCodebooks, config: BCFConfig = BCFConfig(), *,
+                 sampler: Sampler | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        config.validate(codebooks.B)
+        if dtype not in (torch.float32, torch.float64):
+            raise HdsimError(f"dtype: expected float32 or float64, got {dtype}")
+        self.device = torch.device(device)
+        self.codebooks = codebooks.to(self.device)
+        self.config = config
+        self.sampler: Sampler = sampler if sampler is not None else RandomSampler(seed)
+        self.dtype = dtype
+        self.Tc = config.resolved_Tc(codebooks.B)
+        self.max_iter = config.resolved_max_iter(codebooks.sizes)
+
+    def initial_estimates(self, n: int) -> Tensor:
+        """``x_f = bundle(all codevectors of X_f, equal weights)``, shape ``(n, F, B, L)``."""
+        cb = self.codebooks
+        init = torch.stack([
+            bundle_sbc(X, torch.ones(1, X.shape[0], dtype=self.dtype, device=self.device), cb.L)[0]
+            for X in cb.indices])
+        return init.unsqueeze(0).expand(n, -1, -1, -1).clone()
+
+    def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
+        """Decode a batch of queries.
+
+        Shapes:
+            queries: ``(N, D)`` or ``(N, B, L)`` non-negative (blocks are l1-normalized here)
+            returns: :class:`FactorizationResult` with ``(N, F)`` indices
+
+        Args:
+            batch_size: queries decoded together; ``None`` for all at once.
+        """
+        cb = self.codebooks
+        q = check_gsbc(queries, cb.B, cb.L)
+        N = q.shape[0]
+        step = N if batch_size is None else batch_size
+        if step < 1:
+            raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
+        parts = [self._factorize_batch(q[s:s + step], offset=s) for s in range(0, N, step)]
+        return FactorizationResult(*(torch.cat(t) for t in zip(*(
+            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
+    def _factorize_batch(self, queries: Tensor, offset: int) -> FactorizationResult:
+        cb, cfg = self.codebooks, self.config
+        F, L = cb.F, cb.L
+        q_all = block_normalize(queries.to(self.device, self.dtype))
+        n = q_all.shape[0]
+        indices = torch.zeros(n, F, dtype=torch.long)
+        max_sim = torch.zeros(n, F, dtype=self.dtype)
+        iterations = torch.zeros(n, dtype=torch.long)
+        converged = torch.zeros(n, dtype=torch.bool)
+
+        active = torch.arange(n, device=self.device)  # batch positions still decoding
+        q = q_all
+        x = self.initial_estimates(n)
+        others = [[g for g in range(F) if g != f] for f in range(F)]
+        for it in range(1, self.max_iter + 1):
+            k = active.numel()
+            all_conv = torch.ones(k, dtype=torch.bool, device=self.device)
+            arg = torch.empty(k, F, dtype=torch.long, device=self.device)
+            amax_all = torch.empty(k, F, dtype=self.dtype, device=self.device)
+            for f in range(F):
+                X = cb.indices[f]
+                # Sequential decoding: x already holds this iteration's update of factors < f.
+                u = unbind(q, multibind(x[:, others[f]])) if F > 1 else q
+                u = u.clamp_min(0)  # exact value is >= 0; drop FFT round-off below 0
+                a = similarity(u, X, cfg.similarity)
+                amax, aarg = a.max(dim=1)  # lowest index wins ties
+                keep = a >= cfg.T
+                none_kept = ~keep.any(dim=1, keepdim=True)
+                w = torch.where(keep | none_kept, a, torch.zeros_like(a))
+                if cfg.A > 0:
+                    sampled = amax <= cfg.T
+                    if bool(sampled.any()):
+                        rows = sampled.nonzero().squeeze(1)
+                        w[rows] = 0
+                        M = X.shape[0]
+                        if cfg.A >= M:
+                            w[rows] = 1
+                        else:
+                            picks = self.sampler(active[rows].cpu() + offset, f, M, cfg.A).to(self.device)
+                            w[rows.unsqueeze(1), picks] = 1
+                else:
+                    sampled = torch.zeros_like(amax, dtype=torch.bool)
+                pull = ~sampled & (amax >= self.Tc)
+                w = torch.where(pull.unsqueeze(1), torch.nn.functional.one_hot(aarg, X.shape[0]).to(w.dtype), w)
+                x[:, f] = bundle_sbc(X, w, L)
+                all_conv &= pull
+                arg[:, f] = aarg
+                amax_all[:, f] = amax
+            rows = active.cpu()
+            indices[rows] = arg.cpu()
+            max_sim[rows] = amax_all.cpu()
+            iterations[rows] = it
+            if bool(all_conv.any()):
+                converged[rows[all_conv.cpu()]] = True
+                stay = ~all_conv
+                active, q, x = active[stay], q[stay], x[stay]
+                if active.numel() == 0:
+                    break
+        return FactorizationResult(indices, iterations, converged, max_sim)
