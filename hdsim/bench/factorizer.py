@@ -1,0 +1,189 @@
+"""``hdsim bench factorizer``: accuracy, iterations and throughput of one factorizer.
+
+One JSON object per run (see :func:`run_factorizer_bench`); progress on stderr.
+Timings are wall-clock over the decode only (codebook and query generation
+excluded), after a small warm-up decode that is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.factorizers.base import FactorizationResult
+from hdsim.queries import QueryNoise, make_queries
+
+__all__ = ["FactorizerBenchConfig", "METHODS", "run_factorizer_bench", "summarize"]
+
+METHODS = ("bcf", "resonator", "stochastic", "sparse-resonator")
+
+
+@dataclass(frozen=True)
+class FactorizerBenchConfig:
+    """What to benchmark. ``None`` fields take the method's default
+    (for the BCF: ``T``/``A`` from the tuned table, SPEC ``Tc``/``max_iter``)."""
+
+    method: str = "bcf"
+    D: int = 512
+    B: int = 4
+    F: int = 2
+    M: int = 1155
+    T: float | None = None
+    A: int | None = None
+    Tc: float | None = None
+    max_iter: int | None = None
+    similarity: str = "linf"
+    queries: int = 1024
+    batch: int = 256
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    noise: str = "none"
+    noise_level: float = 0.0
+    baseline: str | None = None
+    sparsity: int | None = None  # sparse resonator: top-a attention entries
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise HdsimError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
+        for name in ("D", "B", "F", "M", "queries", "batch"):
+            if getattr(self, name) < 1:
+                raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.D % self.B:
+            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
+        if self.dtype not in ("float32", "float64"):
+            raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        if self.baseline not in (None, "numpy"):
+            raise HdsimError(f"baseline: expected 'numpy', got {self.baseline!r}")
+        if self.baseline == "numpy" and self.method != "bcf":
+            raise HdsimError("baseline: the numpy baseline exists for --method bcf only")
+        QueryNoise(self.noise, self.noise_level)  # validates
+
+
+def _time(fn: Callable[[], FactorizationResult], device: str) -> tuple[FactorizationResult, float]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def summarize(result: FactorizationResult, truth: Tensor, seconds: float) -> dict:
+    """The common metrics of a decode (see the module docstring)."""
+    it = result.iterations.double()
+    n = int(truth.shape[0])
+    return {
+        "accuracy": result.accuracy(truth),
+        "factor_accuracy": result.factor_accuracy(truth),
+        "mean_iterations": float(it.mean()),
+        "p95_iterations": float(np.percentile(it.numpy(), 95)),
+        "max_iterations_run": int(it.max()),
+        "converged": float(result.converged.double().mean()),
+        "queries_per_s": n / seconds if seconds > 0 else math.inf,
+        "seconds": seconds,
+    }
+
+
+def _batched(decode: Callable[[Tensor], FactorizationResult], queries: Tensor, batch: int,
+             desc: str) -> FactorizationResult:
+    parts = []
+    for s in tqdm(range(0, queries.shape[0], batch), desc=desc, unit="batch", leave=False):
+        parts.append(decode(queries[s:s + batch]))
+    return FactorizationResult(*(torch.cat(t) for t in zip(*(
+        (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
+
+def _bcf_bench(cfg: FactorizerBenchConfig) -> dict:
+    from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
+    from hdsim.tuned import lookup
+
+    if cfg.T is None or cfg.A is None:
+        tuned = lookup(cfg.F, cfg.M)
+        cfg = replace(cfg, T=tuned.T if cfg.T is None else cfg.T, A=tuned.A if cfg.A is None else cfg.A)
+    dtype = getattr(torch, cfg.dtype)
+    codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
+    qs = make_queries(codebooks, cfg.queries, cfg.seed + 1, QueryNoise(cfg.noise, cfg.noise_level), dtype)
+    bcf_cfg = BCFConfig(T=cfg.T, A=cfg.A, Tc=cfg.Tc, max_iter=cfg.max_iter, similarity=cfg.similarity)
+    fz = BlockCodeFactorizer(codebooks, bcf_cfg, seed=cfg.seed, device=cfg.device, dtype=dtype)
+    BlockCodeFactorizer(codebooks, replace(bcf_cfg, max_iter=2), seed=cfg.seed, device=cfg.device,
+                        dtype=dtype).factorize(qs.queries[:8])  # warm-up, not timed
+    res, sec = _time(lambda: _batched(fz.factorize, qs.queries, cfg.batch, "bcf"), cfg.device)
+    out = summarize(res, qs.factors, sec)
+    out.update(problem_size=codebooks.problem_size, noise_model=qs.noise.describe(),
+               config={**asdict(cfg), **bcf_cfg.as_dict(codebooks.B, codebooks.sizes)})
+    if cfg.baseline == "numpy":
+        from hdsim.bench.numpy_bcf import numpy_bcf
+
+        cbs = codebooks.as_numpy()
+        qn = qs.queries.numpy()
+
+        def numpy_all() -> FactorizationResult:
+            parts = []
+            for s in tqdm(range(0, qn.shape[0], cfg.batch), desc="numpy baseline", unit="batch", leave=False):
+                i, it, c = numpy_bcf(qn[s:s + cfg.batch], cbs, cfg.T, cfg.A, fz.Tc, fz.max_iter,
+                                     cfg.seed, cfg.similarity)
+                parts.append((i, it, c))
+            i, it, c = (np.concatenate(t) for t in zip(*parts))
+            return FactorizationResult(torch.from_numpy(i), torch.from_numpy(it), torch.from_numpy(c),
+                                       torch.zeros(i.shape, dtype=torch.float64))
+
+        base, bsec = _time(numpy_all, "cpu")
+        b = summarize(base, qs.factors, bsec)
+        out.update(numpy_queries_per_s=b["queries_per_s"], numpy_accuracy=b["accuracy"],
+                   numpy_mean_iterations=b["mean_iterations"], numpy_seconds=bsec,
+                   speedup_vs_numpy=out["queries_per_s"] / b["queries_per_s"])
+    return out
+
+
+def _other_bench(cfg: FactorizerBenchConfig) -> dict:
+    """Bipolar / sparse baselines: each module provides ``make_problem`` and a factorizer class."""
+    from hdsim.factorizers import resonator, sparse_resonator, stochastic
+
+    if cfg.method == "resonator":
+        codebooks, queries, truth = resonator.make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed)
+        mcfg = resonator.ResonatorConfig(**({} if cfg.max_iter is None else {"max_iter": cfg.max_iter}))
+        fz = resonator.ResonatorNetwork(codebooks, mcfg, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+    elif cfg.method == "stochastic":
+        codebooks, queries, truth = stochastic.make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed)
+        kw = {k: v for k, v in (("max_iter", cfg.max_iter), ("T", cfg.T)) if v is not None}
+        mcfg = stochastic.StochasticConfig(**kw)
+        fz = stochastic.StochasticFactorizer(codebooks, mcfg, seed=cfg.seed, device=cfg.device,
+                                             dtype=getattr(torch, cfg.dtype))
+    else:
+        codebooks, queries, truth = sparse_resonator.make_problem(cfg.F, cfg.M, cfg.D, cfg.B, cfg.queries, cfg.seed)
+        kw = {k: v for k, v in (("max_iter", cfg.max_iter), ("a", cfg.sparsity)) if v is not None}
+        mcfg = sparse_resonator.SparseResonatorConfig(**kw)
+        fz = sparse_resonator.SparseResonatorNetwork(codebooks, mcfg, seed=cfg.seed, device=cfg.device)
+    res, sec = _time(lambda: _batched(fz.factorize, queries, cfg.batch, cfg.method), cfg.device)
+    out = summarize(res, truth, sec)
+    out.update(problem_size=cfg.M ** cfg.F, noise_model="exact products (no noise)",
+               config={**asdict(cfg), **asdict(mcfg)})
+    return out
+
+
+def run_factorizer_bench(cfg: FactorizerBenchConfig) -> dict:
+    """Run one benchmark and return its JSON-ready dict.
+
+    Keys: ``accuracy`` (all F factors right), ``factor_accuracy``,
+    ``mean_iterations``, ``p95_iterations``, ``converged`` (fraction),
+    ``queries_per_s``, ``problem_size``, ``config``; with ``baseline='numpy'``
+    also ``numpy_queries_per_s`` and ``speedup_vs_numpy``.
+    """
+    cfg.validate()
+    torch.manual_seed(cfg.seed)  # nothing should draw from the global generator; belt and braces
+    if cfg.method == "bcf":
+        return _bcf_bench(cfg)
+    return _other_bench(cfg)

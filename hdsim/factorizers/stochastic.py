@@ -1,0 +1,302 @@
+"""Stochastic in-memory factorizer (bipolar), float reference — SPEC section 4.
+
+A resonator network whose similarity step runs on an analog crossbar: the
+intrinsic read noise of the devices and a threshold nonlinearity break the
+limit cycles of the plain resonator (:mod:`hdsim.factorizers.resonator`). Per
+factor ``f`` (sequentially, ``f = 0..F-1``):
+
+1. ``u = q ⊙ prod_{g != f} x_g``                       (unbind the other estimates)
+2. ``a = X_f u / D + n``, ``n = similarity_noise``      (normalized similarity in
+   ``[-1, 1]`` plus noise; default ``n ~ N(0, sigma^2)`` i.i.d. per entry)
+3. ``a' = a`` where ``a >= T``, else 0                  (threshold activation)
+4. ``x_f = sign(X_f^T a')``, ``sign(0) = +1``;          if ``a'`` is all zero the
+   estimate ``x_f`` is kept (``X_f^T 0`` carries no information; ``sign(0)``
+   would collapse ``x_f`` to all ``+1``).
+
+Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
+
+* Noise scale: ``sigma = None`` (default) means ``0.0107 * sqrt(512 / D)``:
+  the published 0.0107 at D=512, scaled like the sum of ``D`` independent
+  per-device read-noise terms divided by ``D`` (0.0151 at D=256). Pass a float
+  to fix it.
+* Init: ``x_f = sign(sum_m X_f[m])`` (ties +1), as the dense resonator.
+* Detection (stopping rule): a query stops right after the factor update in
+  which the *noisy* similarity ``max_m a_m`` (step 2, what the hardware sees)
+  exceeds ``detection`` (default 0.625, strictly greater). That update is kept;
+  the factors after it are not updated in that iteration.
+* Readout: after a query stops (detection or ``max_iter``) one noise-free pass
+  over the final estimates computes ``s_f = X_f (q ⊙ prod_{g != f} x_g) / D``
+  for every factor and reads ``idx_f = argmax_m |s_f[m]|`` (lowest index wins
+  ties); ``max_similarity`` is that ``|s_f|`` maximum. The absolute value
+  resolves the sign symmetry of bipolar binding (negating two factors leaves
+  the product unchanged), as in the dense resonator's default readout.
+* Randomness: the default noise is drawn from a CPU generator seeded with
+  ``seed`` at the start of every :meth:`StochasticFactorizer.factorize` call and
+  moved to the device, so a call is a function of ``(queries, batch_size,
+  seed)`` and gives the same result on CPU and CUDA. The draw shape follows the
+  working set, so a different ``batch_size`` gives a different (equally valid) draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from hdsim.codes import seeded_generator
+from hdsim.errors import HdsimError
+from hdsim.factorizers.base import FactorizationResult
+from hdsim.factorizers.resonator import (
+    BipolarCodebooks,
+    bipolar_sign,
+    check_bipolar_codebooks,
+    check_bipolar_queries,
+    make_bipolar_queries,
+    random_bipolar_codebooks,
+    resolve_dtype,
+)
+
+__all__ = [
+    "SimilarityNoise",
+    "GaussianSimilarityNoise",
+    "StochasticConfig",
+    "StochasticFactorizer",
+    "default_sigma",
+    "make_problem",
+]
+
+SimilarityNoise = Callable[[Tensor, int], Tensor]
+"""``similarity_noise(a, factor) -> perturbed a``: ``a`` is ``(k, M_f)`` normalized
+similarities of the ``k`` queries still running; it returns a tensor of the same
+shape, device and dtype."""
+
+SIGMA_D512 = 0.0107
+
+
+def default_sigma(D: int) -> float:
+    """Default noise std: ``0.0107 * sqrt(512 / D)`` (0.0107 at D=512).
+
+    Example:
+        >>> round(default_sigma(256), 4)
+        0.0151
+    """
+    return SIGMA_D512 * math.sqrt(512.0 / D)
+
+
+class GaussianSimilarityNoise:
+    """Default similarity noise: ``a + n`` with ``n ~ N(0, sigma^2)`` i.i.d. per entry.
+
+    Draws on a CPU generator (seeded), then moves to ``a``'s device and dtype, so
+    the numbers do not depend on the compute device.
+
+    Example:
+        >>> noise = GaussianSimilarityNoise(0.0, seed=0)
+        >>> noise(torch.zeros(2, 3), 0)
+        tensor([[0., 0., 0.],
+                [0., 0., 0.]])
+    """
+
+    def __init__(self, sigma: float, seed: int) -> None:
+        self.sigma = float(sigma)
+        self.generator = seeded_generator(seed)
+
+    def __call__(self, a: Tensor, factor: int) -> Tensor:
+        if self.sigma == 0.0:
+            return a
+        n = torch.randn(a.shape, generator=self.generator, dtype=torch.float64)
+        return a + (self.sigma * n).to(device=a.device, dtype=a.dtype)
+
+
+def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int,
+                 noise: float = 0.0) -> tuple[BipolarCodebooks, Tensor, Tensor]:
+    """A factorization problem for the stochastic factorizer (bipolar codes).
+
+    Same draw as :func:`hdsim.factorizers.resonator.make_problem`: one CPU
+    generator seeded with ``seed`` draws the codebooks, then the query indices,
+    then the sign flips (each query entry flips with probability ``noise``).
+
+    Shapes:
+        returns: ``(BipolarCodebooks with (M_f, D) tensors, queries (n, D), truth (n, F))``
+
+    Example:
+        >>> cb, q, truth = make_problem(F=3, M=10, D=256, n=20, seed=0)
+        >>> StochasticFactorizer(cb).factorize(q).accuracy(truth)
+        1.0
+    """
+    g = seeded_generator(seed)
+    cb = random_bipolar_codebooks(F, M, D, generator=g)
+    q, truth = make_bipolar_queries(cb, n, flip_p=noise, generator=g)
+    return cb, q, truth
+
+
+@dataclass(frozen=True)
+class StochasticConfig:
+    """Stochastic factorizer hyper-parameters.
+
+    Attributes:
+        T: activation threshold on the normalized noisy similarity ``a`` (entries
+            ``a < T`` become 0); range ``[0, 1)``. The default 0.045 was tuned at
+            D=256, M=256, F=3 (see ``docs/factorizers.md``).
+        sigma: std of the default Gaussian similarity noise (>= 0); ``None``
+            means :func:`default_sigma` ``(D)``. Ignored when a custom
+            ``similarity_noise`` is given.
+        detection: stop when a factor's noisy max similarity exceeds this; range ``(0, 1]``.
+        max_iter: iteration cap per query (>= 1).
+    """
+
+    T: float = 0.045
+    sigma: float | None = None
+    detection: float = 0.625
+    max_iter: int = 3000
+
+    def resolved_sigma(self, D: int) -> float:
+        return float(self.sigma) if self.sigma is not None else default_sigma(D)
+
+    def validate(self) -> None:
+        """Raise :class:`HdsimError` naming the first parameter out of range."""
+        if not (0.0 <= self.T < 1.0):  # also rejects NaN
+            raise HdsimError(f"T: threshold must be in [0, 1), got {self.T}")
+        if self.sigma is not None and not (self.sigma >= 0.0 and math.isfinite(self.sigma)):
+            raise HdsimError(f"sigma: must be a finite number >= 0, got {self.sigma}")
+        if not (0.0 < self.detection <= 1.0):
+            raise HdsimError(f"detection: threshold must be in (0, 1], got {self.detection}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
+
+    def as_dict(self, D: int) -> dict:
+        d = asdict(self)
+        d["sigma"] = self.resolved_sigma(D)
+        return d
+
+
+class StochasticFactorizer:
+    """Stochastic in-memory factorizer for dense bipolar product vectors.
+
+    Per factor: ``a = X_f (q ⊙ prod_{g != f} x_g) / D + n``; ``a[a < T] = 0``;
+    ``x_f = sign(X_f^T a)`` (kept when ``a`` is all zero); stop when ``max a > detection``.
+
+    Shapes:
+        codebooks: ``F`` tensors ``(M_f, D)`` of ``±1``
+        queries: ``(N, D)`` real
+        result: indices ``(N, F)``, iterations ``(N,)``, converged ``(N,)`` (detected
+        before ``max_iter``), max_similarity ``(N, F)`` (noise-free readout ``|s_f|`` maximum)
+
+    Args:
+        codebooks: the ``F`` bipolar codebooks.
+        config: hyper-parameters (validated here).
+        similarity_noise: ``(a, factor) -> perturbed a``; replaces the default
+            Gaussian noise (e.g. with a PCM crossbar model). A custom callable
+            keeps its own state across calls.
+        seed: seed of the default Gaussian noise (re-seeded at every ``factorize``).
+        device: torch device for the computation.
+        dtype: ``torch.float32`` (default) or ``torch.float64``.
+
+    Example:
+        >>> cb, q, truth = make_problem(F=3, M=16, D=256, n=32, seed=0)
+        >>> res = StochasticFactorizer(cb, seed=1).factorize(q)
+        >>> res.accuracy(truth), bool(res.converged.all())
+        (1.0, True)
+    """
+
+    def __init__(self, codebooks: BipolarCodebooks, config: StochasticConfig = StochasticConfig(), *,
+                 similarity_noise: SimilarityNoise | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        config.validate()
+        check_bipolar_codebooks(codebooks)
+        if similarity_noise is not None and not callable(similarity_noise):
+            raise HdsimError("similarity_noise: expected a callable (a, factor) -> Tensor")
+        self.dtype = resolve_dtype(dtype)
+        self.device = torch.device(device)
+        self.codebooks = codebooks.to(self.device, self.dtype)
+        self.config = config
+        self.sigma = config.resolved_sigma(codebooks.D)
+        self.similarity_noise = similarity_noise
+        self.seed = int(seed)
+
+    def initial_estimates(self, n: int) -> Tensor:
+        """``x_f = sign(sum_m X_f[m])`` (ties +1) for every query, shape ``(n, F, D)``."""
+        init = torch.stack([bipolar_sign(X.sum(dim=0)) for X in self.codebooks.vectors])
+        return init.unsqueeze(0).expand(n, -1, -1).clone()
+
+    def readout(self, q: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Noise-free ``argmax_m |X_f (q ⊙ prod_{g != f} x_g)|[m] / D`` per factor
+        (lowest index on ties) and the maximum.
+
+        Shapes:
+            q: ``(k, D)``; x: ``(k, F, D)``; returns ``(k, F)`` int64 and ``(k, F)`` float
+        """
+        D, F = self.codebooks.D, self.codebooks.F
+        full = x.prod(dim=1)
+        idx, val = [], []
+        for f, X in enumerate(self.codebooks.vectors):
+            u = q * full * x[:, f] if F > 1 else q
+            best = ((u @ X.t()) / D).abs().max(dim=1)  # torch returns the first maximum
+            idx.append(best.indices)
+            val.append(best.values)
+        return torch.stack(idx, dim=1), torch.stack(val, dim=1)
+
+    def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
+        """Decode a batch of queries.
+
+        Shapes:
+            queries: ``(N, D)`` (or one ``(D,)``) finite real
+            returns: :class:`FactorizationResult` (on the CPU)
+
+        Args:
+            batch_size: queries decoded together; ``None`` for all at once.
+        """
+        q = check_bipolar_queries(queries, self.codebooks.D)
+        N = q.shape[0]
+        step = N if batch_size is None else batch_size
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+        noise = self.similarity_noise or GaussianSimilarityNoise(self.sigma, self.seed)
+        parts = [self._factorize_batch(q[s:s + step], noise) for s in range(0, N, step)]
+        return FactorizationResult(*(torch.cat(t) for t in zip(*(
+            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
+    def _factorize_batch(self, queries: Tensor, noise: SimilarityNoise) -> FactorizationResult:
+        cb, cfg = self.codebooks, self.config
+        F, D = cb.F, cb.D
+        q = queries.to(self.device, self.dtype)
+        n = q.shape[0]
+        indices = torch.zeros(n, F, dtype=torch.long)
+        max_sim = torch.zeros(n, F, dtype=self.dtype)
+        iterations = torch.zeros(n, dtype=torch.long)
+        converged = torch.zeros(n, dtype=torch.bool)
+
+        active = torch.arange(n, device=self.device)  # batch positions still decoding
+        x = self.initial_estimates(n)
+
+        def finish(done: Tensor, detected: Tensor) -> None:
+            # Write out the queries in `done`, then drop them from the working set.
+            nonlocal active, q, x
+            idx, val = self.readout(q[done], x[done])
+            out = active[done].cpu()
+            indices[out] = idx.cpu()
+            max_sim[out] = val.cpu()
+            converged[out] = detected[done].cpu()
+            stay = ~done
+            active, q, x = active[stay], q[stay], x[stay]
+
+        for it in range(1, cfg.max_iter + 1):
+            iterations[active.cpu()] = it
+            for f, X in enumerate(cb.vectors):
+                u = q * x.prod(dim=1) * x[:, f] if F > 1 else q  # x_f is ±1: x_f * x_f = 1
+                a = noise((u @ X.t()) / D, f)
+                detected = a.amax(dim=1) > cfg.detection
+                a = torch.where(a >= cfg.T, a, torch.zeros_like(a))
+                silent = ~(a != 0).any(dim=1, keepdim=True)
+                x[:, f] = torch.where(silent, x[:, f], bipolar_sign(a @ X))
+                if bool(detected.any()):
+                    finish(detected, detected)
+                    if active.numel() == 0:
+                        break
+            if active.numel() == 0:
+                break
+        if active.numel() > 0:  # ran out of iterations
+            finish(torch.ones_like(active, dtype=torch.bool), torch.zeros_like(active, dtype=torch.bool))
+        return FactorizationResult(indices, iterations, converged, max_sim)

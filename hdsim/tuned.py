@@ -1,0 +1,74 @@
+"""Tuned BCF hyper-parameters ``(T, A)`` per codebook size.
+
+Two sources, in this order of precedence:
+
+1. a user table written by ``hdsim tune`` (JSON, same schema as the shipped one),
+   passed explicitly;
+2. the published table shipped with the package
+   (``hdsim/data/bcf_tuned_published.json``, SPEC section 3), for D=512, B=4,
+   ``linf``, ``Tc=0.9``.
+
+A codebook size between two tuned sizes takes the entry of the nearest tuned
+size on a log scale (the papers tune on a geometric grid of ``M``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from hdsim.errors import HdsimError
+
+__all__ = ["TunedEntry", "load_table", "lookup", "PUBLISHED"]
+
+PUBLISHED = "bcf_tuned_published.json"
+
+
+@dataclass(frozen=True)
+class TunedEntry:
+    """One row: codebook sizes ``[M_min, M_max]`` use threshold ``T`` and sampling width ``A``."""
+
+    M_min: int
+    M_max: int
+    T: float
+    A: int
+
+
+def load_table(path: str | Path | None = None) -> dict:
+    """The table as a dict (``{"tables": {"F": [rows...]}, ...}``); ``None`` loads the published one."""
+    try:
+        if path is None:
+            text = resources.files("hdsim.data").joinpath(PUBLISHED).read_text()
+        else:
+            text = Path(path).read_text()
+        table = json.loads(text)
+        table["tables"]  # noqa: B018 - schema check
+    except FileNotFoundError:
+        raise HdsimError(f"tuned table: file not found: {path}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise HdsimError(f"tuned table {path}: not a tuned-(T, A) table ({e})") from None
+    return table
+
+
+def lookup(F: int, M: int, table: dict | None = None) -> TunedEntry:
+    """Tuned ``(T, A)`` for ``F`` factors of ``M`` codevectors (nearest tuned size, log scale).
+
+    Example:
+        >>> lookup(2, 1155)
+        TunedEntry(M_min=1155, M_max=1155, T=0.0076, A=238)
+    """
+    table = load_table() if table is None else table
+    rows = table["tables"].get(str(F))
+    if not rows:
+        raise HdsimError(f"F: no tuned (T, A) for F={F}; tuned F values: {sorted(table['tables'])}")
+    entries = [TunedEntry(**r) for r in rows]
+
+    def distance(e: TunedEntry) -> float:
+        if e.M_min <= M <= e.M_max:
+            return 0.0
+        return min(abs(math.log(M / e.M_min)), abs(math.log(M / e.M_max)))
+
+    return min(entries, key=distance)

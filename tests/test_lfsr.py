@@ -1,0 +1,353 @@
+"""The decode-path LFSR (hdsim.lfsr): period, known outputs, sampling, sampler protocol, Verilog header."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hdsim.errors import HdsimError
+from hdsim.lfsr import (
+    LFSR,
+    LFSR_DEFAULT_SEED,
+    LFSR_QUERY_MIX,
+    LFSR_TAPS,
+    LFSR_WIDTH,
+    VERILOG_HEADER,
+    LFSRBank,
+    LFSRSampler,
+    _expected_words,
+    draw_distinct,
+    draw_distinct_batch,
+    query_seed,
+    query_seeds,
+    tie_break,
+    tie_break_batch,
+    uniform_index,
+    uniform_index_batch,
+    verilog_header_text,
+)
+
+TAPS16 = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, a known primitive polynomial (Galois right-shift mask)
+
+
+def taps_from_exponents(exps: list[int]) -> int:
+    """Mask bit e-1 for each term x^e, e >= 1 (the +1 is implicit)."""
+    return sum(1 << (e - 1) for e in exps)
+
+
+# ---------------------------------------------------------------- GF(2) matrix algebra on the step map
+
+def step_matrix(width: int, taps: int) -> list[int]:
+    """Columns of the one-step transition matrix, taken from the implementation itself."""
+    cols = []
+    for b in range(width):
+        r = LFSR(1 << b, width, taps)
+        r.step()
+        cols.append(r.state)
+    return cols
+
+
+def apply(cols: list[int], v: int) -> int:
+    out, b = 0, 0
+    while v:
+        if v & 1:
+            out ^= cols[b]
+        v >>= 1
+        b += 1
+    return out
+
+
+def compose(a: list[int], b: list[int]) -> list[int]:
+    return [apply(a, c) for c in b]
+
+
+def mat_pow(cols: list[int], e: int) -> list[int]:
+    result = [1 << b for b in range(len(cols))]
+    base = cols
+    while e:
+        if e & 1:
+            result = compose(base, result)
+        base = compose(base, base)
+        e >>= 1
+    return result
+
+
+def test_polynomial_constant_is_the_documented_one():
+    assert LFSR_WIDTH == 32
+    assert LFSR_TAPS == 0x80200003 == taps_from_exponents([32, 22, 2, 1])
+    assert TAPS16 == taps_from_exponents([16, 14, 13, 11])
+
+
+def test_full_period_width16_by_enumeration():
+    # The same generic code at width 16 visits all 2^16 - 1 nonzero states before repeating.
+    bank = LFSRBank([1], width=16, taps=TAPS16)
+    seen = np.zeros(1 << 16, dtype=bool)
+    for _ in range((1 << 16) - 1):
+        s = int(bank.states[0])
+        assert not seen[s]
+        seen[s] = True
+        bank.step()
+    assert int(bank.states[0]) == 1
+    assert seen[1:].all() and not seen[0]
+
+
+@pytest.mark.parametrize("width,taps", [(16, TAPS16), (LFSR_WIDTH, LFSR_TAPS)])
+def test_transition_matrix_has_maximal_order(width, taps):
+    # Order of the step map is exactly 2^n - 1  <=>  characteristic polynomial primitive
+    # <=> every nonzero state has period 2^n - 1 (prime factors of 2^32 - 1: 3, 5, 17, 257, 65537).
+    n = (1 << width) - 1
+    primes = [p for p in (3, 5, 17, 257, 65537) if n % p == 0]
+    assert np.prod(primes, dtype=object) == n
+    T = step_matrix(width, taps)
+    ident = [1 << b for b in range(width)]
+    assert mat_pow(T, n) == ident
+    for p in primes:
+        assert mat_pow(T, n // p) != ident
+
+
+def test_non_maximal_polynomial_is_detected():
+    # x^16 + 1 (mask 0x8000) is a pure rotation of period 16: the order check must fail.
+    T = step_matrix(16, 0x8000)
+    assert mat_pow(T, 16) == [1 << b for b in range(16)]
+
+
+def test_width32_no_repeat_over_long_stretch():
+    bank = LFSRBank([LFSR_DEFAULT_SEED])
+    states = np.empty(200_000, dtype=np.uint64)
+    for i in range(states.size):
+        states[i] = bank.states[0]
+        bank.next_bits(1)
+    assert np.unique(states).size == states.size
+
+
+def test_first_outputs_hand_computed_width32():
+    # seed 1: out=1, s=0x80200003; out=1, s=(0x40100001)^T=0xC0300002; out=0, s=0x60180001; ...
+    r = LFSR(1)
+    expected = [(1, 0x80200003), (1, 0xC0300002), (0, 0x60180001), (1, 0xB02C0003),
+                (1, 0xD8360002), (0, 0x6C1B0001), (1, 0xB62D8003), (1, 0xDB36C002)]
+    for bit, state in expected:
+        assert r.step() == bit
+        assert r.state == state
+    assert LFSR(1).next_bits(8) == 0b11011011
+
+
+def test_first_outputs_hand_computed_width16():
+    # 0xACE1 -> lsb 1: 0x5670 ^ 0xB400 = 0xE270 -> 0x7138 -> 0x389C -> 0x1C4E -> 0x0E27 -> 0x0713 ^ 0xB400.
+    r = LFSR(0xACE1, width=16, taps=TAPS16)
+    states = []
+    bits = []
+    for _ in range(6):
+        bits.append(r.step())
+        states.append(r.state)
+    assert bits == [1, 0, 0, 0, 0, 1]
+    assert states == [0xE270, 0x7138, 0x389C, 0x1C4E, 0x0E27, 0xB313]
+
+
+def test_next_word_msb_first():
+    r1, r2 = LFSR(12345), LFSR(12345)
+    bits = [r1.step() for _ in range(32)]
+    assert r2.next_word() == int("".join(map(str, bits)), 2)
+    assert r1.state == r2.state
+    assert LFSR(5).next_bits(0) == 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds=st.lists(st.integers(1, (1 << 32) - 1), min_size=1, max_size=6),
+       n=st.integers(0, 64))
+def test_bank_equals_scalar_registers(seeds, n):
+    bank = LFSRBank(seeds)
+    regs = [LFSR(s) for s in seeds]
+    for _ in range(3):
+        words = bank.next_bits(n)
+        assert [int(w) for w in words] == [r.next_bits(n) for r in regs]
+        assert [int(s) for s in bank.states] == [r.state for r in regs]
+    bits = bank.step()
+    assert list(bits) == [r.step() for r in regs]
+
+
+def test_bank_active_mask_only_advances_active():
+    bank = LFSRBank([7, 7, 7])
+    w = bank.next_bits(10, np.array([True, False, True]))
+    assert w[1] == 0 and w[0] == w[2] == LFSR(7).next_bits(10)
+    assert int(bank.states[1]) == 7
+
+
+def test_determinism():
+    assert [LFSR(99).next_word() for _ in range(3)] == [LFSR(99).next_word()] * 3
+    assert draw_distinct(LFSR(3), 50, 10) == draw_distinct(LFSR(3), 50, 10)
+    a = LFSRSampler(11)(torch.arange(4), 0, 100, 7)
+    b = LFSRSampler(11)(torch.arange(4), 0, 100, 7)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, LFSRSampler(12)(torch.arange(4), 0, 100, 7))
+
+
+def test_draw_distinct_follows_documented_algorithm():
+    # Replay the documented steps by hand on a separate register.
+    M, A = 10, 3
+    got = draw_distinct(LFSR(1), M, A)
+    r, taken, out = LFSR(1), set(), []
+    while len(out) < A:
+        w = r.next_bits(4)  # k = bit_length(9) = 4
+        if w < M and w not in taken:
+            taken.add(w)
+            out.append(w)
+    assert got == out == [6, 4, 5]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(1, (1 << 32) - 1), M=st.integers(1, 300), frac=st.floats(0, 1))
+def test_draw_distinct_range_and_distinctness(seed, M, frac):
+    A = int(round(frac * M))
+    idx = draw_distinct(LFSR(seed), M, A)
+    assert len(idx) == A == len(set(idx))
+    assert all(0 <= i < M for i in idx)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeds=st.lists(st.integers(1, (1 << 32) - 1), min_size=1, max_size=5),
+       M=st.integers(1, 200), A=st.integers(0, 40))
+def test_draw_distinct_batch_equals_scalar(seeds, M, A):
+    A = min(A, M)
+    bank = LFSRBank(seeds)
+    got = draw_distinct_batch(bank, M, A)
+    regs = [LFSR(s) for s in seeds]
+    want = np.array([draw_distinct(r, M, A) for r in regs], dtype=np.int64).reshape(len(seeds), A)
+    assert np.array_equal(got, want)
+    assert [int(s) for s in bank.states] == [r.state for r in regs]
+
+
+def test_draw_is_roughly_uniform():
+    counts = np.bincount(draw_distinct_batch(LFSRBank(query_seeds(5, np.arange(4000))), 12, 3).ravel(),
+                         minlength=12)
+    expected = 4000 * 3 / 12
+    assert np.abs(counts - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_uniform_index_and_tie_break():
+    r = LFSR(77)
+    vals = [uniform_index(r, 5) for _ in range(2000)]
+    assert set(vals) == set(range(5))
+    # One candidate: no bits consumed.
+    r = LFSR(77)
+    assert uniform_index(r, 1) == 0 and r.state == 77
+    assert tie_break(LFSR(77), [9]) == 9
+    # Same choice whatever the listing order; picks among the candidates.
+    assert tie_break(LFSR(4), [30, 2, 17]) == tie_break(LFSR(4), [2, 17, 30])
+    assert tie_break(LFSR(4), [30, 2, 17]) in (2, 17, 30)
+    # Batch forms equal the scalar forms.
+    seeds = [3, 1000, 65537]
+    ns = [5, 1, 130]
+    got = uniform_index_batch(LFSRBank(seeds), ns)
+    assert list(got) == [uniform_index(LFSR(s), n) for s, n in zip(seeds, ns)]
+    mask = np.zeros((3, 8), dtype=bool)
+    mask[0, [1, 4, 6]] = True
+    mask[1, [0]] = True
+    mask[2, [2, 3, 5, 7]] = True
+    got = tie_break_batch(LFSRBank(seeds), mask)
+    want = [tie_break(LFSR(s), np.flatnonzero(m).tolist()) for s, m in zip(seeds, mask)]
+    assert list(got) == want
+
+
+def test_query_seed_derivation():
+    # Hand-computed: q = 0 -> m = 0x9E3779B9; m ^ (m >> 16) = 0x9E3779B9 ^ 0x00009E37 = 0x9E37E78E.
+    assert query_seed(1, 0) == 1 ^ 0x9E37E78E
+    m = (5 + 1) * LFSR_QUERY_MIX & 0xFFFFFFFF
+    assert query_seed(0xDEADBEEF, 5) == 0xDEADBEEF ^ m ^ (m >> 16)
+    # The one query id whose mix equals the seed falls back to the seed (never state 0).
+    assert query_seed(0x9E37E78E, 0) == 0x9E37E78E
+    ids = np.arange(50_000)
+    s = query_seeds(LFSR_DEFAULT_SEED, ids)
+    assert (s != 0).all() and np.unique(s).size == ids.size
+    assert [int(v) for v in s[:20]] == [query_seed(LFSR_DEFAULT_SEED, int(q)) for q in ids[:20]]
+
+
+def test_sampler_protocol_and_batch_independence():
+    sampler = LFSRSampler(seed=2024)
+    out = sampler(torch.arange(6), factor=0, M=40, A=5)
+    assert out.shape == (6, 5) and out.dtype == torch.int64
+    assert all(len(set(r.tolist())) == 5 for r in out)
+    assert int(out.min()) >= 0 and int(out.max()) < 40
+    # Second call continues each query's own stream.
+    out2 = sampler(torch.tensor([4, 1]), factor=1, M=40, A=5)
+
+    # Same draws when the queries come one by one, in another order.
+    other = LFSRSampler(seed=2024)
+    rows = {int(q): other(torch.tensor([q]), 0, 40, 5)[0] for q in [5, 3, 0, 1, 4, 2]}
+    for q in range(6):
+        assert torch.equal(rows[q], out[q])
+    assert torch.equal(other(torch.tensor([1]), 1, 40, 5)[0], out2[1])
+    assert torch.equal(other(torch.tensor([4]), 1, 40, 5)[0], out2[0])
+
+    # reset() replays from the seeds; state() exposes the register for RTL comparison.
+    assert sampler.state(0) != query_seed(2024, 0)
+    sampler.reset()
+    assert sampler.state(0) == query_seed(2024, 0)
+    assert torch.equal(sampler(torch.arange(6), 0, 40, 5), out)
+
+
+def test_sampler_in_bcf_is_batch_size_independent():
+    from hdsim.codes import random_codebooks
+    from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
+    from hdsim.queries import make_queries
+
+    cb = random_codebooks(F=2, M=60, D=256, B=4, seed=3)
+    qs = make_queries(cb, 12, seed=4)
+    cfg = BCFConfig(T=0.05, A=10, max_iter=30)  # high threshold: forces sampling
+    r1 = BlockCodeFactorizer(cb, cfg, sampler=LFSRSampler(7)).factorize(qs.queries)
+    r2 = BlockCodeFactorizer(cb, cfg, sampler=LFSRSampler(7)).factorize(qs.queries, batch_size=5)
+    assert torch.equal(r1.indices, r2.indices)
+    assert torch.equal(r1.iterations, r2.iterations)
+
+
+def test_expected_words_documented_example():
+    assert 480 < _expected_words(1155, 238) < 500
+
+
+def test_errors():
+    with pytest.raises(HdsimError, match="seed"):
+        LFSR(0)
+    with pytest.raises(HdsimError, match="seed"):
+        LFSR(1 << 32)
+    with pytest.raises(HdsimError, match="seed"):
+        LFSRSampler(0)
+    with pytest.raises(HdsimError, match="width"):
+        LFSR(1, width=1)
+    with pytest.raises(HdsimError, match="width"):
+        LFSR(1, width=65)
+    with pytest.raises(HdsimError, match="taps"):
+        LFSR(1, width=16, taps=0x0400)  # top bit missing
+    with pytest.raises(HdsimError, match="taps"):
+        LFSR(1, width=16, taps=0x1B400)
+    with pytest.raises(HdsimError, match="A"):
+        draw_distinct(LFSR(1), 5, 6)
+    with pytest.raises(HdsimError, match="A"):
+        LFSRSampler(1)(torch.arange(2), 0, 5, 6)
+    with pytest.raises(HdsimError, match="M"):
+        draw_distinct(LFSR(1), 0, 0)
+    with pytest.raises(HdsimError, match="states"):
+        LFSRBank([1, 0])
+    with pytest.raises(HdsimError, match="query_ids"):
+        LFSRSampler(1)(torch.tensor([1, 1]), 0, 5, 2)
+    with pytest.raises(HdsimError, match="query_ids"):
+        LFSRSampler(1)(torch.tensor([-1]), 0, 5, 2)
+    with pytest.raises(HdsimError, match="query_id"):
+        query_seed(1, -1)
+    with pytest.raises(HdsimError, match="n"):
+        LFSR(1).next_bits(65)
+    with pytest.raises(HdsimError, match="candidates"):
+        tie_break(LFSR(1), [])
+    with pytest.raises(HdsimError, match="mask"):
+        tie_break_batch(LFSRBank([1]), np.zeros((1, 3), dtype=bool))
+
+
+def test_shipped_verilog_header_matches_generator(tmp_path):
+    assert VERILOG_HEADER.read_text(encoding="utf-8") == verilog_header_text()
+    text = verilog_header_text()
+    assert "`define HDSIM_LFSR_TAPS 32'h80200003" in text
+    assert "`define HDSIM_LFSR_WIDTH 32" in text
+    from hdsim.lfsr import write_verilog_header
+    p = write_verilog_header(tmp_path / "x.vh")
+    assert p.read_text(encoding="utf-8") == text
