@@ -85,6 +85,25 @@ def bench_factorizer(
     emit(run_factorizer_bench(cfg))
 
 
+@app.command("demo")
+def demo(
+    queries: Annotated[int, typer.Option(help="Queries per step.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
+    device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
+) -> None:
+    """The main job: factorization demo on the reference configuration (summary as JSON)."""
+    from hdsim.demo import run_demo
+
+    if queries < 1:
+        raise HdsimError(f"queries: must be >= 1, got {queries}")
+    result = run_demo(queries=queries, seed=seed, device=device.value)
+    for name, r in result["steps"].items():
+        typer.echo(f"{name:10s} problem size {r['problem_size']:>10,d}  accuracy {r['accuracy']:.4f}  "
+                   f"mean iterations {r['mean_iterations']:6.2f}  {r['queries_per_s']:8.1f} queries/s  "
+                   f"(T={r['T']}, A={r['A']}; {r['noise_model']})", err=True)
+    emit(result)
+
+
 def main() -> None:
     """Console entry point: runs the app, turning :class:`HdsimError` into a one-line error."""
     try:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh machine, then run it.
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Simulators and synthesis for the RTL co-simulation tests (Debian packages), when missing.
+need=()
+for tool in iverilog verilator yosys; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iverilog verilator yosys >/dev/null
+fi
+
+python3 -m pip install -q -e '.[test]'
+exec python3 -m pytest -q "$@"
