@@ -60,7 +60,7 @@ divider, unbiased):
    ``w`` (the register has still advanced ``k`` steps).
 
 Indices come out in acceptance order. The expected number of words is
-``sum_{i<A} 2^k / (M - i)`` (e.g. about 490 for ``M = 1155, A = 238``).
+``sum_{i<A} 2^k / (M - i)`` (about 472 for ``M = 1155, A = 238``, ``k = 11``).
 
 Tie-break among ``c`` candidates
 --------------------------------
@@ -437,8 +437,62 @@ def uniform_index_batch(bank: LFSRBank, n: np.ndarray | Sequence[int]) -> np.nda
     return out
 
 
-def draw_distinct_batch(bank: LFSRBank, M: int, A: int) -> np.ndarray:
+def _stream_words(states: np.ndarray, width: int, taps: int, k: int, nwords: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``nwords`` ``k``-bit words of each register, and its state every 64 steps.
+
+    The output bit stream is produced 64 bits per table lookup and cut into
+    ``k``-bit words (MSB first), which is what ``nwords`` calls of
+    ``next_bits(k)`` return.
+
+    Shapes:
+        states: ``(r,)`` uint64; returns ``(r, nwords)`` int64 words and
+        ``(r, C)`` uint64 states after chunk ``1..C`` of 64 steps
+    """
+    chunks = -(-nwords * k // 64)
+    bank = LFSRBank(states.copy(), width, taps)
+    bits64 = np.empty((states.size, chunks), dtype=np.uint64)
+    after = np.empty((states.size, chunks), dtype=np.uint64)
+    for j in range(chunks):
+        bits64[:, j] = bank.next_bits(64)
+        after[:, j] = bank.states
+    # Big-endian bytes put each chunk's first-emitted bit (its MSB) first.
+    bits = np.unpackbits(bits64.astype(">u8").view(np.uint8).reshape(states.size, -1), axis=1)
+    bits = bits[:, : nwords * k].reshape(states.size, nwords, k)
+    words = np.zeros((states.size, nwords), dtype=np.int64)
+    for j in range(k):  # MSB first
+        words <<= 1
+        words |= bits[:, :, j]
+    return words, after
+
+
+def _advance(states: np.ndarray, width: int, taps: int, chunk_states: np.ndarray, steps: np.ndarray
+             ) -> np.ndarray:
+    """State of each register after ``steps[i]`` steps, given its states every 64 steps."""
+    full = steps // 64
+    rest = steps % 64
+    rows = np.arange(states.size)
+    base = np.where(full > 0, chunk_states[rows, np.maximum(full - 1, 0)], states)
+    out = base.copy()
+    for r in np.unique(rest):
+        if r == 0:
+            continue
+        sel = rest == r
+        b = LFSRBank(base[sel], width, taps)
+        b.next_bits(int(r))
+        out[sel] = b.states
+    return out
+
+
+def draw_distinct_batch(bank: LFSRBank, M: int, A: int, *, _first_block: int | None = None) -> np.ndarray:
     """:func:`draw_distinct` on every register of ``bank`` (bit for bit the same).
+
+    Vectorized without a loop over draws: each register's word stream does not
+    depend on which words are accepted, so a block of words is generated at
+    once, a word is accepted where it is ``< M`` and its first occurrence in the
+    row, and the register ends ``k * (position of the A-th acceptance + 1)``
+    steps after its start. Rows that need more words than the block (sized
+    from the expected count) are redone with a block twice as long.
 
     Shapes:
         returns: ``(k, A)`` int64, distinct per row, in ``[0, M)``
@@ -449,18 +503,35 @@ def draw_distinct_batch(bank: LFSRBank, M: int, A: int) -> np.ndarray:
     if A == 0 or kreg == 0:
         return out
     k = (M - 1).bit_length()
-    taken = np.zeros((kreg, M), dtype=bool)
-    count = np.zeros(kreg, dtype=np.int64)
-    rows = np.arange(kreg)
-    todo = np.ones(kreg, dtype=bool)
-    while todo.any():
-        w = bank.next_bits(k, todo).astype(np.int64)
-        ok = todo & (w < M)
-        ok[ok] = ~taken[rows[ok], w[ok]]
-        taken[rows[ok], w[ok]] = True
-        out[rows[ok], count[ok]] = w[ok]
-        count[ok] += 1
-        todo &= count < A
+    if k == 0:
+        return out  # M = 1, A = 1: index 0, no step taken
+    start = bank.states.copy()
+    final = start.copy()
+    pending = np.arange(kreg)
+    nwords = _first_block if _first_block is not None else int(1.3 * _expected_words(M, A)) + 32
+    while pending.size:
+        words, chunk_states = _stream_words(start[pending], bank.width, bank.taps, k, nwords)
+        valid = words < M
+        # Small keys let the stable sort below use numpy's radix sort.
+        keyed = np.where(valid, words, M).astype(np.uint16 if M < (1 << 16) else np.int64)
+        order = np.argsort(keyed, axis=1, kind="stable")
+        sorted_keys = np.take_along_axis(keyed, order, axis=1)
+        first_sorted = np.ones(valid.shape, dtype=bool)
+        first_sorted[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+        first = np.empty(valid.shape, dtype=bool)
+        np.put_along_axis(first, order, first_sorted, axis=1)
+        accepted = valid & first
+        count = np.cumsum(accepted, axis=1)
+        done = count[:, -1] >= A
+        if done.any():
+            acc = accepted[done] & (count[done] <= A)
+            out[pending[done]] = words[done][acc].reshape(-1, A)
+            used = np.argmax(count[done] >= A, axis=1) + 1
+            final[pending[done]] = _advance(start[pending[done]], bank.width, bank.taps,
+                                            chunk_states[done], used * k)
+        pending = pending[~done]
+        nwords *= 2
+    bank.states = final
     return out
 
 

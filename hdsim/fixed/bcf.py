@@ -1,0 +1,302 @@
+"""Bit-accurate integer model of the BCF datapath — SPEC sections 3 and 5.
+
+The golden reference of the RTL. Each iteration runs SPEC 3's steps on
+integers of the widths in :class:`~hdsim.fixed.widths.Datapath` (see
+``docs/fixed_point.md`` for the table), every op naming its rounding and
+overflow from :mod:`hdsim.fixed.rounding`:
+
+1. unbind (per other factor, ascending ``g``): ``acc[l] = sum_j t[(l+j) mod L] * x_g[j]``
+   (exact), ``t <- saturate(round_half_up(acc / 2^(Win + Wx - Wu)), Wu)``;
+   ``u_f`` is the last ``t`` (``t`` starts as the query, ``Win = Wq``).
+2. similarity: ``a_m = min_b u[b, X[m,b]]`` (``linf``) or ``sum_b`` (``dot``), exact;
+   optional integer IMC perturbation added here, saturated to the ``a`` word.
+3. threshold: ``w_m = a_m if a_m >= T_int else 0``; all-zero keeps ``w = a``.
+4. sampling: if ``max a <= T_int`` and ``A > 0``: ``w`` = 1 at ``A`` LFSR-drawn indices, else 0.
+5. pull-up: not sampled and ``max a >= Tc_int``: ``w`` one-hot (value 1) at the argmax.
+6. bundle: ``s[b,l] = sum_{m: X[m,b]=l} w_m`` (exact); ``S = sum_m w_m`` (every block
+   of an SBC codebook receives every weight once, so ``S`` is the block sum of all blocks).
+7. normalize with one reciprocal per factor: ``p = bitlen(S)``,
+   ``R = floor(2^(p+G) / S)``, ``x[b,l] = saturate((s[b,l] * R) >> (p + G - Wx), Wx)``
+   (floor); ``S = 0`` gives ``x = 0``. Since ``R <= 2^(p+G)/S`` the block sum of
+   ``x`` never exceeds ``2^Wx``; the value is low by less than ``2^-G`` relative
+   plus one LSB of floor per entry (``docs/fixed_point.md``).
+
+Randomness: the conditional sampling draws from an injected sampler; the
+default is :class:`hdsim.lfsr.LFSRSampler`, the generator the RTL implements,
+so the float reference given the same sampler draws the same indices.
+
+All arithmetic is on int64 tensors. The one exception in *evaluation* (not in
+the model): the correlation sum of step 1 is computed by a float conv1d whose
+every product and partial sum is an integer below ``2^24`` (float32) or
+``2^53`` (float64) — :class:`Datapath` proves the bound and picks the
+container — so the result is the exact integer, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hdsim.codes import BlockCodebooks, check_gsbc
+from hdsim.errors import HdsimError
+from hdsim.factorizers.base import FactorizationResult, Sampler
+from hdsim.factorizers.bcf import BCFConfig
+from hdsim.fixed.rounding import bit_length, saturate_unsigned, shift_floor, shift_round_half_up
+from hdsim.fixed.widths import Datapath, FixedWidths
+from hdsim.functional import similarity
+
+__all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query"]
+
+# (iteration, factor, query_ids) -> (k, M_f) int64 perturbations added to the similarities.
+SimilarityPerturbation = Callable[[int, int, Tensor], Tensor]
+
+
+def quantize_query(q: Tensor, bits: int) -> Tensor:
+    """Float GSBC entries in ``[0, 1]`` to ``Q0.bits``: ``saturate(round_half_up(q * 2^bits))``.
+
+    The float-to-integer boundary of the model (the CNN's int8 output would
+    enter here already as integers). Exact: scaling by a power of two is exact
+    in binary floating point, and the rounding is done on the integer part.
+
+    Shapes:
+        q: ``(N, B, L)`` float; returns the same shape, int64.
+    """
+    scaled = torch.ldexp(q.double(), torch.tensor(bits + 1))  # 2 * q * 2^bits, exact
+    twice = torch.floor(scaled).long()  # floor(2 q 2^bits)
+    return saturate_unsigned(shift_round_half_up(twice, 1), bits)  # floor(q 2^bits + 1/2)
+
+
+@dataclass
+class FactorStep:
+    """One factor's update in one iteration, for the ``k`` queries still running (int64 numpy)."""
+
+    u: np.ndarray  # (k, B, L) unbinding result
+    a: np.ndarray  # (k, M) similarities (after any injected perturbation)
+    w: np.ndarray  # (k, M) bundling weights
+    S: np.ndarray  # (k,) weight sum
+    R: np.ndarray  # (k,) reciprocal
+    x: np.ndarray  # (k, B, L) new estimate
+    amax: np.ndarray  # (k,)
+    argmax: np.ndarray  # (k,)
+    sampled: np.ndarray  # (k,) bool
+    pulled: np.ndarray  # (k,) bool
+
+
+@dataclass
+class IterationState:
+    """Full state after one iteration, as the RTL scoreboard compares it."""
+
+    iteration: int
+    query_ids: np.ndarray  # (k,) positions in the decoded batch
+    factors: list[FactorStep] = field(default_factory=list)
+    converged: np.ndarray | None = None  # (k,) all factors pulled up this iteration
+
+
+class FixedBCF:
+    """Integer-only BCF (see the module docstring for the datapath).
+
+    Args:
+        codebooks: the ``F`` SBC codebooks.
+        config: the float BCF's hyper-parameters; ``T`` and ``Tc`` are quantized once here.
+        widths: word widths (validated here, with the config).
+        sampler: conditional-sampling indices; default ``LFSRSampler(seed)``.
+        seed: seed of the default sampler.
+        device: torch device of the computation.
+
+    Example:
+        >>> from hdsim.codes import random_codebooks
+        >>> from hdsim.queries import make_queries
+        >>> cb = random_codebooks(F=2, M=20, D=256, B=4, seed=0)
+        >>> qs = make_queries(cb, 8, seed=1)
+        >>> res = FixedBCF(cb, BCFConfig(), FixedWidths.uniform(8)).factorize(qs.queries)
+        >>> bool((res.indices == qs.factors).all())
+        True
+    """
+
+    def __init__(self, codebooks: BlockCodebooks, config: BCFConfig = BCFConfig(),
+                 widths: FixedWidths = FixedWidths(), *, sampler: Sampler | None = None, seed: int = 1,
+                 device: torch.device | str = "cpu") -> None:
+        config.validate(codebooks.B)
+        self.device = torch.device(device)
+        self.codebooks = codebooks.to(self.device)
+        self.config = config
+        self.dp = Datapath.build(widths, codebooks.B, codebooks.L, codebooks.sizes, config.similarity,
+                                 config.T, config.resolved_Tc(codebooks.B), config.A)
+        self.widths = widths
+        self.max_iter = config.resolved_max_iter(codebooks.sizes)
+        if sampler is None:
+            from hdsim.lfsr import LFSRSampler
+
+            sampler = LFSRSampler(seed)
+        self.sampler = sampler
+        self._container = torch.float32 if self.dp.container == "float32" else torch.float64
+
+    # ---- datapath ops -------------------------------------------------------------------------
+    def correlate(self, t: Tensor, x: Tensor) -> Tensor:
+        """Exact integer circular correlation per block: ``acc[l] = sum_j t[(l+j) mod L] * x[j]``.
+
+        Shapes: ``t, x: (k, B, L)`` int64 -> ``(k, B, L)`` int64.
+        """
+        k, B, L = t.shape
+        if k == 0:
+            return t.clone()
+        c = self._container
+        inp = torch.cat([t, t[..., : L - 1]], dim=-1).to(c).reshape(1, k * B, 2 * L - 1)
+        out = torch.nn.functional.conv1d(inp, x.to(c).reshape(k * B, 1, L), groups=k * B)
+        return out.reshape(k, B, L).long()
+
+    def unbind(self, q: Tensor, x: Tensor, f: int) -> Tensor:
+        """``u_f``: unbind every other factor's estimate from the query, requantizing after each."""
+        w = self.widths
+        t, w_in = q, w.query
+        for g in range(self.codebooks.F):
+            if g == f:
+                continue
+            acc = self.correlate(t, x[:, g])
+            # Round half up, not floor: flooring biases every small unbinding result
+            # downward and at 8 bits pushes similarities under T (measured: 92% vs 100%
+            # accuracy at the reference config, docs/fixed_point.md).
+            t = saturate_unsigned(shift_round_half_up(acc, w_in + w.estimate - w.unbound), w.unbound)
+            w_in = w.unbound
+        if w_in != w.unbound:  # F == 1: the query itself, in the u format
+            t = saturate_unsigned(shift_floor(t, w_in - w.unbound), w.unbound)
+        return t
+
+    def normalize(self, s: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
+        """``x = saturate((s * R) >> (p + G - Wx), Wx)`` with ``R = floor(2^(p+G) / S)``.
+
+        Shapes: ``s: (k, B, L)``, ``S: (k,)`` -> ``x: (k, B, L)``, ``R: (k,)``.
+        """
+        G, Wx = self.widths.recip_guard, self.widths.estimate
+        p = bit_length(S)
+        num = torch.ones_like(S) << (p + G)
+        R = torch.where(S > 0, torch.div(num, S.clamp_min(1), rounding_mode="floor"), torch.zeros_like(S))
+        shift = (p + G - Wx).view(-1, 1, 1)
+        x = saturate_unsigned((s * R.view(-1, 1, 1)) >> shift, Wx)
+        return x, R
+
+    def bundle(self, w: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Weighted bundle of codebook ``f`` then normalization; returns ``x, S, R``."""
+        X = self.codebooks.indices[f]
+        k, M = w.shape
+        B, L = self.codebooks.B, self.codebooks.L
+        s = torch.zeros(k, B, L, dtype=torch.long, device=self.device)
+        s.scatter_add_(2, X.t().unsqueeze(0).expand(k, B, M), w.unsqueeze(1).expand(k, B, M))
+        S = w.sum(dim=1)
+        x, R = self.normalize(s, S)
+        return x, S, R
+
+    def initial_estimates(self, n: int) -> Tensor:
+        """Every codevector with weight 1, normalized: ``(n, F, B, L)`` int64."""
+        xs = []
+        for f, X in enumerate(self.codebooks.indices):
+            x, _, _ = self.bundle(torch.ones(1, X.shape[0], dtype=torch.long, device=self.device), f)
+            xs.append(x[0])
+        return torch.stack(xs).unsqueeze(0).expand(n, -1, -1, -1).clone()
+
+    # ---- decode ---------------------------------------------------------------------------------
+    def prepare_queries(self, queries: Tensor) -> Tensor:
+        """Integer queries pass through (checked against the query width); float ones are quantized."""
+        cb = self.codebooks
+        if not queries.is_floating_point():
+            q = queries.long()
+            q = q.reshape(q.shape[0], cb.B, cb.L) if q.dim() == 2 and q.shape[1] == cb.D else q
+            if q.dim() != 3 or tuple(q.shape[1:]) != (cb.B, cb.L):
+                raise HdsimError(f"query: expected shape (N, {cb.D}) or (N, {cb.B}, {cb.L}), got {tuple(queries.shape)}")
+            hi = (1 << self.widths.query) - 1
+            if (q < 0).any() or (q > hi).any():
+                raise HdsimError(f"query: integer entries must be in [0, {hi}] for {self.widths.query}-bit words")
+            return q.to(self.device)
+        q = check_gsbc(queries, cb.B, cb.L)
+        s = q.sum(dim=-1, keepdim=True)
+        q = torch.where(s > 0, q / torch.where(s > 0, s, torch.ones_like(s)), q)
+        return quantize_query(q, self.widths.query).to(self.device)
+
+    def factorize(self, queries: Tensor, batch_size: int | None = None,
+                  observe: Callable[[IterationState], None] | None = None,
+                  perturb: SimilarityPerturbation | None = None) -> FactorizationResult:
+        """Decode queries (float GSBCs, quantized here, or ``Q0.Wq`` integers).
+
+        Args:
+            observe: called after every iteration with the full :class:`IterationState`.
+            perturb: integer IMC perturbations added to the similarities (ADC output).
+
+        Returns:
+            :class:`FactorizationResult`; ``max_similarity`` is the last ``max a`` in units of 1
+            (``a / 2^Wu``, a report, not part of the datapath).
+        """
+        q = self.prepare_queries(queries)
+        N = q.shape[0]
+        step = N if batch_size is None else batch_size
+        if step < 1:
+            raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
+        parts = [self._decode(q[s:s + step], s, observe, perturb) for s in range(0, N, step)]
+        return FactorizationResult(*(torch.cat(t) for t in zip(*(
+            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
+    def _decode(self, q: Tensor, offset: int, observe, perturb) -> FactorizationResult:
+        cb, dp, cfg = self.codebooks, self.dp, self.config
+        F = cb.F
+        n = q.shape[0]
+        indices = torch.zeros(n, F, dtype=torch.long)
+        amax_out = torch.zeros(n, F, dtype=torch.long)
+        iterations = torch.zeros(n, dtype=torch.long)
+        converged = torch.zeros(n, dtype=torch.bool)
+        active = torch.arange(n, device=self.device)
+        x = self.initial_estimates(n)
+        for it in range(1, self.max_iter + 1):
+            k = active.numel()
+            ids = active.cpu() + offset
+            state = IterationState(it, ids.numpy()) if observe else None
+            all_pulled = torch.ones(k, dtype=torch.bool, device=self.device)
+            arg = torch.empty(k, F, dtype=torch.long, device=self.device)
+            amax_it = torch.empty(k, F, dtype=torch.long, device=self.device)
+            for f in range(F):
+                X = cb.indices[f]
+                M = X.shape[0]
+                u = self.unbind(q, x, f)
+                a = similarity(u, X, cfg.similarity)
+                if perturb is not None:
+                    a = saturate_unsigned(a + perturb(it, f, ids).to(self.device, torch.long), dp.a_bits)
+                amax, aarg = a.max(dim=1)  # first maximum: lowest index wins ties
+                keep = a >= dp.T_int
+                none_kept = ~keep.any(dim=1, keepdim=True)
+                w = torch.where(keep | none_kept, a, torch.zeros_like(a))
+                sampled = (amax <= dp.T_int) & (cfg.A > 0)
+                if bool(sampled.any()):
+                    rows = sampled.nonzero().squeeze(1)
+                    w[rows] = 0
+                    if cfg.A >= M:
+                        w[rows] = 1
+                    else:
+                        picks = self.sampler(ids[rows.cpu()], f, M, cfg.A).to(self.device)
+                        w[rows.unsqueeze(1), picks] = 1
+                pulled = ~sampled & (amax >= dp.Tc_int)
+                w = torch.where(pulled.unsqueeze(1), torch.nn.functional.one_hot(aarg, M), w)
+                xf, S, R = self.bundle(w, f)
+                x[:, f] = xf
+                all_pulled &= pulled
+                arg[:, f] = aarg
+                amax_it[:, f] = amax
+                if state is not None:
+                    state.factors.append(FactorStep(*(t.cpu().numpy() for t in (
+                        u, a, w, S, R, xf, amax, aarg, sampled, pulled))))
+            if state is not None:
+                state.converged = all_pulled.cpu().numpy()
+                observe(state)
+            rows = active.cpu()
+            indices[rows] = arg.cpu()
+            amax_out[rows] = amax_it.cpu()
+            iterations[rows] = it
+            if bool(all_pulled.any()):
+                converged[rows[all_pulled.cpu()]] = True
+                stay = ~all_pulled
+                active, q, x = active[stay], q[stay], x[stay]
+                if active.numel() == 0:
+                    break
+        scale = float(1 << self.widths.unbound)
+        return FactorizationResult(indices, iterations, converged, amax_out.double() / scale)
