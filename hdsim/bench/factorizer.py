@@ -34,7 +34,7 @@ class FactorizerBenchConfig:
 
     method: str = "bcf"
     D: int = 512
-    B: int = 4
+    B: int | None = None  # None: 4 for the BCF, D // 16 for the sparse resonator
     F: int = 2
     M: int = 1155
     T: float | None = None
@@ -56,9 +56,9 @@ class FactorizerBenchConfig:
         if self.method not in METHODS:
             raise HdsimError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("D", "B", "F", "M", "queries", "batch"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.D % self.B:
+        if self.B is not None and self.D % self.B:
             raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
         if self.dtype not in ("float32", "float64"):
             raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
@@ -163,7 +163,8 @@ def _other_bench(cfg: FactorizerBenchConfig) -> dict:
         fz = stochastic.StochasticFactorizer(codebooks, mcfg, seed=cfg.seed, device=cfg.device,
                                              dtype=getattr(torch, cfg.dtype))
     else:
-        codebooks, queries, truth = sparse_resonator.make_problem(cfg.F, cfg.M, cfg.D, cfg.B, cfg.queries, cfg.seed)
+        codebooks, queries, truth = sparse_resonator.make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed,
+                                                                  B=cfg.B)
         kw = {k: v for k, v in (("max_iter", cfg.max_iter), ("a", cfg.sparsity)) if v is not None}
         mcfg = sparse_resonator.SparseResonatorConfig(**kw)
         fz = sparse_resonator.SparseResonatorNetwork(codebooks, mcfg, seed=cfg.seed, device=cfg.device)
@@ -183,6 +184,9 @@ def run_factorizer_bench(cfg: FactorizerBenchConfig) -> dict:
     also ``numpy_queries_per_s`` and ``speedup_vs_numpy``.
     """
     cfg.validate()
+    if cfg.B is None:
+        cfg = replace(cfg, B=cfg.D // 16 if cfg.method == "sparse-resonator" else 4)
+        cfg.validate()
     torch.manual_seed(cfg.seed)  # nothing should draw from the global generator; belt and braces
     if cfg.method == "bcf":
         return _bcf_bench(cfg)

@@ -22,10 +22,10 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
   ``max_similarity`` is that maximum divided by ``D`` (in ``[0, 1]``). Why the
   absolute value: bipolar binding has a sign symmetry — negating an even
   number of factors leaves the product unchanged — and the network does settle
-  in such states, e.g. ``(a, -b, -c)`` for ``q = a ⊙ b ⊙ c`` (it did for about
-  40% of the queries at F=3, M=50, D=1500). They are correct factorizations;
-  the signed readout ``argmax_m <X_f[m], x_f>`` (``readout="signed"``) scores
-  them wrong.
+  in such states, e.g. ``(a, -b, -c)`` for ``q = a ⊙ b ⊙ c``. They are correct
+  factorizations, but the signed readout ``argmax_m <X_f[m], x_f>``
+  (``readout="signed"``) scores them wrong: at F=3, M=50, D=1500 (500
+  queries, seed 50) it reports 45.2% accuracy where ``"abs"`` reports 100%.
 * The network itself is deterministic: no random draws on the decode path.
 * Noisy queries (:func:`make_problem`): each entry of the exact product flips
   sign independently with probability ``p``.
@@ -52,11 +52,35 @@ __all__ = [
     "random_bipolar_codebooks",
     "make_bipolar_queries",
     "check_bipolar_queries",
+    "check_bipolar_codebooks",
     "bipolar_sign",
+    "unbind_others",
     "make_problem",
     "ResonatorConfig",
     "ResonatorNetwork",
 ]
+
+
+def unbind_others(q: Tensor, x: Tensor, f: int) -> Tensor:
+    """``q ⊙ prod_{g != f} x_g``: unbind every estimate except factor ``f``'s.
+
+    Bipolar binding is the elementwise product and self-inverse, so unbinding is
+    another product. (An explicit loop: ``Tensor.prod`` over the factor axis is
+    far slower on CPU.)
+
+    Shapes:
+        q: ``(k, D)``; x: ``(k, F, D)``; returns ``(k, D)``
+
+    Example:
+        >>> x = torch.tensor([[[1.0, -1.0], [-1.0, -1.0]]])
+        >>> unbind_others(torch.tensor([[1.0, 1.0]]), x, 0)
+        tensor([[-1., -1.]])
+    """
+    u = q
+    for g in range(x.shape[1]):
+        if g != f:
+            u = u * x[:, g]
+    return u
 
 
 def bipolar_sign(x: Tensor) -> Tensor:
@@ -189,7 +213,7 @@ def make_bipolar_queries(codebooks: BipolarCodebooks, n: int, seed: int | None =
     return q, truth
 
 
-def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int,
+def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int, *,
                  noise: float = 0.0) -> tuple[BipolarCodebooks, Tensor, Tensor]:
     """A factorization problem for the dense resonator: codebooks, queries, truth.
 
@@ -372,9 +396,8 @@ class ResonatorNetwork:
         for it in range(1, self.config.max_iter + 1):
             changed = torch.zeros(active.numel(), dtype=torch.bool, device=self.device)
             for f, X in enumerate(cb.vectors):
-                # Unbind the others: x_g is ±1, so dividing the full product by x_f is
-                # multiplying by it; recomputed per f because x changes sequentially.
-                u = q * x.prod(dim=1) * x[:, f] if F > 1 else q
+                # Recomputed per f: sequential updates change x within the iteration.
+                u = unbind_others(q, x, f)
                 new = bipolar_sign((u @ X.t()) @ X)
                 changed |= (new != x[:, f]).any(dim=1)
                 x[:, f] = new

@@ -9,9 +9,8 @@ factor ``f`` (sequentially, ``f = 0..F-1``):
 2. ``a = X_f u / D + n``, ``n = similarity_noise``      (normalized similarity in
    ``[-1, 1]`` plus noise; default ``n ~ N(0, sigma^2)`` i.i.d. per entry)
 3. ``a' = a`` where ``a >= T``, else 0                  (threshold activation)
-4. ``x_f = sign(X_f^T a')``, ``sign(0) = +1``;          if ``a'`` is all zero the
-   estimate ``x_f`` is kept (``X_f^T 0`` carries no information; ``sign(0)``
-   would collapse ``x_f`` to all ``+1``).
+4. ``x_f = sign(X_f^T a')``, ``sign(0) = +1``;          if no entry reaches ``T``
+   (``a'`` all zero) the estimate ``x_f`` is kept
 
 Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
 
@@ -19,6 +18,19 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
   the published 0.0107 at D=512, scaled like the sum of ``D`` independent
   per-device read-noise terms divided by ``D`` (0.0151 at D=256). Pass a float
   to fix it.
+* Threshold: ``T = None`` (default) picks ``T_f = z_{1 - 3.5/M_f} / sqrt(D)``
+  per factor (:func:`default_threshold`): on average 3.5 of the ``M_f``
+  unrelated similarities (about ``N(0, 1/D)``) survive. That is 0.1379 at
+  D=M=256 (the published runs used 0.136 there). A fixed 0.136 fails small
+  codebooks: at D=256, F=3 it reached 66% / 31% / 59% / 91% accuracy for
+  M=10 / 16 / 32 / 64 where the rule reaches 100% (32 queries each).
+* All-zero ``a'`` (``silent="keep"``, default): ``X_f^T 0`` carries no
+  information and ``sign(0)`` would collapse ``x_f`` to all ``+1``, so the
+  estimate is kept and only the noise moves the next similarity. The
+  alternative ``silent="unthresholded"`` (``a' = a``, the BCF's rule of SPEC
+  3 step 2.3) makes a plain resonator step instead; at D=M=256, F=3 it drives
+  the network into mixture states whose spurious similarities pass the 0.625
+  detection threshold (55% accuracy at T=0.1379, all "converged").
 * Init: ``x_f = sign(sum_m X_f[m])`` (ties +1), as the dense resonator.
 * Detection (stopping rule): a query stops right after the factor update in
   which the *noisy* similarity ``max_m a_m`` (step 2, what the hardware sees)
@@ -33,7 +45,8 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
 * Randomness: the default noise is drawn from a CPU generator seeded with
   ``seed`` at the start of every :meth:`StochasticFactorizer.factorize` call and
   moved to the device, so a call is a function of ``(queries, batch_size,
-  seed)`` and gives the same result on CPU and CUDA. The draw shape follows the
+  seed)`` and CPU and CUDA draw the same numbers (results agree unless a float
+  sum in ``X_f^T a'`` rounds across 0 differently). The draw shape follows the
   working set, so a different ``batch_size`` gives a different (equally valid) draw.
 """
 
@@ -41,6 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Callable
 
 import torch
@@ -57,6 +71,7 @@ from hdsim.factorizers.resonator import (
     make_bipolar_queries,
     random_bipolar_codebooks,
     resolve_dtype,
+    unbind_others,
 )
 
 __all__ = [
@@ -65,6 +80,8 @@ __all__ = [
     "StochasticConfig",
     "StochasticFactorizer",
     "default_sigma",
+    "default_threshold",
+    "default_stochastic_max_iter",
     "make_problem",
 ]
 
@@ -84,6 +101,37 @@ def default_sigma(D: int) -> float:
         0.0151
     """
     return SIGMA_D512 * math.sqrt(512.0 / D)
+
+
+ACTIVE_TARGET = 3.5
+
+
+def default_threshold(M: int, D: int, active: float = ACTIVE_TARGET) -> float:
+    """Default activation threshold ``T = max(0, z_{1 - active/M} / sqrt(D))``.
+
+    ``z_p`` is the standard normal quantile. A codevector unrelated to ``u`` has
+    a normalized similarity of about ``N(0, 1/D)``, so on average ``active``
+    (3.5) of the ``M`` unrelated entries survive the threshold. One fixed T does
+    not fit all M: at D=256, 0.136 suits M=256 but deadlocks M=10..32.
+
+    Example:
+        >>> round(default_threshold(256, 256), 4), default_threshold(3, 256)
+        (0.1379, 0.0)
+    """
+    if M <= active:
+        return 0.0
+    return max(0.0, NormalDist().inv_cdf(1.0 - active / M) / math.sqrt(D))
+
+
+def default_stochastic_max_iter(sizes: tuple[int, ...]) -> int:
+    """``max(2000, ceil(prod_f M_f / 1000))`` — the sparse resonator's rule (seed 000
+    eq. 3.7); SPEC gives no cap for this factorizer.
+
+    Example:
+        >>> default_stochastic_max_iter((256, 256, 256))
+        16778
+    """
+    return max(2000, -(-math.prod(sizes) // 1000))
 
 
 class GaussianSimilarityNoise:
@@ -106,11 +154,11 @@ class GaussianSimilarityNoise:
     def __call__(self, a: Tensor, factor: int) -> Tensor:
         if self.sigma == 0.0:
             return a
-        n = torch.randn(a.shape, generator=self.generator, dtype=torch.float64)
+        n = torch.randn(a.shape, generator=self.generator, dtype=a.dtype)
         return a + (self.sigma * n).to(device=a.device, dtype=a.dtype)
 
 
-def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int,
+def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int, *,
                  noise: float = 0.0) -> tuple[BipolarCodebooks, Tensor, Tensor]:
     """A factorization problem for the stochastic factorizer (bipolar codes).
 
@@ -122,7 +170,7 @@ def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int,
         returns: ``(BipolarCodebooks with (M_f, D) tensors, queries (n, D), truth (n, F))``
 
     Example:
-        >>> cb, q, truth = make_problem(F=3, M=10, D=256, n=20, seed=0)
+        >>> cb, q, truth = make_problem(F=2, M=16, D=256, n=20, seed=0)
         >>> StochasticFactorizer(cb).factorize(q).accuracy(truth)
         1.0
     """
@@ -138,45 +186,65 @@ class StochasticConfig:
 
     Attributes:
         T: activation threshold on the normalized noisy similarity ``a`` (entries
-            ``a < T`` become 0); range ``[0, 1)``. The default 0.045 was tuned at
-            D=256, M=256, F=3 (see ``docs/factorizers.md``).
+            ``a < T`` become 0); range ``[0, 1)``. ``None`` (default) means
+            :func:`default_threshold` ``(M_f, D)`` per factor (0.1379 at
+            D=M=256; measured best there: 0.136, see ``docs/factorizers.md``).
         sigma: std of the default Gaussian similarity noise (>= 0); ``None``
             means :func:`default_sigma` ``(D)``. Ignored when a custom
             ``similarity_noise`` is given.
         detection: stop when a factor's noisy max similarity exceeds this; range ``(0, 1]``.
-        max_iter: iteration cap per query (>= 1).
+        max_iter: iteration cap per query (>= 1); ``None`` means
+            :func:`default_stochastic_max_iter` (16,778 at M=256, F=3).
+        silent: what a factor does when no similarity reaches ``T``: ``"keep"``
+            (default) keeps ``x_f``; ``"unthresholded"`` uses ``a' = a``.
     """
 
-    T: float = 0.045
+    T: float | None = None
     sigma: float | None = None
     detection: float = 0.625
-    max_iter: int = 3000
+    max_iter: int | None = None
+    silent: str = "keep"
 
     def resolved_sigma(self, D: int) -> float:
         return float(self.sigma) if self.sigma is not None else default_sigma(D)
 
+    def resolved_max_iter(self, sizes: tuple[int, ...]) -> int:
+        return self.max_iter if self.max_iter is not None else default_stochastic_max_iter(sizes)
+
+    def resolved_T(self, sizes: tuple[int, ...], D: int) -> tuple[float, ...]:
+        """The threshold of each factor."""
+        if self.T is not None:
+            return (float(self.T),) * len(sizes)
+        return tuple(default_threshold(m, D) for m in sizes)
+
     def validate(self) -> None:
         """Raise :class:`HdsimError` naming the first parameter out of range."""
-        if not (0.0 <= self.T < 1.0):  # also rejects NaN
+        if self.T is not None and not (0.0 <= self.T < 1.0):  # also rejects NaN
             raise HdsimError(f"T: threshold must be in [0, 1), got {self.T}")
         if self.sigma is not None and not (self.sigma >= 0.0 and math.isfinite(self.sigma)):
             raise HdsimError(f"sigma: must be a finite number >= 0, got {self.sigma}")
         if not (0.0 < self.detection <= 1.0):
             raise HdsimError(f"detection: threshold must be in (0, 1], got {self.detection}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+        if self.silent not in ("keep", "unthresholded"):
+            raise HdsimError(f"silent: expected 'keep' or 'unthresholded', got {self.silent!r}")
+        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
+                                          or self.max_iter < 1):
             raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
 
-    def as_dict(self, D: int) -> dict:
+    def as_dict(self, D: int, sizes: tuple[int, ...]) -> dict:
         d = asdict(self)
         d["sigma"] = self.resolved_sigma(D)
+        d["max_iter"] = self.resolved_max_iter(sizes)
+        d["T"] = list(self.resolved_T(sizes, D))
         return d
 
 
 class StochasticFactorizer:
     """Stochastic in-memory factorizer for dense bipolar product vectors.
 
-    Per factor: ``a = X_f (q ⊙ prod_{g != f} x_g) / D + n``; ``a[a < T] = 0``;
-    ``x_f = sign(X_f^T a)`` (kept when ``a`` is all zero); stop when ``max a > detection``.
+    Per factor: ``a = X_f (q ⊙ prod_{g != f} x_g) / D + n``; ``a' = a`` where ``a >= T``
+    else 0; ``x_f = sign(X_f^T a')`` (kept when ``a'`` is all zero); stop when
+    ``max a > detection``; readout ``argmax_m |s_f[m]|`` (noise-free, see module doc).
 
     Shapes:
         codebooks: ``F`` tensors ``(M_f, D)`` of ``±1``
@@ -213,6 +281,8 @@ class StochasticFactorizer:
         self.codebooks = codebooks.to(self.device, self.dtype)
         self.config = config
         self.sigma = config.resolved_sigma(codebooks.D)
+        self.max_iter = config.resolved_max_iter(codebooks.sizes)
+        self.T = config.resolved_T(codebooks.sizes, codebooks.D)
         self.similarity_noise = similarity_noise
         self.seed = int(seed)
 
@@ -228,11 +298,10 @@ class StochasticFactorizer:
         Shapes:
             q: ``(k, D)``; x: ``(k, F, D)``; returns ``(k, F)`` int64 and ``(k, F)`` float
         """
-        D, F = self.codebooks.D, self.codebooks.F
-        full = x.prod(dim=1)
+        D = self.codebooks.D
         idx, val = [], []
         for f, X in enumerate(self.codebooks.vectors):
-            u = q * full * x[:, f] if F > 1 else q
+            u = unbind_others(q, x, f)
             best = ((u @ X.t()) / D).abs().max(dim=1)  # torch returns the first maximum
             idx.append(best.indices)
             val.append(best.values)
@@ -253,7 +322,8 @@ class StochasticFactorizer:
         step = N if batch_size is None else batch_size
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-        noise = self.similarity_noise or GaussianSimilarityNoise(self.sigma, self.seed)
+        noise = (self.similarity_noise if self.similarity_noise is not None
+                 else GaussianSimilarityNoise(self.sigma, self.seed))  # fresh draw per call
         parts = [self._factorize_batch(q[s:s + step], noise) for s in range(0, N, step)]
         return FactorizationResult(*(torch.cat(t) for t in zip(*(
             (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
@@ -282,15 +352,22 @@ class StochasticFactorizer:
             stay = ~done
             active, q, x = active[stay], q[stay], x[stay]
 
-        for it in range(1, cfg.max_iter + 1):
+        for it in range(1, self.max_iter + 1):
             iterations[active.cpu()] = it
             for f, X in enumerate(cb.vectors):
-                u = q * x.prod(dim=1) * x[:, f] if F > 1 else q  # x_f is ±1: x_f * x_f = 1
-                a = noise((u @ X.t()) / D, f)
+                u = unbind_others(q, x, f)  # uses this iteration's update of factors < f
+                clean = (u @ X.t()) / D
+                a = noise(clean, f)
+                if not isinstance(a, Tensor) or a.shape != clean.shape:
+                    raise HdsimError(f"similarity_noise: must return a tensor of shape {tuple(clean.shape)}, "
+                                     f"got {getattr(a, 'shape', type(a).__name__)}")
                 detected = a.amax(dim=1) > cfg.detection
-                a = torch.where(a >= cfg.T, a, torch.zeros_like(a))
-                silent = ~(a != 0).any(dim=1, keepdim=True)
-                x[:, f] = torch.where(silent, x[:, f], bipolar_sign(a @ X))
+                kept = a >= self.T[f]
+                silent = ~kept.any(dim=1, keepdim=True)
+                if self.config.silent == "keep":
+                    x[:, f] = torch.where(silent, x[:, f], bipolar_sign(torch.where(kept, a, 0.0) @ X))
+                else:
+                    x[:, f] = bipolar_sign(torch.where(kept | silent, a, 0.0) @ X)
                 if bool(detected.any()):
                     finish(detected, detected)
                     if active.numel() == 0:

@@ -1,0 +1,288 @@
+"""Sparse resonator network, float reference — seed ``000_*`` section 3, SPEC section 4.
+
+Codes are maximally sparse segment codes: binary SBCs with ``B`` blocks
+("segments", ``k`` in the seed) of length ``L``, kept in offset form (``B``
+indices in ``[0, L)``). Estimates are single SBCs, so unbinding is index
+subtraction. Per factor ``f`` (sequentially, ``f = 0..F-1``):
+
+1. ``u = q ⊘ (⊛_{g != f} x_g)``      — offsets ``u_b = (q_b - sum_{g != f} x_{g,b}) mod L``
+2. ``w = X_f^T u + r``                — ``w_m`` = number of blocks where ``X_f[m]`` and ``u``
+   agree (the overlap, an integer in ``[0, B]``), ``r ~ U[0, 1)`` i.i.d. per entry
+3. keep the ``a`` largest entries of ``w`` (the others become 0)
+4. ``x_f = thin(bundle(X_f, w))``     — per block, add each kept weight at the position its
+   codevector selects, then take the argmax of each block (ties broken uniformly at random)
+
+Init: ``x_f = thin(bundle(X_f, equal weights))`` (random ties, drawn per query).
+A query converges in the first iteration in which no estimate changes;
+otherwise it stops at ``max_iter`` (default ``max(2000, prod_f M_f / 1000)``,
+seed eq. 3.7).
+
+Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
+
+* The kept weights are the noisy values ``w + r`` (seed eq. 3.4 sparsifies
+  ``w' + r``), so early on, when every overlap is ~0, the bundle is a random
+  mixture — the network explores instead of stalling.
+* Thinning ties are broken exactly: among the positions equal to the block
+  maximum, the one with the largest uniform key wins (no additive noise that
+  could reorder near-equal sums).
+* Readout: ``idx_f = argmax_m`` of the overlap counts ``X_f^T u`` (without
+  ``r``) of the last iteration, lowest index wins ties; ``max_similarity`` is
+  that count divided by ``B`` (fraction of agreeing blocks, in ``[0, 1]``).
+* Queries: SBC offsets ``(N, B)`` (integer dtype) or dense ``(N, D)`` /
+  ``(N, B, L)`` GSBCs (float dtype), which are thinned to their per-block
+  argmax first (lowest index on ties), as the seed does at inference.
+* Randomness (``r``, tie-break keys, init ties) comes from a CPU generator
+  seeded with ``seed`` at the start of every
+  :meth:`SparseResonatorNetwork.factorize` call, moved to the device: a call is
+  a function of ``(queries, batch_size, seed)`` and CPU and CUDA draw the same
+  numbers (the overlaps are exact integers; the bundle sums can round
+  differently, which matters only for near-equal sums); a different
+  ``batch_size`` gives a different (equally valid) draw.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from hdsim.codes import BlockCodebooks, check_gsbc, random_codebooks, seeded_generator
+from hdsim.errors import HdsimError
+from hdsim.factorizers.base import FactorizationResult
+from hdsim.functional import bundle_sbc, dense_to_sbc, sbc_to_dense, similarity, unbind_sbc
+from hdsim.queries import QueryNoise, make_queries
+
+__all__ = [
+    "SparseResonatorConfig",
+    "SparseResonatorNetwork",
+    "default_sparse_max_iter",
+    "check_sbc_queries",
+    "make_problem",
+]
+
+
+def default_sparse_max_iter(sizes: tuple[int, ...]) -> int:
+    """Seed eq. 3.7: ``max(2000, prod_f M_f / 1000)`` (rounded up).
+
+    Example:
+        >>> default_sparse_max_iter((10, 10, 10)), default_sparse_max_iter((1000, 1000, 10))
+        (2000, 10000)
+    """
+    return max(2000, -(-math.prod(sizes) // 1000))
+
+
+def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int, *,
+                 noise: float | QueryNoise = 0.0, B: int | None = None) -> tuple[BlockCodebooks, Tensor, Tensor]:
+    """A factorization problem for the sparse resonator: SBC codebooks, SBC queries, truth.
+
+    Codebooks come from :func:`hdsim.codes.random_codebooks` (``seed``), queries
+    from :func:`hdsim.queries.make_queries` (``seed + 1``).
+
+    Args:
+        noise: a bit-flip probability (float: each block's 1 moves to another
+            position with probability ``p``) or any :class:`QueryNoise`; a
+            Gaussian-noisy GSBC is thinned to its per-block argmax.
+        B: number of blocks; ``None`` means ``D // 16`` (``L = 16``), at least 1.
+
+    Shapes:
+        returns: ``(BlockCodebooks with (M_f, B) offsets, queries (n, B) int64 offsets, truth (n, F))``
+
+    Example:
+        >>> cb, q, truth = make_problem(F=3, M=10, D=1024, n=20, seed=0)
+        >>> q.shape, cb.B, cb.L
+        (torch.Size([20, 64]), 64, 16)
+    """
+    if B is None:
+        B = max(1, D // 16)
+    if not isinstance(noise, QueryNoise):
+        noise = QueryNoise("bitflip", float(noise)) if noise else QueryNoise()
+    cb = random_codebooks(F, M, D, B, seed)
+    qs = make_queries(cb, n, seed + 1, noise)
+    return cb, dense_to_sbc(qs.queries), qs.factors
+
+
+def check_sbc_queries(q: Tensor, B: int, L: int, name: str = "queries") -> Tensor:
+    """Validate queries and return them as SBC offsets ``(N, B)`` int64.
+
+    Integer tensors are offsets ``(N, B)`` (or one ``(B,)``) in ``[0, L)``;
+    float tensors are dense GSBCs ``(N, D)`` / ``(N, B, L)`` checked by
+    :func:`hdsim.codes.check_gsbc` and thinned to their per-block argmax.
+
+    Raises:
+        HdsimError: wrong type or shape, offsets out of range, NaN/inf or negative entries.
+    """
+    if not isinstance(q, Tensor):
+        raise HdsimError(f"{name}: expected a torch.Tensor, got {type(q).__name__}")
+    if q.is_floating_point():
+        return dense_to_sbc(check_gsbc(q, B, L, name)).long()
+    if q.dtype == torch.bool or q.is_complex():
+        raise HdsimError(f"{name}: expected integer offsets or float GSBCs, got dtype {q.dtype}")
+    if q.dim() == 1:
+        q = q.unsqueeze(0)
+    if q.dim() != 2 or q.shape[1] != B:
+        raise HdsimError(f"{name}: expected integer offsets of shape (N, {B}), got {tuple(q.shape)}")
+    if q.shape[0] == 0:
+        raise HdsimError(f"{name}: expected at least 1 query, got 0")
+    if bool(((q < 0) | (q >= L)).any()):
+        raise HdsimError(f"{name}: offsets must be in [0, {L}), found {int(q.min())}..{int(q.max())}")
+    return q.long()
+
+
+@dataclass(frozen=True)
+class SparseResonatorConfig:
+    """Sparse resonator hyper-parameters.
+
+    Attributes:
+        a: attention sparsity, the number of largest attention entries kept per
+            factor (>= 1; values >= M keep all). Default 6: best of the values
+            tried at D=1024, B=64 (see ``docs/factorizers.md``).
+        max_iter: iteration cap; ``None`` means :func:`default_sparse_max_iter`.
+    """
+
+    a: int = 6
+    max_iter: int | None = None
+
+    def resolved_max_iter(self, sizes: tuple[int, ...]) -> int:
+        return self.max_iter if self.max_iter is not None else default_sparse_max_iter(sizes)
+
+    def validate(self) -> None:
+        """Raise :class:`HdsimError` naming the first parameter out of range."""
+        if isinstance(self.a, bool) or not isinstance(self.a, int) or self.a < 1:
+            raise HdsimError(f"a: attention sparsity must be an integer >= 1, got {self.a!r}")
+        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
+                                          or self.max_iter < 1):
+            raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
+
+    def as_dict(self, sizes: tuple[int, ...]) -> dict:
+        d = asdict(self)
+        d["max_iter"] = self.resolved_max_iter(sizes)
+        return d
+
+
+class SparseResonatorNetwork:
+    """Sparse resonator network on maximally sparse segment codes (SBC offsets).
+
+    Per factor: ``u = q ⊘ ⊛_{g != f} x_g`` (index subtraction); ``w = X_f^T u + r``;
+    keep the top ``a``; ``x_f = thin(bundle(X_f, w))``; stop when no estimate changes.
+
+    Shapes:
+        codebooks: ``F`` offset tensors ``(M_f, B)``
+        queries: offsets ``(N, B)`` int, or dense ``(N, D)`` / ``(N, B, L)`` float
+        result: indices ``(N, F)``, iterations ``(N,)``, converged ``(N,)``,
+        max_similarity ``(N, F)`` (overlap / ``B``)
+
+    Args:
+        codebooks: the ``F`` SBC codebooks.
+        config: hyper-parameters (validated here).
+        seed: seed of the random draws (re-seeded at every ``factorize``).
+        device: torch device for the computation.
+        dtype: ``torch.float32`` (default) or ``torch.float64`` for the weights.
+
+    Example:
+        >>> cb, q, truth = make_problem(F=3, M=10, D=1024, n=16, seed=0)
+        >>> res = SparseResonatorNetwork(cb, seed=1).factorize(q)
+        >>> res.accuracy(truth), bool(res.converged.all())
+        (1.0, True)
+    """
+
+    def __init__(self, codebooks: BlockCodebooks, config: SparseResonatorConfig = SparseResonatorConfig(), *,
+                 seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        config.validate()
+        if not isinstance(codebooks, BlockCodebooks) or codebooks.F < 1:
+            raise HdsimError("codebooks: expected BlockCodebooks with at least 1 factor")
+        if dtype not in (torch.float32, torch.float64):
+            raise HdsimError(f"dtype: expected float32 or float64, got {dtype}")
+        self.device = torch.device(device)
+        self.codebooks = codebooks.to(self.device)
+        self.config = config
+        self.seed = int(seed)
+        self.dtype = dtype
+        self.max_iter = config.resolved_max_iter(codebooks.sizes)
+
+    def _uniform(self, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+        # Drawn on the CPU, then moved: the same numbers on every device.
+        return torch.rand(shape, generator=g, dtype=self.dtype).to(self.device)
+
+    def thin(self, bundled: Tensor, g: torch.Generator) -> Tensor:
+        """Per-block argmax, ties broken uniformly at random: ``(k, B, L)`` -> ``(k, B)``."""
+        top = bundled.amax(dim=-1, keepdim=True)
+        keys = self._uniform(tuple(bundled.shape), g)
+        return torch.where(bundled == top, keys, torch.full_like(keys, -1.0)).argmax(dim=-1)
+
+    def initial_estimates(self, n: int, g: torch.Generator) -> Tensor:
+        """``x_f = thin(bundle(all codevectors of X_f))`` per query, offsets ``(n, F, B)``."""
+        cb = self.codebooks
+        est = []
+        for X in cb.indices:
+            ones = torch.ones(1, X.shape[0], dtype=self.dtype, device=self.device)
+            bundled = bundle_sbc(X, ones, cb.L).expand(n, -1, -1)
+            est.append(self.thin(bundled, g))
+        return torch.stack(est, dim=1)
+
+    def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
+        """Decode a batch of queries.
+
+        Shapes:
+            queries: offsets ``(N, B)`` int, or dense ``(N, D)`` / ``(N, B, L)`` float
+            returns: :class:`FactorizationResult` (on the CPU)
+
+        Args:
+            batch_size: queries decoded together; ``None`` for all at once.
+        """
+        cb = self.codebooks
+        q = check_sbc_queries(queries, cb.B, cb.L)
+        N = q.shape[0]
+        step = N if batch_size is None else batch_size
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+        g = seeded_generator(self.seed)
+        parts = [self._factorize_batch(q[s:s + step], g) for s in range(0, N, step)]
+        return FactorizationResult(*(torch.cat(t) for t in zip(*(
+            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
+    def _factorize_batch(self, queries: Tensor, g: torch.Generator) -> FactorizationResult:
+        cb = self.codebooks
+        F, B, L = cb.F, cb.B, cb.L
+        q = queries.to(self.device)
+        n = q.shape[0]
+        indices = torch.zeros(n, F, dtype=torch.long)
+        max_sim = torch.zeros(n, F, dtype=self.dtype)
+        iterations = torch.zeros(n, dtype=torch.long)
+        converged = torch.zeros(n, dtype=torch.bool)
+
+        active = torch.arange(n, device=self.device)  # batch positions still decoding
+        x = self.initial_estimates(n, g)
+        for it in range(1, self.max_iter + 1):
+            k = active.numel()
+            changed = torch.zeros(k, dtype=torch.bool, device=self.device)
+            arg = torch.empty(k, F, dtype=torch.long, device=self.device)
+            best = torch.empty(k, F, dtype=self.dtype, device=self.device)
+            for f, X in enumerate(cb.indices):
+                # Sequential: x already holds this iteration's update of factors < f.
+                u = q
+                for h in range(F):
+                    if h != f:
+                        u = unbind_sbc(u, x[:, h], L)
+                # Overlap count = 'dot' similarity of the one-hot u with each codevector.
+                overlap = similarity(sbc_to_dense(u, L, self.dtype), X, "dot")  # (k, M)
+                best[:, f], arg[:, f] = overlap.max(dim=1)  # lowest index wins ties
+                w = overlap + self._uniform((k, X.shape[0]), g)
+                if self.config.a < X.shape[0]:
+                    top = w.topk(self.config.a, dim=1)
+                    w = torch.zeros_like(w).scatter_(1, top.indices, top.values)
+                new = self.thin(bundle_sbc(X, w, L), g)
+                changed |= (new != x[:, f]).any(dim=1)
+                x[:, f] = new
+            rows = active.cpu()
+            indices[rows] = arg.cpu()
+            max_sim[rows] = (best / B).cpu()
+            iterations[rows] = it
+            done = ~changed
+            if bool(done.any()):
+                converged[rows[done.cpu()]] = True
+                active, q, x = active[changed], q[changed], x[changed]
+                if active.numel() == 0:
+                    break
+        return FactorizationResult(indices, iterations, converged, max_sim)
