@@ -58,7 +58,7 @@ def emit(obj: dict) -> None:
 def bench_factorizer(
     method: Annotated[Method, typer.Option(help="Factorizer to run.")] = Method.bcf,
     D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
-    B: Annotated[int, typer.Option("--B", help="Blocks (BCF, sparse resonator).")] = 4,
+    B: Annotated[Optional[int], typer.Option("--B", help="Blocks (default 4 for the BCF, D/16 for the sparse resonator).")] = None,
     F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
     M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
     T: Annotated[Optional[float], typer.Option("--T", help="Threshold (default: tuned table).")] = None,
@@ -85,6 +85,65 @@ def bench_factorizer(
     emit(run_factorizer_bench(cfg))
 
 
+@bench_app.command("fixed")
+def bench_fixed(
+    bits: Annotated[int, typer.Option(help="Width of every GSBC word (query, estimate, unbinding).")] = 8,
+    widths: Annotated[Optional[Path], typer.Option(help="JSON file of widths (overrides --bits).")] = None,
+    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
+    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
+    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
+    T: Annotated[Optional[float], typer.Option("--T", help="Threshold (default: tuned table).")] = None,
+    A: Annotated[Optional[int], typer.Option("--A", help="Sampling width (default: tuned table).")] = None,
+    Tc: Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold.")] = None,
+    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap.")] = None,
+    queries: Annotated[int, typer.Option(help="Number of queries.")] = 1024,
+    batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and the LFSR.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+) -> None:
+    """Fixed-point BCF vs the float reference on the same queries and LFSR draws."""
+    from hdsim.bench.fixed import FixedBenchConfig, run_fixed_bench
+
+    set_threads(threads)
+    cfg = FixedBenchConfig(bits=bits, widths_file=None if widths is None else str(widths), D=D, B=B, F=F,
+                           M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed)
+    emit(run_fixed_bench(cfg))
+
+
+@sweep_app.command("widths")
+def sweep_widths(
+    bits_min: Annotated[int, typer.Option(help="Smallest word width.")] = 4,
+    bits_max: Annotated[int, typer.Option(help="Largest word width.")] = 16,
+    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
+    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
+    queries: Annotated[int, typer.Option(help="Queries per width.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    tolerance_pt: Annotated[float, typer.Option(help="Accuracy points from float that count as equal.")] = 0.5,
+    out: Annotated[Path, typer.Option(help="Output folder (CSV + PNG).")] = Path("out/sweep_widths"),
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+) -> None:
+    """Fixed-point accuracy vs word width (CSV + PNG); prints the smallest width within tolerance."""
+    from hdsim.bench.fixed import FixedBenchConfig
+    from hdsim.sweep.widths import WidthSweepConfig, run_width_sweep
+
+    set_threads(threads)
+    cfg = WidthSweepConfig(bits_min=bits_min, bits_max=bits_max, tolerance_pt=tolerance_pt, out=str(out),
+                           base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed))
+    emit(run_width_sweep(cfg))
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply ``--threads``: on a shared 2-core machine one thread avoids OpenMP spin contention."""
+    if threads is not None:
+        if threads < 1:
+            raise HdsimError(f"threads: must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @app.command("demo")
 def demo(
     queries: Annotated[int, typer.Option(help="Queries per step.")] = 512,
@@ -102,6 +161,63 @@ def demo(
                    f"mean iterations {r['mean_iterations']:6.2f}  {r['queries_per_s']:8.1f} queries/s  "
                    f"(T={r['T']}, A={r['A']}; {r['noise_model']})", err=True)
     emit(result)
+
+
+@sweep_app.command("capacity")
+def sweep_capacity(
+    F: Annotated[Optional[list[str]], typer.Option("--F", help="Factors, repeatable or comma list (default 2,3).")] = None,
+    M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes for every F, repeatable or comma "
+                                                   "list (default: the tuned sizes of the table).")] = None,
+    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
+    queries: Annotated[int, typer.Option(help="Exact queries per (F, M).")] = 128,
+    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap: min(SPEC default, this) "
+                                                    "(default: the SPEC default).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
+    device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
+    batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 1024,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+    table: Annotated[Optional[Path], typer.Option(help="Tuned (T, A) table from 'hdsim tune' "
+                                                  "(default: the published table).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (capacity.csv, .png, .json).")] = Path("out/sweep_capacity"),
+) -> None:
+    """BCF accuracy and mean iterations vs problem size (CSV + PNG; JSON summary on stdout)."""
+    from hdsim.sweep.capacity import CapacitySweepConfig, parse_int_list, run_capacity_sweep
+
+    cfg = CapacitySweepConfig(F=parse_int_list(F, "F") or (2, 3), M=parse_int_list(M, "M"), D=D, B=B,
+                              queries=queries, max_iter=max_iter, seed=seed, device=device.value, batch=batch,
+                              threads=threads or None,
+                              table=None if table is None else str(table), out=str(out))
+    emit(run_capacity_sweep(cfg))
+
+
+@app.command("tune")
+def tune(
+    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
+    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
+    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
+    trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 50,
+    queries: Annotated[int, typer.Option(help="Exact queries per trial.")] = 256,
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (sqlite:///file.db, postgresql://...).")]
+    = "sqlite:///hdsim_tune.db",
+    study_name: Annotated[Optional[str], typer.Option(help="Study name (default bcf-D{D}-B{B}-F{F}-M{M}).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the evaluation problem (and of TPE by default).")] = 0,
+    sampler_seed: Annotated[Optional[int], typer.Option(help="TPE seed; give each worker of a shared study "
+                                                        "its own.")] = None,
+    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap per decode (default: SPEC).")] = None,
+    iter_weight: Annotated[float, typer.Option(help="Weight of mean_iterations/max_iter in the objective.")] = 0.01,
+    device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+    out: Annotated[Path, typer.Option(help="JSON table the best (T, A) is merged into.")] = Path("bcf_tuned.json"),
+) -> None:
+    """Search the BCF's (T, A) for one (F, M) with Optuna; merge the best into a tuned table."""
+    from hdsim.tune import TuneConfig, run_tune
+
+    cfg = TuneConfig(F=F, M=M, D=D, B=B, trials=trials, queries=queries, storage=storage, study_name=study_name,
+                     seed=seed, sampler_seed=sampler_seed, out=str(out), max_iter=max_iter,
+                     iter_weight=iter_weight, device=device.value, threads=threads or None)
+    emit(run_tune(cfg))
 
 
 def main() -> None:

@@ -51,8 +51,9 @@ from hdsim.functional import similarity
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query"]
 
-# (iteration, factor, query_ids) -> (k, M_f) int64 perturbations added to the similarities.
-SimilarityPerturbation = Callable[[int, int, Tensor], Tensor]
+# (iteration, factor, query_ids (k,), u (k, B, L) int64, a (k, M_f) int64) -> (k, M_f) int64
+# perturbations added to the similarities at the ADC output (IMC noise; see hdsim.imc).
+SimilarityPerturbation = Callable[[int, int, Tensor, Tensor, Tensor], Tensor]
 
 
 def quantize_query(q: Tensor, bits: int) -> Tensor:
@@ -261,7 +262,7 @@ class FixedBCF:
                 u = self.unbind(q, x, f)
                 a = similarity(u, X, cfg.similarity)
                 if perturb is not None:
-                    a = saturate_unsigned(a + perturb(it, f, ids).to(self.device, torch.long), dp.a_bits)
+                    a = saturate_unsigned(a + perturb(it, f, ids, u, a).to(self.device, torch.long), dp.a_bits)
                 amax, aarg = a.max(dim=1)  # first maximum: lowest index wins ties
                 keep = a >= dp.T_int
                 none_kept = ~keep.any(dim=1, keepdim=True)

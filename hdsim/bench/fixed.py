@@ -1,0 +1,125 @@
+"""``hdsim bench fixed``: the fixed-point BCF against the float reference on the same queries.
+
+Both decoders draw their conditional samples from the same LFSR (a fresh
+:class:`hdsim.lfsr.LFSRSampler` with the same seed each), so where their
+arithmetic agrees their trajectories agree; ``agreement_with_float`` and
+``iteration_agreement`` measure how often that holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
+from hdsim.fixed import FixedBCF, FixedWidths
+from hdsim.lfsr import LFSRSampler
+from hdsim.queries import QueryNoise, make_queries
+
+__all__ = ["FixedBenchConfig", "run_fixed_bench", "compare_fixed_float"]
+
+
+@dataclass(frozen=True)
+class FixedBenchConfig:
+    """What to run. ``bits`` sets every GSBC word (:meth:`FixedWidths.uniform`) unless
+    ``widths_file`` is given; ``T``/``A`` ``None`` take the tuned table."""
+
+    bits: int = 8
+    widths_file: str | None = None
+    D: int = 512
+    B: int = 4
+    F: int = 2
+    M: int = 1155
+    T: float | None = None
+    A: int | None = None
+    Tc: float | None = None
+    max_iter: int | None = None
+    similarity: str = "linf"
+    queries: int = 1024
+    batch: int = 256
+    seed: int = 0
+    noise: str = "none"
+    noise_level: float = 0.0
+
+    def widths(self) -> FixedWidths:
+        if self.widths_file is not None:
+            if not Path(self.widths_file).is_file():
+                raise HdsimError(f"widths: file not found: {self.widths_file}")
+            return FixedWidths.from_file(self.widths_file)
+        w = FixedWidths.uniform(self.bits)
+        w.validate()
+        return w
+
+    def validate(self) -> None:
+        for name in ("D", "B", "F", "M", "queries", "batch"):
+            if getattr(self, name) < 1:
+                raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.D % self.B:
+            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
+        QueryNoise(self.noise, self.noise_level)
+        self.widths()
+
+
+def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
+    """Decode the same queries with the float reference and the fixed-point model.
+
+    Returns the JSON-ready dict of :func:`run_fixed_bench`. ``float_result``
+    (``(result, seconds)``) lets a sweep reuse one float run for many widths.
+    """
+    from hdsim.tuned import lookup
+
+    cfg.validate()
+    if cfg.T is None or cfg.A is None:
+        tuned = lookup(cfg.F, cfg.M)
+        cfg = replace(cfg, T=tuned.T if cfg.T is None else cfg.T, A=tuned.A if cfg.A is None else cfg.A)
+    widths = cfg.widths()
+    codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
+    qs = make_queries(codebooks, cfg.queries, cfg.seed + 1, QueryNoise(cfg.noise, cfg.noise_level))
+    bcf = BCFConfig(T=cfg.T, A=cfg.A, Tc=cfg.Tc, max_iter=cfg.max_iter, similarity=cfg.similarity)
+    lfsr_seed = cfg.seed + 1  # LFSR seeds must be non-zero
+    fixed = FixedBCF(codebooks, bcf, widths, sampler=LFSRSampler(lfsr_seed))
+    if float_result is None:
+        ref = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed))
+        t0 = time.perf_counter()
+        fres = ref.factorize(qs.queries, batch_size=cfg.batch)
+        fsec = time.perf_counter() - t0
+    else:
+        fres, fsec = float_result
+    t0 = time.perf_counter()
+    xres = fixed.factorize(qs.queries, batch_size=cfg.batch)
+    xsec = time.perf_counter() - t0
+    n = cfg.queries
+    return {
+        "accuracy": xres.accuracy(qs.factors),
+        "factor_accuracy": xres.factor_accuracy(qs.factors),
+        "float_accuracy": fres.accuracy(qs.factors),
+        "agreement_with_float": float((xres.indices == fres.indices).all(dim=1).double().mean()),
+        "iteration_agreement": float((xres.iterations == fres.iterations).double().mean()),
+        "mean_iterations": float(xres.iterations.double().mean()),
+        "float_mean_iterations": float(fres.iterations.double().mean()),
+        "converged": float(xres.converged.double().mean()),
+        "queries_per_s": n / xsec,
+        "float_queries_per_s": n / fsec,
+        "fixed_over_float_throughput": fsec / xsec,
+        "threads": torch.get_num_threads(),
+        "widths": widths.as_dict(),
+        "datapath": fixed.dp.as_dict(),
+        "problem_size": codebooks.problem_size,
+        "noise_model": qs.noise.describe(),
+        "config": {**asdict(cfg), **bcf.as_dict(codebooks.B, codebooks.sizes), "lfsr_seed": lfsr_seed},
+        "_float": (fres, fsec),
+    }
+
+
+def run_fixed_bench(cfg: FixedBenchConfig) -> dict:
+    """Run the comparison; keys: ``accuracy``, ``agreement_with_float``,
+    ``iteration_agreement``, ``queries_per_s`` (fixed), ``float_queries_per_s``,
+    ``fixed_over_float_throughput``, ``widths``, ``datapath`` (every derived width)."""
+    out = compare_fixed_float(cfg)
+    out.pop("_float")
+    return out

@@ -1,0 +1,332 @@
+"""``hdsim tune``: search the BCF's ``(T, A)`` for one ``(F, M)`` with Optuna.
+
+The papers tuned the threshold ``T`` and the sampling width ``A`` per codebook
+size with Bayesian optimization; this uses Optuna's TPE sampler (seeded).
+
+Objective (minimized), on ``queries`` random exact product queries that are the
+same in every trial (codebooks from ``seed``, queries from ``seed + 1``, the
+factorizer's sampler from ``seed + 2``)::
+
+    objective = error_rate + iter_weight * mean_iterations / max_iter
+
+``error_rate = 1 - accuracy`` (all ``F`` factors right). The iteration term is
+at most ``iter_weight`` (default 0.01, i.e. below one error in 100 queries): it
+breaks ties between settings with the same error in favour of fast
+convergence, which the papers pushed for by lowering ``max_iter``; pass
+``max_iter`` to do the same here (default: the SPEC default
+``floor(M^(F-1)/F)``). Set ``iter_weight=0`` for the pure error rate.
+
+Search space:
+
+* ``T`` uniform in ``[0, T_max]``, ``T_max = 0.03`` (``linf`` similarity; the
+  published values lie in ``[0, 0.0172]``);
+* ``A`` integer in ``[0, A_max]``, ``A_max = min(M, 512)`` (``A = 0`` disables
+  sampling, ``A >= M`` samples every codevector).
+
+If the published table has an entry for exactly this ``(F, M)`` and D=512, B=4,
+a fresh study evaluates it first (an enqueued trial), so the search starts from
+the papers' point.
+
+Storage and sharing. The study lives in an Optuna RDB storage given as a
+SQLAlchemy URL, ``sqlite:///hdsim_tune.db`` by default (a file in the current
+folder), and is opened with ``load_if_exists=True``: running ``hdsim tune``
+again with the same ``--storage`` and ``--study-name`` adds trials to the same
+study. To spread one study over several machines, point them all at one
+database server, e.g.::
+
+    hdsim tune --F 2 --M 1155 --trials 50 \\
+        --storage postgresql://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 1
+    # on a second machine, with a different --sampler-seed:
+    hdsim tune --F 2 --M 1155 --trials 50 \\
+        --storage postgresql://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 2
+
+(PostgreSQL needs the ``psycopg2`` driver; MySQL URLs ``mysql+pymysql://...``
+work the same way. SQLite files are fine for one machine, not for several.)
+All workers of a study must evaluate the same problem (same ``--seed``,
+``--queries``, ``--max-iter``, ``--iter-weight``; a mismatch is refused) but
+should use different ``--sampler-seed`` values: TPE is seeded with
+``sampler_seed + number of trials in the study`` when a session starts, so
+sessions that start together with the same sampler seed would propose the same
+points.
+
+Output: the best ``(T, A)`` of the study is merged into a JSON table with the
+schema of ``hdsim/data/bcf_tuned_published.json`` (``out``; an existing table
+keeps its other rows), readable by :func:`hdsim.tuned.load_table`,
+:func:`hdsim.tuned.lookup` and ``hdsim sweep capacity --table``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
+from hdsim.queries import make_queries
+from hdsim.tuned import load_table
+
+__all__ = ["TuneConfig", "run_tune", "merge_into_table", "DEFAULT_STORAGE", "T_MAX", "A_CAP"]
+
+DEFAULT_STORAGE = "sqlite:///hdsim_tune.db"
+T_MAX = 0.03
+A_CAP = 512
+TC = 0.9
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """One tuning session; validated on construction (:class:`HdsimError` naming the option).
+
+    Attributes:
+        F, M: number of factors and codebook size being tuned.
+        D, B: dimension and number of blocks.
+        trials: trials to run in this session (added to the study).
+        queries: exact queries per trial evaluation.
+        storage: Optuna storage URL (SQLAlchemy), e.g. ``sqlite:///hdsim_tune.db``.
+        study_name: ``None`` = ``bcf-D{D}-B{B}-F{F}-M{M}``.
+        seed: seed of the evaluation problem (codebooks, queries, BCF sampler).
+        sampler_seed: TPE seed; ``None`` = ``seed``. Workers sharing one study
+            use the same ``seed`` and different ``sampler_seed``.
+        out: JSON table the best ``(T, A)`` is merged into.
+        max_iter: iteration cap per decode; ``None`` = SPEC default.
+        iter_weight: weight of ``mean_iterations / max_iter`` in the objective.
+        device: torch device.
+        threads: torch intra-op CPU threads during the session (restored after);
+            default 1, which is much faster on small or shared CPUs (the
+            per-iteration tensors are small); ``None`` = torch's setting.
+        progress: tqdm bar on stderr.
+    """
+
+    F: int = 2
+    M: int = 1155
+    D: int = 512
+    B: int = 4
+    trials: int = 50
+    queries: int = 256
+    storage: str = DEFAULT_STORAGE
+    study_name: str | None = None
+    seed: int = 0
+    sampler_seed: int | None = None
+    out: str = "bcf_tuned.json"
+    max_iter: int | None = None
+    iter_weight: float = 0.01
+    device: str = "cpu"
+    threads: int | None = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("F", "M", "D", "B", "trials", "queries"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
+        if self.D % self.B:
+            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
+        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
+                                          or self.max_iter < 1):
+            raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
+        if not (self.iter_weight >= 0):
+            raise HdsimError(f"iter_weight: must be >= 0, got {self.iter_weight}")
+        if self.study_name is not None and not self.study_name.strip():
+            raise HdsimError("study_name: must not be empty")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise HdsimError(f"device: not a torch device: {self.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        _check_storage(self.storage)
+        out = Path(self.out)
+        if out.exists():
+            _check_table_matches(load_table(out), self, out)  # HdsimError for a malformed table
+        elif not out.parent.exists():
+            raise HdsimError(f"out: folder {out.parent} does not exist")
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"bcf-D{self.D}-B{self.B}-F{self.F}-M{self.M}"
+
+    @property
+    def A_max(self) -> int:
+        return min(self.M, A_CAP)
+
+    @property
+    def resolved_max_iter(self) -> int:
+        return self.max_iter if self.max_iter is not None else default_max_iter((self.M,) * self.F)
+
+
+def _check_storage(url: str) -> None:
+    """A SQLAlchemy URL whose dialect is installed; a SQLite file's folder must exist."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = url
+    try:
+        u = make_url(url)
+        shown = u.render_as_string(hide_password=True)
+        u.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise HdsimError(f"storage: not a usable database URL {shown!r} "
+                         f"(expected e.g. sqlite:///hdsim_tune.db or postgresql://user:pw@host/db): "
+                         f"{str(e).splitlines()[0]}") from None
+    except ImportError as e:
+        raise HdsimError(f"storage: the database driver for {shown!r} is not installed ({e})") from None
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        folder = Path(u.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise HdsimError(f"storage: folder {folder} of the SQLite file does not exist")
+
+
+def _check_table_matches(table: dict, cfg: TuneConfig, path: Path) -> None:
+    for key, want in (("D", cfg.D), ("B", cfg.B), ("similarity", "linf"), ("Tc", TC)):
+        have = table.get(key)
+        if have is not None and have != want:
+            raise HdsimError(f"out: table {path} is for {key}={have}, this tuning uses {key}={want}")
+
+
+def merge_into_table(table: dict, F: int, M: int, T: float, A: int) -> dict:
+    """Return ``table`` with ``(T, A)`` as the entry of exactly ``M`` for ``F``.
+
+    A row ``M_min == M_max == M`` is replaced; a range row that contains ``M`` is
+    split around it; rows stay sorted by ``M_min``.
+    """
+    rows = []
+    for r in table["tables"].get(str(F), []):
+        lo, hi = int(r["M_min"]), int(r["M_max"])
+        if lo <= M <= hi:
+            if lo < M:
+                rows.append({**r, "M_min": lo, "M_max": M - 1})
+            if M < hi:
+                rows.append({**r, "M_min": M + 1, "M_max": hi})
+        else:
+            rows.append(dict(r))
+    rows.append({"M_min": M, "M_max": M, "T": float(T), "A": int(A)})
+    rows.sort(key=lambda r: r["M_min"])
+    return {**table, "tables": {**table["tables"], str(F): rows}}
+
+
+def _published_start(cfg: TuneConfig) -> dict | None:
+    if (cfg.D, cfg.B) != (512, 4):
+        return None
+    for r in load_table()["tables"].get(str(cfg.F), []):
+        if r["M_min"] <= cfg.M <= r["M_max"] and r["T"] <= T_MAX and r["A"] <= cfg.A_max:
+            return {"T": float(r["T"]), "A": int(r["A"])}
+    return None
+
+
+def run_tune(cfg: TuneConfig) -> dict:
+    """Run ``cfg.trials`` trials on the study, merge the best ``(T, A)`` into ``cfg.out``.
+
+    Returns:
+        JSON-ready dict: ``T``, ``A`` (best of the whole study), ``error``,
+        ``accuracy``, ``mean_iterations``, ``objective``, ``trials`` (finished
+        trials in the study), ``new_trials``, ``storage``, ``study_name``,
+        ``table``, ``search_space``, ``objective_formula``.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        study = optuna.create_study(storage=cfg.storage, study_name=cfg.name, direction="minimize",
+                                    load_if_exists=True)
+    except Exception as e:  # noqa: BLE001 - storage/driver errors come in many types
+        raise HdsimError(f"storage: cannot open study {cfg.name!r} in {_redact(cfg.storage)!r}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    meta = {"F": cfg.F, "M": cfg.M, "D": cfg.D, "B": cfg.B, "queries": cfg.queries, "seed": cfg.seed,
+            "max_iter": cfg.resolved_max_iter, "iter_weight": cfg.iter_weight}
+    done_before = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if study.user_attrs.get("problem") not in (None, meta):
+        raise HdsimError(f"study_name: study {cfg.name!r} in {_redact(cfg.storage)!r} was run with "
+                         f"{study.user_attrs['problem']}, not {meta}; use another --study-name")
+    if not study.trials:
+        study.set_user_attr("problem", meta)
+        start = _published_start(cfg)
+        if start is not None:
+            study.enqueue_trial(start)
+    sampler_seed = cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
+
+    codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
+    qs = make_queries(codebooks, cfg.queries, cfg.seed + 1)
+    max_iter = cfg.resolved_max_iter
+
+    def objective(trial: "optuna.Trial") -> float:
+        T = trial.suggest_float("T", 0.0, T_MAX)
+        A = trial.suggest_int("A", 0, cfg.A_max)
+        fz = BlockCodeFactorizer(codebooks, BCFConfig(T=T, A=A, max_iter=max_iter),
+                                 seed=cfg.seed + 2, device=cfg.device)
+        res = fz.factorize(qs.queries)
+        acc = int((res.indices == qs.factors).all(dim=1).sum()) / cfg.queries  # exact fraction
+        mean_it = float(res.iterations.double().mean())
+        trial.set_user_attr("accuracy", acc)
+        trial.set_user_attr("mean_iterations", mean_it)
+        trial.set_user_attr("converged", float(res.converged.double().mean()))
+        return (1.0 - acc) + cfg.iter_weight * mean_it / max_iter
+
+    bar = tqdm(total=cfg.trials, desc=f"tune F={cfg.F} M={cfg.M}", unit="trial", disable=not cfg.progress)
+
+    def callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        bar.update(1)
+        if study.best_trial is not None:
+            b = study.best_trial
+            bar.set_postfix_str(f"best T={b.params['T']:.4f} A={b.params['A']} "
+                                f"err={1 - b.user_attrs['accuracy']:.4f}")
+
+    threads_before = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        study.optimize(objective, n_trials=cfg.trials, callbacks=[callback], catch=())
+    finally:
+        bar.close()
+        torch.set_num_threads(threads_before)
+
+    best = study.best_trial
+    T, A = float(best.params["T"]), int(best.params["A"])
+    out = Path(cfg.out)
+    if out.exists():
+        table = load_table(out)
+    else:
+        table = {"source": "hdsim tune (Optuna TPE); linf similarity, Tc=0.9",
+                 "D": cfg.D, "B": cfg.B, "similarity": "linf", "Tc": TC, "tables": {}}
+    table = merge_into_table(table, cfg.F, cfg.M, T, A)
+    n_done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
+    table.setdefault("tuning", {}).setdefault(str(cfg.F), {})[str(cfg.M)] = {
+        "error": 1.0 - best.user_attrs["accuracy"], "mean_iterations": best.user_attrs["mean_iterations"],
+        "objective": best.value, "trials": n_done, "storage": _redact(cfg.storage), "study_name": cfg.name,
+        "queries": cfg.queries, "seed": cfg.seed, "max_iter": max_iter, "iter_weight": cfg.iter_weight,
+    }
+    out.write_text(json.dumps(table, indent=1) + "\n")
+    return {
+        "F": cfg.F, "M": cfg.M, "D": cfg.D, "B": cfg.B,
+        "T": T, "A": A,
+        "error": 1.0 - best.user_attrs["accuracy"],
+        "accuracy": best.user_attrs["accuracy"],
+        "mean_iterations": best.user_attrs["mean_iterations"],
+        "objective": best.value,
+        "best_trial": best.number,
+        "trials": n_done,
+        "new_trials": n_done - len(done_before),
+        "storage": _redact(cfg.storage),
+        "study_name": cfg.name,
+        "table": str(out),
+        "max_iter": max_iter,
+        "search_space": {"T": [0.0, T_MAX], "A": [0, cfg.A_max]},
+        "objective_formula": f"(1 - accuracy) + {cfg.iter_weight} * mean_iterations / {max_iter}",
+        "config": {**asdict(cfg), "storage": _redact(cfg.storage)},
+    }
+
+
+def _redact(url: str) -> str:
+    """The storage URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

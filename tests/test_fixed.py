@@ -1,0 +1,248 @@
+"""Fixed-point BCF (SPEC section 5): hand-computed ops, observe hook, widths, LFSR agreement, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
+from hdsim.fixed import Datapath, FixedBCF, FixedWidths, quantize_query
+from hdsim.fixed import rounding as rd
+from hdsim.lfsr import LFSRSampler
+from hdsim.queries import QueryNoise, make_queries
+
+T = torch.tensor
+
+
+# ---- rounding and overflow helpers -----------------------------------------------------------
+
+def test_shift_floor_and_round_half_up_ties():
+    assert rd.shift_floor(T([7, 6, -7, -8]), 2).tolist() == [1, 1, -2, -2]
+    # ties (x.5) go up, also for negatives: -1.5 -> -1, -0.5 -> 0
+    assert rd.shift_round_half_up(T([2, 6, 5, -6, -2, 7]), 2).tolist() == [1, 2, 1, -1, 0, 2]
+    assert rd.shift_round_half_up(T([3]), 0).tolist() == [3]
+
+
+def test_saturation_and_wrap():
+    assert rd.saturate_unsigned(T([-1, 0, 15, 16, 99]), 4).tolist() == [0, 0, 15, 15, 15]
+    assert rd.saturate_signed(T([-9, -8, 7, 8]), 4).tolist() == [-8, -8, 7, 7]
+    assert rd.wrap_unsigned(T([16, 17, -1]), 4).tolist() == [0, 1, 15]
+
+
+def test_bit_length_matches_python():
+    xs = [0, 1, 2, 3, 7, 8, 255, 256, 2**31, 2**40 - 1]
+    assert rd.bit_length(T(xs)).tolist() == [x.bit_length() for x in xs]
+
+
+def test_quantize_constants_round_half_up():
+    assert rd.quantize_unsigned(0.5 / 256, 8, 8) == 1  # exactly half an LSB rounds up
+    assert rd.quantize_unsigned(0.9, 8, 8) == 230  # 230.4
+    assert rd.quantize_unsigned(1.0, 8, 8) == 255  # saturates
+
+
+def test_quantize_query_ties_and_saturation():
+    q = T([[[0.125, 0.375, 0.5, 1.0]]], dtype=torch.float64)  # 2-bit words: 0.5, 1.5, 2, 4 LSB
+    assert quantize_query(q, 2).tolist() == [[[1, 2, 2, 3]]]
+
+
+# ---- datapath ops on hand-computed cases ------------------------------------------------------
+
+def small_model(widths=FixedWidths(4, 4, 4, 4), **cfg) -> FixedBCF:
+    cb = random_codebooks(2, 3, 8, 2, seed=0)  # B=2, L=4
+    return FixedBCF(cb, BCFConfig(**cfg), widths)
+
+
+def test_correlate_is_the_exact_circular_correlation():
+    m = small_model()
+    t = T([[[1, 2, 3, 4], [0, 0, 15, 0]]])
+    x = T([[[5, 0, 0, 1], [0, 2, 0, 0]]])
+    # acc[l] = sum_j t[(l+j) mod 4] x[j]; block 0: l=0: 1*5 + 4*1 = 9; l=1: 2*5+1*1 = 11; ...
+    assert m.correlate(t, x).tolist() == [[[9, 11, 17, 23], [0, 30, 0, 0]]]  # block 1: t[l+1] * 2
+
+
+def test_unbind_requantizes_with_round_half_up():
+    m = small_model()  # Wq = Wx = Wu = 4: acc >> 4, round half up
+    q = T([[[1, 2, 3, 4], [0, 0, 15, 0]]])
+    x = torch.zeros(1, 2, 2, 4, dtype=torch.long)
+    x[0, 1] = T([[5, 0, 0, 1], [0, 2, 0, 0]])  # estimate of factor 1; factor 0 is decoded
+    # acc = [[9, 11, 17, 23], [0, 30, 0, 0]] / 16 -> [[0.56, 0.69, 1.06, 1.44], [0, 1.875, 0, 0]]
+    assert m.unbind(q, x, 0).tolist() == [[[1, 1, 1, 1], [0, 2, 0, 0]]]
+
+
+def test_normalize_reciprocal_scheme():
+    m = small_model(FixedWidths(4, 4, 4, 3))  # Wx = 4, G = 3
+    s = T([[[3, 1, 0, 0], [0, 0, 4, 0]], [[1, 1, 1, 0], [3, 0, 0, 0]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
+    S = T([4, 3, 0])
+    x, R = m.normalize(s, S)
+    # S=4: p=3, R=floor(2^6/4)=16, x = (s*16) >> 2 = s*4 -> [12, 4] and 16 saturates to 15
+    # S=3: p=2, R=floor(2^5/3)=10, x = (s*10) >> 1 -> 1 -> 5, 3 -> 15
+    assert R.tolist() == [16, 10, 0]
+    assert x.tolist() == [[[12, 4, 0, 0], [0, 0, 15, 0]], [[5, 5, 5, 0], [15, 0, 0, 0]],
+                          [[0, 0, 0, 0], [0, 0, 0, 0]]]
+
+
+def test_bundle_weights_every_block_and_sums_S():
+    m = small_model()
+    X = m.codebooks.indices[0]
+    w = T([[2, 0, 1]])
+    x, S, R = m.bundle(w, 0)
+    assert S.tolist() == [3]
+    s = torch.zeros(2, 4, dtype=torch.long)
+    for mi in range(3):
+        for b in range(2):
+            s[b, X[mi, b]] += w[0, mi]
+    x2, _ = m.normalize(s.unsqueeze(0), S)
+    assert torch.equal(x, x2)
+
+
+# ---- the decode and its observe hook ----------------------------------------------------------
+
+def run_observed(model, queries, **kw):
+    states = []
+    res = model.factorize(queries, observe=states.append, **kw)
+    return res, states
+
+
+def test_observe_hook_replays_the_whole_state_sequence():
+    cb = random_codebooks(2, 200, 256, 4, seed=3)
+    qs = make_queries(cb, 24, seed=4, noise=QueryNoise("gaussian", 0.01))
+    model = FixedBCF(cb, BCFConfig(T=0.01, A=30, max_iter=25, Tc=0.6), FixedWidths.uniform(8),
+                     sampler=LFSRSampler(5))
+    res, states = run_observed(model, qs.queries)
+    assert [s.iteration for s in states] == list(range(1, len(states) + 1))
+    q = model.prepare_queries(qs.queries)
+    x = model.initial_estimates(24)
+    last = {}
+    for st_ in states:
+        ids = torch.from_numpy(st_.query_ids)
+        xa = x[ids].clone()
+        for f, fs in enumerate(st_.factors):
+            u = model.unbind(q[ids], xa, f)  # recomputed from the previous state
+            assert np.array_equal(u.numpy(), fs.u)
+            assert np.array_equal(fs.amax, fs.a.max(1)) and np.array_equal(fs.argmax, fs.a.argmax(1))
+            assert not (fs.sampled & fs.pulled).any()
+            xa[:, f] = torch.from_numpy(fs.x)
+        x[ids] = xa
+        conv = np.logical_and.reduce([fs.pulled for fs in st_.factors])
+        assert np.array_equal(st_.converged, conv)
+        for i, qid in enumerate(st_.query_ids):
+            last[int(qid)] = (st_.iteration, [int(fs.argmax[i]) for fs in st_.factors], bool(conv[i]))
+    for qid, (it, idx, conv) in last.items():
+        assert res.iterations[qid] == it and res.indices[qid].tolist() == idx and res.converged[qid] == conv
+    assert any(fs.sampled.any() for s in states for fs in s.factors)  # the LFSR path ran
+
+
+def test_integer_queries_give_the_same_decode_as_float_ones():
+    cb = random_codebooks(2, 50, 256, 4, seed=1)
+    qs = make_queries(cb, 16, seed=2, noise=QueryNoise("gaussian", 0.02))
+    m = FixedBCF(cb, BCFConfig(Tc=0.5), FixedWidths.uniform(10))
+    a = m.factorize(qs.queries)
+    b = m.factorize(quantize_query(qs.queries / qs.queries.sum(-1, keepdim=True), 10))
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.iterations, b.iterations)
+
+
+def test_same_lfsr_seed_same_result_and_float_agreement_at_wide_words():
+    cb = random_codebooks(2, 500, 512, 4, seed=0)
+    qs = make_queries(cb, 64, seed=1)
+    cfg = BCFConfig(T=0.0045, A=134, max_iter=60)
+    fx1 = FixedBCF(cb, cfg, FixedWidths.uniform(16), sampler=LFSRSampler(9)).factorize(qs.queries)
+    fx2 = FixedBCF(cb, cfg, FixedWidths.uniform(16), sampler=LFSRSampler(9)).factorize(qs.queries)
+    fl = BlockCodeFactorizer(cb, cfg, sampler=LFSRSampler(9), dtype=torch.float64).factorize(qs.queries)
+    assert torch.equal(fx1.indices, fx2.indices) and torch.equal(fx1.iterations, fx2.iterations)
+    assert (fx1.indices == fl.indices).all(1).float().mean() >= 0.98
+    assert (fx1.iterations == fl.iterations).float().mean() >= 0.9
+
+
+def test_eight_bit_words_decode_the_reference_kind_of_problem():
+    cb = random_codebooks(2, 442, 512, 4, seed=2)
+    qs = make_queries(cb, 64, seed=3)
+    res = FixedBCF(cb, BCFConfig(T=0.0045, A=134), FixedWidths.uniform(8)).factorize(qs.queries)
+    assert res.accuracy(qs.factors) >= 0.95
+
+
+# ---- widths are never exceeded (property) --------------------------------------------------
+
+@settings(max_examples=12, deadline=None)
+@given(bits=st.integers(4, 12), M=st.integers(2, 40), F=st.integers(2, 3), A=st.integers(0, 12),
+       T=st.floats(0, 0.05), sim=st.sampled_from(["linf", "dot"]), seed=st.integers(0, 1000),
+       noise=st.floats(0, 0.05))
+def test_no_intermediate_exceeds_its_declared_width(bits, M, F, A, T, sim, seed, noise):
+    B, D = 4, 64
+    cb = random_codebooks(F, M, D, B, seed=seed)
+    qs = make_queries(cb, 6, seed=seed + 1, noise=QueryNoise("gaussian", noise))
+    Tc = 0.9 if sim == "linf" else 3.2
+    Tscaled = T if sim == "linf" else T * B
+    m = FixedBCF(cb, BCFConfig(T=Tscaled, A=A, Tc=Tc, max_iter=6, similarity=sim),
+                 FixedWidths.uniform(bits), sampler=LFSRSampler(seed + 1))
+    dp = m.dp
+    q = m.prepare_queries(qs.queries)
+    assert q.max() < 2 ** bits and q.min() >= 0
+    x_prev = m.initial_estimates(6)
+    states = []
+    m.factorize(qs.queries, observe=states.append)
+    for s in states:
+        ids = torch.from_numpy(s.query_ids)
+        xa = x_prev[ids].clone()
+        for f, fs in enumerate(s.factors):
+            for g in range(F):  # every unbinding accumulator fits acc_bits
+                if g != f:
+                    assert m.correlate(q[ids], xa[:, g]).max() < 2 ** dp.acc_bits
+            assert fs.u.min() >= 0 and fs.u.max() < 2 ** bits
+            assert fs.a.min() >= 0 and fs.a.max() < 2 ** dp.a_bits
+            assert fs.S.max() < 2 ** dp.s_bits and fs.R.max() < 2 ** dp.recip_bits
+            assert (fs.S.astype(object) * fs.R.astype(object)).max() < 2 ** dp.prod_bits  # s <= S
+            assert fs.x.min() >= 0 and fs.x.max() < 2 ** bits
+            assert fs.x.sum(-1).max() <= 2 ** bits  # normalization never overshoots one
+            xa[:, f] = torch.from_numpy(fs.x)
+        x_prev[ids] = xa
+
+
+# ---- clear errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("widths,match", [
+    (FixedWidths(1, 8, 8, 10), "widths.query"), (FixedWidths(8, 40, 8, 40), "widths.estimate"),
+    (FixedWidths(8, 8, 8, 3), "widths.recip_guard"), (FixedWidths(8, 8.5, 8, 10), "widths.estimate"),
+    (FixedWidths(8, 8, 2, 10), "Tc="),
+])
+def test_bad_widths_are_clear_errors(widths, match):
+    cb = random_codebooks(2, 5, 64, 4, seed=0)
+    with pytest.raises(HdsimError, match=match):
+        FixedBCF(cb, BCFConfig(), widths)
+
+
+def test_widths_file(tmp_path):
+    p = tmp_path / "w.json"
+    p.write_text(json.dumps({"query": 6, "unbound": 9}))
+    assert FixedWidths.from_file(p) == FixedWidths(6, 8, 9, 10)
+    p.write_text("{not json")
+    with pytest.raises(HdsimError, match="not valid JSON"):
+        FixedWidths.from_file(p)
+    p.write_text(json.dumps({"qeury": 6}))
+    with pytest.raises(HdsimError, match="unknown field"):
+        FixedWidths.from_file(p)
+    with pytest.raises(HdsimError, match="not found"):
+        FixedWidths.from_file(tmp_path / "missing.json")
+
+
+def test_bad_integer_queries_are_clear_errors():
+    cb = random_codebooks(2, 5, 64, 4, seed=0)
+    m = FixedBCF(cb, BCFConfig(), FixedWidths.uniform(8))
+    with pytest.raises(HdsimError, match=r"\[0, 255\]"):
+        m.factorize(torch.full((2, 4, 16), 256, dtype=torch.long))
+    with pytest.raises(HdsimError, match="shape"):
+        m.factorize(torch.zeros(2, 4, 15, dtype=torch.long))
+    with pytest.raises(HdsimError, match="NaN"):
+        m.factorize(torch.full((2, 4, 16), float("nan")))
+
+
+def test_datapath_table_lists_every_signal():
+    dp = Datapath.build(FixedWidths.uniform(8), 4, 128, (1155, 1155), "linf", 0.0076, 0.9, 238)
+    names = [r["signal"] for r in dp.table()]
+    for sig in ("q", "x_f", "acc", "u_f", "a_m", "T", "Tc", "w_m", "s", "S", "R", "s*R", "idx_f", "flags"):
+        assert sig in names
+    assert dp.T_int == 2 and dp.Tc_int == 230 and dp.container == "float32"
