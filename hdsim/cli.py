@@ -73,11 +73,13 @@ def bench_factorizer(
     noise: Annotated[Noise, typer.Option(help="Query noise model.")] = Noise.none,
     noise_level: Annotated[float, typer.Option(help="Gaussian sigma or bit-flip probability.")] = 0.0,
     baseline: Annotated[Optional[str], typer.Option(help="Also time a baseline: 'numpy'.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
 ) -> None:
     """Accuracy, iterations and queries/s of one factorizer on random product queries."""
     from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
 
+    set_threads(threads)
     cfg = FactorizerBenchConfig(method=method.value, D=D, B=B, F=F, M=M, T=T, A=A, Tc=Tc,
                                 max_iter=max_iter, queries=queries, batch=batch, seed=seed,
                                 device=device.value, dtype=dtype.value, noise=noise.value,
@@ -218,6 +220,38 @@ def tune(
                      seed=seed, sampler_seed=sampler_seed, out=str(out), max_iter=max_iter,
                      iter_weight=iter_weight, device=device.value, threads=threads or None)
     emit(run_tune(cfg))
+
+
+@sweep_app.command("imc")
+def sweep_imc(
+    preset: Annotated[str, typer.Option(help="IMC noise preset: pcm-chip, pcm-default, ideal, ideal-periphery.")]
+    = "pcm-chip",
+    F: Annotated[int, typer.Option("--F", help="Factors.")] = 3,
+    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 32,
+    D: Annotated[int, typer.Option("--D", help="Dimension (bipolar codes).")] = 256,
+    queries: Annotated[int, typer.Option(help="Exact product queries per point.")] = 64,
+    t_min: Annotated[float, typer.Option(help="First time since programming, s (> 0).")] = 1.0,
+    t_max: Annotated[float, typer.Option(help="Last time since programming, s (default 1 year).")] = 31_557_600.0,
+    t_points: Annotated[int, typer.Option(help="Log-spaced time points.")] = 8,
+    scales: Annotated[Optional[list[str]], typer.Option(help="Noise scales (x programming, read, output noise), "
+                                                        "repeatable or comma list (default 0,0.5,1,2,4).")] = None,
+    scale_t: Annotated[float, typer.Option(help="Time since programming of the noise-scale panel, s.")] = 3600.0,
+    T: Annotated[Optional[float], typer.Option("--T", help="Threshold (default: per-M rule).")] = None,
+    detection: Annotated[float, typer.Option(help="Detection threshold.")] = 0.625,
+    max_iter: Annotated[int, typer.Option(help="Iteration cap per query.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Problem seed (crossbars: seed + 1).")] = 0,
+    device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+    out: Annotated[Path, typer.Option(help="Output folder (imc.csv, .png, .json).")] = Path("out/sweep_imc"),
+) -> None:
+    """Stochastic factorizer on PCM crossbars: accuracy and iterations vs time and noise scale (CSV + PNG)."""
+    from hdsim.sweep.imc import ImcSweepConfig, parse_float_list, run_imc_sweep
+
+    cfg = ImcSweepConfig(preset=preset, F=F, M=M, D=D, queries=queries, t_min=t_min, t_max=t_max,
+                         t_points=t_points, scales=parse_float_list(scales, "scales") or (0.0, 0.5, 1.0, 2.0, 4.0),
+                         scale_t=scale_t, T=T, detection=detection, max_iter=max_iter, seed=seed,
+                         device=device.value, threads=threads or None, out=str(out))
+    emit(run_imc_sweep(cfg))
 
 
 def main() -> None:

@@ -1,0 +1,80 @@
+"""The `hdsim` command as a user runs it: JSON on stdout, one-line errors, exit codes."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def hdsim(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_bench_factorizer_prints_the_promised_keys():
+    out = json.loads(hdsim("bench", "factorizer", "--D", "256", "--M", "60", "--queries", "32",
+                           "--batch", "16", "--json", "--threads", "1").stdout)
+    for key in ("accuracy", "factor_accuracy", "mean_iterations", "p95_iterations", "converged",
+                "queries_per_s", "problem_size", "config"):
+        assert key in out
+    assert out["accuracy"] == 1.0 and out["problem_size"] == 3600
+    assert out["config"]["T"] == 0.0 and out["config"]["max_iter"] == 30  # tuned table, SPEC default
+
+
+def test_bench_with_numpy_baseline_reports_speedup():
+    out = json.loads(hdsim("bench", "factorizer", "--D", "256", "--M", "60", "--queries", "16",
+                           "--baseline", "numpy").stdout)
+    assert out["speedup_vs_numpy"] > 0 and out["numpy_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("method,D,least", [("resonator", 512, 0.9), ("stochastic", 512, 0.9),
+                                             # stops when nothing changes, sometimes in a wrong state
+                                             ("sparse-resonator", 1024, 0.75)])
+def test_bench_other_methods(method, D, least):
+    out = json.loads(hdsim("bench", "factorizer", "--method", method, "--D", str(D), "--F", "3",
+                           "--M", "8", "--queries", "32", "--threads", "1").stdout)
+    assert out["accuracy"] >= least and out["problem_size"] == 512
+
+
+def test_bench_fixed_agrees_with_float_at_wide_words():
+    out = json.loads(hdsim("bench", "fixed", "--bits", "14", "--D", "256", "--M", "80", "--queries", "24").stdout)
+    assert out["agreement_with_float"] == 1.0 and out["accuracy"] == out["float_accuracy"]
+    assert out["widths"]["query"] == 14 and out["datapath"]["container"] == "float64"
+
+
+def test_sweep_widths_writes_csv_and_png(tmp_path):
+    out = json.loads(hdsim("sweep", "widths", "--bits-min", "7", "--bits-max", "9", "--M", "40",
+                           "--queries", "16", "--out", str(tmp_path)).stdout)
+    rows = list(csv.DictReader((tmp_path / "widths.csv").open()))
+    assert [int(r["bits"]) for r in rows] == [7, 8, 9]
+    assert (tmp_path / "widths.png").stat().st_size > 1000
+    assert out["smallest_bits_within_tolerance"] in (7, 8, 9)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["bench", "factorizer", "--D", "510"], "D: dimension 510 is not divisible"),
+    (["bench", "factorizer", "--M", "0"], "M: must be >= 1"),
+    (["bench", "factorizer", "--A", "-3", "--M", "10", "--D", "64"], "A: sampling width"),
+    (["bench", "factorizer", "--T", "1.5", "--M", "10", "--D", "64"], "T: threshold"),
+    (["bench", "factorizer", "--Tc", "0", "--M", "10", "--D", "64"], "Tc: convergence"),
+    (["bench", "factorizer", "--device", "cuda"] if not __import__("torch").cuda.is_available() else
+     ["bench", "factorizer", "--D", "510"], "not"),
+    (["bench", "fixed", "--bits", "40"], "widths.query"),
+    (["bench", "fixed", "--widths", "/nonexistent.json"], "not found"),
+])
+def test_bad_input_is_one_line_error(args, needle):
+    proc = hdsim(*args, ok=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = hdsim("bench", "factorizer", "--bogus", ok=False)
+    assert proc.returncode == 2 and "bogus" in proc.stderr
