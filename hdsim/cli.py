@@ -167,7 +167,8 @@ def demo(
 
 @sweep_app.command("capacity")
 def sweep_capacity(
-    F: Annotated[Optional[list[str]], typer.Option("--F", help="Factors, repeatable or comma list (default 2,3).")] = None,
+    F: Annotated[Optional[list[str]], typer.Option("--F", help="Factors, repeatable or comma list "
+                                                   "(default 2,3).")] = None,
     M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes for every F, repeatable or comma "
                                                    "list (default: the tuned sizes of the table).")] = None,
     D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
