@@ -68,6 +68,7 @@ from tqdm import tqdm
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
+from hdsim.validation import check_blocks, check_ints
 from hdsim.queries import make_queries
 from hdsim.tuned import load_table
 
@@ -121,18 +122,9 @@ class TuneConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("F", "M", "D", "B", "trials", "queries"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
-        if self.D % self.B:
-            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
-        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
-                                          or self.max_iter < 1):
-            raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
+        check_ints(self, ("F", "M", "D", "B", "trials", "queries"))
+        check_blocks(self.D, self.B)
+        check_ints(self, ("max_iter", "threads"), optional=True)
         if not (self.iter_weight >= 0):
             raise HdsimError(f"iter_weight: must be >= 0, got {self.iter_weight}")
         if self.study_name is not None and not self.study_name.strip():

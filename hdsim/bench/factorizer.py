@@ -21,6 +21,7 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
 from hdsim.queries import QueryNoise, make_queries
+from hdsim.validation import check_blocks, check_ints
 
 __all__ = ["FactorizerBenchConfig", "METHODS", "run_factorizer_bench", "summarize"]
 
@@ -55,11 +56,10 @@ class FactorizerBenchConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise HdsimError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("D", "B", "F", "M", "queries", "batch"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.B is not None and self.D % self.B:
-            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
+        check_ints(self, ("D", "F", "M", "queries", "batch"))
+        check_ints(self, ("B", "max_iter"), optional=True)
+        if self.B is not None:
+            check_blocks(self.D, self.B)
         if self.dtype not in ("float32", "float64"):
             raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():

@@ -20,6 +20,7 @@ from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
 from hdsim.fixed import FixedBCF, FixedWidths
 from hdsim.lfsr import LFSRSampler
 from hdsim.queries import QueryNoise, make_queries
+from hdsim.validation import check_blocks, check_ints
 
 __all__ = ["FixedBenchConfig", "run_fixed_bench", "compare_fixed_float"]
 
@@ -56,11 +57,9 @@ class FixedBenchConfig:
         return w
 
     def validate(self) -> None:
-        for name in ("D", "B", "F", "M", "queries", "batch"):
-            if getattr(self, name) < 1:
-                raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.D % self.B:
-            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
+        check_ints(self, ("D", "B", "F", "M", "queries", "batch"))
+        check_ints(self, ("max_iter",), optional=True)
+        check_blocks(self.D, self.B)
         QueryNoise(self.noise, self.noise_level)
         self.widths()
 

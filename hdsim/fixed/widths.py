@@ -150,7 +150,7 @@ class Datapath:
     def table(self) -> list[dict]:
         """One row per signal: name, bits, format, producing op, rounding, overflow."""
         w = self.widths
-        Wq, Wx, Wu, G = w.query, w.estimate, w.unbound, w.recip_guard
+        Wq, Wx, Wu = w.query, w.estimate, w.unbound
         ai = self.a_bits - Wu
         rows = [
             ("q", Wq, f"Q0.{Wq}", "query input: round_half_up(q * 2^Wq)", "round-half-up", "saturate"),

@@ -52,6 +52,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.queries import make_queries
 from hdsim.tuned import load_table, lookup
+from hdsim.validation import check_blocks, check_ints
 
 __all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "parse_int_list",
            "run_capacity_sweep"]
@@ -133,18 +134,9 @@ class CapacitySweepConfig:
             for m in self.M:
                 if m < 1:
                     raise HdsimError(f"M: codebook size must be >= 1, got {m}")
-        for name in ("D", "B", "queries", "batch"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
-        if self.D % self.B:
-            raise HdsimError(f"D: dimension {self.D} is not divisible by the number of blocks B={self.B}")
-        if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
-                                          or self.max_iter < 1):
-            raise HdsimError(f"max_iter: iteration cap must be an integer >= 1, got {self.max_iter!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
+        check_ints(self, ("D", "B", "queries", "batch"))
+        check_blocks(self.D, self.B)
+        check_ints(self, ("max_iter", "threads"), optional=True)
         try:
             dev = torch.device(self.device)
         except (RuntimeError, TypeError):

@@ -1,0 +1,32 @@
+"""Checks shared by the configuration dataclasses: one definition of each message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hdsim.errors import HdsimError
+
+__all__ = ["check_int", "check_ints", "check_blocks"]
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
+    """Raise ``HdsimError("name: must be an integer >= minimum, got ...")`` unless ``value`` is one.
+
+    ``optional`` lets ``None`` through (a default to be resolved later). Booleans are rejected.
+    """
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise HdsimError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+
+
+def check_ints(obj: Any, names: tuple[str, ...], *, minimum: int = 1, optional: bool = False) -> None:
+    """:func:`check_int` on each named attribute of ``obj``."""
+    for name in names:
+        check_int(name, getattr(obj, name), minimum=minimum, optional=optional)
+
+
+def check_blocks(D: int, B: int) -> None:
+    """The dimension must split into ``B`` blocks of equal length."""
+    if D % B:
+        raise HdsimError(f"D: dimension {D} is not divisible by the number of blocks B={B}")
