@@ -139,8 +139,9 @@ def sweep_widths(
 def set_threads(threads: int | None) -> None:
     """Apply ``--threads``: on a shared 2-core machine one thread avoids OpenMP spin contention."""
     if threads is not None:
-        if threads < 1:
-            raise HdsimError(f"threads: must be >= 1, got {threads}")
+        from hdsim.validation import check_int
+
+        check_int("threads", threads)
         import torch
 
         torch.set_num_threads(threads)
@@ -253,6 +254,72 @@ def sweep_imc(
                          scale_t=scale_t, T=T, detection=detection, max_iter=max_iter, seed=seed,
                          device=device.value, threads=threads or None, out=str(out))
     emit(run_imc_sweep(cfg))
+
+
+@app.command("cosim")
+def cosim(
+    queries: Annotated[int, typer.Option(help="Random queries run through the RTL.")] = 200,
+    config: Annotated[str, typer.Option(help="RTL configuration: a name from hdsim.rtl.CI_CONFIGS "
+                                        "(f2-l16-m16-p4, f3-l8-m8-p4, f2-dot-b3-l12-m20-p3, f3-l16-m10-p8) "
+                                        "or a JSON file of RtlConfig fields.")] = "f2-l16-m16-p4",
+    lanes: Annotated[Optional[int], typer.Option(help="Override the number of parallel lanes P.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of queries, perturbations, gaps and back-pressure.")] = 0,
+    resets: Annotated[int, typer.Option(help="Synchronous resets injected (mid-decode and mid-load); "
+                                        "the aborted queries are re-sent.")] = 2,
+    gaps: Annotated[bool, typer.Option(help="Random idle cycles between query beats.")] = True,
+    backpressure: Annotated[bool, typer.Option(help="Random result ready back-pressure.")] = True,
+    perturb_fraction: Annotated[float, typer.Option(help="Fraction of queries with IMC similarity "
+                                                    "perturbations.")] = 0.3,
+    noise_sigma: Annotated[float, typer.Option(help="Gaussian sigma of the noisy queries.")] = 0.02,
+    synth: Annotated[bool, typer.Option(help="Also run yosys synth; stat (cells, flip-flops).")] = False,
+    workdir: Annotated[Path, typer.Option(help="Build and log folder.")] = Path("out/cosim"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+) -> None:
+    """Co-simulate the BCF RTL (Icarus via cocotb) against the fixed-point model, bit for bit."""
+    from dataclasses import replace
+
+    from hdsim.rtl import CI_CONFIGS, RtlConfig, lower_bound, run_cosim, run_synth
+
+    if config in CI_CONFIGS:
+        cfg = CI_CONFIGS[config]
+    else:
+        path = Path(config)
+        if not path.is_file():
+            raise HdsimError(f"config: not a known configuration ({', '.join(CI_CONFIGS)}) nor a JSON file: {config}")
+        try:
+            cfg = RtlConfig.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise HdsimError(f"config file {path}: {e}") from None
+    if lanes is not None:
+        cfg = replace(cfg, lanes=lanes, name=f"{cfg.name}-p{lanes}")
+    if not 0.0 <= perturb_fraction <= 1.0:
+        raise HdsimError(f"perturb_fraction: must be in [0, 1], got {perturb_fraction}")
+    if resets < 0:
+        raise HdsimError(f"resets: must be >= 0, got {resets}")
+    report = run_cosim(cfg, queries, seed=seed, workdir=workdir, gaps=gaps, backpressure=backpressure,
+                       resets=resets, perturb_fraction=perturb_fraction, noise_sigma=noise_sigma)
+    report["rtl_config"] = cfg.as_dict()
+    report["lower_bound_no_sampling"] = lower_bound(cfg)
+    if synth:
+        report["synth"] = run_synth(cfg, Path(workdir) / f"synth-{cfg.name}-{cfg.key()}")
+    typer.echo(f"cosim {cfg.name}: {report['passed']} passed, {report['failed']} failed, "
+               f"{len(report['mismatches'])} mismatches; {report['cycles_per_iteration']:.1f} cycles/iteration "
+               f"vs lower bound {report['lower_bound_per_iteration_mean']:.1f}", err=True)
+    emit(report)
+    if report["failed"] or report["mismatches"] or report["passed"] != queries:
+        raise typer.Exit(1)
+
+
+def _register_export_commands() -> None:
+    """``hdsim train`` / ``export`` / ``evaluate`` live in the ``export`` package (``docs/export.md``)."""
+    try:
+        from export.cli import register
+    except ImportError:  # the export package is not installed
+        return
+    register(app)
+
+
+_register_export_commands()
 
 
 def main() -> None:

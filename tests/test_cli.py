@@ -58,7 +58,7 @@ def test_sweep_widths_writes_csv_and_png(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["bench", "factorizer", "--D", "510"], "D: dimension 510 is not divisible"),
-    (["bench", "factorizer", "--M", "0"], "M: must be >= 1"),
+    (["bench", "factorizer", "--M", "0"], "M: must be an integer >= 1"),
     (["bench", "factorizer", "--A", "-3", "--M", "10", "--D", "64"], "A: sampling width"),
     (["bench", "factorizer", "--T", "1.5", "--M", "10", "--D", "64"], "T: threshold"),
     (["bench", "factorizer", "--Tc", "0", "--M", "10", "--D", "64"], "Tc: convergence"),

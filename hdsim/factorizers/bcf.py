@@ -87,6 +87,11 @@ class BlockCodeFactorizer:
         sampler: draws the conditional-sampling indices; default
             :class:`RandomSampler` seeded with ``seed``. Inject an LFSR-driven
             sampler to reproduce the fixed-point model's draws.
+        mvm: ``dot`` similarity only: run the similarity ``a = onehot(X_f) u`` and the
+            bundling ``onehot(X_f)^T w`` through ``mvm.similarity(u (k,B,L), f) -> (k,M_f)``
+            and ``mvm.bundle(w (k,M_f), f) -> (k,B,L)`` (e.g. :class:`hdsim.imc.BlockCrossbarMVMs`,
+            a PCM crossbar); the bundle is clipped at 0 and then block-normalized.
+            ``mvm.reset()`` is called at the start of every ``factorize``.
         seed: seed of the default sampler.
         device: torch device for the computation.
         dtype: ``torch.float32`` (default) or ``torch.float64``.
@@ -103,8 +108,14 @@ class BlockCodeFactorizer:
 
     def __init__(self, codebooks: BlockCodebooks, config: BCFConfig = BCFConfig(), *,
                  sampler: Sampler | None = None, seed: int = 0,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, mvm=None) -> None:
         config.validate(codebooks.B)
+        if mvm is not None and config.similarity != "dot":
+            raise HdsimError(f"mvm: crossbar MVMs need similarity='dot', got {config.similarity!r}")
+        if mvm is not None and not all(callable(getattr(mvm, m, None)) for m in ("similarity", "bundle", "reset")):
+            raise HdsimError("mvm: expected an object with similarity(u, f), bundle(w, f) and reset() "
+                             "(e.g. hdsim.imc.BlockCrossbarMVMs)")
+        self.mvm = mvm
         if dtype not in (torch.float32, torch.float64):
             raise HdsimError(f"dtype: expected float32 or float64, got {dtype}")
         self.device = torch.device(device)
@@ -139,6 +150,8 @@ class BlockCodeFactorizer:
         step = N if batch_size is None else batch_size
         if step < 1:
             raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
+        if self.mvm is not None:
+            self.mvm.reset()
         parts = [self._factorize_batch(q[s:s + step], offset=s) for s in range(0, N, step)]
         return FactorizationResult(*(torch.cat(t) for t in zip(*(
             (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
@@ -167,7 +180,7 @@ class BlockCodeFactorizer:
                 # Sequential decoding: x already holds this iteration's update of factors < f.
                 u = unbind(q, multibind(x[:, others[f]])) if F > 1 else q
                 u = u.clamp_min(0)  # exact value is >= 0; drop FFT round-off below 0
-                a = similarity(u, X, cfg.similarity)
+                a = similarity(u, X, cfg.similarity) if self.mvm is None else self.mvm.similarity(u, f)
                 amax, aarg = a.max(dim=1)  # lowest index wins ties
                 keep = a >= cfg.T
                 none_kept = ~keep.any(dim=1, keepdim=True)
@@ -187,7 +200,10 @@ class BlockCodeFactorizer:
                     sampled = torch.zeros_like(amax, dtype=torch.bool)
                 pull = ~sampled & (amax >= self.Tc)
                 w = torch.where(pull.unsqueeze(1), torch.nn.functional.one_hot(aarg, X.shape[0]).to(w.dtype), w)
-                x[:, f] = bundle_sbc(X, w, L)
+                if self.mvm is None:
+                    x[:, f] = bundle_sbc(X, w, L)
+                else:
+                    x[:, f] = block_normalize(self.mvm.bundle(w, f).clamp_min(0))
                 all_conv &= pull
                 arg[:, f] = aarg
                 amax_all[:, f] = amax

@@ -42,6 +42,12 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
   ties); ``max_similarity`` is that ``|s_f|`` maximum. The absolute value
   resolves the sign symmetry of bipolar binding (negating two factors leaves
   the product unchanged), as in the dense resonator's default readout.
+* Crossbar MVMs (``mvm=``, e.g. :class:`hdsim.imc.CrossbarMVMs`): the
+  similarity ``X_f u / D`` (step 2), the bundling ``X_f^T a'`` (step 4) and the
+  readout similarity run through ``mvm.similarity(u, f)`` / ``mvm.bundle(a', f)``
+  instead of exact products; the crossbar is the noise source, so the default
+  Gaussian is off (a ``similarity_noise`` given as well is applied on top).
+  ``mvm.reset()`` is called at the start of every ``factorize``.
 * Randomness: the default noise is drawn from a CPU generator seeded with
   ``seed`` at the start of every :meth:`StochasticFactorizer.factorize` call and
   moved to the device, so a call is a function of ``(queries, batch_size,
@@ -55,7 +61,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -76,6 +82,7 @@ from hdsim.factorizers.resonator import (
 
 __all__ = [
     "SimilarityNoise",
+    "FactorizerMVMs",
     "GaussianSimilarityNoise",
     "StochasticConfig",
     "StochasticFactorizer",
@@ -89,6 +96,27 @@ SimilarityNoise = Callable[[Tensor, int], Tensor]
 """``similarity_noise(a, factor) -> perturbed a``: ``a`` is ``(k, M_f)`` normalized
 similarities of the ``k`` queries still running; it returns a tensor of the same
 shape, device and dtype."""
+
+
+
+class FactorizerMVMs(Protocol):
+    """The two matrix-vector products of the stochastic factorizer, on some substrate
+    (an analog crossbar: :class:`hdsim.imc.CrossbarMVMs`).
+
+    * ``similarity(u (k, D), factor) -> (k, M_f)``: ``X_f u / D`` (normalized: a
+      codevector's similarity with itself is 1 when exact), noise included.
+    * ``bundle(a (k, M_f), factor) -> (k, D)``: ``X_f^T a`` (only its sign is used).
+    * ``reset()``: restart the substrate's random streams (called by every ``factorize``).
+
+    Returned tensors have the input's shape convention, device and dtype.
+    """
+
+    def similarity(self, u: Tensor, factor: int) -> Tensor: ...
+
+    def bundle(self, a: Tensor, factor: int) -> Tensor: ...
+
+    def reset(self) -> None: ...
+
 
 SIGMA_D512 = 0.0107
 
@@ -156,6 +184,10 @@ class GaussianSimilarityNoise:
             return a
         n = torch.randn(a.shape, generator=self.generator, dtype=a.dtype)
         return a + (self.sigma * n).to(device=a.device, dtype=a.dtype)
+
+
+def _no_noise(a: Tensor, factor: int) -> Tensor:
+    return a
 
 
 def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int, *,
@@ -250,14 +282,18 @@ class StochasticFactorizer:
         codebooks: ``F`` tensors ``(M_f, D)`` of ``±1``
         queries: ``(N, D)`` real
         result: indices ``(N, F)``, iterations ``(N,)``, converged ``(N,)`` (detected
-        before ``max_iter``), max_similarity ``(N, F)`` (noise-free readout ``|s_f|`` maximum)
+        before ``max_iter``), max_similarity ``(N, F)`` (readout ``|s_f|`` maximum; noise-free
+        unless ``mvm`` is set)
 
     Args:
         codebooks: the ``F`` bipolar codebooks.
         config: hyper-parameters (validated here).
         similarity_noise: ``(a, factor) -> perturbed a``; replaces the default
-            Gaussian noise (e.g. with a PCM crossbar model). A custom callable
-            keeps its own state across calls.
+            Gaussian noise. A custom callable keeps its own state across calls.
+        mvm: run the similarity, bundling and readout products on a
+            :class:`FactorizerMVMs` (e.g. ``hdsim.imc.CrossbarMVMs``, a PCM
+            crossbar); then there is no default Gaussian noise (the crossbar's
+            noise drives the search) and ``sigma`` is unused.
         seed: seed of the default Gaussian noise (re-seeded at every ``factorize``).
         device: torch device for the computation.
         dtype: ``torch.float32`` (default) or ``torch.float64``.
@@ -270,12 +306,18 @@ class StochasticFactorizer:
     """
 
     def __init__(self, codebooks: BipolarCodebooks, config: StochasticConfig = StochasticConfig(), *,
-                 similarity_noise: SimilarityNoise | None = None, seed: int = 0,
+                 similarity_noise: SimilarityNoise | None = None, mvm: FactorizerMVMs | None = None,
+                 seed: int = 0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         config.validate()
         check_bipolar_codebooks(codebooks)
         if similarity_noise is not None and not callable(similarity_noise):
             raise HdsimError("similarity_noise: expected a callable (a, factor) -> Tensor")
+        if mvm is not None and not all(callable(getattr(mvm, m, None)) for m in ("similarity", "bundle", "reset")):
+            raise HdsimError("mvm: expected an object with similarity(u, f), bundle(a, f) and reset() "
+                             "(e.g. hdsim.imc.CrossbarMVMs)")
+        if mvm is not None and tuple(getattr(mvm, "sizes", codebooks.sizes)) != codebooks.sizes:
+            raise HdsimError(f"mvm: built for codebook sizes {tuple(mvm.sizes)}, the factorizer has {codebooks.sizes}")
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device)
         self.codebooks = codebooks.to(self.device, self.dtype)
@@ -284,6 +326,7 @@ class StochasticFactorizer:
         self.max_iter = config.resolved_max_iter(codebooks.sizes)
         self.T = config.resolved_T(codebooks.sizes, codebooks.D)
         self.similarity_noise = similarity_noise
+        self.mvm = mvm
         self.seed = int(seed)
 
     def initial_estimates(self, n: int) -> Tensor:
@@ -292,20 +335,40 @@ class StochasticFactorizer:
         return init.unsqueeze(0).expand(n, -1, -1).clone()
 
     def readout(self, q: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Noise-free ``argmax_m |X_f (q ⊙ prod_{g != f} x_g)|[m] / D`` per factor
-        (lowest index on ties) and the maximum.
+        """``argmax_m |X_f (q ⊙ prod_{g != f} x_g)|[m] / D`` per factor
+        (lowest index on ties) and the maximum: noise-free, or one
+        ``mvm.similarity`` read per factor when ``mvm`` is set.
 
         Shapes:
             q: ``(k, D)``; x: ``(k, F, D)``; returns ``(k, F)`` int64 and ``(k, F)`` float
         """
-        D = self.codebooks.D
         idx, val = [], []
         for f, X in enumerate(self.codebooks.vectors):
             u = unbind_others(q, x, f)
-            best = ((u @ X.t()) / D).abs().max(dim=1)  # torch returns the first maximum
+            best = self._similarity(u, X, f).abs().max(dim=1)  # torch returns the first maximum
             idx.append(best.indices)
             val.append(best.values)
         return torch.stack(idx, dim=1), torch.stack(val, dim=1)
+
+    def _similarity(self, u: Tensor, X: Tensor, f: int) -> Tensor:
+        """``X_f u / D``: exact, or through ``mvm`` (shape-checked)."""
+        if self.mvm is None:
+            return (u @ X.t()) / self.codebooks.D
+        a = self.mvm.similarity(u, f)
+        if not isinstance(a, Tensor) or tuple(a.shape) != (u.shape[0], X.shape[0]):
+            raise HdsimError(f"mvm: similarity must return a tensor of shape {(u.shape[0], X.shape[0])}, "
+                             f"got {getattr(a, 'shape', type(a).__name__)}")
+        return a.to(u.device, u.dtype)
+
+    def _bundle(self, a: Tensor, X: Tensor, f: int) -> Tensor:
+        """``X_f^T a``: exact, or through ``mvm`` (shape-checked)."""
+        if self.mvm is None:
+            return a @ X
+        y = self.mvm.bundle(a, f)
+        if not isinstance(y, Tensor) or tuple(y.shape) != (a.shape[0], X.shape[1]):
+            raise HdsimError(f"mvm: bundle must return a tensor of shape {(a.shape[0], X.shape[1])}, "
+                             f"got {getattr(y, 'shape', type(y).__name__)}")
+        return y.to(a.device, a.dtype)
 
     def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
         """Decode a batch of queries.
@@ -322,15 +385,21 @@ class StochasticFactorizer:
         step = N if batch_size is None else batch_size
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-        noise = (self.similarity_noise if self.similarity_noise is not None
-                 else GaussianSimilarityNoise(self.sigma, self.seed))  # fresh draw per call
+        if self.similarity_noise is not None:
+            noise = self.similarity_noise
+        elif self.mvm is not None:
+            noise = _no_noise  # the crossbar is the noise source
+        else:
+            noise = GaussianSimilarityNoise(self.sigma, self.seed)  # fresh draw per call
+        if self.mvm is not None:
+            self.mvm.reset()
         parts = [self._factorize_batch(q[s:s + step], noise) for s in range(0, N, step)]
         return FactorizationResult(*(torch.cat(t) for t in zip(*(
             (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
 
     def _factorize_batch(self, queries: Tensor, noise: SimilarityNoise) -> FactorizationResult:
         cb, cfg = self.codebooks, self.config
-        F, D = cb.F, cb.D
+        F = cb.F
         q = queries.to(self.device, self.dtype)
         n = q.shape[0]
         indices = torch.zeros(n, F, dtype=torch.long)
@@ -356,7 +425,7 @@ class StochasticFactorizer:
             iterations[active.cpu()] = it
             for f, X in enumerate(cb.vectors):
                 u = unbind_others(q, x, f)  # uses this iteration's update of factors < f
-                clean = (u @ X.t()) / D
+                clean = self._similarity(u, X, f)
                 a = noise(clean, f)
                 if not isinstance(a, Tensor) or a.shape != clean.shape:
                     raise HdsimError(f"similarity_noise: must return a tensor of shape {tuple(clean.shape)}, "
@@ -365,9 +434,9 @@ class StochasticFactorizer:
                 kept = a >= self.T[f]
                 silent = ~kept.any(dim=1, keepdim=True)
                 if self.config.silent == "keep":
-                    x[:, f] = torch.where(silent, x[:, f], bipolar_sign(torch.where(kept, a, 0.0) @ X))
+                    x[:, f] = torch.where(silent, x[:, f], bipolar_sign(self._bundle(torch.where(kept, a, 0.0), X, f)))
                 else:
-                    x[:, f] = bipolar_sign(torch.where(kept | silent, a, 0.0) @ X)
+                    x[:, f] = bipolar_sign(self._bundle(torch.where(kept | silent, a, 0.0), X, f))
                 if bool(detected.any()):
                     finish(detected, detected)
                     if active.numel() == 0:

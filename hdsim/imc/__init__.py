@@ -3,6 +3,14 @@ read noise and DAC/ADC periphery — SPEC section 6. See ``docs/imc.md``."""
 
 from hdsim.imc.config import PRESETS, PCMNoiseConfig, get_preset, preset_names
 from hdsim.imc.crossbar import PCMCrossbar, adc_format, derive_seed, quantize, save_adc_perturbations
+from hdsim.imc.factorizers import (
+    BlockCrossbarMVMs,
+    CrossbarMVMs,
+    FixedPointPerturbation,
+    ReplayPerturbation,
+    imc_config,
+    pow2_prescale,
+)
 
 __all__ = [
     "PCMNoiseConfig",
@@ -14,4 +22,10 @@ __all__ = [
     "adc_format",
     "derive_seed",
     "save_adc_perturbations",
+    "CrossbarMVMs",
+    "BlockCrossbarMVMs",
+    "FixedPointPerturbation",
+    "ReplayPerturbation",
+    "imc_config",
+    "pow2_prescale",
 ]

@@ -44,7 +44,11 @@ import torch
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
-from hdsim.factorizers.stochastic import StochasticConfig, StochasticFactorizer, make_problem
+from hdsim.factorizers.stochastic import (
+    StochasticConfig,
+    StochasticFactorizer,
+    make_problem,
+)
 from hdsim.imc.config import get_preset
 from hdsim.imc.factorizers import CrossbarMVMs
 
