@@ -35,7 +35,6 @@ are swept.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -49,6 +48,7 @@ from tqdm import tqdm
 
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
+from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.queries import make_queries
 from hdsim.tuned import load_table, lookup
@@ -160,23 +160,10 @@ class CapacitySweepConfig:
         return d
 
 
-def parse_int_list(values: list[str] | None, name: str) -> tuple[int, ...] | None:
-    """CLI lists: repeated options and/or comma-separated values (``--M 5,20 --M 40``)."""
-    if not values:
-        return None
-    out = []
-    for v in values:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(int(part))
-            except ValueError:
-                raise HdsimError(f"{name}: expected integers, got {part!r}") from None
-    if not out:
-        raise HdsimError(f"{name}: expected at least one integer")
-    return tuple(out)
+
+def parse_int_list(values: list[str] | None, name: str) -> tuple | None:
+    """CLI lists of ints: see :func:`hdsim.sweep.output.parse_list`."""
+    return parse_list(values, name, int)
 
 
 def _int_tuple(v, name: str) -> tuple[int, ...]:
@@ -248,21 +235,9 @@ def _summary_per_F(rows: list[dict], L: int, B: int) -> dict:
     return out
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in CSV_COLUMNS})
-
 
 def _plot(path: Path, rows: list[dict], cfg: CapacitySweepConfig) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_acc, ax_it) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_acc, ax_it) = new_figure(2, 11, 4.2)
     for i, F in enumerate(sorted({r["F"] for r in rows})):
         mine = sorted((r for r in rows if r["F"] == F), key=lambda r: r["problem_size"])
         x = np.array([r["problem_size"] for r in mine], dtype=float)
@@ -290,9 +265,7 @@ def _plot(path: Path, rows: list[dict], cfg: CapacitySweepConfig) -> None:
     cap = "SPEC default" if cfg.max_iter is None else f"min(SPEC, {cfg.max_iter})"
     fig.suptitle(f"BCF capacity: D={cfg.D}, B={cfg.B}, {cfg.queries} exact queries/point, "
                  f"tuned (T, A), max_iter={cap}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
@@ -330,7 +303,7 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
             bar.set_postfix_str(f"F={F} M={M}")
             row = _run_point(cfg, F, M)
             rows.append(row)
-            _write_csv(csv_path, rows)  # partial results survive an interrupted sweep
+            write_csv(csv_path, rows, CSV_COLUMNS)  # partial results survive an interrupted sweep
             if cfg.progress:
                 tqdm.write(f"F={F} M={M}: acc={row['accuracy']:.4f} mean_it={row['mean_iterations']:.1f} "
                            f"conv={row['converged']:.3f} ({row['seconds']:.1f}s)", file=sys.stderr)

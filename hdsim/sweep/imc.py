@@ -31,7 +31,6 @@ after the decode (ideal 1): the global gain left after drift (and compensation).
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -44,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
+from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
     StochasticFactorizer,
@@ -60,23 +60,10 @@ CSV_COLUMNS = ("panel", "t_seconds", "noise_scale", "drift_compensation", "accur
                "seconds")
 
 
-def parse_float_list(values: list[str] | None, name: str) -> tuple[float, ...] | None:
-    """CLI lists: repeated options and/or comma-separated values (``--scales 0,0.5 --scales 2``)."""
-    if not values:
-        return None
-    out = []
-    for v in values:
-        for part in str(v).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                out.append(float(part))
-            except ValueError:
-                raise HdsimError(f"{name}: expected numbers, got {part!r}") from None
-    if not out:
-        raise HdsimError(f"{name}: expected at least one number")
-    return tuple(out)
+
+def parse_float_list(values: list[str] | None, name: str) -> tuple | None:
+    """CLI lists of floats: see :func:`hdsim.sweep.output.parse_list`."""
+    return parse_list(values, name, float)
 
 
 def _is_int(v) -> bool:
@@ -207,21 +194,9 @@ def _run_point(cfg: ImcSweepConfig, problem, panel: str, t: float, scale: float,
     }
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in CSV_COLUMNS})
-
 
 def _plot(path: Path, rows: list[dict], cfg: ImcSweepConfig) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, axes = new_figure(2, 12, 4.4)
     for ax, panel, key, xlabel in ((axes[0], "time", "t_seconds", "time since programming [s]"),
                                    (axes[1], "scale", "noise_scale", "noise scale (x programming, read, output noise)")):
         ax_it = ax.twinx()
@@ -251,9 +226,7 @@ def _plot(path: Path, rows: list[dict], cfg: ImcSweepConfig) -> None:
         ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
     fig.suptitle(f"stochastic factorizer on PCM crossbars ({cfg.preset}): D={cfg.D}, M={cfg.M}, F={cfg.F}, "
                  f"{cfg.queries} queries/point, max_iter={cfg.max_iter}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _pick(rows: list[dict], panel: str, key: str, value: float, comp: bool) -> dict | None:
@@ -296,7 +269,7 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
             bar.set_postfix_str(f"{panel} t={t:.3g}s scale={scale:g} comp={int(comp)}")
             row = _run_point(cfg, problem, panel, t, scale, comp)
             rows.append(row)
-            _write_csv(csv_path, rows)  # partial results survive an interrupted sweep
+            write_csv(csv_path, rows, CSV_COLUMNS)  # partial results survive an interrupted sweep
             if cfg.progress:
                 tqdm.write(f"{panel} t={t:.3g}s scale={scale:g} comp={int(comp)}: acc={row['accuracy']:.3f} "
                            f"mean_it={row['mean_iterations']:.1f} conv={row['converged']:.3f} "

@@ -5,20 +5,46 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-__all__ = ["write_csv", "new_figure", "save_figure"]
+from hdsim.errors import HdsimError
+
+__all__ = ["write_csv", "new_figure", "save_figure", "parse_list"]
 
 
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    """Write ``rows`` (dicts with the same keys, in order) as a CSV with a header line."""
+def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] | None = None) -> Path:
+    """Write ``rows`` as a CSV with a header line: ``columns`` in order (default: the first row's keys)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path
 
 
-def new_figure(ncols: int = 2, width: float = 11.0, height: float = 4.2):
+def parse_list(values: list[str] | None, name: str, cast: type = int) -> tuple | None:
+    """CLI lists: repeated options and/or comma-separated values (``--M 5,20 --M 40``).
+
+    ``None``/empty gives ``None`` (use the default); a part that ``cast`` rejects is a one-line error.
+    """
+    if not values:
+        return None
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(cast(part))
+            except ValueError:
+                kind = "integers" if cast is int else "numbers"
+                raise HdsimError(f"{name}: expected {kind}, got {part!r}") from None
+    if not out:
+        raise HdsimError(f"{name}: expected at least one value")
+    return tuple(out)
+
+
+def new_figure(ncols: int = 2, width: float = 11.0, height: float = 4.2):  # -> (Figure, axes)
     """A matplotlib figure with ``ncols`` panels, on the non-interactive Agg backend."""
     import matplotlib
 
