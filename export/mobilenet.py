@@ -1,0 +1,203 @@
+"""MobileNetV2 (float), written for this project with torchvision's module and parameter names.
+
+The layout follows the MobileNetV2 paper (inverted residuals with linear
+bottlenecks). Module names and parameter shapes match torchvision's
+``mobilenet_v2`` exactly, so torchvision's ImageNet state dict
+(``mobilenet_v2-b0353104.pth``) loads with no missing or unexpected keys:
+
+* ``features.0``: stem ``Sequential(Conv2d 3x3 s2, BatchNorm2d, ReLU6)``
+* ``features.1..17``: :class:`InvertedResidual` blocks, each with a ``conv``
+  ``Sequential`` of ``[expand 1x1 ConvBNReLU6] + dw 3x3 ConvBNReLU6 + project 1x1 Conv2d + BatchNorm2d``
+* ``features.18``: ``Sequential(Conv2d 1x1, BatchNorm2d, ReLU6)`` to ``last_channel`` features
+* ``classifier``: ``Sequential(Dropout, Linear)``
+
+Extensions over torchvision (all default to torchvision's choices): input
+channels, ``last_channel`` and the classifier's output size. The input size is
+free (global average pooling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hdsim.errors import HdsimError
+
+__all__ = ["make_divisible", "InvertedResidual", "MobileNetV2", "BackboneConfig", "INVERTED_RESIDUAL_SETTING",
+           "block_plan", "load_state_dict_strict"]
+
+# (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
+INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of ``divisor``, never more than 10% below ``value``."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Shape of a MobileNetV2 backbone.
+
+    Attributes:
+        width: width multiplier (1.0 = the ImageNet model).
+        in_channels: input image channels (3 for RGB, 1 for grayscale).
+        last_channel: features out of ``features.18``; ``None`` = torchvision's
+            ``make_divisible(1280 * max(1, width))`` (1280 at width <= 1).
+        round_nearest: channel rounding multiple.
+    """
+
+    width: float = 1.0
+    in_channels: int = 3
+    last_channel: int | None = None
+    round_nearest: int = 8
+
+    def validate(self) -> None:
+        if not self.width > 0:
+            raise HdsimError(f"width: width multiplier must be > 0, got {self.width}")
+        if self.in_channels < 1:
+            raise HdsimError(f"in_channels: must be >= 1, got {self.in_channels}")
+        if self.last_channel is not None and self.last_channel < 1:
+            raise HdsimError(f"last_channel: must be >= 1, got {self.last_channel}")
+
+    @property
+    def stem_channels(self) -> int:
+        return make_divisible(32 * self.width, self.round_nearest)
+
+    @property
+    def features(self) -> int:
+        if self.last_channel is not None:
+            return int(self.last_channel)
+        return make_divisible(1280 * max(1.0, self.width), self.round_nearest)
+
+
+def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
+    """``(index, in, out, stride, expand)`` of every inverted-residual block (``features.1..17``).
+
+    The same plan builds the float and the quantized network, so their names agree.
+    """
+    plan = []
+    cin = cfg.stem_channels
+    idx = 1
+    for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+        cout = make_divisible(c * cfg.width, cfg.round_nearest)
+        for i in range(n):
+            plan.append((idx, cin, cout, s if i == 0 else 1, t))
+            cin = cout
+            idx += 1
+    return plan
+
+
+def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """``Sequential(Conv2d(bias=False), BatchNorm2d, ReLU6)`` — torchvision's ``Conv2dNormActivation``."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) -> depthwise (3x3) -> linear project (1x1); identity shortcut when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise HdsimError(f"stride: expected 1 or 2, got {stride}")
+        self.stride = stride
+        hidden = int(round(cin * expand))
+        self.use_res_connect = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(conv_bn_relu6(cin, hidden, kernel=1))
+        layers += [
+            conv_bn_relu6(hidden, hidden, kernel=3, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.out_channels = cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return x + y if self.use_res_connect else y
+
+
+class MobileNetV2(nn.Module):
+    """Float MobileNetV2 with torchvision's names.
+
+    Args:
+        num_outputs: size of the classifier output (classes for an FC head, ``D`` for a BCF projection).
+        backbone: :class:`BackboneConfig`.
+        dropout: dropout probability before the classifier.
+
+    Shapes:
+        input ``(N, in_channels, H, W)`` -> output ``(N, num_outputs)``
+    """
+
+    def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        backbone.validate()
+        if num_outputs < 1:
+            raise HdsimError(f"num_outputs: must be >= 1, got {num_outputs}")
+        self.backbone_config = backbone
+        layers: list[nn.Module] = [conv_bn_relu6(backbone.in_channels, backbone.stem_channels, 3, 2)]
+        cin = backbone.stem_channels
+        for _, bin_, bout, stride, t in block_plan(backbone):
+            layers.append(InvertedResidual(bin_, bout, stride, t))
+            cin = bout
+        layers.append(conv_bn_relu6(cin, backbone.features, kernel=1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(backbone.features, num_outputs))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torchvision's initialization: Kaiming-normal (fan out) convs, unit BN, N(0, 0.01) linear."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Pooled backbone features ``(N, features)``."""
+        x = self.features(x)
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+def load_state_dict_strict(model: nn.Module, state: dict, *, skip_prefixes: tuple[str, ...] = (),
+                           name: str = "state dict") -> None:
+    """Load ``state`` requiring no missing and no unexpected keys (outside ``skip_prefixes``), matching shapes.
+
+    Raises:
+        HdsimError: naming the first mismatched keys.
+    """
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
+    wanted = {k for k in own if not k.startswith(skip_prefixes)}
+    missing = sorted(wanted - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise HdsimError(f"{name}: does not fit the model: missing keys {missing[:3]}"
+                         f"{'...' if len(missing) > 3 else ''}, unexpected keys {unexpected[:3]}"
+                         f"{'...' if len(unexpected) > 3 else ''}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise HdsimError(f"{name}: {k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}")
+    model.load_state_dict(state, strict=not skip_prefixes)

@@ -1,0 +1,255 @@
+"""ONNX export: int8 QCDQ (Brevitas) or float, plus codebooks and a manifest.
+
+``export_checkpoint`` writes, into one folder:
+
+* ``model.onnx``: opset 13, checked with ``onnx.checker``. Int8: QuantizeLinear /
+  Clip / DequantizeLinear around float ops (QCDQ), BN merged into the convolutions.
+  Input ``image`` ``(N, C, H, W)``; output ``query`` ``(N, D)`` (BCF head: the
+  per-block softmax, a GSBC) or ``logits`` ``(N, classes)`` (FC head).
+* ``codebooks.npz`` (BCF head): ``X0..X{F-1}`` ``(M_f, B)`` int64 offset-form
+  codebooks, ``L``, ``class_digits`` ``(K, F)``, ``class_targets`` ``(K, B)``.
+* ``manifest.json``: see :func:`build_manifest` and ``docs/export.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hdsim.errors import HdsimError
+from export.heads import BCFHead, blockwise_softmax
+
+__all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "decode_config",
+           "MANIFEST_FORMAT", "OPSET"]
+
+MANIFEST_FORMAT = "hdsim-export-manifest/1"
+ACTIVATION_SCHEMES = {
+    "po2": "int8 per tensor, power-of-two scales: uint8 (zero point 0) after ReLU6, signed int8 elsewhere; "
+           "one shared quantizer per stage around residual adds",
+    "float": "int8 per tensor, float scales: uint8 asymmetric (learned zero point) after ReLU6, signed int8 "
+             "elsewhere; one shared quantizer per stage around residual adds",
+}
+OPSET = 13
+
+
+class ExportNet(nn.Module):
+    """The deployed function: image -> query (BCF: per-block softmax of the projection) or logits (FC)."""
+
+    def __init__(self, model: nn.Module, head) -> None:
+        super().__init__()
+        self.model = model
+        self.bcf = isinstance(head, BCFHead)
+        self.B = head.cfg.B
+        self.beta = float(head.cfg.beta)
+
+    @property
+    def output_name(self) -> str:
+        return "query" if self.bcf else "logits"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        return blockwise_softmax(z, self.B, self.beta) if self.bcf else z
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _need(module: str):
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise HdsimError(f"{module}: not installed ({e}); install the 'export' extra") from None
+
+
+def ort_session(path: str | Path, optimize: bool = False, threads: int = 1):
+    """An onnxruntime CPU session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting)."""
+    ort = _need("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:
+    """Export ``net`` (eval mode) to ``path`` at opset 13 and run ``onnx.checker`` on the file."""
+    onnx = _need("onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(input_names=["image"], output_names=[net.output_name], opset_version=OPSET,
+                  dynamic_axes={"image": {0: "N"}, net.output_name: {0: "N"}})
+    net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if quantized:
+            from brevitas.export import export_onnx_qcdq
+
+            export_onnx_qcdq(net, args=example, export_path=str(path), dynamo=False, **kwargs)
+        else:
+            torch.onnx.export(net, (example,), str(path), dynamo=False, **kwargs)
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise HdsimError(f"onnx export {path}: the checker rejects the model ({str(e).splitlines()[0]})") from None
+
+
+def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, widths=None) -> dict:
+    """BCF decode parameters for the manifest: tuned ``(T, A)`` (published table, nearest ``M``) unless given."""
+    from hdsim.factorizers.bcf import BCFConfig
+    from hdsim.fixed import FixedWidths
+    from hdsim.tuned import lookup
+
+    sizes = head.product_map.sizes
+    source = "given"
+    if T is None or A is None:
+        entry = lookup(len(sizes), max(sizes))
+        T = entry.T if T is None else T
+        A = entry.A if A is None else A
+        source = f"published tuned table, nearest M (rows {entry.M_min}-{entry.M_max}); tuned at D=512, B=4"
+    widths = widths or FixedWidths()
+    cfg = BCFConfig(T=float(T), A=int(A))
+    cfg.validate(head.cfg.B)
+    return {"factorizer": "bcf", "similarity": cfg.similarity, "T": cfg.T, "A": cfg.A,
+            "Tc": cfg.resolved_Tc(head.cfg.B), "max_iter": cfg.resolved_max_iter(sizes), "T_A_source": source,
+            "fixed_widths": widths.as_dict(), "sampler": "hdsim.lfsr.LFSRSampler", "lfsr_seed": 1,
+            "query_format": f"Q0.{widths.query}: round_half_up(q / blocksum * 2^{widths.query}) per entry"}
+
+
+def write_codebooks(head: BCFHead, path: Path) -> None:
+    cb = head.codebooks
+    arrays = {f"X{f}": x.cpu().numpy().astype(np.int64) for f, x in enumerate(cb.indices)}
+    arrays["L"] = np.array(cb.L, dtype=np.int64)
+    arrays["class_digits"] = head.product_map.digits(torch.arange(head.product_map.num_classes)).numpy()
+    arrays["class_targets"] = head.class_targets.cpu().numpy().astype(np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@torch.no_grad()
+def parity_check(net: ExportNet, path: Path, x: torch.Tensor, head) -> dict:
+    """onnxruntime (``ORT_DISABLE_ALL`` and default optimizations) vs the PyTorch/Brevitas net on ``x``."""
+    ref = net(x).numpy()
+    out = {"images": int(x.shape[0])}
+    for name, opt in (("ort_disable_all", False), ("ort_enable_all", True)):
+        got = ort_session(path, optimize=opt).run(None, {"image": x.numpy()})[0]
+        out[f"max_abs_diff_{name}"] = float(np.abs(got - ref).max())
+        out[f"same_classes_{name}"] = bool((head.predict(torch.from_numpy(_logits_like(got, net)))
+                                            == head.predict(torch.from_numpy(_logits_like(ref, net)))).all())
+    return out
+
+
+def _logits_like(output: np.ndarray, net: ExportNet) -> np.ndarray:
+    """Head ``predict`` takes logits; a BCF query is log-softmax-equivalent (argmax and softmax invariant)."""
+    if net.bcf:
+        return np.log(np.clip(output, 1e-30, None)) / net.beta
+    return output
+
+
+def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, data, head, cfg_dict: dict,
+                   features: int, net: ExportNet, decode: dict | None, checks: dict, source: dict,
+                   class_names: list[str] | None, extra: dict | None = None) -> dict:
+    from export.train import versions
+
+    pp = data.preprocessing if hasattr(data, "preprocessing") else data
+    bcf = isinstance(head, BCFHead)
+    m = {
+        "format": MANIFEST_FORMAT,
+        "model": {"file": model_path.name, "sha256": sha256_file(model_path), "bytes": model_path.stat().st_size,
+                  "kind": "int8-qcdq" if quantized else "float32", "opset": OPSET,
+                  "quantization": ({"weights": "int8 symmetric per output channel (narrow range)",
+                                    "activations": ACTIVATION_SCHEMES.get(scales, ""),
+                                    "bias": "int32 at input scale x weight scale",
+                                    "scales": scales, "batchnorm": "merged into the convolutions"}
+                                   if quantized else None),
+                  "input": {"name": "image", "shape": ["N", pp.channels, pp.height, pp.width], "dtype": "float32"},
+                  "output": {"name": net.output_name, "shape": ["N", head.cfg.D if bcf else head.outputs],
+                             "dtype": "float32",
+                             "meaning": (f"GSBC query: softmax(beta * z) over each of B={head.cfg.B} blocks"
+                                         if bcf else "class logits (dequantized int8)" if quantized
+                                         else "class logits")}},
+        "preprocessing": pp.as_dict(),
+        "backbone": {"arch": "mobilenet_v2", "width": cfg_dict.get("width"), "features": features,
+                     "last_channel": cfg_dict.get("last_channel") or None,
+                     "in_channels": pp.channels},
+        "head": {"kind": head.kind, "parameters": head.parameters_count(features),
+                 "fc_equivalent_parameters": features * head.product_map.num_classes + head.product_map.num_classes},
+        "classes": head.product_map.as_dict(),
+        "dataset": data.describe() if hasattr(data, "describe") else None,
+        "training": cfg_dict,
+        "decode": decode,
+        "checks": checks,
+        "source": source,
+        "versions": versions(),
+    }
+    if class_names is not None:
+        m["classes"]["names"] = class_names
+    if bcf:
+        cb = head.codebooks
+        m["head"].update({"D": cb.D, "B": cb.B, "L": cb.L, "F": cb.F, "M": list(cb.sizes), "beta": head.cfg.beta,
+                          "codebook_seed": head.cfg.codebook_seed,
+                          "codebooks": {"file": "codebooks.npz", "generator": "hdsim.codes.random_codebooks"
+                                        f"(F={cb.F}, M={list(cb.sizes)}, D={cb.D}, B={cb.B}, "
+                                        f"seed={head.cfg.codebook_seed})"}})
+    if extra:
+        m.update(extra)
+    return m
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: bool = False, T: float | None = None,
+                      A: int | None = None, widths=None, parity_images: int = 32) -> dict:
+    """Export a training checkpoint (float or QAT) to ``out``; returns the manifest.
+
+    A float-phase checkpoint exported as int8 is quantized post-training
+    (calibration on training batches). ``float_model=True`` exports the float
+    net with the checkpoint's weights (a QAT checkpoint's float weights).
+    """
+    from export.quant import calibrate, merge_batchnorm
+    from export.train import calibration_batches, load_checkpoint, restore_model
+
+    state = load_checkpoint(checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    quantized = not float_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg, data, head, model = restore_model(state, quant=quantized)
+        ptq = quantized and state["phase"] == "float"
+        if quantized:
+            merge_batchnorm(model)
+            if ptq:
+                calibrate(model, calibration_batches(data, cfg))
+            model.eval()
+    net = ExportNet(model, head).eval()
+    xt, yt = data.test_set()
+    example = xt[:1]
+    model_path = out / "model.onnx"
+    export_onnx(net, example, model_path, quantized=quantized)
+    checks = {"onnx_checker": "passed"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        checks["parity"] = parity_check(net, model_path, xt[:parity_images], head)
+    if isinstance(head, BCFHead):
+        write_codebooks(head, out / "codebooks.npz")
+        checks["codebooks_sha256"] = sha256_file(out / "codebooks.npz")
+    decode = decode_config(head, T, A, widths) if isinstance(head, BCFHead) else None
+    features = model.backbone_config.features
+    manifest = build_manifest(
+        model_path=model_path, quantized=quantized, scales=getattr(model, "scales", None) if quantized else None,
+        data=data, head=head, cfg_dict=state["config"], features=features, net=net, decode=decode, checks=checks,
+        source={"checkpoint": str(checkpoint), "phase": state["phase"], "epoch": state["epoch"],
+                "post_training_quantization": ptq},
+        class_names=getattr(data, "classes", None))
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest

@@ -1,0 +1,273 @@
+"""Brevitas-quantized twin of :class:`export.mobilenet.MobileNetV2` (QAT and post-training calibration).
+
+Quantization scheme (SPEC section 7):
+
+* weights: int8, symmetric, per output channel (``Int8WeightPerChannelFixedPoint`` / ``...Float``);
+  biases int32 at the accumulator's scale (input scale x weight scale, ``Int32Bias``);
+* activations: int8 per tensor. Post-ReLU6 activations are unsigned, the
+  network input and the linear bottleneck outputs signed. Scales are powers of
+  two by default (``scales="po2"``: PyTorch and onnxruntime then agree bit for
+  bit, see :func:`quantizers`; the post-ReLU6 zero point is 0) or free floats
+  (``scales="float"``: the post-ReLU6 quantizer is unsigned asymmetric,
+  ``ShiftedUint8ActPerTensorFloat``, with a learned zero point);
+* residual adds: every block of a stage (a run of blocks with the same width)
+  quantizes its bottleneck output *and* the sum with one shared quantizer, so
+  both add operands and the result have the same scale;
+* BatchNorm is kept during QAT and merged into the convolutions
+  (:func:`merge_batchnorm`) before export. Per-channel weight scales follow the
+  merged weights (max statistics), so the merge does not move the integer grid.
+
+Every quant layer has the name of its ``torch.nn`` twin (``features.3.conv.1.0``
+is a ``QuantConv2d`` where the float net has a ``Conv2d``), so a float state
+dict loads unchanged; the quantizers' own parameters are the only extra keys.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from hdsim.errors import HdsimError
+from export.mobilenet import BackboneConfig, MobileNetV2, block_plan
+
+__all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantInvertedResidual", "QuantMobileNetV2",
+           "merge_batchnorm", "has_batchnorm", "calibrate", "load_float_weights", "quant_only_key"]
+
+
+SCALES = ("po2", "float")
+
+
+def _brevitas():
+    try:
+        import brevitas.nn as qnn
+        from brevitas.nn.quant_layer import QuantNonLinearActLayer
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise HdsimError(f"brevitas: not installed ({e}); install the 'export' extra") from None
+    return qnn, QuantNonLinearActLayer
+
+
+def quantizers(scales: str) -> dict:
+    """The Brevitas quantizer classes of a scale type.
+
+    ``po2``: power-of-two scales (fixed point). Every dequantized value is an
+    integer times a power of two, so a convolution's float32 sums are exact
+    whenever its integer accumulator stays below ``2^24``: PyTorch and
+    onnxruntime then agree bit for bit whatever their summation order, and
+    rescaling is a shift in hardware. ``float``: free float scales (finer
+    weight grid; PyTorch and onnxruntime can then differ by rounding flips).
+    """
+    _brevitas()
+    if scales == "po2":
+        from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint as I8
+        from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint as W
+        from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint as U8
+    elif scales == "float":
+        from brevitas.quant import Int8ActPerTensorFloat as I8
+        from brevitas.quant import Int8WeightPerChannelFloat as W
+        from brevitas.quant.shifted_scaled_int import ShiftedUint8ActPerTensorFloat as U8
+    else:
+        raise HdsimError(f"scales: expected one of {list(SCALES)}, got {scales!r}")
+    from brevitas.quant import Int32Bias
+
+    return {"weight": W, "bias": Int32Bias, "signed": I8, "unsigned": U8}
+
+
+def _value(x):
+    """The float value of a tensor or a Brevitas ``QuantTensor``."""
+    return x.value if hasattr(x, "value") and not isinstance(x, Tensor) else x
+
+
+class ClampReLU6(nn.Module):
+    """``min(max(x, 0), 6)`` as a plain module.
+
+    Brevitas drops an ``nn.Hardtanh`` activation (``nn.ReLU6`` is one) in front of
+    a quantizer, assuming the quantizer clamps; a learned asymmetric quantizer
+    does not clamp at 6, so the activation is kept as this module (exported as ``Clip``).
+    """
+
+    def __init__(self) -> None:  # explicit: Brevitas' injector rejects *args/**kwargs constructors
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp(x, 0.0, 6.0)
+
+
+_RELU6 = None
+
+
+def QuantReLU6(act_quant, return_quant_tensor: bool = True):
+    """ReLU6 followed by an unsigned asymmetric int8 quantizer (returns a ``QuantTensor``)."""
+    global _RELU6
+    if _RELU6 is None:
+        _, QNLAL = _brevitas()
+
+        class _QuantReLU6(QNLAL):
+            def __init__(self, act_quant, return_quant_tensor: bool = True) -> None:
+                QNLAL.__init__(self, act_impl=ClampReLU6, passthrough_act=False, input_quant=None,
+                               act_quant=act_quant, return_quant_tensor=return_quant_tensor)
+
+        _QuantReLU6.__name__ = _QuantReLU6.__qualname__ = "QuantReLU6"
+        _RELU6 = _QuantReLU6
+    return _RELU6(act_quant, return_quant_tensor)
+
+
+def _qconv(q: dict, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Module:
+    qnn, _ = _brevitas()
+    return qnn.QuantConv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False,
+                           weight_quant=q["weight"], bias_quant=q["bias"], return_quant_tensor=False)
+
+
+def _qconv_bn_relu6(q: dict, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(_qconv(q, cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout),
+                         QuantReLU6(q["unsigned"]))
+
+
+def _act(q: dict, kind: str, return_quant_tensor: bool = True) -> nn.Module:
+    qnn, _ = _brevitas()
+    return qnn.QuantIdentity(act_quant=q[kind], return_quant_tensor=return_quant_tensor)
+
+
+class QuantInvertedResidual(nn.Module):
+    """Quantized inverted residual; ``out_quant`` is the stage's shared quantizer.
+
+    ``y = Q(project(dw(expand(x))))``; with the shortcut, ``y = Q(x + y)`` where
+    ``x`` already carries ``Q``'s scale (the previous block of the stage).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, out_quant: nn.Module, q: dict) -> None:
+        super().__init__()
+        self.stride = stride
+        hidden = int(round(cin * expand))
+        self.use_res_connect = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(_qconv_bn_relu6(q, cin, hidden, kernel=1))
+        layers += [_qconv_bn_relu6(q, hidden, hidden, 3, stride, groups=hidden),
+                   _qconv(q, hidden, cout, 1), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.out_channels = cout
+        self.out_quant = out_quant
+
+    def forward(self, x):
+        y = self.out_quant(self.conv(x))
+        if self.use_res_connect:
+            y = self.out_quant(_value(x) + _value(y))
+        return y
+
+
+class QuantMobileNetV2(nn.Module):
+    """Int8 QAT twin of :class:`~export.mobilenet.MobileNetV2` (same names, same forward signature).
+
+    Extra modules: ``quant_inp`` (input), ``features.K.out_quant`` (shared per stage),
+    ``quant_pool`` (pooled features), ``quant_out`` (int8 output logits, returned dequantized).
+    """
+
+    def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
+                 dropout: float = 0.2, scales: str = "po2") -> None:
+        super().__init__()
+        backbone.validate()
+        qnn, _ = _brevitas()
+        q = quantizers(scales)
+        self.backbone_config = backbone
+        self.scales = scales
+        self.quant_inp = _act(q, "signed")
+        layers: list[nn.Module] = [_qconv_bn_relu6(q, backbone.in_channels, backbone.stem_channels, 3, 2)]
+        stage_quant: nn.Module | None = None
+        cin = backbone.stem_channels
+        prev_out = None
+        for _, bin_, bout, stride, t in block_plan(backbone):
+            if stage_quant is None or bout != prev_out or stride != 1:
+                stage_quant = _act(q, "signed")
+            layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q))
+            prev_out = bout
+            cin = bout
+        layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1))
+        self.features = nn.Sequential(*layers)
+        self.quant_pool = _act(q, "unsigned")
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            qnn.QuantLinear(backbone.features, num_outputs, bias=True, weight_quant=q["weight"],
+                            bias_quant=q["bias"], return_quant_tensor=False))
+        self.quant_out = _act(q, "signed", return_quant_tensor=False)
+        MobileNetV2.reset_parameters(self)  # same init as the float net (QuantConv2d is a Conv2d)
+
+    def embed(self, x: Tensor):
+        x = self.features(self.quant_inp(x))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(_value(x), 1), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.classifier[0](self.embed(x))
+        return self.quant_out(self.classifier[1](self.quant_pool(x)))
+
+
+def quant_only_key(key: str) -> bool:
+    """Whether a state-dict key belongs to a quantizer (no float twin)."""
+    parts = key.split(".")
+    return any(p in ("quant_inp", "quant_pool", "quant_out", "out_quant", "weight_quant", "bias_quant",
+                     "act_quant", "input_quant", "output_quant") for p in parts)
+
+
+def load_float_weights(qmodel: nn.Module, float_state: dict, *, skip_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a float MobileNetV2 state dict into the quant twin: every float key must match by name and shape.
+
+    Raises:
+        HdsimError: a float key the twin lacks, or a twin parameter the float dict lacks.
+    """
+    own = qmodel.state_dict()
+    float_state = {k: v for k, v in float_state.items() if not k.startswith(skip_prefixes)}
+    need = {k for k in own if not quant_only_key(k) and not k.startswith(skip_prefixes)}
+    missing = sorted(need - set(float_state))
+    unexpected = sorted(set(float_state) - set(own))
+    if missing or unexpected:
+        raise HdsimError(f"float weights: do not fit the quantized net: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    for k, v in float_state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise HdsimError(f"float weights: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = qmodel.load_state_dict(float_state, strict=False)
+    bad = [k for k in result.missing_keys if not quant_only_key(k) and not k.startswith(skip_prefixes)]
+    if bad or result.unexpected_keys:
+        raise HdsimError(f"float weights: load left {bad[:3]} missing, {result.unexpected_keys[:3]} unexpected")
+
+
+def merge_batchnorm(qmodel: nn.Module) -> int:
+    """Fold every ``QuantConv2d -> BatchNorm2d`` pair into the convolution (BN becomes ``Identity``).
+
+    Call in eval mode, after training, before export. Returns the number of merged pairs.
+    """
+    from brevitas.nn import QuantConv2d
+    from brevitas.nn.utils import merge_bn
+
+    merged = 0
+    for seq in list(qmodel.modules()):
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], QuantConv2d) and isinstance(seq[i + 1], nn.BatchNorm2d):
+                merge_bn(seq[i], seq[i + 1])
+                seq[i + 1] = nn.Identity()
+                merged += 1
+    qmodel.bn_merged = True
+    return merged
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+@torch.no_grad()
+def calibrate(qmodel: nn.Module, batches) -> None:
+    """Post-training activation calibration: float forward passes collect each quantizer's statistics
+    (Brevitas ``calibration_mode``); the scales (and zero points) are set from them on exit."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    was_training = qmodel.training
+    qmodel.eval()
+    with calibration_mode(qmodel):
+        for x in batches:
+            qmodel(x)
+    qmodel.train(was_training)

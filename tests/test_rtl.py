@@ -1,0 +1,233 @@
+"""RTL of the BCF (rtl_models/hdsim_bcf.v): memory files, co-simulation, lint and synthesis.
+
+The co-simulation tests run the cocotb bench under Icarus Verilog: every iteration's full
+state and every result is compared bit for bit with hdsim.fixed.FixedBCF, over exact,
+noisy, random and zero queries, with random valid gaps, ready back-pressure, resets in
+mid-load and mid-decode, LFSR sampling and injected similarity perturbations.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from hdsim import rtl as hr
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.fixed.widths import FixedWidths
+
+try:
+    import cocotb  # noqa: F401
+
+    HAVE_COCOTB = True
+except ImportError:
+    HAVE_COCOTB = False
+
+needs_sim = pytest.mark.skipif(
+    not (HAVE_COCOTB and shutil.which("iverilog") and shutil.which("vvp")),
+    reason="needs Icarus Verilog (apt-get install iverilog) and cocotb>=2 (pip install '.[rtl]')")
+needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None,
+                                     reason="needs Verilator (apt-get install verilator)")
+needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys (apt-get install yosys)")
+
+TINY = hr.RtlConfig(name="tiny", B=2, L=4, M=4, F=2, lanes=2, widths=FixedWidths.uniform(4), T=0.1, A=2)
+
+
+# ---- memory files and configuration (no simulator needed) ---------------------------------------
+def test_import_does_not_pull_cocotb():
+    code = "import sys, hdsim.rtl, hdsim.cli; assert 'cocotb' not in sys.modules and 'cocotb_tools' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_codebook_hex_layout_and_round_trip(tmp_path):
+    cb = random_codebooks(F=3, M=5, D=3 * 12, B=3, seed=4)
+    path = hr.write_codebook_hex(cb, tmp_path / "cb.hex")
+    lines = path.read_text().split()
+    assert len(lines) == 3 * 5
+    lw = 4  # clog2(12)
+    assert all(len(s) == (3 * lw + 3) // 4 for s in lines)
+    # word f*M + m holds block b at bits [b*LW +: LW]
+    w = int(lines[2 * 5 + 3], 16)
+    assert [(w >> (b * lw)) & 0xF for b in range(3)] == cb.indices[2][3].tolist()
+    back = hr.read_codebook_hex(path, F=3, M=5, B=3, L=12)
+    assert all(torch.equal(a, b) for a, b in zip(back.indices, cb.indices))
+
+
+def test_codebook_hex_rejects_unequal_sizes(tmp_path):
+    cb = random_codebooks(F=2, M=(4, 5), D=16, B=4, seed=0)
+    with pytest.raises(HdsimError, match="equal codebook sizes"):
+        hr.write_codebook_hex(cb, tmp_path / "cb.hex")
+
+
+def test_codebooks_from_seed_are_deterministic(tmp_path):
+    cfg = hr.CI_CONFIGS["f3-l8-m8-p4"]
+    a = hr.write_codebook_hex(cfg.codebooks(), tmp_path / "a.hex").read_text()
+    b = hr.write_codebook_hex(replace(cfg, lanes=2).codebooks(), tmp_path / "b.hex").read_text()
+    assert a == b
+    c = hr.write_codebook_hex(replace(cfg, codebook_seed=1).codebooks(), tmp_path / "c.hex").read_text()
+    assert a != c
+
+
+def test_perturbation_hex_round_trip_twos_complement(tmp_path):
+    t = np.array([[[[-1, 0, 5], [-512, 511, 3]]]])
+    path = hr.write_perturbation_hex(t, 10, tmp_path / "p.hex")
+    assert path.read_text().split() == ["3ff", "000", "005", "200", "1ff", "003"]
+    assert np.array_equal(hr.read_perturbation_hex(path, 10, t.shape), t)
+    with pytest.raises(HdsimError, match="two's complement"):
+        hr.write_perturbation_hex(np.array([512]), 10, tmp_path / "q.hex")
+
+
+def test_perturbations_cover_both_saturations():
+    cfg = hr.CI_CONFIGS["f2-l16-m16-p4"]
+    t = hr.make_perturbations(cfg, 100, seed=1)
+    assert t.shape == (100, cfg.iterations_cap(), cfg.F, cfg.M)
+    big = 1 << cfg.datapath().a_bits
+    assert (t == big).any() and (t == -big).any()
+    assert 0.15 < np.mean(np.any(t != 0, axis=(1, 2, 3))) < 0.45   # ~30% of the queries
+    assert t.max() < 1 << (cfg.perturb_bits - 1)
+
+
+def test_cosim_queries_are_model_integers():
+    cfg = hr.CI_CONFIGS["f3-l8-m8-p4"]
+    s = hr.make_cosim_queries(cfg, 64, seed=2)
+    q = s["queries"]
+    assert q.dtype == torch.long and q.shape == (64, cfg.B, cfg.L)
+    assert int(q.min()) >= 0 and int(q.max()) < 1 << cfg.widths.query
+    assert set(s["kinds"]) == set(hr.QUERY_KINDS)
+    zero = [i for i, k in enumerate(s["kinds"]) if k == "zero"]
+    assert int(q[zero].abs().sum()) == 0
+    again = hr.make_cosim_queries(cfg, 64, seed=2)
+    assert torch.equal(again["queries"], q) and again["kinds"] == s["kinds"]
+
+
+def test_verilog_parameters_match_datapath():
+    cfg = hr.CI_CONFIGS["f2-dot-b3-l12-m20-p3"]
+    dp = cfg.datapath()
+    p = cfg.verilog_parameters("x.hex")
+    assert (p["T_INT"], p["TC_INT"], p["DOT"], p["MAX_ITER"]) == (dp.T_int, dp.Tc_int, 1, 8)
+    assert p["CB_FILE"] == '"x.hex"' and p["PW"] == dp.a_bits + 2
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"lanes": 3}, "divide L"), ({"lanes": 32, "L": 32}, "<= M"), ({"F": 1}, "at least 2 factors"),
+    ({"widths": FixedWidths(2, 2, 8, 4)}, "query \\+ estimate"), ({"qid_bits": 32}, "at most 31"),
+])
+def test_config_validation(change, match):
+    with pytest.raises(HdsimError, match=match):
+        replace(hr.CI_CONFIGS["f2-l16-m16-p4"], **change).validate()
+
+
+def test_config_json_round_trip():
+    cfg = hr.CI_CONFIGS["f3-l16-m10-p8"]
+    assert hr.RtlConfig.from_dict(json.loads(json.dumps(cfg.as_dict()))) == cfg
+    with pytest.raises(HdsimError, match="unknown"):
+        hr.RtlConfig.from_dict({"lanez": 4})
+
+
+def test_lower_bound_phases():
+    cfg = hr.CI_CONFIGS["f2-l16-m16-p4"]   # F=2, D=64, L=16, M=16, P=4
+    lb = hr.lower_bound(cfg, draws=7)
+    assert lb == {"unbinding": 2 * 1 * 64 * 16 / 4, "similarity": 8.0, "activation": 7.0, "bundling": 8.0,
+                  "normalization": 32.0, "total": 512 + 8 + 7 + 8 + 32}
+
+
+# ---- co-simulation ------------------------------------------------------------------------------
+@needs_sim
+@pytest.mark.parametrize("name", list(hr.CI_CONFIGS))
+def test_cosim_bit_exact(name, tmp_path):
+    """>= 200 random queries per CI configuration: zero mismatches, every path covered."""
+    cfg = hr.CI_CONFIGS[name]
+    r = hr.run_cosim(cfg, 200, seed=0, workdir=tmp_path, resets=3)
+    assert r["mismatches"] == [], r["mismatches"][:3]
+    assert (r["passed"], r["failed"], r["missing"], r["timed_out"]) == (200, 0, [], False)
+    cov = r["coverage"]
+    for key in ("sampled_steps", "pulled_steps", "lfsr_words", "perturbed_steps", "saturated_similarities",
+                "results_exact", "results_noisy", "results_random", "results_zero",
+                "results_converged", "results_max_iter", "resets_mid_decode", "aborted_queries"):
+        assert cov.get(key, 0) > 0, key
+    assert cov["resets"] == 3
+    assert r["cycles_per_iteration"] <= 1.25 * r["lower_bound_per_iteration_mean"]
+
+
+@needs_sim
+@pytest.mark.parametrize("A,key", [(0, "threshold_fallback_steps"), (20, "sampled_steps")])
+def test_cosim_without_sampling_and_sampling_all(A, key, tmp_path):
+    """A = 0: the all-below-threshold fallback keeps w = a; A >= M: every codevector is drawn."""
+    cfg = replace(hr.CI_CONFIGS["f2-dot-b3-l12-m20-p3"], A=A, T=0.5, name=f"dot-a{A}")
+    r = hr.run_cosim(cfg, 40, seed=2, workdir=tmp_path, resets=1)
+    assert r["mismatches"] == [] and r["passed"] == 40
+    assert r["coverage"].get(key, 0) > 0
+    assert r["coverage"].get("lfsr_words", 0) == 0   # no LFSR draw in either case
+
+
+@needs_sim
+def test_cosim_detects_a_wrong_model(tmp_path):
+    """The scoreboard is not vacuous: a model with another sampling width disagrees."""
+    r = hr.run_cosim(hr.CI_CONFIGS["f2-l16-m16-p4"], 12, seed=3, workdir=tmp_path, resets=0,
+                     model_override={"lfsr_seed": 12345})
+    assert r["mismatches"] and r["mismatches"][0]["signal"] == "lfsr"
+    assert r["failed"] > 0
+
+
+@needs_sim
+def test_cosim_with_pcm_crossbar_perturbations(tmp_path):
+    """IMC noise from the PCM crossbar model (hdsim.imc), injected at the ADC output, bit for bit."""
+    imc = pytest.importorskip("hdsim.imc")
+    if not hasattr(imc, "FixedPointPerturbation"):
+        pytest.skip("hdsim.imc has no FixedPointPerturbation")
+    cfg = hr.CI_CONFIGS["f2-dot-b3-l12-m20-p3"]
+    table = hr.imc_perturbation_table(cfg, 24, seed=5, preset="pcm-chip", t=20.0)
+    assert np.any(table != 0)
+    r = hr.run_cosim(cfg, 24, seed=5, workdir=tmp_path, resets=1, perturbations=table)
+    assert r["mismatches"] == [] and r["passed"] == 24
+
+
+@needs_sim
+def test_cosim_streaming_without_gaps(tmp_path):
+    cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], lanes=8, name="f3-l8-m8-p8")
+    r = hr.run_cosim(cfg, 20, seed=1, workdir=tmp_path, gaps=False, backpressure=False, resets=0)
+    assert r["passed"] == 20 and not r["mismatches"]
+    # back to back, a query costs its decode plus at most the load / init pass and the handshakes
+    assert r["cycles_per_query"] <= r["cycles_per_query_streaming"] <= r["cycles_per_query"] + 200
+
+
+@needs_sim
+def test_cli_cosim_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from hdsim.cli import app
+
+    res = CliRunner().invoke(app, ["cosim", "--queries", "6", "--config", "f3-l16-m10-p8", "--resets", "1",
+                                   "--workdir", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for key in ("passed", "failed", "mismatches", "cycles_per_query", "cycles_per_iteration", "lower_bound"):
+        assert key in out
+    assert out["passed"] == 6 and out["mismatches"] == []
+    assert set(out["lower_bound"]) == {"unbinding", "similarity", "activation", "bundling", "normalization", "total"}
+
+
+# ---- lint and synthesis -------------------------------------------------------------------------
+@needs_verilator
+@pytest.mark.parametrize("name,debug", [(n, True) for n in hr.CI_CONFIGS] + [("tiny", True), ("tiny", False)])
+def test_verilator_lint_clean(name, debug, tmp_path):
+    cfg = TINY if name == "tiny" else hr.CI_CONFIGS[name]
+    r = hr.run_lint(cfg, tmp_path, debug=debug)
+    assert r["clean"], "\n".join(r["warnings"][:20])
+
+
+@needs_yosys
+def test_yosys_synth_counts(tmp_path):
+    r = hr.run_synth(TINY, tmp_path, timeout=300)
+    assert r["cells"] > 0 and r["flip_flops"] > 0
+    # the state alone: query, u, estimates, similarities, accumulators, windows
+    D = TINY.D
+    w = TINY.widths
+    assert r["flip_flops"] >= D * (w.query + w.unbound + TINY.F * w.estimate)
