@@ -68,7 +68,7 @@ from tqdm import tqdm
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
-from hdsim.validation import check_blocks, check_ints
+from hdsim.validation import check_blocks, check_device, check_ints
 from hdsim.queries import make_queries
 from hdsim.tuned import load_table
 
@@ -129,12 +129,7 @@ class TuneConfig:
             raise HdsimError(f"iter_weight: must be >= 0, got {self.iter_weight}")
         if self.study_name is not None and not self.study_name.strip():
             raise HdsimError("study_name: must not be empty")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise HdsimError(f"device: not a torch device: {self.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        check_device(self.device)
         _check_storage(self.storage)
         out = Path(self.out)
         if out.exists():

@@ -6,7 +6,7 @@ from typing import Any
 
 from hdsim.errors import HdsimError
 
-__all__ = ["check_int", "check_ints", "check_blocks"]
+__all__ = ["check_int", "check_ints", "check_blocks", "check_device"]
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
@@ -30,3 +30,15 @@ def check_blocks(D: int, B: int) -> None:
     """The dimension must split into ``B`` blocks of equal length."""
     if D % B:
         raise HdsimError(f"D: dimension {D} is not divisible by the number of blocks B={B}")
+
+
+def check_device(device: str) -> None:
+    """A torch device string that exists here (``cuda`` only where CUDA is available)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise HdsimError(f"device: not a torch device: {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HdsimError(f"device: {device!r} requested but CUDA is not available")

@@ -21,7 +21,7 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
 from hdsim.queries import QueryNoise, make_queries
-from hdsim.validation import check_blocks, check_ints
+from hdsim.validation import check_blocks, check_device, check_ints
 
 __all__ = ["FactorizerBenchConfig", "METHODS", "run_factorizer_bench", "summarize"]
 
@@ -62,8 +62,7 @@ class FactorizerBenchConfig:
             check_blocks(self.D, self.B)
         if self.dtype not in ("float32", "float64"):
             raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        check_device(self.device)
         if self.baseline not in (None, "numpy"):
             raise HdsimError(f"baseline: expected 'numpy', got {self.baseline!r}")
         if self.baseline == "numpy" and self.method != "bcf":

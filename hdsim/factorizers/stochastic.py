@@ -74,11 +74,10 @@ from hdsim.factorizers.resonator import (
     bipolar_sign,
     check_bipolar_codebooks,
     check_bipolar_queries,
-    make_bipolar_queries,
-    random_bipolar_codebooks,
     resolve_dtype,
     unbind_others,
 )
+from hdsim.factorizers.resonator import make_problem as make_bipolar_problem
 
 __all__ = [
     "SimilarityNoise",
@@ -206,10 +205,7 @@ def make_problem(F: int, M: int | tuple[int, ...], D: int, n: int, seed: int, *,
         >>> StochasticFactorizer(cb).factorize(q).accuracy(truth)
         1.0
     """
-    g = seeded_generator(seed)
-    cb = random_bipolar_codebooks(F, M, D, generator=g)
-    q, truth = make_bipolar_queries(cb, n, flip_p=noise, generator=g)
-    return cb, q, truth
+    return make_bipolar_problem(F, M, D, n, seed, noise=noise)  # the resonator's bipolar problem
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.queries import make_queries
 from hdsim.tuned import load_table, lookup
-from hdsim.validation import check_blocks, check_ints
+from hdsim.validation import check_blocks, check_device, check_ints
 
 __all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "parse_int_list",
            "run_capacity_sweep"]
@@ -137,12 +137,7 @@ class CapacitySweepConfig:
         check_ints(self, ("D", "B", "queries", "batch"))
         check_blocks(self.D, self.B)
         check_ints(self, ("max_iter", "threads"), optional=True)
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise HdsimError(f"device: not a torch device: {self.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        check_device(self.device)
         table = load_table(self.table)  # HdsimError for a missing / malformed file
         for f in self.F:
             if not table["tables"].get(str(f)):

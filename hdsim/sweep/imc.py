@@ -43,6 +43,7 @@ import torch
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
+from hdsim.validation import check_device
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
@@ -148,12 +149,7 @@ class ImcSweepConfig:
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
         self.stochastic_config().validate()  # T, detection, max_iter
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise HdsimError(f"device: not a torch device: {self.device!r}") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise HdsimError(f"device: {self.device!r} requested but CUDA is not available")
+        check_device(self.device)
 
     def stochastic_config(self) -> StochasticConfig:
         return StochasticConfig(T=self.T, detection=self.detection, max_iter=self.max_iter)
