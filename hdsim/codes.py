@@ -14,7 +14,7 @@ from torch import Tensor
 
 from hdsim.errors import HdsimError
 
-__all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "check_gsbc", "seeded_generator"]
+__all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "seeded_generator"]
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -98,6 +98,19 @@ class BlockCodebooks:
         return [x.cpu().numpy() for x in self.indices]
 
 
+def codebook_sizes(F: int, M: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Per-factor codebook sizes from one ``M`` for all or one per factor; checks ``F >= 1``, ``M_f >= 1``."""
+    sizes = (M,) * F if isinstance(M, int) else tuple(M)
+    if F < 1:
+        raise HdsimError(f"F: expected at least 1 factor, got {F}")
+    if len(sizes) != F:
+        raise HdsimError(f"M: expected {F} codebook sizes (one per factor), got {len(sizes)}")
+    for m in sizes:
+        if m < 1:
+            raise HdsimError(f"M: codebook size must be >= 1, got {m}")
+    return sizes
+
+
 def random_codebooks(F: int, M: int | tuple[int, ...], D: int, B: int, seed: int) -> BlockCodebooks:
     """Draw ``F`` codebooks of i.i.d. uniform SBCs with a seed.
 
@@ -111,14 +124,7 @@ def random_codebooks(F: int, M: int | tuple[int, ...], D: int, B: int, seed: int
     Raises:
         HdsimError: for a parameter out of range.
     """
-    sizes = (M,) * F if isinstance(M, int) else tuple(M)
-    if F < 1:
-        raise HdsimError(f"F: expected at least 1 factor, got {F}")
-    if len(sizes) != F:
-        raise HdsimError(f"M: expected {F} codebook sizes (one per factor), got {len(sizes)}")
-    for m in sizes:
-        if m < 1:
-            raise HdsimError(f"M: codebook size must be >= 1, got {m}")
+    sizes = codebook_sizes(F, M)
     if B < 1:
         raise HdsimError(f"B: number of blocks must be >= 1, got {B}")
     if D < 1 or D % B != 0:

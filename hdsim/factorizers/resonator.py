@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from hdsim.codes import seeded_generator
+from hdsim.codes import codebook_sizes, seeded_generator
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
 
@@ -138,14 +138,7 @@ class BipolarCodebooks:
 
 
 def _check_sizes(F: int, M: int | tuple[int, ...], D: int) -> tuple[int, ...]:
-    sizes = (M,) * F if isinstance(M, int) else tuple(M)
-    if F < 1:
-        raise HdsimError(f"F: expected at least 1 factor, got {F}")
-    if len(sizes) != F:
-        raise HdsimError(f"M: expected {F} codebook sizes (one per factor), got {len(sizes)}")
-    for m in sizes:
-        if m < 1:
-            raise HdsimError(f"M: codebook size must be >= 1, got {m}")
+    sizes = codebook_sizes(F, M)
     if D < 1:
         raise HdsimError(f"D: dimension must be >= 1, got {D}")
     return sizes
