@@ -78,3 +78,11 @@ def test_bad_input_is_one_line_error(args, needle):
 def test_unknown_option_is_a_usage_error():
     proc = hdsim("bench", "factorizer", "--bogus", ok=False)
     assert proc.returncode == 2 and "bogus" in proc.stderr
+
+
+def test_demo_runs_every_step_and_reports_json():
+    out = json.loads(hdsim("demo", "--queries", "32").stdout)
+    assert set(out["steps"]) == {"bcf_exact", "bcf_noisy", "bcf_F3", "fixed_8bit"}
+    assert out["steps"]["bcf_exact"]["accuracy"] >= 0.9
+    assert out["steps"]["bcf_noisy"]["accuracy"] >= 0.9  # threshold + sampling on noisy queries
+    assert out["steps"]["fixed_8bit"]["agreement_with_float"] >= 0.9
