@@ -101,8 +101,7 @@ def _batched(decode: Callable[[Tensor], FactorizationResult], queries: Tensor, b
     parts = []
     for s in tqdm(range(0, queries.shape[0], batch), desc=desc, unit="batch", leave=False):
         parts.append(decode(queries[s:s + batch]))
-    return FactorizationResult(*(torch.cat(t) for t in zip(*(
-        (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+    return FactorizationResult.concat(parts)
 
 
 def _bcf_bench(cfg: FactorizerBenchConfig) -> dict:

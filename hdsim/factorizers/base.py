@@ -30,6 +30,12 @@ class FactorizationResult:
     converged: Tensor
     max_similarity: Tensor
 
+    @classmethod
+    def concat(cls, parts: "list[FactorizationResult]") -> "FactorizationResult":
+        """Join the results of consecutive batches, in order."""
+        return cls(*(torch.cat(t) for t in zip(*(
+            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+
     def accuracy(self, truth: Tensor) -> float:
         return accuracy(self.indices, truth)
 

@@ -371,8 +371,7 @@ class ResonatorNetwork:
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
         parts = [self._factorize_batch(q[s:s + step]) for s in range(0, N, step)]
-        return FactorizationResult(*(torch.cat(t) for t in zip(*(
-            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+        return FactorizationResult.concat(parts)
 
     def _factorize_batch(self, queries: Tensor) -> FactorizationResult:
         cb = self.codebooks

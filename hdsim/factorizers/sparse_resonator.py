@@ -239,8 +239,7 @@ class SparseResonatorNetwork:
             raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
         g = seeded_generator(self.seed)
         parts = [self._factorize_batch(q[s:s + step], g) for s in range(0, N, step)]
-        return FactorizationResult(*(torch.cat(t) for t in zip(*(
-            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+        return FactorizationResult.concat(parts)
 
     def _factorize_batch(self, queries: Tensor, g: torch.Generator) -> FactorizationResult:
         cb = self.codebooks

@@ -390,8 +390,7 @@ class StochasticFactorizer:
         if self.mvm is not None:
             self.mvm.reset()
         parts = [self._factorize_batch(q[s:s + step], noise) for s in range(0, N, step)]
-        return FactorizationResult(*(torch.cat(t) for t in zip(*(
-            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+        return FactorizationResult.concat(parts)
 
     def _factorize_batch(self, queries: Tensor, noise: SimilarityNoise) -> FactorizationResult:
         cb, cfg = self.codebooks, self.config

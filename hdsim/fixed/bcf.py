@@ -236,8 +236,7 @@ class FixedBCF:
         if step < 1:
             raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
         parts = [self._decode(q[s:s + step], s, observe, perturb) for s in range(0, N, step)]
-        return FactorizationResult(*(torch.cat(t) for t in zip(*(
-            (p.indices, p.iterations, p.converged, p.max_similarity) for p in parts))))
+        return FactorizationResult.concat(parts)
 
     def _decode(self, q: Tensor, offset: int, observe, perturb) -> FactorizationResult:
         cb, dp, cfg = self.codebooks, self.dp, self.config
