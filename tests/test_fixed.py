@@ -35,8 +35,10 @@ def test_saturation_and_wrap():
 
 
 def test_bit_length_matches_python():
-    xs = [0, 1, 2, 3, 7, 8, 255, 256, 2**31, 2**40 - 1]
+    xs = [0, 1, 2, 3, 7, 8, 255, 256, 2**31, 2**40 - 1, 2**53 - 1]
     assert rd.bit_length(T(xs)).tolist() == [x.bit_length() for x in xs]
+    with pytest.raises(ValueError):
+        rd.bit_length(T([2**53]))
 
 
 def test_quantize_constants_round_half_up():
@@ -63,6 +65,22 @@ def test_correlate_is_the_exact_circular_correlation():
     x = T([[[5, 0, 0, 1], [0, 2, 0, 0]]])
     # acc[l] = sum_j t[(l+j) mod 4] x[j]; block 0: l=0: 1*5 + 4*1 = 9; l=1: 2*5+1*1 = 11; ...
     assert m.correlate(t, x).tolist() == [[[9, 11, 17, 23], [0, 30, 0, 0]]]  # block 1: t[l+1] * 2
+
+
+@pytest.mark.parametrize("M, D, B", [(10, 256, 4), (3, 64, 4), (40, 256, 4)])
+def test_correlation_with_an_estimate_uses_its_support_and_equals_the_dense_one(M, D, B):
+    # An estimate is a bundle of its factor's codevectors: zero outside their positions,
+    # so the sparse path (M small against L) must give the dense correlation's integers.
+    m = FixedBCF(random_codebooks(2, M, D, B, seed=3), BCFConfig(), FixedWidths())
+    assert (m._supports[0] is not None) == (4 * min(M, D // B) <= D // B)
+    g = torch.Generator().manual_seed(M)
+    for k in (1, 5):
+        t = torch.randint(0, 256, (k, B, D // B), generator=g)
+        for f in range(2):
+            w = torch.randint(0, 1000, (k, M), generator=g)
+            w[0, : M // 2] = 0  # some codevectors absent
+            x, _, _ = m.bundle(w, f)
+            assert torch.equal(m.correlate_estimate(t, x, f), m.correlate(t, x))
 
 
 def test_unbind_requantizes_with_round_half_up():

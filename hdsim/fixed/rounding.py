@@ -76,17 +76,17 @@ def wrap_unsigned(x: Tensor, bits: int) -> Tensor:
 def bit_length(x: Tensor) -> Tensor:
     """Number of bits of each non-negative integer (0 for 0): a priority encoder.
 
+    Exact for ``x < 2^53`` (every datapath word is far narrower): the binary
+    exponent ``e`` of ``frexp(x) = m 2^e``, ``m`` in ``[1/2, 1)``, is the bit length,
+    and a float64 holds such integers exactly. Larger values are an error.
+
     Example:
         >>> bit_length(torch.tensor([0, 1, 2, 3, 4, 255, 256]))
         tensor([0, 1, 2, 2, 3, 8, 9])
     """
-    out = torch.zeros_like(x)
-    v = x.clone()
-    for s in (32, 16, 8, 4, 2, 1):
-        big = v >= (1 << s)
-        out = out + big.long() * s
-        v = torch.where(big, v >> s, v)
-    return out + (v > 0).long()
+    if x.numel() and int(x.max()) >= (1 << 53):
+        raise ValueError("bit_length: values must be < 2^53")
+    return torch.frexp(x.double()).exponent.long()
 
 
 def quantize_unsigned(value: float, frac_bits: int, bits: int) -> int:
