@@ -103,9 +103,20 @@ class ProductMap:
                          "products >= num_classes are null labels"}
 
 
+RESIZE_MODES = ("stretch", "shorter-side-crop", "none")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How raw pixels become the network input (recorded in the manifest)."""
+    """How raw pixels become the network input (recorded in the manifest).
+
+    ``resize`` says what happens to an image whose size is not ``height x width``:
+    ``"stretch"`` resizes it to exactly that size (bilinear); ``"shorter-side-crop"``
+    resizes its shorter side to ``resize_shorter`` pixels (bilinear, aspect kept) and
+    takes the center ``height x width`` crop (torchvision's ImageNet evaluation
+    transform); ``"none"`` forbids other sizes (an error names the image).
+    ``"shorter-side-crop"`` is applied to every image, whatever its size.
+    """
 
     channels: int
     height: int
@@ -113,6 +124,8 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scale: float = 1.0 / 255.0
+    resize: str = "stretch"
+    resize_shorter: int = 0
 
     def normalize(self, pixels: Tensor) -> Tensor:
         """``(N, C, H, W)`` pixels in [0, 255] -> network input."""
@@ -120,11 +133,49 @@ class Preprocessing:
         s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         return (pixels.float() * self.scale - m) / s
 
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Inverse of :meth:`normalize` for inputs made from 8-bit pixels: ``(N, C, H, W)`` uint8."""
+        m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return ((x * s + m) / self.scale).round().clamp(0, 255).to(torch.uint8)
+
+    def pixels(self, im, name: str = "image") -> Tensor:
+        """A PIL image -> ``(C, H, W)`` uint8 pixels: mode converted (L / RGB), resized per :attr:`resize`.
+
+        Raises:
+            HdsimError: the image's size differs and ``resize`` is ``"none"``.
+        """
+        from PIL import Image
+
+        im = im.convert("L" if self.channels == 1 else "RGB")
+        H, W = self.height, self.width
+        if self.resize == "shorter-side-crop":
+            w, h = im.size
+            s = self.resize_shorter / min(w, h)
+            im = im.resize((max(W, round(w * s)), max(H, round(h * s))), Image.BILINEAR)
+            w, h = im.size
+            left, top = (w - W) // 2, (h - H) // 2
+            im = im.crop((left, top, left + W, top + H))
+        elif im.size != (W, H):
+            if self.resize == "none":
+                raise HdsimError(f"{name}: size {im.size[1]}x{im.size[0]} (HxW), expected {H}x{W}")
+            im = im.resize((W, H), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        return torch.from_numpy(a.copy())
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["layout"] = "NCHW float32"
         d["formula"] = "x = (pixel * scale - mean[c]) / std[c]"
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        """Inverse of :meth:`as_dict` (manifests written before ``resize`` existed stretch)."""
+        return cls(int(d["channels"]), int(d["height"]), int(d["width"]), tuple(float(v) for v in d["mean"]),
+                   tuple(float(v) for v in d["std"]), float(d.get("scale", 1.0 / 255.0)),
+                   str(d.get("resize", "stretch")), int(d.get("resize_shorter", 0)))
 
 
 _MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None
@@ -324,7 +375,7 @@ class ImageFolder:
         default_mean = (0.5,) if channels == 1 else (0.485, 0.456, 0.406)
         default_std = (0.5,) if channels == 1 else (0.229, 0.224, 0.225)
         self.preprocessing = Preprocessing(channels, *self.input_size, tuple(mean or default_mean),
-                                           tuple(std or default_std))
+                                           tuple(std or default_std), resize="stretch" if resize else "none")
         self.product_map = ProductMap.for_classes(len(self.classes), F)
         rng = np.random.default_rng(seed)
         self.train_files: list[tuple[Path, int]] = []
@@ -355,18 +406,12 @@ class ImageFolder:
 
         try:
             with Image.open(path) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                H, W = self.input_size
-                if im.size != (W, H):
-                    if not self.resize:
-                        raise HdsimError(f"image {path}: size {im.size[1]}x{im.size[0]} (HxW), expected {H}x{W}; "
-                                         "pass --resize to resize")
-                    im = im.resize((W, H), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
+                try:
+                    return self.preprocessing.pixels(im, f"image {path}")
+                except HdsimError as e:
+                    raise HdsimError(f"{e}; pass --resize to resize") from None
         except (UnidentifiedImageError, OSError) as e:
             raise HdsimError(f"image {path}: cannot be read ({e.__class__.__name__})") from None
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        return torch.from_numpy(a.copy())
 
     def _tensors(self, which: str) -> tuple[Tensor, Tensor]:
         if which not in self._cache:

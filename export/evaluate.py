@@ -90,8 +90,13 @@ def _classes(product_map, digits: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, data_dir: str | None = None,
-                    limit: int | None = None, optimize: bool = True, batch: int = 256) -> dict:
-    """Accuracies of an export folder (and of an FC baseline export) on the test set."""
+                    limit: int | None = None, optimize: bool = True, batch: int = 256,
+                    decisions: bool = False) -> dict:
+    """Accuracies of an export folder (and of an FC baseline export) on the test set.
+
+    ``decisions=True`` adds ``decisions_bcf_fixed``: the fixed-point decode's class per test
+    image (``-1`` for a null product), whether or not it converged.
+    """
     from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
     from hdsim.factorizers.bruteforce import bruteforce_decode
     from hdsim.fixed import FixedBCF, FixedWidths
@@ -133,6 +138,9 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
             pred = _classes(pm, digits)
             result[f"accuracy_{name}"] = float((pred == y).float().mean())
             result[f"null_{name}"] = int((pred < 0).sum())
+        if decisions:
+            result["decisions_bcf_fixed"] = _classes(pm, fixed.indices).tolist()
+            result["converged_per_image_bcf_fixed"] = fixed.converged.tolist()
         result["factor_accuracy_bcf_fixed"] = float((fixed.indices == pm.digits(y)).float().mean())
         result["mean_iterations_bcf_fixed"] = float(fixed.iterations.float().mean())
         result["converged_bcf_fixed"] = float(fixed.converged.float().mean())

@@ -72,8 +72,11 @@ def _need(module: str):
         raise HdsimError(f"{module}: not installed ({e}); install the 'export' extra") from None
 
 
-def ort_session(path: str | Path, optimize: bool = False, threads: int = 1):
-    """An onnxruntime CPU session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting)."""
+def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, providers: list[str] | None = None):
+    """An onnxruntime session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting).
+
+    ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
+    """
     ort = _need("onnxruntime")
     so = ort.SessionOptions()
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
@@ -81,7 +84,7 @@ def ort_session(path: str | Path, optimize: bool = False, threads: int = 1):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
 def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:

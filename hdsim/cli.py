@@ -149,21 +149,57 @@ def set_threads(threads: int | None) -> None:
 
 @app.command("demo")
 def demo(
-    queries: Annotated[int, typer.Option(help="Queries per step.")] = 512,
+    queries: Annotated[int, typer.Option(help="Queries per factorizer step.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
-    device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="Compute device of the factorizer steps.")] = Device.cpu,
+    pipeline: Annotated[bool, typer.Option(help="Train/load, export, run the edge runner, co-simulate "
+                                           "(needs the export extra).")] = True,
+    workdir: Annotated[Path, typer.Option(help="Pipeline folder: export, test images, RTL build.")]
+    = Path("out/demo"),
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Use this training checkpoint instead of "
+                                                       "training (or the cached demo model).")] = None,
+    images: Annotated[int, typer.Option(help="Held-out test images run through the edge runner.")] = 500,
+    cosim_queries: Annotated[int, typer.Option(help="Runner queries co-simulated in RTL (0: skip).")] = 6,
+    threads: Annotated[int, typer.Option(help="torch / onnxruntime threads of the pipeline.")] = 1,
 ) -> None:
-    """The main job: factorization demo on the reference configuration (summary as JSON)."""
+    """The main job: factorizers, then the whole pipeline on shipped data (summary as JSON)."""
     from hdsim.demo import run_demo
 
     if queries < 1:
         raise HdsimError(f"queries: must be >= 1, got {queries}")
-    result = run_demo(queries=queries, seed=seed, device=device.value)
+    cfg = None
+    if pipeline:
+        try:
+            from deploy.pipeline import PipelineConfig
+        except ImportError:
+            raise HdsimError("demo: the pipeline needs the export extra (pip install -e '.[export,rtl]'); "
+                             "--no-pipeline runs the factorizer steps only") from None
+        cfg = PipelineConfig(workdir=str(workdir), checkpoint=None if checkpoint is None else str(checkpoint),
+                             images=images, cosim_queries=cosim_queries, threads=threads).validate()
+    result = run_demo(queries=queries, seed=seed, device=device.value, pipeline=cfg,
+                      log=lambda m: typer.echo(m, err=True))
     for name, r in result["steps"].items():
         typer.echo(f"{name:10s} problem size {r['problem_size']:>10,d}  accuracy {r['accuracy']:.4f}  "
                    f"mean iterations {r['mean_iterations']:6.2f}  {r['queries_per_s']:8.1f} queries/s  "
                    f"(T={r['T']}, A={r['A']}; {r['noise_model']})", err=True)
+    p = result.get("pipeline")
+    if p:
+        r = p["runner"]
+        lat = r["latency"]["total_ms"]
+        typer.echo(f"pipeline   model test accuracy {p['train']['test_accuracy']:.4f} ({p['train']['source']}); "
+                   f"edge runner on {r['images']} held-out images: accuracy {r['runner_accuracy']:.4f}, "
+                   f"{r['runner_status']['ok']} classified, {r['runner_status']['not-converged']} not converged; "
+                   f"decisions identical to the evaluation: {r['identical_decisions']:.4f}; "
+                   f"{lat['p50']:.2f} ms per image (p50)", err=True)
+        rtl = p.get("rtl")
+        if rtl:
+            typer.echo("rtl        " + (rtl["skipped"] if "skipped" in rtl else
+                                        f"{rtl['passed']}/{rtl['queries']} queries bit-exact with the fixed-point "
+                                        f"model every iteration, {rtl['mismatches']} mismatches, "
+                                        f"{rtl['cycles_per_iteration']:.1f} cycles/iteration"), err=True)
     emit(result)
+    if p and (p["runner"]["runner_status"]["error"] or (p.get("rtl") or {}).get("mismatches")):
+        raise typer.Exit(1)
 
 
 @sweep_app.command("capacity")
@@ -331,12 +367,15 @@ def cosim(
 
 
 def _register_export_commands() -> None:
-    """``hdsim train`` / ``export`` / ``evaluate`` live in the ``export`` package (``docs/export.md``)."""
+    """``hdsim train`` / ``export`` / ``evaluate`` live in the ``export`` package (``docs/export.md``),
+    ``hdsim run`` / ``bench deploy`` in ``deploy`` (``docs/deploy.md``)."""
     try:
         from export.cli import register
-    except ImportError:  # the export package is not installed
+        from deploy.cli import register as register_deploy
+    except ImportError:  # the export / deploy packages are not installed
         return
     register(app)
+    register_deploy(app, bench_app)
 
 
 _register_export_commands()

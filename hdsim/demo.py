@@ -1,11 +1,12 @@
 """``hdsim demo``: the main job on shipped data.
 
-For now (foundation and fixed-point issues): the float BCF reference at the
-reference configuration (D=512, B=4, F=2, M=1155 with the published (T, A)) on
-exact queries, on noisy queries (M=300), at F=3 (M=80), and the 8-bit
-fixed-point model against the float reference on the same queries and LFSR
-draws. Later issues extend it to the whole pipeline (train/export → edge
-runner → fixed-point decode → RTL co-simulation).
+1. Factorizers: the float BCF at the reference configuration (D=512, B=4, F=2,
+   M=1155, published (T, A)) on exact queries, on noisy queries (M=300), at F=3
+   (M=80), and the 8-bit fixed-point model against the float reference.
+2. The pipeline (``deploy.pipeline``, needs the ``export`` extra): train or load
+   a small MobileNetV2 with a BCF head on two-digit MNIST, export it (int8 ONNX),
+   run the edge runner on held-out images with the fixed-point decode, compare
+   with the evaluation, and co-simulate a few queries in RTL when Icarus is there.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ SUMMARY_KEYS = ("accuracy", "factor_accuracy", "mean_iterations", "converged", "
                 "problem_size", "noise_model")
 
 
-def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu") -> dict:
-    """Run the demo steps and return their results (JSON-ready)."""
+def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu", pipeline=None, log=print) -> dict:
+    """Run the demo steps and return their results (JSON-ready).
+
+    ``pipeline``: a :class:`deploy.pipeline.PipelineConfig` to run the pipeline too (``None``: skip).
+    """
     t0 = time.perf_counter()
     base = FactorizerBenchConfig(method="bcf", D=512, B=4, F=2, M=1155, queries=queries, seed=seed,
                                  device=device)
+    log("factorizers: float BCF (exact, noisy, F=3) and the 8-bit fixed-point model")
     steps = {
         "bcf_exact": run_factorizer_bench(base),
         # The published (T, A) = (0, 0) for M <= 348 is tuned on exact queries; on noisy ones
@@ -39,4 +44,10 @@ def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu") -> dict:
     summary = {name: {k: r[k] for k in SUMMARY_KEYS} | {"T": r["config"]["T"], "A": r["config"]["A"]}
                for name, r in steps.items()}
     summary["fixed_8bit"]["agreement_with_float"] = steps["fixed_8bit"]["agreement_with_float"]
-    return {"steps": summary, "seconds": time.perf_counter() - t0}
+    out = {"steps": summary}
+    if pipeline is not None:
+        from deploy.pipeline import run_pipeline
+
+        out["pipeline"] = run_pipeline(pipeline, log=log)
+    out["seconds"] = time.perf_counter() - t0
+    return out

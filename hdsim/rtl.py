@@ -453,7 +453,7 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
               gaps: bool = True, backpressure: bool = True, resets: int = 2, perturb_fraction: float = 0.3,
               noise_sigma: float = 0.02, mix: tuple[float, float, float, float] = (0.35, 0.4, 0.15, 0.1),
               timeout_cycles: int | None = None, model_override: dict | None = None,
-              perturbations: np.ndarray | None = None) -> dict:
+              perturbations: np.ndarray | None = None, query_words: np.ndarray | None = None) -> dict:
     """Run ``queries`` random queries through the RTL under Icarus (cocotb runner) against FixedBCF.
 
     The bench (``rtl_models/cocotb_bcf.py``) regenerates codebooks, queries and perturbations
@@ -464,6 +464,9 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
     ``[q, it-1, f, m]`` (e.g. ``hdsim.imc.FixedPointPerturbation.table``), instead of the
     synthetic :func:`make_perturbations`; values are clipped to ``[-2^a_bits, 2^a_bits]``,
     which never changes a decode (the model saturates ``a + p`` to the ``a`` word).
+
+    ``query_words``: given queries ``(queries, B, L)`` of ``Q0.Wq`` integers (e.g. a CNN's
+    outputs through :meth:`hdsim.fixed.FixedBCF.prepare_queries`) instead of random ones.
 
     ``model_override`` changes fields of the configuration the *model* runs with (not the
     RTL's): only for testing that the bench catches a difference.
@@ -498,13 +501,24 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
         big = 1 << cfg.datapath().a_bits
         pert = np.clip(pert, -big, big)
     pert_file = write_perturbation_hex(pert, cfg.perturb_bits, work / "pert.hex")
+    query_file = None
+    if query_words is not None:
+        qw = np.asarray(query_words)
+        if qw.shape != (queries, cfg.B, cfg.L) or not np.issubdtype(qw.dtype, np.integer):
+            raise HdsimError(f"query_words: expected integers of shape {(queries, cfg.B, cfg.L)}, got {qw.dtype} "
+                             f"{qw.shape}")
+        if qw.min() < 0 or qw.max() >= 1 << cfg.widths.query:
+            raise HdsimError(f"query_words: entries must be in [0, {(1 << cfg.widths.query) - 1}]")
+        query_file = work / f"queries-{seed}.npy"
+        np.save(query_file, qw.astype(np.int64))
     result_path = work / f"result-{seed}.json"
     if result_path.exists():
         result_path.unlink()
     plan = {"config": cfg.as_dict(), "queries": queries, "seed": seed, "gaps": gaps, "backpressure": backpressure,
             "resets": resets, "perturb_fraction": perturb_fraction, "noise_sigma": noise_sigma, "mix": list(mix),
             "pert_file": str(pert_file), "result_path": str(result_path), "timeout_cycles": timeout_cycles,
-            "model_override": dict(model_override or {}), "external_perturbations": perturbations is not None}
+            "model_override": dict(model_override or {}), "external_perturbations": perturbations is not None,
+            "query_file": None if query_file is None else str(query_file)}
     plan_path = work / f"plan-{seed}.json"
     plan_path.write_text(json.dumps(plan, indent=1))
 

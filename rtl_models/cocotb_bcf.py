@@ -331,8 +331,12 @@ async def bcf_cosim(dut):
     plan = json.loads(Path(os.environ["HDSIM_COSIM_PLAN"]).read_text())
     cfg = hr.RtlConfig.from_dict(plan["config"])
     n, seed = plan["queries"], plan["seed"]
-    stim = hr.make_cosim_queries(cfg, n, seed, noise_sigma=plan["noise_sigma"], mix=tuple(plan["mix"]))
-    q, kinds = stim["queries"], stim["kinds"]
+    if plan.get("query_file"):  # given queries (e.g. a CNN's outputs, Q0.Wq integers)
+        q = torch.from_numpy(np.load(plan["query_file"])).long()
+        kinds = ["given"] * n
+    else:
+        stim = hr.make_cosim_queries(cfg, n, seed, noise_sigma=plan["noise_sigma"], mix=tuple(plan["mix"]))
+        q, kinds = stim["queries"], stim["kinds"]
     pert = hr.read_perturbation_hex(plan["pert_file"], cfg.perturb_bits, (n, cfg.iterations_cap(), cfg.F, cfg.M))
     if not plan.get("external_perturbations"):
         assert np.array_equal(pert, hr.make_perturbations(cfg, n, seed + 7, fraction=plan["perturb_fraction"]))

@@ -7,3 +7,42 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# The small two-digit configuration of the end-to-end tests: ~1.5 minutes of training on one core,
+# enough for confident queries (~80% two-digit accuracy) so that decoders can be compared.
+TINY = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_channel=128, epochs=5, qat_epochs=1,
+            train_size=6400, qat_train_size=1600, test_size=400, eval_size=400, batch=64, lr=4e-3,
+            calib_batches=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """``(root, metrics)``: the TINY model trained once per session (root/run/last.pt)."""
+    pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
+    from export.train import TrainConfig, train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two spinning OpenMP threads slow training ~10x on a loaded 2-core machine
+    try:
+        root = tmp_path_factory.mktemp("tiny")
+        metrics = train(TrainConfig(**TINY), root / "run", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return root, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_trained):
+    """``(folder, manifest)``: the TINY model's int8 export (model.onnx, codebooks.npz, manifest.json)."""
+    from export.onnx_export import export_checkpoint
+
+    root, _ = tiny_trained
+    out = root / "int8"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64)
+    finally:
+        torch.set_num_threads(before)
+    return out, manifest

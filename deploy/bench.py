@@ -1,0 +1,232 @@
+"""``hdsim bench deploy``: latency of the deployed pieces, as ratios measured in one run.
+
+On the same inputs (the export's test images, or the sample-photo views for
+the ImageNet export), interleaved round by round so that machine load hits
+every backend alike:
+
+* ``int8_onnx``: the export's ``model.onnx`` in onnxruntime, default
+  optimizations (``ORT_ENABLE_ALL``: fused ``QLinearConv`` chains);
+* ``float_onnx``: the float ONNX of the same network (``--float-dir`` or,
+  by default, exported here from the float reference);
+* ``torch_float``: the float network in PyTorch eager mode.
+
+Latency p50 / p95 / mean (ms per call of ``batch`` images) and throughput
+(images/s). Then the decode time per image (BCF exports) of the fixed-point
+and the float decoder on the int8 queries, at batch 1 (one query per call,
+as a stream) and at ``decode_batch``, against the int8 CNN time per image
+at the same batch (measured the same way). Ratios:
+``int8_over_float_onnx`` and ``int8_over_torch`` (p50 latency),
+``decode_over_cnn`` (fixed decode / int8 CNN per image at ``decode_batch``)
+and ``decode_over_cnn_batch1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hdsim.errors import HdsimError
+from deploy.runner import torch_threads
+
+__all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
+
+
+@dataclass(frozen=True)
+class DeployBenchConfig:
+    """Options of :func:`run_deploy_bench` (validated by :meth:`validate`)."""
+
+    folder: str
+    float_dir: str | None = None
+    batch: int = 1
+    runs: int = 200
+    warmup: int = 20
+    threads: int = 2
+    decode_batch: int = 256
+    decode_queries: int = 1024
+    stream_queries: int = 64
+    images: int = 256
+
+    def validate(self) -> "DeployBenchConfig":
+        for name in ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
+        if self.warmup < 0:
+            raise HdsimError(f"warmup: must be >= 0, got {self.warmup}")
+        return self
+
+
+def _stats(times: list[float], batch: int) -> dict:
+    t = np.array(times) * 1e3
+    return {"p50_ms": round(float(np.percentile(t, 50)), 4), "p95_ms": round(float(np.percentile(t, 95)), 4),
+            "mean_ms": round(float(t.mean()), 4), "images_per_s": round(batch * 1e3 / float(t.mean()), 1),
+            "calls": len(times)}
+
+
+def float_reference(manifest: dict):
+    """The float PyTorch network of an export: ``(module, description)``.
+
+    ImageNet exports: torchvision's weights; checkpoint exports: the float
+    weights of ``manifest['source']['checkpoint']`` (a QAT checkpoint's float
+    twin), which must still exist.
+    """
+    from export.onnx_export import ExportNet
+
+    src = manifest.get("source") or {}
+    if src.get("pretrained") == "imagenet":
+        from export.heads import FCHead, HeadConfig
+        from export.data import ProductMap
+        from export.imagenet import load_imagenet_float
+
+        head = FCHead(HeadConfig(kind="fc"), ProductMap((1000,), 1000))
+        return ExportNet(load_imagenet_float(), head).eval(), "torchvision ImageNet MobileNetV2 weights"
+    ckpt = src.get("checkpoint")
+    if not ckpt or not Path(ckpt).is_file():
+        raise HdsimError(f"bench deploy: the float reference needs the export's checkpoint {ckpt!r} (manifest "
+                         "source.checkpoint), which is not there; pass --float-dir for the float ONNX")
+    from export.train import load_checkpoint, restore_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, head, model = restore_model(load_checkpoint(ckpt), quant=False)
+    return ExportNet(model, head).eval(), f"float weights of {ckpt}"
+
+
+def _inputs(manifest: dict, n: int) -> tuple[torch.Tensor, str]:
+    """Network inputs for the bench: the export's test images, or the sample-photo views (ImageNet)."""
+    if (manifest.get("source") or {}).get("pretrained") == "imagenet":
+        from export.imagenet import photo_views, preprocess_image, sample_photos
+
+        xs = [preprocess_image(v) for _, im in sample_photos() for _, v in photo_views(im)]
+        return torch.stack(xs), "scikit-learn sample photos: 14 views"
+    from export.evaluate import dataset_from_manifest
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, _ = dataset_from_manifest(manifest).test_set()
+    return x[:n], f"first {min(n, x.shape[0])} test images of the export's dataset"
+
+
+def _count_ops(folder: Path) -> dict:
+    """Op counts of the onnxruntime-optimized int8 graph (how many convs were fused to QLinearConv)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        g = onnx.load(str(Path(tmp) / "opt.onnx")).graph
+    ops = [n.op_type for n in g.node]
+    return {k: ops.count(k) for k in ("QLinearConv", "Conv", "QLinearAdd", "Add", "QuantizeLinear",
+                                       "DequantizeLinear") if ops.count(k)}
+
+
+def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
+    """Run the deployment benchmark (see the module docstring); returns a JSON-ready dict."""
+    from export.evaluate import load_manifest
+    from export.onnx_export import export_onnx, ort_session
+
+    cfg = cfg.validate()
+    folder = Path(cfg.folder)
+    manifest = load_manifest(folder)
+    if manifest["model"]["kind"] != "int8-qcdq":
+        raise HdsimError(f"bench deploy: {folder} holds a {manifest['model']['kind']} model; give the int8 export")
+    x, inputs_desc = _inputs(manifest, cfg.images)
+    net, float_desc = float_reference(manifest)
+    result: dict = {"export": str(folder), "threads": cfg.threads, "batch": cfg.batch, "inputs": inputs_desc,
+                    "input_shape": list(x.shape[1:]), "float_reference": float_desc,
+                    "onnxruntime": "ORT_ENABLE_ALL (default optimizations), CPUExecutionProvider"}
+    with contextlib.ExitStack() as stack:
+        if cfg.float_dir is not None:
+            fman = load_manifest(cfg.float_dir)
+            if fman["model"]["kind"] != "float32" or fman["model"]["input"] != manifest["model"]["input"]:
+                raise HdsimError(f"float-dir {cfg.float_dir}: not a float export of the same input "
+                                 f"({fman['model']['kind']}, {fman['model']['input']['shape']})")
+            float_path = Path(cfg.float_dir) / fman["model"]["file"]
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            float_path = tmp / "float.onnx"
+            export_onnx(net, x[:1], float_path, quantized=False)
+        sessions = {"int8_onnx": ort_session(folder / manifest["model"]["file"], optimize=True, threads=cfg.threads),
+                    "float_onnx": ort_session(float_path, optimize=True, threads=cfg.threads)}
+        stack.enter_context(torch_threads(cfg.threads))
+        stack.enter_context(torch.inference_mode())
+        xb = [x[i % x.shape[0]: i % x.shape[0] + cfg.batch] for i in range(0, x.shape[0], cfg.batch)]
+        xb = [b for b in xb if b.shape[0] == cfg.batch] or [x[:cfg.batch].repeat(
+            (cfg.batch + x.shape[0] - 1) // x.shape[0], 1, 1, 1)[:cfg.batch]]
+        xn = [b.numpy() for b in xb]
+        calls = {
+            "int8_onnx": lambda i: sessions["int8_onnx"].run(None, {"image": xn[i % len(xn)]}),
+            "float_onnx": lambda i: sessions["float_onnx"].run(None, {"image": xn[i % len(xn)]}),
+            "torch_float": lambda i: net(xb[i % len(xb)]),
+        }
+        times: dict[str, list[float]] = {k: [] for k in calls}
+        rounds = range(cfg.warmup + cfg.runs)
+        if progress:
+            from tqdm import tqdm
+
+            rounds = tqdm(rounds, desc="bench deploy", unit="round", leave=False)
+        for r in rounds:
+            for name, fn in calls.items():  # interleaved: load spikes hit every backend
+                t0 = time.perf_counter()
+                fn(r)
+                if r >= cfg.warmup:
+                    times[name].append(time.perf_counter() - t0)
+    lat = {k: _stats(v, cfg.batch) for k, v in times.items()}
+    result["latency"] = lat
+    result["int8_over_float_onnx"] = round(lat["int8_onnx"]["p50_ms"] / lat["float_onnx"]["p50_ms"], 4)
+    result["int8_over_torch"] = round(lat["int8_onnx"]["p50_ms"] / lat["torch_float"]["p50_ms"], 4)
+    result["int8_graph_ops"] = _count_ops(folder)
+    if manifest["head"]["kind"] == "bcf":
+        result.update(_decode_bench(folder, manifest, x, cfg))
+    return result
+
+
+def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenchConfig) -> dict:
+    """Decode time per image (fixed / float) at batch 1 and at ``decode_batch``, and the int8 CNN's at both."""
+    from deploy.runner import Runner, RunnerConfig
+
+    out: dict = {"decode_batch": cfg.decode_batch}
+    n = min(cfg.decode_queries, x.shape[0]) if x.shape[0] >= cfg.decode_batch else x.shape[0]
+    reps = max(1, cfg.decode_queries // max(n, 1))
+    runners = {d: Runner(folder, RunnerConfig(decode=d, threads=cfg.threads, batch=cfg.decode_batch))
+               for d in ("fixed", "float")}
+    r = runners["fixed"]
+    with torch_threads(1):  # tiny integer tensors: one thread, no OpenMP spin against onnxruntime
+        q = torch.from_numpy(r.cnn(x[:n]))
+
+        def per_image(fn, items: list, count: int) -> float:
+            t0 = time.perf_counter()
+            for it in items:
+                fn(it)
+            return (time.perf_counter() - t0) / count * 1e3
+
+        xs_b = [x[i:i + cfg.decode_batch] for i in range(0, n, cfg.decode_batch)] * reps
+        qs_b = [q[i:i + cfg.decode_batch] for i in range(0, n, cfg.decode_batch)] * reps
+        k = min(cfg.stream_queries, n)
+        xs_1 = [x[i:i + 1] for i in range(k)]
+        qs_1 = [q[i:i + 1] for i in range(k)]
+        r.cnn(x[:cfg.decode_batch])  # warm-up
+        for d in runners.values():
+            d.decode(q[:cfg.decode_batch])
+        cnn_b = per_image(r.cnn, xs_b, n * reps)
+        cnn_1 = per_image(r.cnn, xs_1, k)
+        out["cnn_int8_ms_per_image"] = {"batch1": round(cnn_1, 4), "batched": round(cnn_b, 4)}
+        for name, run in runners.items():
+            out[f"decode_{name}_ms_per_image"] = {"batch1": round(per_image(run.decode, qs_1, k), 4),
+                                                  "batched": round(per_image(run.decode, qs_b, n * reps), 4)}
+    fixed = out["decode_fixed_ms_per_image"]
+    out["decode_over_cnn"] = round(fixed["batched"] / cnn_b, 4)
+    out["decode_over_cnn_batch1"] = round(fixed["batch1"] / cnn_1, 4)
+    out["decode_queries"] = n * reps
+    return out

@@ -1,0 +1,361 @@
+"""The edge runner: an export folder -> onnxruntime -> (fixed-point) BCF decode -> classes.
+
+:class:`Runner` checks the export once (manifest format, model sha256,
+codebooks), builds one onnxruntime session (CPU, or CUDA first when
+onnxruntime has it) and one decoder, then classifies batches:
+
+* ``predict(images)``: PIL images, pixel arrays or paths -> :class:`Prediction` per image;
+* ``predict_batch(x)``: network inputs ``(N, C, H, W)`` float32 (already normalized);
+* ``run(specs)``: files / folders / globs / ``.npy`` -> a stream of predictions in
+  input order (what ``hdsim run`` prints), bad inputs as error predictions.
+
+BCF decoders (``decode``): ``fixed`` — :class:`hdsim.fixed.FixedBCF`, the
+bit-accurate integer model of the RTL, with the manifest's widths, ``(T, A)``
+and LFSR seed; ``float`` — :class:`hdsim.factorizers.BlockCodeFactorizer`;
+``bruteforce`` — the best product by exhaustive search. ``imc`` runs the fixed
+decoder's similarities on a PCM crossbar (:class:`hdsim.imc.FixedPointPerturbation`;
+``dot`` similarity, the crossbar's product). An FC-head export is classified by
+argmax (confidence: softmax probability).
+
+A decode that does not converge within the manifest's ``max_iter`` is reported
+with ``status="not-converged"`` and no class (its last estimate is kept apart),
+one that lands on a null product (a product >= the class count) with
+``status="null-product"``: never as a confident class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hdsim.errors import HdsimError
+from export.data import Preprocessing, ProductMap
+from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
+
+__all__ = ["RunnerConfig", "Prediction", "Runner", "DECODERS", "summarize", "torch_threads"]
+
+DECODERS = ("fixed", "float", "bruteforce")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the runner decodes and runs (validated by :meth:`validate`).
+
+    Attributes:
+        decode: ``fixed`` (integer BCF, the RTL's model), ``float`` or ``bruteforce``.
+        imc: a PCM preset name (``hdsim.imc.preset_names()``) to decode on a noisy
+            crossbar (``fixed`` decode only), or ``None``.
+        imc_t: seconds since the crossbar was programmed (drift).
+        imc_tc: convergence threshold of the crossbar decode, a fraction of ``B`` (its ``dot``
+            similarity is in ``[0, B]``). Lower than the digital 0.9: a crossbar reads a
+            match about 15% low (programming noise, drift, ADC; measured 3.40 of 4 with
+            ``pcm-chip`` at 20 s on the two-digit export), and at 0.9 half of the decodes
+            would never stop; at 0.75 96% converge (digital: 97%), docs/deploy.md.
+        threads: onnxruntime intra-op threads (0: onnxruntime's default). The decoders
+            run with one torch thread (tiny tensors).
+        batch: images per onnxruntime call and per decode call.
+        optimize: onnxruntime graph optimizations (``ORT_ENABLE_ALL``); ``False`` is
+            ``ORT_DISABLE_ALL`` (bit-parity with the PyTorch model, slower).
+        device: ``auto`` (CUDA when onnxruntime has it), ``cpu`` or ``cuda``.
+    """
+
+    decode: str = "fixed"
+    imc: str | None = None
+    imc_t: float = 20.0
+    imc_tc: float = 0.75
+    threads: int = 2
+    batch: int = 32
+    optimize: bool = True
+    device: str = "auto"
+
+    def validate(self) -> "RunnerConfig":
+        from hdsim.imc import preset_names
+
+        if self.decode not in DECODERS:
+            raise HdsimError(f"decode: expected one of {list(DECODERS)}, got {self.decode!r}")
+        if self.imc is not None:
+            if self.imc not in preset_names():
+                raise HdsimError(f"imc: unknown preset {self.imc!r}; expected one of {preset_names()}")
+            if self.decode != "fixed":
+                raise HdsimError(f"imc: crossbar decoding needs --decode fixed (got {self.decode!r}; the float "
+                                 "BCF's analog bundling does not converge on a noisy crossbar, docs/imc.md)")
+        if not self.imc_t > 0:
+            raise HdsimError(f"imc_t: seconds since programming must be > 0, got {self.imc_t}")
+        if not 0 < self.imc_tc <= 1:
+            raise HdsimError(f"imc_tc: must be in (0, 1] (a fraction of B), got {self.imc_tc}")
+        if self.threads < 0:
+            raise HdsimError(f"threads: must be >= 0, got {self.threads}")
+        if self.batch < 1:
+            raise HdsimError(f"batch: must be >= 1, got {self.batch}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise HdsimError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        return self
+
+
+@dataclass
+class Prediction:
+    """One input's result. Latencies in milliseconds; batch stages are split evenly over the batch."""
+
+    input: str
+    status: str  # ok | not-converged | null-product | error
+    cls: int | None = None
+    label: str | None = None
+    factors: list[int] | None = None
+    iterations: int | None = None
+    converged: bool | None = None
+    confidence: float | None = None
+    last_estimate: list[int] | None = None
+    error: str | None = None
+    latency_ms: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["class"] = d.pop("cls")
+        return d
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch threads, then restore the previous count.
+
+    The decoders work on tiny integer tensors: one thread is fastest, and a second
+    OpenMP thread would spin against onnxruntime's on a small machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in have:
+            raise HdsimError(f"device: cuda requested but onnxruntime has no CUDA provider (has {have})")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "auto" and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Runner:
+    """An export folder ready to classify images (see the module docstring).
+
+    Args:
+        folder: an ``hdsim export`` folder (``model.onnx``, ``manifest.json``, ``codebooks.npz``).
+        config: :class:`RunnerConfig` (validated here).
+
+    Raises:
+        HdsimError: a missing folder or file, a manifest of another format, a model whose
+            sha256 differs from the manifest's, unreadable codebooks — before any inference.
+
+    Example:
+        >>> runner = Runner("exports/bcf")                       # doctest: +SKIP
+        >>> [p.label for p in runner.predict(["57.png"])]        # doctest: +SKIP
+        ['57']
+    """
+
+    def __init__(self, folder: str | Path, config: RunnerConfig = RunnerConfig()) -> None:
+        from export.evaluate import load_codebooks, load_manifest
+        from export.onnx_export import ort_session
+
+        self.config = config.validate()
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder)  # format + sha256, before anything runs
+        m = self.manifest
+        try:
+            self.preprocessing = Preprocessing.from_dict(m["preprocessing"])
+            self.head = m["head"]["kind"]
+            self.classes = ProductMap(tuple(m["classes"]["radices"]), int(m["classes"]["num_classes"]))
+            self.names = m["classes"].get("names")
+            self.output = m["model"]["output"]["name"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: incomplete ({e.__class__.__name__}: {e})"
+                             ) from None
+        self.providers = _providers(config.device)
+        self.session = ort_session(self.folder / m["model"]["file"], optimize=config.optimize,
+                                   threads=config.threads, providers=self.providers)
+        self.codebooks = load_codebooks(self.folder, m) if self.head == "bcf" else None
+        self._decoder = self._build_decoder() if self.head == "bcf" else None
+        self._imagenet_names = (m.get("dataset") or {}).get("name") == "imagenet-1k"
+
+    # ---- decoding ------------------------------------------------------------------------------
+    def _build_decoder(self):
+        from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
+        from hdsim.fixed import FixedBCF, FixedWidths
+
+        dec = self.manifest["decode"]
+        cfg = self.config
+        similarity = "dot" if cfg.imc else dec["similarity"]
+        bcf = BCFConfig(T=float(dec["T"]), A=int(dec["A"]),
+                        Tc=cfg.imc_tc * self.codebooks.B if cfg.imc else float(dec["Tc"]),
+                        max_iter=int(dec["max_iter"]),
+                        similarity=similarity)
+        if cfg.decode == "fixed":
+            widths = FixedWidths(**dec["fixed_widths"])
+            return FixedBCF(self.codebooks, bcf, widths, seed=int(dec.get("lfsr_seed", 1))), widths
+        if cfg.decode == "float":
+            return BlockCodeFactorizer(self.codebooks, bcf, seed=0), None
+        return None, None
+
+    def decode(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """BCF queries ``(N, D)`` -> ``indices (N, F)``, ``iterations (N,)``, ``converged (N,)``, ``confidence (N,)``.
+
+        Confidence: the weakest factor's final similarity (``linf``: in [0, 1]); brute force: the
+        best product's similarity (iterations 1, always converged).
+        """
+        with torch_threads(1):
+            return self._decode(queries)
+
+    def _decode(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        from hdsim.factorizers.bruteforce import bruteforce_decode
+
+        decoder, widths = self._decoder
+        if decoder is None:
+            idx, best = bruteforce_decode(queries, self.codebooks, self.manifest["decode"]["similarity"])
+            n = idx.shape[0]
+            return idx, torch.ones(n, dtype=torch.long), torch.ones(n, dtype=torch.bool), best.float()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if self.config.imc:
+                from hdsim.imc import FixedPointPerturbation
+
+                perturb = FixedPointPerturbation(self.codebooks, widths, self.config.imc, t=self.config.imc_t,
+                                                 record=False)
+                res = decoder.factorize(queries, perturb=perturb)
+            else:
+                res = decoder.factorize(queries)
+        conf = res.max_similarity.float().min(dim=1).values
+        if self.config.imc:
+            conf = conf / self.codebooks.B  # dot similarity: in units of B blocks
+        return res.indices, res.iterations, res.converged, conf
+
+    # ---- inference -----------------------------------------------------------------------------
+    def cnn(self, x: Tensor) -> np.ndarray:
+        """Network inputs ``(N, C, H, W)`` float32 -> the ONNX output (query or logits), in ``config.batch`` chunks."""
+        b = self.config.batch
+        xs = x.numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+        return np.concatenate([self.session.run(None, {"image": xs[i:i + b]})[0] for i in range(0, xs.shape[0], b)])
+
+    def _label(self, c: int) -> str:
+        if self.names:
+            return str(self.names[c])
+        if self._imagenet_names:
+            from export.imagenet import class_name
+
+            return class_name(c)
+        return str(c)
+
+    def predict_batch(self, x: Tensor, names: Sequence[str] | None = None,
+                      preprocess_s: Sequence[float] | None = None) -> list[Prediction]:
+        """Classify network inputs ``(N, C, H, W)`` float32 (normalized per the manifest)."""
+        n = int(x.shape[0])
+        names = list(names) if names is not None else [f"[{i}]" for i in range(n)]
+        pre = list(preprocess_s) if preprocess_s is not None else [0.0] * n
+        t0 = time.perf_counter()
+        out = self.cnn(x)
+        t_cnn = (time.perf_counter() - t0) / max(n, 1)
+        preds: list[Prediction] = []
+        if self.head != "bcf":
+            t1 = time.perf_counter()
+            logits = torch.from_numpy(out).double()
+            p = torch.softmax(logits, dim=1)
+            conf, cls = p.max(dim=1)
+            t_dec = (time.perf_counter() - t1) / max(n, 1)
+            for i in range(n):
+                c = int(cls[i])
+                preds.append(Prediction(names[i], "ok", c, self._label(c), None, None, None, float(conf[i]),
+                                        latency_ms=_latency(pre[i], t_cnn, t_dec)))
+            return preds
+        t1 = time.perf_counter()
+        idx, iters, conv, conf = self.decode(torch.from_numpy(out).float())
+        cls = self.classes.classes(idx)
+        t_dec = (time.perf_counter() - t1) / max(n, 1)
+        for i in range(n):
+            c, f = int(cls[i]), [int(v) for v in idx[i]]
+            common = dict(iterations=int(iters[i]), converged=bool(conv[i]), confidence=round(float(conf[i]), 6),
+                          latency_ms=_latency(pre[i], t_cnn, t_dec))
+            if not bool(conv[i]):
+                preds.append(Prediction(names[i], "not-converged", last_estimate=f, **common))
+            elif c < 0:
+                preds.append(Prediction(names[i], "null-product", last_estimate=f, **common))
+            else:
+                preds.append(Prediction(names[i], "ok", c, self._label(c), f, **common))
+        return preds
+
+    def predict(self, images: Sequence) -> list[Prediction]:
+        """Classify PIL images, pixel arrays (``.npy`` rules) or paths; one :class:`Prediction` each.
+
+        A bad image gives an ``error`` prediction; the others are still classified.
+        """
+        from PIL import Image
+
+        loaded: list[Loaded] = []
+        for i, im in enumerate(images):
+            name = str(im) if isinstance(im, (str, Path)) else f"[{i}]"
+            t0 = time.perf_counter()
+            try:
+                if isinstance(im, (str, Path)):
+                    loaded.extend(load_inputs([str(im)], self.preprocessing))
+                    continue
+                if isinstance(im, Image.Image):
+                    px = pixels_from_image(im, self.preprocessing, name)
+                else:
+                    px = pixels_from_array(np.asarray(im), self.preprocessing, name)
+                loaded.append(Loaded(name, px, seconds=time.perf_counter() - t0))
+            except HdsimError as e:
+                loaded.append(Loaded(name, error=str(e)))
+        return self._classify(loaded)
+
+    def _classify(self, items: list[Loaded]) -> list[Prediction]:
+        good = [it for it in items if it.error is None]
+        done: dict[int, Prediction] = {}
+        if good:
+            x = self.preprocessing.normalize(torch.stack([it.pixels for it in good]))
+            for it, p in zip(good, self.predict_batch(x, [it.name for it in good], [it.seconds for it in good])):
+                done[id(it)] = p
+        return [done[id(it)] if it.error is None else Prediction(it.name, "error", error=it.error) for it in items]
+
+    def run(self, specs: Sequence[str]) -> Iterator[Prediction]:
+        """Files, folders, globs and ``.npy`` arrays -> predictions in input order, ``config.batch`` at a time."""
+        window: list[Loaded] = []
+        for item in load_inputs(list(specs), self.preprocessing):
+            window.append(item)
+            if sum(it.error is None for it in window) >= self.config.batch:
+                yield from self._classify(window)
+                window = []
+        if window:
+            yield from self._classify(window)
+
+
+def _latency(pre_s: float, cnn_s: float, dec_s: float) -> dict:
+    ms = {"preprocess": pre_s * 1e3, "cnn": cnn_s * 1e3, "decode": dec_s * 1e3}
+    ms["total"] = sum(ms.values())
+    return {k: round(v, 4) for k, v in ms.items()}
+
+
+def summarize(preds: Sequence[Prediction], seconds: float) -> dict:
+    """Counts per status, mean / p50 / p95 latency per stage (ms) and throughput of a run."""
+    out: dict = {"inputs": len(preds)}
+    for s in ("ok", "not-converged", "null-product", "error"):
+        out[s.replace("-", "_")] = sum(p.status == s for p in preds)
+    lat = [p.latency_ms for p in preds if p.latency_ms]
+    for stage in ("preprocess", "cnn", "decode", "total"):
+        v = np.array([d[stage] for d in lat]) if lat else np.zeros(0)
+        out[f"{stage}_ms"] = ({"mean": round(float(v.mean()), 4), "p50": round(float(np.percentile(v, 50)), 4),
+                               "p95": round(float(np.percentile(v, 95)), 4)} if v.size else None)
+    out["seconds"] = round(seconds, 3)
+    out["images_per_s"] = round(len(lat) / seconds, 2) if seconds > 0 else None
+    return out

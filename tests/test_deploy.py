@@ -1,0 +1,304 @@
+"""The edge runner (deploy/): decisions vs the evaluation, bad inputs, integrity, formats, bench, pipeline.
+
+Uses the session's tiny two-digit export (``tiny_export`` in conftest.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+for _mod in ("brevitas", "onnx", "onnxruntime", "mlxtend", "PIL"):
+    pytest.importorskip(_mod, reason=f"{_mod} is not installed (pip install -e '.[export]')")
+
+from hdsim.errors import HdsimError
+from export.data import Preprocessing
+from deploy.check import evaluation_agreement, write_test_images
+from deploy.inputs import expand_inputs, load_inputs
+from deploy.runner import Runner, RunnerConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def hdsim_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_export, tmp_path_factory):
+    folder, _ = tiny_export
+    out = tmp_path_factory.mktemp("deploy_images")
+    files = write_test_images(folder, out, limit=400)
+    return out, files
+
+
+# ---- decisions ----------------------------------------------------------------------------------
+def test_runner_decisions_equal_the_evaluation(tiny_export, images):
+    folder, _ = tiny_export
+    root, files = images
+    res = evaluation_agreement(folder, root)
+    assert res["images"] == len(files) == 400
+    # fused int8 kernels (ORT_ENABLE_ALL) vs the bit-exact reference path (ORT_DISABLE_ALL)
+    assert res["identical_decisions"] >= 0.995, res
+    assert res["identical_convergence"] >= 0.995, res
+    assert abs(res["runner_accuracy"] - res["evaluation_accuracy"]) <= 0.005
+    assert res["runner_status"]["error"] == 0
+    # written PNGs hold the exact pixels the test tensors came from
+    x, _ = __import__("export.evaluate", fromlist=["x"]).dataset_from_manifest(
+        __import__("export.evaluate", fromlist=["x"]).load_manifest(folder)).test_set()
+    runner = Runner(folder)
+    px = torch.stack([it.pixels for it in load_inputs([str(files[0][0])], runner.preprocessing)])
+    assert torch.equal(runner.preprocessing.normalize(px), x[:1])
+
+
+def test_python_api_matches_the_file_runner(tiny_export, images):
+    from PIL import Image
+
+    folder, _ = tiny_export
+    _, files = images
+    runner = Runner(folder, RunnerConfig(batch=7))
+    paths = [str(p) for p, _ in files[:20]]
+    from_files = list(runner.run(paths))
+    pil = [Image.open(p) for p in paths[:10]]
+    arrays = [np.asarray(Image.open(p)) for p in paths[10:]]
+    from_api = runner.predict(pil + arrays)
+    assert [p.cls for p in from_api] == [p.cls for p in from_files]
+    assert [p.last_estimate for p in from_api] == [p.last_estimate for p in from_files]
+    for p in from_files:
+        assert p.latency_ms["total"] >= p.latency_ms["cnn"] > 0
+        if p.status == "ok":
+            assert p.cls == runner.classes.classes(torch.tensor([p.factors]))[0]
+            assert p.label == str(p.cls) and p.converged and 0 < p.confidence <= 1
+
+
+def test_every_decoder_and_the_crossbar(tiny_export, images):
+    folder, _ = tiny_export
+    _, files = images
+    paths = [str(p) for p, _ in files[:64]]
+    truth = [c for _, c in files[:64]]
+    decided = {}
+    for kw in ({"decode": "fixed"}, {"decode": "float"}, {"decode": "bruteforce"}, {"imc": "pcm-chip"}):
+        runner = Runner(folder, RunnerConfig(**kw))
+        preds = list(runner.run(paths))
+        assert all(p.status != "error" for p in preds)
+        # the decision: the final estimate's class, converged or not (the tiny model's queries are soft)
+        decided[json.dumps(kw)] = runner.classes.classes(torch.tensor([p.factors or p.last_estimate
+                                                                       for p in preds])).tolist()
+    fixed = decided['{"decode": "fixed"}']
+    agree = {k: sum(a == b for a, b in zip(fixed, v)) / len(fixed) for k, v in decided.items()}
+    print(agree)
+    assert agree['{"decode": "float"}'] >= 0.9 and agree['{"decode": "bruteforce"}'] >= 0.6, agree
+    acc = {k: sum(a == t for a, t in zip(v, truth)) / len(truth) for k, v in decided.items()}
+    # the crossbar decode (noisy similarities) stays close to the digital one
+    assert acc['{"imc": "pcm-chip"}'] >= acc['{"decode": "fixed"}'] - 0.1, acc
+
+
+# ---- bad inputs and integrity -------------------------------------------------------------------
+def test_bad_inputs_are_per_input_errors_and_the_rest_is_processed(tiny_export, images, tmp_path):
+    folder, _ = tiny_export
+    _, files = images
+    good = shutil.copy(files[0][0], tmp_path / "good.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    data = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    np.save(tmp_path / "nan.npy", np.full((32, 64), np.nan))
+    np.save(tmp_path / "range.npy", np.full((32, 64), 300.0))
+    np.save(tmp_path / "shape.npy", np.zeros((2, 2, 2, 2, 2)))
+    (tmp_path / "emptydir").mkdir()
+    runner = Runner(folder)
+    preds = {p.input: p for p in runner.run([str(tmp_path / n) for n in (
+        "good.png", "empty.png", "corrupt.png", "truncated.png", "nan.npy", "range.npy", "shape.npy")] + [
+        str(tmp_path / "emptydir"), str(tmp_path / "missing.png"), str(tmp_path / "*.jpeg")])}
+    assert preds[str(good)].status in ("ok", "not-converged")
+    expected = {"empty.png": "empty file", "corrupt.png": "not a readable image", "truncated.png": "not a readable image",
+                "nan.npy": "NaN", "range.npy": "expected [0, 255]", "shape.npy": "not an image",
+                "emptydir": "no images", "missing.png": "no such file", "*.jpeg": "matches no file"}
+    for name, text in expected.items():
+        p = preds[str(tmp_path / name)]
+        assert p.status == "error" and text in p.error and "\n" not in p.error, (name, p.error)
+        assert p.cls is None
+    # the CLI: same lines, exit code 1, one 'error:' line per failed input on stderr
+    proc = hdsim_cli("run", str(folder), str(tmp_path / "good.png"), str(tmp_path / "nan.npy"),
+                     str(tmp_path / "missing.png"), "--no-progress")
+    assert proc.returncode == 1
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [d["status"] for d in lines][1:] == ["error", "error"] and lines[0]["status"] != "error"
+    assert sum(x.startswith("error: ") for x in proc.stderr.splitlines()) == 2
+    assert "summary: 3 inputs" in proc.stderr
+
+
+def test_sizes_channels_and_npy_stacks(tiny_export, images, tmp_path):
+    from PIL import Image
+
+    folder, manifest = tiny_export
+    _, files = images
+    im = Image.open(files[0][0])
+    big = im.convert("RGB").resize((128, 64))  # RGB, twice the size: converted and resized (stretch)
+    big.save(tmp_path / "big_rgb.png")
+    runner = Runner(folder)
+    p = runner.predict([str(tmp_path / "big_rgb.png")])[0]
+    assert p.status != "error"
+    stack = np.stack([np.asarray(Image.open(f)) for f, _ in files[:3]])  # (3, 32, 64): three gray images
+    np.save(tmp_path / "stack.npy", stack)
+    preds = runner.predict([str(tmp_path / "stack.npy")])
+    assert [q.input for q in preds] == [f"{tmp_path / 'stack.npy'}[{i}]" for i in range(3)]
+    assert [q.cls for q in preds] == [q.cls for q in runner.predict([str(f) for f, _ in files[:3]])]
+    # a manifest that forbids resizing: wrong sizes are per-input errors
+    strict = tmp_path / "strict"
+    shutil.copytree(folder, strict)
+    m = json.loads((strict / "manifest.json").read_text())
+    m["preprocessing"]["resize"] = "none"
+    (strict / "manifest.json").write_text(json.dumps(m))
+    preds = Runner(strict).predict([str(tmp_path / "big_rgb.png"), str(files[0][0])])
+    assert preds[0].status == "error" and "size 64x128 (HxW), expected 32x64" in preds[0].error
+    assert preds[1].status != "error"
+
+
+def test_shorter_side_crop_is_the_imagenet_transform():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    pp = Preprocessing(3, 224, 224, (0.5,) * 3, (0.5,) * 3, resize="shorter-side-crop", resize_shorter=256)
+    px = pp.pixels(im)
+    ref = np.asarray(im.resize((341, 256), Image.BILINEAR))[16:240, 58:282].transpose(2, 0, 1)
+    assert px.shape == (3, 224, 224) and np.array_equal(px.numpy(), ref)
+    assert Preprocessing.from_dict(pp.as_dict()) == pp
+
+
+def test_integrity_errors_come_before_any_inference(tiny_export, tmp_path):
+    folder, _ = tiny_export
+    bad = tmp_path / "tampered"
+    shutil.copytree(folder, bad)
+    with open(bad / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(HdsimError, match="does not match the manifest"):
+        Runner(bad)
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    m = json.loads((other / "manifest.json").read_text())
+    m["format"] = "hdsim-export-manifest/0"
+    (other / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(HdsimError, match="not an hdsim export manifest"):
+        Runner(other)
+    nocb = tmp_path / "nocb"
+    shutil.copytree(folder, nocb)
+    (nocb / "codebooks.npz").unlink()
+    with pytest.raises(HdsimError, match="codebooks"):
+        Runner(nocb)
+    with pytest.raises(HdsimError, match="imc: crossbar decoding needs --decode fixed"):
+        Runner(folder, RunnerConfig(decode="float", imc="pcm-chip"))
+    proc = hdsim_cli("run", str(bad), str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: model ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_out_of_distribution_photos_never_give_a_confident_unconverged_class(tiny_export, tmp_path):
+    from sklearn.datasets import load_sample_images
+    from PIL import Image
+
+    folder, _ = tiny_export
+    for name, a in zip(("china", "flower"), load_sample_images().images):
+        Image.fromarray(a).save(tmp_path / f"{name}.jpg")
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "noise.npy", rng.integers(0, 256, (8, 32, 64)).astype(np.uint8))
+    np.save(tmp_path / "zeros.npy", np.zeros((32, 64), np.uint8))
+    preds = Runner(folder).predict([str(tmp_path / n) for n in ("china.jpg", "flower.jpg", "noise.npy", "zeros.npy")])
+    assert len(preds) == 11 and all(p.status != "error" for p in preds)
+    for p in preds:
+        if p.status != "ok":
+            assert p.cls is None and p.label is None and p.factors is None and p.last_estimate is not None
+        else:
+            assert p.converged
+
+
+def test_output_formats(tiny_export, images):
+    folder, _ = tiny_export
+    _, files = images
+    paths = [str(p) for p, _ in files[:12]]
+    rows = {}
+    for fmt in ("jsonl", "csv", "table"):
+        proc = hdsim_cli("run", str(folder), *paths, "--format", fmt, "--batch", "5", "--threads", "1")
+        assert proc.returncode == 0, proc.stderr
+        rows[fmt] = proc.stdout
+        assert "summary: 12 inputs" in proc.stderr
+    js = [json.loads(x) for x in rows["jsonl"].splitlines()]
+    cs = list(csv.DictReader(io.StringIO(rows["csv"])))
+    assert [d["input"] for d in js] == paths == [r["input"] for r in cs]
+    assert [str(d["class"]) if d["class"] is not None else "" for d in js] == [r["class"] for r in cs]
+    table = rows["table"].splitlines()
+    assert len(table) == 13 and table[0].split()[:2] == ["input", "status"]
+
+
+def test_expand_inputs_sorts_folders_and_globs(tmp_path):
+    for n in ("b.png", "a.png", "sub/c.npy", "x.txt"):
+        (tmp_path / n).parent.mkdir(exist_ok=True)
+        (tmp_path / n).write_bytes(b"1")
+    names = [n for n, _, e in expand_inputs([str(tmp_path)]) if e is None]
+    assert names == [str(tmp_path / n) for n in ("a.png", "b.png", "sub/c.npy")]
+    names = [n for n, _, e in expand_inputs([str(tmp_path / "*.png")])]
+    assert names == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+# ---- benchmark ----------------------------------------------------------------------------------
+def test_bench_deploy_reports_ratios_measured_in_one_run(tiny_export):
+    folder, _ = tiny_export
+    proc = hdsim_cli("bench", "deploy", str(folder), "--runs", "10", "--warmup", "2", "--decode-queries", "256",
+                     "--images", "64", "--threads", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    lat = r["latency"]
+    for k in ("int8_onnx", "float_onnx", "torch_float"):
+        assert lat[k]["calls"] == 10 and 0 < lat[k]["p50_ms"] <= lat[k]["p95_ms"]
+    assert r["int8_over_float_onnx"] == pytest.approx(lat["int8_onnx"]["p50_ms"] / lat["float_onnx"]["p50_ms"],
+                                                      rel=1e-3)
+    assert r["int8_over_torch"] == pytest.approx(lat["int8_onnx"]["p50_ms"] / lat["torch_float"]["p50_ms"], rel=1e-3)
+    # onnxruntime fused int8 convolutions (QLinearConv) in the optimized graph
+    assert r["int8_graph_ops"].get("QLinearConv", 0) > 0
+    d = r["decode_fixed_ms_per_image"]
+    assert r["decode_over_cnn"] == pytest.approx(d["batched"] / r["cnn_int8_ms_per_image"]["batched"], rel=1e-3)
+    # batching amortizes the decoder's per-call work
+    assert d["batched"] < d["batch1"]
+    assert r["threads"] == 1
+
+
+def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
+    folder, _ = tiny_export
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    m = json.loads((moved / "manifest.json").read_text())
+    m["source"]["checkpoint"] = str(tmp_path / "gone.pt")
+    (moved / "manifest.json").write_text(json.dumps(m))
+    proc = hdsim_cli("bench", "deploy", str(moved), "--runs", "2")
+    assert proc.returncode == 2 and "float reference needs the export's checkpoint" in proc.stderr
+
+
+# ---- the pipeline of hdsim demo -----------------------------------------------------------------
+def test_demo_pipeline_on_a_given_checkpoint(tiny_trained, tmp_path):
+    from hdsim.rtl import simulator_status
+
+    root, _ = tiny_trained
+    proc = hdsim_cli("demo", "--queries", "16", "--checkpoint", str(root / "run" / "last.pt"), "--workdir",
+                     str(tmp_path / "demo"), "--images", "60", "--cosim-queries", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    p = out["pipeline"]
+    assert p["runner"]["images"] == 60 and p["runner"]["identical_decisions"] >= 0.98
+    assert p["export"]["ort_vs_brevitas_max_abs"] <= 1e-5
+    assert (tmp_path / "demo" / "export" / "model.onnx").is_file()
+    assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 60
+    st = simulator_status()
+    if st["iverilog"] and st["cocotb"]:
+        assert p["rtl"]["queries"] == 3 and p["rtl"]["passed"] == 3 and p["rtl"]["mismatches"] == 0
+    else:
+        assert "skipped" in p["rtl"]
+    assert "edge runner on 60 held-out images" in proc.stderr
