@@ -126,6 +126,8 @@ def export_cmd(
     T: Annotated[Optional[float], typer.Option("--T", help="BCF threshold in the manifest (default: tuned table).")]
     = None,
     A: Annotated[Optional[int], typer.Option("--A", help="BCF sampling width (default: tuned table).")] = None,
+    Tc: Annotated[Optional[float], typer.Option("--Tc", help="BCF convergence threshold (default 0.9 for linf).")]
+    = None,
     widths: Annotated[Optional[Path], typer.Option(help="JSON file of fixed-point widths for the manifest.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
 ) -> None:
@@ -148,7 +150,7 @@ def export_cmd(
         from hdsim.fixed import FixedWidths
 
         w = FixedWidths.from_file(widths)
-    manifest = export_checkpoint(checkpoint, out, float_model=float_model, T=T, A=A, widths=w)
+    manifest = export_checkpoint(checkpoint, out, float_model=float_model, T=T, A=A, widths=w, Tc=Tc)
     _emit({"out": str(out), "model": manifest["model"]["file"], "sha256": manifest["model"]["sha256"],
            "kind": manifest["model"]["kind"], "head": manifest["head"], "checks": manifest["checks"]})
 

@@ -108,8 +108,10 @@ def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized:
         raise HdsimError(f"onnx export {path}: the checker rejects the model ({str(e).splitlines()[0]})") from None
 
 
-def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, widths=None) -> dict:
-    """BCF decode parameters for the manifest: tuned ``(T, A)`` (published table, nearest ``M``) unless given."""
+def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, widths=None,
+                  Tc: float | None = None) -> dict:
+    """BCF decode parameters for the manifest: tuned ``(T, A)`` (published table, nearest ``M``) unless
+    given; ``Tc`` the convergence threshold (``None``: the BCF default, 0.9 for ``linf``)."""
     from hdsim.factorizers.bcf import BCFConfig
     from hdsim.fixed import FixedWidths
     from hdsim.tuned import lookup
@@ -122,7 +124,7 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
         A = entry.A if A is None else A
         source = f"published tuned table, nearest M (rows {entry.M_min}-{entry.M_max}); tuned at D=512, B=4"
     widths = widths or FixedWidths()
-    cfg = BCFConfig(T=float(T), A=int(A))
+    cfg = BCFConfig(T=float(T), A=int(A), Tc=None if Tc is None else float(Tc))
     cfg.validate(head.cfg.B)
     return {"factorizer": "bcf", "similarity": cfg.similarity, "T": cfg.T, "A": cfg.A,
             "Tc": cfg.resolved_Tc(head.cfg.B), "max_iter": cfg.resolved_max_iter(sizes), "T_A_source": source,
@@ -211,7 +213,7 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: bool = False, T: float | None = None,
-                      A: int | None = None, widths=None, parity_images: int = 32) -> dict:
+                      A: int | None = None, widths=None, parity_images: int = 32, Tc: float | None = None) -> dict:
     """Export a training checkpoint (float or QAT) to ``out``; returns the manifest.
 
     A float-phase checkpoint exported as int8 is quantized post-training
@@ -246,7 +248,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     if isinstance(head, BCFHead):
         write_codebooks(head, out / "codebooks.npz")
         checks["codebooks_sha256"] = sha256_file(out / "codebooks.npz")
-    decode = decode_config(head, T, A, widths) if isinstance(head, BCFHead) else None
+    decode = decode_config(head, T, A, widths, Tc) if isinstance(head, BCFHead) else None
     features = model.backbone_config.features
     manifest = build_manifest(
         model_path=model_path, quantized=quantized, scales=getattr(model, "scales", None) if quantized else None,
