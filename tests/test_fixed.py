@@ -74,7 +74,7 @@ def test_correlation_with_an_estimate_uses_its_support_and_equals_the_dense_one(
     m = FixedBCF(random_codebooks(2, M, D, B, seed=3), BCFConfig(), FixedWidths())
     assert (m._supports[0] is not None) == (4 * min(M, D // B) <= D // B)
     g = torch.Generator().manual_seed(M)
-    for k in (1, 5):
+    for k in (1, 5, 40):  # 40: the dense path a large batch takes
         t = torch.randint(0, 256, (k, B, D // B), generator=g)
         for f in range(2):
             w = torch.randint(0, 1000, (k, M), generator=g)

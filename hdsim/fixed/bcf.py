@@ -185,14 +185,16 @@ class FixedBCF:
         Shapes: ``t, x: (k, B, L)`` int64 -> ``(k, B, L)`` int64.
         """
         sup = self._supports[g]
-        if sup is None:
+        k, B, L = t.shape
+        # The gathered (k, B, L, P) operand is memory-bound: from ~32 queries on, the dense
+        # grouped convolution is faster (measured on CPU, M=10, L=64; docs/deploy.md).
+        if sup is None or k >= 32:
             return self.correlate(t, x)
         pos, valid, shifted = sup
-        k, B, L = t.shape
         P = pos.shape[1]
         c = self._container  # exact: the datapath picks a container whose mantissa holds every sum
         xv = (x.gather(2, pos.unsqueeze(0).expand(k, B, P)) * valid).to(c)  # x at its possible non-zeros
-        tg = t.gather(2, shifted.unsqueeze(0).expand(k, B, L * P)).to(c).view(k, B, L, P)
+        tg = t.to(c).gather(2, shifted.unsqueeze(0).expand(k, B, L * P)).view(k, B, L, P)
         return torch.matmul(tg, xv.unsqueeze(3)).squeeze(3).long()
 
     def unbind(self, q: Tensor, x: Tensor, f: int) -> Tensor:
