@@ -114,27 +114,10 @@ def _inputs(manifest: dict, n: int) -> tuple[torch.Tensor, str]:
     return x[:n], f"first {min(n, x.shape[0])} test images of the export's dataset"
 
 
-def _count_ops(folder: Path) -> dict:
-    """Op counts of the onnxruntime-optimized int8 graph (how many convs were fused to QLinearConv)."""
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
-        g = onnx.load(str(Path(tmp) / "opt.onnx")).graph
-    ops = [n.op_type for n in g.node]
-    return {k: ops.count(k) for k in ("QLinearConv", "Conv", "QLinearAdd", "Add", "QuantizeLinear",
-                                       "DequantizeLinear") if ops.count(k)}
-
-
 def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
     """Run the deployment benchmark (see the module docstring); returns a JSON-ready dict."""
     from export.evaluate import load_manifest
-    from export.onnx_export import export_onnx, ort_session
+    from export.onnx_export import export_onnx, ort_optimized_ops, ort_session
 
     cfg = cfg.validate()
     folder = Path(cfg.folder)
@@ -186,7 +169,9 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
     result["latency"] = lat
     result["int8_over_float_onnx"] = round(lat["int8_onnx"]["p50_ms"] / lat["float_onnx"]["p50_ms"], 4)
     result["int8_over_torch"] = round(lat["int8_onnx"]["p50_ms"] / lat["torch_float"]["p50_ms"], 4)
-    result["int8_graph_ops"] = _count_ops(folder)
+    ops = ort_optimized_ops(folder / manifest["model"]["file"])
+    result["int8_graph_ops"] = {k: ops[k] for k in ("QLinearConv", "QLinearAdd", "QGemm", "Conv", "FusedConv", "Add",
+                                                    "QuantizeLinear", "DequantizeLinear") if k in ops}
     if manifest["head"]["kind"] == "bcf":
         result.update(_decode_bench(folder, manifest, x, cfg))
     return result

