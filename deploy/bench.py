@@ -1,8 +1,8 @@
 """``hdsim bench deploy``: latency of the deployed pieces, as ratios measured in one run.
 
 On the same inputs (the export's test images, or the sample-photo views for
-the ImageNet export), interleaved round by round so that machine load hits
-every backend alike:
+the ImageNet export), in alternating blocks of calls (see ``BLOCK``) so that
+machine load hits every backend alike:
 
 * ``int8_onnx``: the export's ``model.onnx`` in onnxruntime, default
   optimizations (``ORT_ENABLE_ALL``: fused ``QLinearConv`` chains);
@@ -36,6 +36,9 @@ from hdsim.errors import HdsimError
 from deploy.runner import torch_threads
 
 __all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
+
+
+BLOCK, SETTLE = 20, 2  # calls per backend per round, of which the first SETTLE are not timed
 
 
 @dataclass(frozen=True)
@@ -154,17 +157,26 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
             "torch_float": lambda i: net(xb[i % len(xb)]),
         }
         times: dict[str, list[float]] = {k: [] for k in calls}
-        rounds = range(cfg.warmup + cfg.runs)
+        for name, fn in calls.items():
+            for i in range(cfg.warmup):
+                fn(i)
+        # Blocks of BLOCK calls per backend, alternating: a slow phase of the machine hits every
+        # backend alike, while a backend's idle thread pool (onnxruntime's and OpenMP's threads
+        # spin for a while after a call) does not slow the next backend's timed calls: the
+        # first SETTLE calls of each block are not timed. Call-by-call interleaving would
+        # measure that spinning instead (it inflated the float ONNX time 2.3x here).
+        rounds = range((cfg.runs + BLOCK - SETTLE - 1) // (BLOCK - SETTLE))
         if progress:
             from tqdm import tqdm
 
             rounds = tqdm(rounds, desc="bench deploy", unit="round", leave=False)
         for r in rounds:
-            for name, fn in calls.items():  # interleaved: load spikes hit every backend
-                t0 = time.perf_counter()
-                fn(r)
-                if r >= cfg.warmup:
-                    times[name].append(time.perf_counter() - t0)
+            for name, fn in calls.items():
+                for i in range(BLOCK):
+                    t0 = time.perf_counter()
+                    fn(r * BLOCK + i)
+                    if i >= SETTLE and len(times[name]) < cfg.runs:
+                        times[name].append(time.perf_counter() - t0)
     lat = {k: _stats(v, cfg.batch) for k, v in times.items()}
     result["latency"] = lat
     result["int8_over_float_onnx"] = round(lat["int8_onnx"]["p50_ms"] / lat["float_onnx"]["p50_ms"], 4)

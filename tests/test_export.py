@@ -94,8 +94,10 @@ def test_imagenet_weights_load_and_int8_export_agrees(tmp_path):
     # int8 export (po2 scales, calibrated on 48 augmented views, not the 14 checked ones)
     check = export_pretrained(tmp_path / "imagenet")["check"]
     assert check["views"] == 14 and check["agreement_top1_photos"] == 1.0
-    # 13 of 14 (flower.jpg mirrored -> mushroom, float margin 1.0 logit); see docs/export.md
-    assert len(check["disagreeing_views"]) <= 1, check["disagreeing_views"]
+    # the photos and their ten crops (center, four corners) agree; of the two mirrored photos
+    # flower.jpg's flips (honeycomb -> mushroom: 8-bit PTQ error vs a 1.0-logit margin; docs/export.md)
+    bad = check["disagreeing_views"]
+    assert len(bad) <= 1 and all(v["view"].endswith(":flip") for v in bad), bad
     assert check["heldout_views"]["agreement_top1"] >= 0.75
     for mode in ("ort_disable_all", "ort_enable_all"):  # bit-exact, fused int8 kernels included
         assert check["onnxruntime_vs_pytorch"][mode] == {"max_abs_diff": 0.0, "same_top1": True}
