@@ -41,7 +41,7 @@ class RunDevice(str, Enum):
 
 CSV_FIELDS = ("input", "status", "class", "label", "factors", "iterations", "converged", "confidence",
               "preprocess_ms", "cnn_ms", "decode_ms", "total_ms", "error")
-TABLE = "{input:<32.32} {status:<13} {label:>8} {factors:<9} {iterations:>4} {confidence:>7} {total_ms:>9} {error}"
+TABLE = "{input:<32.32} {status:<13} {label:>16.16} {factors:<9} {iterations:>4} {confidence:>7} {total_ms:>9} {error}"
 
 
 def _row(d: dict) -> dict:
