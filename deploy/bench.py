@@ -12,6 +12,7 @@ machine load hits every backend alike:
 
 Latency p50 / p95 / mean (ms per call of ``batch`` images) and throughput
 (images/s). Then the decode time per image (BCF exports) of the fixed-point
+(the runner's: compiled, and the torch model ``FixedBCF`` it is checked against)
 and the float decoder on the int8 queries, at batch 1 (one query per call,
 as a stream) and at ``decode_batch``, against the int8 CNN time per image
 at the same batch (measured the same way). Ratios:
@@ -196,8 +197,11 @@ def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenc
     out: dict = {"decode_batch": cfg.decode_batch}
     n = min(cfg.decode_queries, x.shape[0]) if x.shape[0] >= cfg.decode_batch else x.shape[0]
     reps = max(1, cfg.decode_queries // max(n, 1))
-    runners = {d: Runner(folder, RunnerConfig(decode=d, threads=cfg.threads, batch=cfg.decode_batch))
-               for d in ("fixed", "float")}
+    runners = {name: Runner(folder, RunnerConfig(decode=d, threads=cfg.threads, batch=cfg.decode_batch,
+                                                 compiled=compiled))
+               for name, d, compiled in (("fixed", "fixed", True), ("fixed_torch", "fixed", False),
+                                         ("float", "float", True))}
+    out["decoders"] = {name: r.decoder_name for name, r in runners.items()}
     r = runners["fixed"]
     with torch_threads(1):  # tiny integer tensors: one thread, no OpenMP spin against onnxruntime
         q = torch.from_numpy(r.cnn(x[:n]))

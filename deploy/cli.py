@@ -71,13 +71,16 @@ def run_cmd(
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime default graph optimizations; "
                                                "--no-ort-optimize = ORT_DISABLE_ALL.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (more than 8 inputs).")] = True,
+    compiled: Annotated[bool, typer.Option(help="Fixed decode with the compiled (numba) kernel where it "
+                                           "applies; --no-compiled runs the torch model.")] = True,
 ) -> None:
     """Classify images with an export: onnxruntime, then the (fixed-point) BCF decode; one line per input."""
     from deploy.inputs import expand_inputs
     from deploy.runner import Runner, RunnerConfig, summarize
 
     runner = Runner(folder, RunnerConfig(decode=decode.value, imc=imc, imc_t=imc_t, imc_tc=imc_tc, threads=threads, batch=batch,
-                                         optimize=ort_optimize, device=device.value))
+                                         optimize=ort_optimize, device=device.value,
+                                         compiled=compiled))
     total = len(expand_inputs(inputs))
     it = runner.run(inputs)
     bar = None

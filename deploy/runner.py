@@ -65,6 +65,9 @@ class RunnerConfig:
         optimize: onnxruntime graph optimizations (``ORT_ENABLE_ALL``); ``False`` is
             ``ORT_DISABLE_ALL`` (bit-parity with the PyTorch model, slower).
         device: ``auto`` (CUDA when onnxruntime has it), ``cpu`` or ``cuda``.
+        compiled: decode ``fixed`` with :class:`hdsim.fixed.compiled.CompiledFixedBCF` (numba;
+            the same integers as :class:`hdsim.fixed.FixedBCF`, checked bit for bit in the
+            tests) where it applies (no sampling, no crossbar); ``False`` runs the torch model.
     """
 
     decode: str = "fixed"
@@ -75,6 +78,7 @@ class RunnerConfig:
     batch: int = 32
     optimize: bool = True
     device: str = "auto"
+    compiled: bool = True
 
     def validate(self) -> "RunnerConfig":
         from hdsim.imc import preset_names
@@ -191,6 +195,14 @@ class Runner:
         self._decoder = self._build_decoder() if self.head == "bcf" else None
         self._imagenet_names = (m.get("dataset") or {}).get("name") == "imagenet-1k"
 
+    @property
+    def decoder_name(self) -> str:
+        """Which implementation decodes: ``CompiledFixedBCF``, ``FixedBCF``, ``BlockCodeFactorizer``,
+        ``bruteforce`` or ``argmax`` (FC head)."""
+        if self._decoder is None:
+            return "argmax"
+        return type(self._decoder[0]).__name__ if self._decoder[0] is not None else "bruteforce"
+
     # ---- decoding ------------------------------------------------------------------------------
     def _build_decoder(self):
         from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
@@ -205,7 +217,16 @@ class Runner:
                         similarity=similarity)
         if cfg.decode == "fixed":
             widths = FixedWidths(**dec["fixed_widths"])
-            return FixedBCF(self.codebooks, bcf, widths, seed=int(dec.get("lfsr_seed", 1))), widths
+            model = FixedBCF(self.codebooks, bcf, widths, seed=int(dec.get("lfsr_seed", 1)))
+            if cfg.compiled and not cfg.imc:
+                from hdsim.fixed.compiled import compiled_decoder
+
+                fast = compiled_decoder(model)
+                if fast is not None:
+                    # load (or compile) the kernel now, not inside the first image's latency
+                    fast.factorize(torch.zeros(1, self.codebooks.B, self.codebooks.L, dtype=torch.long))
+                    return fast, widths
+            return model, widths
         if cfg.decode == "float":
             return BlockCodeFactorizer(self.codebooks, bcf, seed=0), None
         return None, None

@@ -264,3 +264,46 @@ def test_datapath_table_lists_every_signal():
     for sig in ("q", "x_f", "acc", "u_f", "a_m", "T", "Tc", "w_m", "s", "S", "R", "s*R", "idx_f", "flags"):
         assert sig in names
     assert dp.T_int == 2 and dp.Tc_int == 230 and dp.container == "float32"
+
+
+# ---- the compiled decoder (numba) against the model -------------------------------------------
+
+@pytest.mark.parametrize("F, M, D, B, cfg, widths", [
+    (2, 10, 256, 4, BCFConfig(), FixedWidths()),
+    (2, 40, 512, 4, BCFConfig(T=0.02), FixedWidths.uniform(6)),
+    (3, 8, 256, 4, BCFConfig(Tc=0.7, max_iter=20), FixedWidths()),
+    (2, 20, 240, 3, BCFConfig(similarity="dot", Tc=2.0), FixedWidths(8, 8, 10, 12)),
+    (3, 12, 512, 8, BCFConfig(T=0.01), FixedWidths(6, 7, 8, 9)),
+])
+def test_compiled_decoder_matches_the_model_every_iteration(F, M, D, B, cfg, widths):
+    pytest.importorskip("numba", reason="numba is not installed (export extra)")
+    from hdsim.fixed.compiled import CompiledFixedBCF, compiled_decoder
+
+    cb = random_codebooks(F, M, D, B, seed=0)
+    model = FixedBCF(cb, cfg, widths)
+    n = 48
+    g = torch.Generator().manual_seed(M)
+    q = torch.cat([make_queries(cb, n, seed=1).queries,
+                   make_queries(cb, n, seed=2, noise=QueryNoise("gaussian", 0.05)).queries,
+                   torch.rand(n, B, D // B, generator=g), torch.zeros(3, B, D // B)])
+    states = []
+    ref = model.factorize(q, observe=states.append)
+    got, (x_tr, a_tr, w_tr) = compiled_decoder(model).factorize(q, trace=True)
+    for name in ("indices", "iterations", "converged", "max_similarity"):
+        assert torch.equal(getattr(ref, name), getattr(got, name)), name
+    assert bool(ref.converged.any()) and not bool(ref.converged.all())  # both kinds of query covered
+    for st in states:  # every iteration's estimates, similarities and weights, every factor
+        for f, step in enumerate(st.factors):
+            m = step.a.shape[1]
+            assert np.array_equal(step.x, x_tr[st.query_ids, st.iteration - 1, f]), (st.iteration, f)
+            assert np.array_equal(step.a, a_tr[st.query_ids, st.iteration - 1, f, :m]), (st.iteration, f)
+            assert np.array_equal(step.w, w_tr[st.query_ids, st.iteration - 1, f, :m]), (st.iteration, f)
+    assert isinstance(compiled_decoder(model), CompiledFixedBCF)
+
+
+def test_compiled_decoder_declines_what_it_does_not_implement():
+    pytest.importorskip("numba", reason="numba is not installed (export extra)")
+    from hdsim.fixed.compiled import compiled_decoder
+
+    cb = random_codebooks(2, 10, 256, 4, seed=0)
+    assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4))) is None  # conditional sampling: the model
