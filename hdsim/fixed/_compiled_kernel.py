@@ -9,7 +9,7 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def decode(q, X, M, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
+def decode(q, X, M, pos, npos, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
            indices, iterations, converged, amax_out, x_tr, a_tr, w_tr):
     N, B, L = q.shape
     F = X.shape[0]
@@ -17,12 +17,13 @@ def decode(q, X, M, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
     umax = (1 << Wu) - 1
     xmax = (1 << Wx) - 1
     # one thread: a second pool would spin against onnxruntime's on a small machine
-    x = np.empty((F, B, L), np.int64)
-    t = np.empty((B, L), np.int64)
-    acc = np.empty((B, L), np.int64)
-    a = np.empty(Mmax, np.int64)
-    w = np.empty(Mmax, np.int64)
-    s = np.empty((B, L), np.int64)
+    # words in q's integer type (int32 when every signal fits, see CompiledFixedBCF)
+    x = np.empty((F, B, L), q.dtype)
+    t = np.empty((B, L), q.dtype)
+    acc = np.empty((B, L), q.dtype)
+    a = np.empty(Mmax, q.dtype)
+    w = np.empty(Mmax, q.dtype)
+    s = np.empty((B, L), q.dtype)
     arg = np.empty(F, np.int64)
     amx = np.empty(F, np.int64)
     for n in range(N):
@@ -39,7 +40,8 @@ def decode(q, X, M, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
                     # acc[l] = sum_j t[(l + j) mod L] x[j], over the estimate's non-zeros only
                     acc[:] = 0
                     for b in range(B):
-                        for j in range(L):
+                        for k in range(npos[g, b]):  # the positions g's codevectors can occupy
+                            j = pos[g, b, k]
                             xv = x[g, b, j]
                             if xv != 0:
                                 for l in range(L - j):
@@ -101,7 +103,7 @@ def decode(q, X, M, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
                     sh = p + G - Wx
                     for b in range(B):
                         for l in range(L):
-                            x[f, b, l] = min((s[b, l] * R) >> sh, xmax)
+                            x[f, b, l] = min((np.int64(s[b, l]) * R) >> sh, xmax)
                 else:
                     x[f] = 0
                 all_pulled = all_pulled and pulled

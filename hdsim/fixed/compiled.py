@@ -61,8 +61,19 @@ class CompiledFixedBCF:
         for f, Xf in enumerate(cb.indices):
             X[f, :Xf.shape[0]] = Xf.cpu().numpy()
         self.X = X
-        self.x0 = model.initial_estimates(1)[0].cpu().numpy().astype(np.int64)
         w, dp = model.widths, model.dp
+        # int32 words (twice the SIMD lanes) when every signal fits; s * R is formed in int64
+        self.dtype = np.int32 if max(dp.acc_bits, dp.s_bits, dp.a_bits) + 2 <= 31 else np.int64
+        self.x0 = model.initial_estimates(1)[0].cpu().numpy().astype(self.dtype)
+        # per factor and block, the positions its codevectors occupy (an estimate is zero elsewhere)
+        cols = [[np.unique(Xf[:, b].cpu().numpy()) for b in range(cb.B)] for Xf in cb.indices]
+        P = max(len(c) for fc in cols for c in fc)
+        self.pos = np.zeros((cb.F, cb.B, P), np.int64)
+        self.npos = np.zeros((cb.F, cb.B), np.int64)
+        for f, fc in enumerate(cols):
+            for b, c in enumerate(fc):
+                self.pos[f, b, :len(c)] = c
+                self.npos[f, b] = len(c)
         self.args = (int(w.query), int(w.estimate), int(w.unbound), int(w.recip_guard), int(dp.T_int),
                      int(dp.Tc_int), int(model.max_iter), bool(model.config.similarity == "dot"))
         self.kernel = _kernel()
@@ -75,7 +86,7 @@ class CompiledFixedBCF:
             ``trace=True`` also ``(x, a, w)`` per iteration: ``(N, max_iter, F, B, L)``,
             ``(N, max_iter, F, max M)`` twice (valid up to each query's ``iterations``).
         """
-        q = np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(np.int64))
+        q = np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
         N = q.shape[0]
         F, Mmax = self.F, self.X.shape[1]
         indices = np.zeros((N, F), np.int64)
@@ -87,7 +98,7 @@ class CompiledFixedBCF:
         x_tr = np.zeros(shape + (F, self.B, self.L), np.int64)
         a_tr = np.zeros(shape + (F, Mmax), np.int64)
         w_tr = np.zeros(shape + (F, Mmax), np.int64)
-        self.kernel(q, self.X, self.M, self.x0, *self.args, trace, indices, iterations, converged, amax,
+        self.kernel(q, self.X, self.M, self.pos, self.npos, self.x0, *self.args, trace, indices, iterations, converged, amax,
                     x_tr, a_tr, w_tr)
         scale = float(1 << self.model.widths.unbound)
         res = FactorizationResult(torch.from_numpy(indices), torch.from_numpy(iterations),
