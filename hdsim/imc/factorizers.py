@@ -51,7 +51,7 @@ from torch import Tensor
 from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
 from hdsim.imc.config import PCMNoiseConfig, get_preset
-from hdsim.imc.crossbar import PCMCrossbar, derive_seed
+from hdsim.imc.crossbar import PCMCrossbar, derive_seed, save_adc_perturbations
 
 __all__ = [
     "imc_config",
@@ -473,13 +473,7 @@ class FixedPointPerturbation:
 
     def save(self, path: str | Path) -> Path:
         """:meth:`records` as an ``int32`` ``.npy`` file (``np.load`` reads it back)."""
-        arr = self.records()
-        info = np.iinfo(np.int32)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise HdsimError("perturbations: values do not fit int32")
-        path = Path(path)
-        np.save(path, arr.astype(np.int32))
-        return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
+        return save_adc_perturbations(path, self.records())
 
 
 class ReplayPerturbation:
