@@ -125,20 +125,20 @@ def cosim_export_queries(folder: str | Path, queries: torch.Tensor, workdir: str
     LFSR seed, codebook seed); its codebooks must equal ``codebooks.npz``. The bench
     compares every iteration's state with :class:`hdsim.fixed.FixedBCF` bit for bit.
     """
-    from export.evaluate import load_codebooks, load_manifest
-    from hdsim.fixed import FixedBCF, FixedWidths
+    from export.evaluate import decode_settings, load_codebooks, load_manifest
+    from hdsim.fixed import FixedBCF
     from hdsim.rtl import RtlConfig, run_cosim
 
     m = load_manifest(folder)
-    head, dec = m["head"], m["decode"]
+    head = m["head"]
     if len(set(head["M"])) != 1:
         raise HdsimError(f"cosim: the RTL needs the same M for every factor, the export has {head['M']}")
     M, L = int(head["M"][0]), int(head["L"])
     lanes = max(p for p in (1, 2, 4, 8) if L % p == 0 and p <= M)
-    rcfg = RtlConfig(name="export", B=int(head["B"]), L=L, M=M, F=int(head["F"]),
-                     widths=FixedWidths(**dec["fixed_widths"]), lanes=lanes, T=float(dec["T"]), A=int(dec["A"]),
-                     Tc=float(dec["Tc"]), max_iter=int(dec["max_iter"]), similarity=dec["similarity"],
-                     lfsr_seed=int(dec.get("lfsr_seed", 1)), codebook_seed=int(head["codebook_seed"]))
+    bcf, widths, lfsr_seed = decode_settings(m)
+    rcfg = RtlConfig(name="export", B=int(head["B"]), L=L, M=M, F=int(head["F"]), widths=widths, lanes=lanes,
+                     T=bcf.T, A=bcf.A, Tc=bcf.Tc, max_iter=bcf.max_iter, similarity=bcf.similarity,
+                     lfsr_seed=lfsr_seed, codebook_seed=int(head["codebook_seed"]))
     cb = load_codebooks(folder, m)
     if not all(torch.equal(a, b) for a, b in zip(rcfg.codebooks().indices, cb.indices)):
         raise HdsimError(f"cosim: {folder}/codebooks.npz is not random_codebooks(seed={head['codebook_seed']}), "

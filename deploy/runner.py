@@ -205,19 +205,18 @@ class Runner:
 
     # ---- decoding ------------------------------------------------------------------------------
     def _build_decoder(self):
-        from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
-        from hdsim.fixed import FixedBCF, FixedWidths
+        from dataclasses import replace
 
-        dec = self.manifest["decode"]
+        from export.evaluate import decode_settings
+        from hdsim.factorizers import BlockCodeFactorizer
+        from hdsim.fixed import FixedBCF
+
         cfg = self.config
-        similarity = "dot" if cfg.imc else dec["similarity"]
-        bcf = BCFConfig(T=float(dec["T"]), A=int(dec["A"]),
-                        Tc=cfg.imc_tc * self.codebooks.B if cfg.imc else float(dec["Tc"]),
-                        max_iter=int(dec["max_iter"]),
-                        similarity=similarity)
+        bcf, widths, lfsr_seed = decode_settings(self.manifest)
+        if cfg.imc:  # the crossbar computes the dot similarity; Tc in its units (docs/deploy.md)
+            bcf = replace(bcf, similarity="dot", Tc=cfg.imc_tc * self.codebooks.B)
         if cfg.decode == "fixed":
-            widths = FixedWidths(**dec["fixed_widths"])
-            model = FixedBCF(self.codebooks, bcf, widths, seed=int(dec.get("lfsr_seed", 1)))
+            model = FixedBCF(self.codebooks, bcf, widths, seed=lfsr_seed)
             if cfg.compiled and not cfg.imc:
                 from hdsim.fixed.compiled import compiled_decoder
 

@@ -25,7 +25,8 @@ from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
 from export.onnx_export import MANIFEST_FORMAT, ort_session, sha256_file
 
-__all__ = ["load_manifest", "load_codebooks", "evaluate_export", "run_onnx", "dataset_from_manifest"]
+__all__ = ["load_manifest", "load_codebooks", "decode_settings", "evaluate_export", "run_onnx",
+           "dataset_from_manifest"]
 
 
 def load_manifest(folder: str | Path, verify: bool = True) -> dict:
@@ -70,6 +71,17 @@ def load_codebooks(folder: str | Path, manifest: dict) -> BlockCodebooks:
     return cb
 
 
+def decode_settings(manifest: dict):
+    """The manifest's BCF decode: ``(BCFConfig, FixedWidths, LFSR seed)``, as every decoder of an export uses it."""
+    from hdsim.factorizers import BCFConfig
+    from hdsim.fixed import FixedWidths
+
+    dec = manifest["decode"]
+    cfg = BCFConfig(T=float(dec["T"]), A=int(dec["A"]), Tc=float(dec["Tc"]), max_iter=int(dec["max_iter"]),
+                    similarity=dec["similarity"])
+    return cfg, FixedWidths(**dec["fixed_widths"]), int(dec.get("lfsr_seed", 1))
+
+
 def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
     """Rebuild the test set the export was trained for (or a folder dataset at ``data_dir``)."""
     from export.train import TrainConfig, build_data
@@ -97,9 +109,9 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     ``decisions=True`` adds ``decisions_bcf_fixed``: the fixed-point decode's class per test
     image (``-1`` for a null product), whether or not it converged.
     """
-    from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
+    from hdsim.factorizers import BlockCodeFactorizer
     from hdsim.factorizers.bruteforce import bruteforce_decode
-    from hdsim.fixed import FixedBCF, FixedWidths
+    from hdsim.fixed import FixedBCF
 
     folder = Path(folder)
     manifest = load_manifest(folder)
@@ -125,15 +137,15 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
         cb = load_codebooks(folder, manifest)
         dec = manifest["decode"]
         q = torch.from_numpy(out).float()
-        cfg = BCFConfig(T=dec["T"], A=dec["A"], Tc=dec["Tc"], max_iter=dec["max_iter"], similarity=dec["similarity"])
+        cfg, widths, lfsr_seed = decode_settings(manifest)
         t0 = time.time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fixed = FixedBCF(cb, cfg, FixedWidths(**dec["fixed_widths"]), seed=dec.get("lfsr_seed", 1)
+            fixed = FixedBCF(cb, cfg, widths, seed=lfsr_seed
                              ).factorize(q, batch_size=batch)
         result["bcf_fixed_seconds"] = round(time.time() - t0, 3)
         flt = BlockCodeFactorizer(cb, cfg, seed=0).factorize(q, batch_size=batch)
-        bf, _ = bruteforce_decode(q, cb, dec["similarity"])
+        bf, _ = bruteforce_decode(q, cb, cfg.similarity)
         for name, digits in (("bcf_fixed", fixed.indices), ("bcf_float", flt.indices), ("bruteforce", bf)):
             pred = _classes(pm, digits)
             result[f"accuracy_{name}"] = float((pred == y).float().mean())
