@@ -71,6 +71,25 @@ def quantize_query(q: Tensor, bits: int) -> Tensor:
     return saturate_unsigned(shift_round_half_up(twice, 1), bits)  # floor(q 2^bits + 1/2)
 
 
+def codevector_positions(codebooks: BlockCodebooks) -> list[tuple[Tensor, Tensor]]:
+    """Per factor, the distinct positions its codevectors occupy in each block.
+
+    Returns ``(pos, count)`` per factor: ``pos`` ``(B, P)`` int64, block ``b``'s distinct
+    ``X[m, b]`` in ascending order in its first ``count[b]`` entries (zero-padded to the
+    largest count ``P``), ``count`` ``(B,)`` int64. Any bundle of the factor's codevectors
+    (hence any estimate) is zero outside them.
+    """
+    out = []
+    for X in codebooks.indices:
+        cols = [torch.unique(X[:, b].cpu()) for b in range(codebooks.B)]
+        P = max(c.numel() for c in cols)
+        pos = torch.zeros(codebooks.B, P, dtype=torch.long)
+        for b, c in enumerate(cols):
+            pos[b, :c.numel()] = c
+        out.append((pos, torch.tensor([c.numel() for c in cols], dtype=torch.long)))
+    return out
+
+
 @dataclass
 class FactorStep:
     """One factor's update in one iteration, for the ``k`` queries still running (int64 numpy)."""
@@ -156,24 +175,20 @@ class FixedBCF:
         """Per factor, the positions its estimates can be non-zero at, where that is a small set.
 
         An estimate of factor ``g`` is a normalized bundle of ``g``'s codevectors, so in
-        block ``b`` it is zero outside ``{X_g[m, b]}`` (at most ``M_g`` of the ``L``
-        positions). Correlating with it then needs those positions only. Returns, per
-        factor, ``None`` (use the dense correlation) or ``(pos (B, P), valid (B, P),
-        shifted (B, L*P))`` with ``shifted[b, l*P + p] = (l + pos[b, p]) mod L``.
+        block ``b`` it is zero outside ``{X_g[m, b]}`` (:func:`codevector_positions`).
+        Correlating with it then needs those positions only. Returns, per factor, ``None``
+        (use the dense correlation) or ``(pos (B, P), valid (B, P), shifted (B, L*P))`` with
+        ``shifted[b, l*P + p] = (l + pos[b, p]) mod L``.
         """
         cb = self.codebooks
         out = []
-        for X in cb.indices:
-            cols = [torch.unique(X[:, b]) for b in range(cb.B)]
-            P = max(c.numel() for c in cols)
+        for pos, count in codevector_positions(cb):
+            P = pos.shape[1]
             if 4 * P > cb.L:  # dense enough: the convolution is cheaper and smaller
                 out.append(None)
                 continue
-            pos = torch.zeros(cb.B, P, dtype=torch.long, device=self.device)
-            valid = torch.zeros(cb.B, P, dtype=torch.long, device=self.device)
-            for b, c in enumerate(cols):
-                pos[b, :c.numel()] = c
-                valid[b, :c.numel()] = 1
+            pos = pos.to(self.device)
+            valid = (torch.arange(P, device=self.device).view(1, P) < count.to(self.device).view(-1, 1)).long()
             l = torch.arange(cb.L, device=self.device).view(1, cb.L, 1)
             shifted = ((l + pos.unsqueeze(1)) % cb.L).reshape(cb.B, cb.L * P)
             out.append((pos, valid, shifted))

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from hdsim.factorizers.base import FactorizationResult
+from hdsim.fixed.bcf import codevector_positions
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available"]
 
@@ -66,14 +67,13 @@ class CompiledFixedBCF:
         self.dtype = np.int32 if max(dp.acc_bits, dp.s_bits, dp.a_bits) + 2 <= 31 else np.int64
         self.x0 = model.initial_estimates(1)[0].cpu().numpy().astype(self.dtype)
         # per factor and block, the positions its codevectors occupy (an estimate is zero elsewhere)
-        cols = [[np.unique(Xf[:, b].cpu().numpy()) for b in range(cb.B)] for Xf in cb.indices]
-        P = max(len(c) for fc in cols for c in fc)
+        positions = codevector_positions(cb)
+        P = max(pos.shape[1] for pos, _ in positions)
         self.pos = np.zeros((cb.F, cb.B, P), np.int64)
         self.npos = np.zeros((cb.F, cb.B), np.int64)
-        for f, fc in enumerate(cols):
-            for b, c in enumerate(fc):
-                self.pos[f, b, :len(c)] = c
-                self.npos[f, b] = len(c)
+        for f, (pos, count) in enumerate(positions):
+            self.pos[f, :, :pos.shape[1]] = pos.numpy()
+            self.npos[f] = count.numpy()
         self.args = (int(w.query), int(w.estimate), int(w.unbound), int(w.recip_guard), int(dp.T_int),
                      int(dp.Tc_int), int(model.max_iter), bool(model.config.similarity == "dot"))
         self.kernel = _kernel()
