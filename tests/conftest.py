@@ -1,10 +1,18 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 # Tests run on 2-core CI machines: keep torch from oversubscribing.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def hdsim_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``hdsim ARGS...`` in a fresh interpreter (``python -m hdsim.cli``), output captured."""
+    return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,8 +9,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ import torch
 for _mod in ("brevitas", "onnx", "onnxruntime", "mlxtend", "PIL"):
     pytest.importorskip(_mod, reason=f"{_mod} is not installed (pip install -e '.[export]')")
 
+from conftest import hdsim_cli
 from hdsim.errors import HdsimError
 from export.data import Preprocessing
 from deploy.check import evaluation_agreement, write_test_images
@@ -27,9 +26,6 @@ from deploy.runner import Runner, RunnerConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-
-def hdsim_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,8 @@ def one_thread():
     yield
     torch.set_num_threads(before)
 
-from conftest import TINY  # the session's small two-digit configuration
+from conftest import TINY, hdsim_cli  # TINY: the session's small two-digit configuration
 
-
-def hdsim_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 # ---- backbone -----------------------------------------------------------------------------------

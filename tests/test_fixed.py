@@ -292,12 +292,12 @@ def test_compiled_decoder_matches_the_model_every_iteration(F, M, D, B, cfg, wid
     for name in ("indices", "iterations", "converged", "max_similarity"):
         assert torch.equal(getattr(ref, name), getattr(got, name)), name
     assert bool(ref.converged.any()) and not bool(ref.converged.all())  # both kinds of query covered
-    for st in states:  # every iteration's estimates, similarities and weights, every factor
-        for f, step in enumerate(st.factors):
+    for state in states:  # every iteration's estimates, similarities and weights, every factor
+        for f, step in enumerate(state.factors):
             m = step.a.shape[1]
-            assert np.array_equal(step.x, x_tr[st.query_ids, st.iteration - 1, f]), (st.iteration, f)
-            assert np.array_equal(step.a, a_tr[st.query_ids, st.iteration - 1, f, :m]), (st.iteration, f)
-            assert np.array_equal(step.w, w_tr[st.query_ids, st.iteration - 1, f, :m]), (st.iteration, f)
+            assert np.array_equal(step.x, x_tr[state.query_ids, state.iteration - 1, f]), (state.iteration, f)
+            assert np.array_equal(step.a, a_tr[state.query_ids, state.iteration - 1, f, :m]), (state.iteration, f)
+            assert np.array_equal(step.w, w_tr[state.query_ids, state.iteration - 1, f, :m]), (state.iteration, f)
     assert isinstance(compiled_decoder(model), CompiledFixedBCF)
 
 
