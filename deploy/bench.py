@@ -85,12 +85,9 @@ def float_reference(manifest: dict):
 
     src = manifest.get("source") or {}
     if src.get("pretrained") == "imagenet":
-        from export.heads import FCHead, HeadConfig
-        from export.data import ProductMap
-        from export.imagenet import load_imagenet_float
+        from export.imagenet import imagenet_head, load_imagenet_float
 
-        head = FCHead(HeadConfig(kind="fc"), ProductMap((1000,), 1000))
-        return ExportNet(load_imagenet_float(), head).eval(), "torchvision ImageNet MobileNetV2 weights"
+        return ExportNet(load_imagenet_float(), imagenet_head()).eval(), "torchvision ImageNet MobileNetV2 weights"
     ckpt = src.get("checkpoint")
     if not ckpt or not Path(ckpt).is_file():
         raise HdsimError(f"bench deploy: the float reference needs the export's checkpoint {ckpt!r} (manifest "
@@ -106,10 +103,9 @@ def float_reference(manifest: dict):
 def _inputs(manifest: dict, n: int) -> tuple[torch.Tensor, str]:
     """Network inputs for the bench: the export's test images, or the sample-photo views (ImageNet)."""
     if (manifest.get("source") or {}).get("pretrained") == "imagenet":
-        from export.imagenet import photo_views, preprocess_image, sample_photos
+        from export.imagenet import checked_views
 
-        xs = [preprocess_image(v) for _, im in sample_photos() for _, v in photo_views(im)]
-        return torch.stack(xs), "scikit-learn sample photos: 14 views"
+        return checked_views()[1], "scikit-learn sample photos: 14 views"
     from export.evaluate import dataset_from_manifest
 
     with warnings.catch_warnings():

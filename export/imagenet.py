@@ -26,7 +26,8 @@ from export.data import IMAGE_SUFFIXES, Preprocessing, ProductMap
 from export.mobilenet import MobileNetV2
 
 __all__ = ["imagenet_weights_path", "imagenet_state_dict", "load_imagenet_float", "preprocess_image",
-           "sample_photos", "photo_views", "calibration_views", "class_name", "export_pretrained", "PREPROCESSING"]
+           "sample_photos", "photo_views", "checked_views", "imagenet_head", "calibration_views", "class_name",
+           "export_pretrained", "PREPROCESSING"]
 
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -105,6 +106,21 @@ def photo_views(im) -> list[tuple[str, object]]:
     views = [("full", im), ("flip", ImageOps.mirror(im))]
     views += [(k, im.crop((x, y, x + cw, y + ch))) for k, (x, y) in boxes.items()]
     return views
+
+
+def checked_views(photos=None) -> tuple[list[str], torch.Tensor]:
+    """The 14 views the int8 export is checked on (:func:`photo_views` of each sample photo),
+    named ``photo:view``, preprocessed: ``(14, 3, 224, 224)``."""
+    photos = sample_photos() if photos is None else photos
+    views = [(f"{name}:{v}", preprocess_image(im)) for name, p in photos for v, im in photo_views(p)]
+    return [n for n, _ in views], torch.stack([x for _, x in views])
+
+
+def imagenet_head():
+    """The FC head of the ImageNet classifier (1,000 classes), for :class:`export.onnx_export.ExportNet`."""
+    from export.heads import FCHead, HeadConfig
+
+    return FCHead(HeadConfig(kind="fc"), ProductMap((1000,), 1000))
 
 
 CALIBRATION_VIEWS = 48
@@ -191,15 +207,13 @@ def _topk(logits: torch.Tensor, k: int = 5) -> list[list[dict]]:
 def export_pretrained(out: str | Path, *, calibration: str | Path | None = None, float_model: bool = False,
                       scales: str = "po2") -> dict:
     """Export the ImageNet classifier (int8 QCDQ after calibration, or float) with a manifest and photo checks."""
-    from export.heads import FCHead, HeadConfig
     from export.onnx_export import ExportNet, build_manifest, export_onnx, ort_optimized_ops, ort_session
     from export.quant import QuantMobileNetV2, calibrate, load_float_weights, merge_batchnorm
 
     out = Path(out)
     float_net = load_imagenet_float()
     photos = sample_photos()
-    views = [(f"{name}:{v}", preprocess_image(im)) for name, im in photos for v, im in photo_views(im)]
-    xv = torch.stack([x for _, x in views])
+    view_names, xv = checked_views(photos)
     if calibration is None:
         _, calib = calibration_views(photos)
         calib_desc = (f"{calib.shape[0]} seeded augmented views (seed {CALIBRATION_SEED}) of the scikit-learn sample "
@@ -209,7 +223,7 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
     else:
         calib = torch.stack(_folder_images(Path(calibration)))
         calib_desc = f"{calib.shape[0]} images under {calibration}"
-    head = FCHead(HeadConfig(kind="fc"), ProductMap((1000,), 1000))
+    head = imagenet_head()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -236,17 +250,17 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
             got = torch.from_numpy(ort_session(path, optimize=opt).run(None, {"image": xv.numpy()})[0])
             ort_out[name] = {"max_abs_diff": float((got - logits).abs().max()),
                              "same_top1": bool((got.argmax(1) == logits.argmax(1)).all())}
-    full = [i for i, (n, _) in enumerate(views) if n.endswith(":full")]
+    full = [i for i, n in enumerate(view_names) if n.endswith(":full")]
     ref_top1, top1 = ref_logits.argmax(1), logits.argmax(1)
     check = {
-        "photos": {views[i][0].split(":")[0]: {"float_top5": _topk(ref_logits[i:i + 1])[0],
+        "photos": {view_names[i].split(":")[0]: {"float_top5": _topk(ref_logits[i:i + 1])[0],
                                                "exported_top5": _topk(logits[i:i + 1])[0]} for i in full},
         "agreement_top1_photos": float((top1[full] == ref_top1[full]).float().mean()),
         "agreement_top1_views": float((top1 == ref_top1).float().mean()),
-        "views": len(views),
-        "disagreeing_views": [{"view": views[i][0], "float_top1": class_name(int(ref_top1[i])),
+        "views": len(view_names),
+        "disagreeing_views": [{"view": view_names[i], "float_top1": class_name(int(ref_top1[i])),
                                "exported_top1": class_name(int(top1[i]))}
-                              for i in range(len(views)) if int(top1[i]) != int(ref_top1[i])],
+                              for i in range(len(view_names)) if int(top1[i]) != int(ref_top1[i])],
         "onnxruntime_vs_pytorch": ort_out,
         "onnxruntime_optimized_ops": ort_optimized_ops(path),
     }
