@@ -148,15 +148,12 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
     given; ``Tc`` the convergence threshold (``None``: the BCF default, 0.9 for ``linf``)."""
     from hdsim.factorizers.bcf import BCFConfig
     from hdsim.fixed import FixedWidths
-    from hdsim.tuned import lookup
+    from hdsim.tuned import resolve_TA
 
     sizes = head.product_map.sizes
-    source = "given"
-    if T is None or A is None:
-        entry = lookup(len(sizes), max(sizes))
-        T = entry.T if T is None else T
-        A = entry.A if A is None else A
-        source = f"published tuned table, nearest M (rows {entry.M_min}-{entry.M_max}); tuned at D=512, B=4"
+    T, A, entry = resolve_TA(len(sizes), max(sizes), T, A)
+    source = "given" if entry is None else (
+        f"published tuned table, nearest M (rows {entry.M_min}-{entry.M_max}); tuned at D=512, B=4")
     widths = widths or FixedWidths()
     cfg = BCFConfig(T=float(T), A=int(A), Tc=None if Tc is None else float(Tc))
     cfg.validate(head.cfg.B)

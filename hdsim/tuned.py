@@ -22,7 +22,7 @@ from pathlib import Path
 
 from hdsim.errors import HdsimError
 
-__all__ = ["TunedEntry", "load_table", "lookup", "PUBLISHED"]
+__all__ = ["TunedEntry", "load_table", "lookup", "resolve_TA", "PUBLISHED"]
 
 PUBLISHED = "bcf_tuned_published.json"
 
@@ -72,3 +72,17 @@ def lookup(F: int, M: int, table: dict | None = None) -> TunedEntry:
         return min(abs(math.log(M / e.M_min)), abs(math.log(M / e.M_max)))
 
     return min(entries, key=distance)
+
+
+def resolve_TA(F: int, M: int, T: float | None, A: int | None) -> tuple[float, int, TunedEntry | None]:
+    """``(T, A)`` with each ``None`` taken from the tuned table (:func:`lookup`); also the table
+    row used (``None`` when both were given).
+
+    Example:
+        >>> resolve_TA(2, 1155, None, 10)[:2]
+        (0.0076, 10)
+    """
+    if T is not None and A is not None:
+        return T, A, None
+    entry = lookup(F, M)
+    return (entry.T if T is None else T), (entry.A if A is None else A), entry

@@ -106,11 +106,10 @@ def _batched(decode: Callable[[Tensor], FactorizationResult], queries: Tensor, b
 
 def _bcf_bench(cfg: FactorizerBenchConfig) -> dict:
     from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
-    from hdsim.tuned import lookup
+    from hdsim.tuned import resolve_TA
 
-    if cfg.T is None or cfg.A is None:
-        tuned = lookup(cfg.F, cfg.M)
-        cfg = replace(cfg, T=tuned.T if cfg.T is None else cfg.T, A=tuned.A if cfg.A is None else cfg.A)
+    T, A, _ = resolve_TA(cfg.F, cfg.M, cfg.T, cfg.A)
+    cfg = replace(cfg, T=T, A=A)
     dtype = getattr(torch, cfg.dtype)
     codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
     qs = make_queries(codebooks, cfg.queries, cfg.seed + 1, QueryNoise(cfg.noise, cfg.noise_level), dtype)

@@ -70,12 +70,11 @@ def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
     Returns the JSON-ready dict of :func:`run_fixed_bench`. ``float_result``
     (``(result, seconds)``) lets a sweep reuse one float run for many widths.
     """
-    from hdsim.tuned import lookup
+    from hdsim.tuned import resolve_TA
 
     cfg.validate()
-    if cfg.T is None or cfg.A is None:
-        tuned = lookup(cfg.F, cfg.M)
-        cfg = replace(cfg, T=tuned.T if cfg.T is None else cfg.T, A=tuned.A if cfg.A is None else cfg.A)
+    T, A, _ = resolve_TA(cfg.F, cfg.M, cfg.T, cfg.A)
+    cfg = replace(cfg, T=T, A=A)
     widths = cfg.widths()
     codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
     qs = make_queries(codebooks, cfg.queries, cfg.seed + 1, QueryNoise(cfg.noise, cfg.noise_level))
