@@ -49,6 +49,18 @@ class Noise(str, Enum):
     bitflip = "bitflip"
 
 
+# Options shared by several commands (one definition each; defaults stay with the command).
+DOpt = Annotated[int, typer.Option("--D", help="Dimension.")]
+FOpt = Annotated[int, typer.Option("--F", help="Factors.")]
+MOpt = Annotated[int, typer.Option("--M", help="Codevectors per factor.")]
+TOpt = Annotated[Optional[float], typer.Option("--T", help="Threshold (default: tuned table).")]
+AOpt = Annotated[Optional[int], typer.Option("--A", help="Sampling width (default: tuned table).")]
+TcOpt = Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold.")]
+MaxIterOpt = Annotated[Optional[int], typer.Option(help="Iteration cap.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")]
+
+
 def emit(obj: dict) -> None:
     """Print one JSON object on stdout."""
     typer.echo(json.dumps(obj, indent=None, default=str))
@@ -57,14 +69,14 @@ def emit(obj: dict) -> None:
 @bench_app.command("factorizer")
 def bench_factorizer(
     method: Annotated[Method, typer.Option(help="Factorizer to run.")] = Method.bcf,
-    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    D: DOpt = 512,
     B: Annotated[Optional[int], typer.Option("--B", help="Blocks (default 4 for the BCF, D/16 for the sparse resonator).")] = None,
-    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
-    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
-    T: Annotated[Optional[float], typer.Option("--T", help="Threshold (default: tuned table).")] = None,
-    A: Annotated[Optional[int], typer.Option("--A", help="Sampling width (default: tuned table).")] = None,
-    Tc: Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold.")] = None,
-    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap.")] = None,
+    F: FOpt = 2,
+    M: MOpt = 1155,
+    T: TOpt = None,
+    A: AOpt = None,
+    Tc: TcOpt = None,
+    max_iter: MaxIterOpt = None,
     queries: Annotated[int, typer.Option(help="Number of queries.")] = 1024,
     batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
@@ -73,8 +85,8 @@ def bench_factorizer(
     noise: Annotated[Noise, typer.Option(help="Query noise model.")] = Noise.none,
     noise_level: Annotated[float, typer.Option(help="Gaussian sigma or bit-flip probability.")] = 0.0,
     baseline: Annotated[Optional[str], typer.Option(help="Also time a baseline: 'numpy'.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = True,
 ) -> None:
     """Accuracy, iterations and queries/s of one factorizer on random product queries."""
     from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
@@ -91,19 +103,19 @@ def bench_factorizer(
 def bench_fixed(
     bits: Annotated[int, typer.Option(help="Width of every GSBC word (query, estimate, unbinding).")] = 8,
     widths: Annotated[Optional[Path], typer.Option(help="JSON file of widths (overrides --bits).")] = None,
-    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    D: DOpt = 512,
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
-    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
-    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
-    T: Annotated[Optional[float], typer.Option("--T", help="Threshold (default: tuned table).")] = None,
-    A: Annotated[Optional[int], typer.Option("--A", help="Sampling width (default: tuned table).")] = None,
-    Tc: Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold.")] = None,
-    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap.")] = None,
+    F: FOpt = 2,
+    M: MOpt = 1155,
+    T: TOpt = None,
+    A: AOpt = None,
+    Tc: TcOpt = None,
+    max_iter: MaxIterOpt = None,
     queries: Annotated[int, typer.Option(help="Number of queries.")] = 1024,
     batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and the LFSR.")] = 0,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = True,
 ) -> None:
     """Fixed-point BCF vs the float reference on the same queries and LFSR draws."""
     from hdsim.bench.fixed import FixedBenchConfig, run_fixed_bench
@@ -118,13 +130,13 @@ def bench_fixed(
 def sweep_widths(
     bits_min: Annotated[int, typer.Option(help="Smallest word width.")] = 4,
     bits_max: Annotated[int, typer.Option(help="Largest word width.")] = 16,
-    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
-    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
+    M: MOpt = 1155,
+    F: FOpt = 2,
     queries: Annotated[int, typer.Option(help="Queries per width.")] = 512,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     tolerance_pt: Annotated[float, typer.Option(help="Accuracy points from float that count as equal.")] = 0.5,
     out: Annotated[Path, typer.Option(help="Output folder (CSV + PNG).")] = Path("out/sweep_widths"),
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fixed-point accuracy vs word width (CSV + PNG); prints the smallest width within tolerance."""
     from hdsim.bench.fixed import FixedBenchConfig
@@ -208,7 +220,7 @@ def sweep_capacity(
                                                    "(default 2,3).")] = None,
     M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes for every F, repeatable or comma "
                                                    "list (default: the tuned sizes of the table).")] = None,
-    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    D: DOpt = 512,
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
     queries: Annotated[int, typer.Option(help="Exact queries per (F, M).")] = 128,
     max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap: min(SPEC default, this) "
@@ -233,9 +245,9 @@ def sweep_capacity(
 
 @app.command("tune")
 def tune(
-    F: Annotated[int, typer.Option("--F", help="Factors.")] = 2,
-    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 1155,
-    D: Annotated[int, typer.Option("--D", help="Dimension.")] = 512,
+    F: FOpt = 2,
+    M: MOpt = 1155,
+    D: DOpt = 512,
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
     trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 50,
     queries: Annotated[int, typer.Option(help="Exact queries per trial.")] = 256,
@@ -264,8 +276,8 @@ def tune(
 def sweep_imc(
     preset: Annotated[str, typer.Option(help="IMC noise preset: pcm-chip, pcm-default, ideal, ideal-periphery.")]
     = "pcm-chip",
-    F: Annotated[int, typer.Option("--F", help="Factors.")] = 3,
-    M: Annotated[int, typer.Option("--M", help="Codevectors per factor.")] = 32,
+    F: FOpt = 3,
+    M: MOpt = 32,
     D: Annotated[int, typer.Option("--D", help="Dimension (bipolar codes).")] = 256,
     queries: Annotated[int, typer.Option(help="Exact product queries per point.")] = 64,
     t_min: Annotated[float, typer.Option(help="First time since programming, s (> 0).")] = 1.0,
@@ -315,7 +327,7 @@ def cosim(
     imc_time: Annotated[float, typer.Option(help="Seconds since programming for --imc-preset.")] = 20.0,
     synth: Annotated[bool, typer.Option(help="Also run yosys synth; stat (cells, flip-flops).")] = False,
     workdir: Annotated[Path, typer.Option(help="Build and log folder.")] = Path("out/cosim"),
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+    json_out: JsonOpt = True,
 ) -> None:
     """Co-simulate the BCF RTL (Icarus via cocotb) against the fixed-point model, bit for bit."""
     from dataclasses import replace
