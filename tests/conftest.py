@@ -1,3 +1,4 @@
+import itertools
 import os
 import subprocess
 import sys
@@ -12,6 +13,14 @@ def hdsim_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``hdsim ARGS...`` in a fresh interpreter (``python -m hdsim.cli``), output captured."""
     return subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def bipolar_brute_force(cb, q: torch.Tensor) -> torch.Tensor:
+    """Test oracle for bipolar codebooks: argmax over all products of ``<q, prod_f X_f[i_f]>``
+    (first maximum in ``itertools.product`` order); ``(N, F)`` indices."""
+    combos = torch.tensor(list(itertools.product(*(range(m) for m in cb.sizes))))
+    products = cb.product(combos)  # (P, D)
+    return combos[(q.to(products.dtype) @ products.t()).argmax(dim=1)]
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch
 
+from conftest import bipolar_brute_force as brute_force
 from hdsim.errors import HdsimError
 from hdsim.factorizers.resonator import (
     BipolarCodebooks,
@@ -18,13 +18,6 @@ from hdsim.factorizers.resonator import (
     random_bipolar_codebooks,
     unbind_others,
 )
-
-
-def brute_force(cb: BipolarCodebooks, q: torch.Tensor) -> torch.Tensor:
-    """argmax over all products of <q, prod_f X_f[i_f]> (first maximum in itertools order)."""
-    combos = torch.tensor(list(itertools.product(*(range(m) for m in cb.sizes))))
-    products = cb.product(combos)  # (P, D)
-    return combos[(q.to(products.dtype) @ products.t()).argmax(dim=1)]
 
 
 @pytest.mark.parametrize("F,M,D", [(2, 8, 256), (3, 10, 500), (3, (4, 7, 9), 1000)])

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 
+from conftest import bipolar_brute_force as brute_force
 from hdsim.errors import HdsimError
-from hdsim.factorizers.resonator import BipolarCodebooks
 from hdsim.factorizers.stochastic import (
     GaussianSimilarityNoise,
     StochasticConfig,
@@ -19,12 +18,6 @@ from hdsim.factorizers.stochastic import (
     default_threshold,
     make_problem,
 )
-
-
-def brute_force(cb: BipolarCodebooks, q: torch.Tensor) -> torch.Tensor:
-    combos = torch.tensor(list(itertools.product(*(range(m) for m in cb.sizes))))
-    products = cb.product(combos)
-    return combos[(q.to(products.dtype) @ products.t()).argmax(dim=1)]
 
 
 @pytest.mark.parametrize("F,M,D", [(2, 10, 256), (3, 8, 256), (3, 10, 512)])
