@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from hdsim.errors import HdsimError
-from deploy.runner import torch_threads
+from hdsim.threads import torch_threads
 
 __all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
 

@@ -25,7 +25,6 @@ one that lands on a null product (a product >= the class count) with
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -37,10 +36,11 @@ import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
+from hdsim.threads import torch_threads
 from export.data import Preprocessing, ProductMap
 from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
 
-__all__ = ["RunnerConfig", "Prediction", "Runner", "DECODERS", "summarize", "torch_threads"]
+__all__ = ["RunnerConfig", "Prediction", "Runner", "DECODERS", "summarize"]
 
 DECODERS = ("fixed", "float", "bruteforce")
 
@@ -124,21 +124,6 @@ class Prediction:
         d = asdict(self)
         d["class"] = d.pop("cls")
         return d
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch threads, then restore the previous count.
-
-    The decoders work on tiny integer tensors: one thread is fastest, and a second
-    OpenMP thread would spin against onnxruntime's on a small machine.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _providers(device: str) -> list[str]:

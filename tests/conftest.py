@@ -6,8 +6,32 @@ import sys
 import pytest
 import torch
 
+from hdsim.threads import torch_threads
+
 # Tests run on 2-core CI machines: keep torch from oversubscribing.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    on a loaded 2-core machine two spinning OpenMP threads slow small ops and training ~10x."""
+    with torch_threads(1):
+        yield
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
+    from hdsim.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["hdsim", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
 
 def hdsim_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``hdsim ARGS...`` in a fresh interpreter (``python -m hdsim.cli``), output captured."""
@@ -39,13 +63,9 @@ def tiny_trained(tmp_path_factory):
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
     from export.train import TrainConfig, train
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # two spinning OpenMP threads slow training ~10x on a loaded 2-core machine
-    try:
+    with torch_threads(1):  # two spinning OpenMP threads slow training ~10x on a loaded 2-core machine
         root = tmp_path_factory.mktemp("tiny")
         metrics = train(TrainConfig(**TINY), root / "run", progress=False)
-    finally:
-        torch.set_num_threads(before)
     return root, metrics
 
 
@@ -56,10 +76,6 @@ def tiny_export(tiny_trained):
 
     root, _ = tiny_trained
     out = root / "int8"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64)
-    finally:
-        torch.set_num_threads(before)
     return out, manifest

@@ -26,19 +26,10 @@ from export.mobilenet import BackboneConfig, MobileNetV2
 from export.quant import QuantMobileNetV2, load_float_weights, quant_only_key
 from export.train import TrainConfig, load_checkpoint, train
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_torch_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two spinning OpenMP threads slow training ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 from conftest import TINY, hdsim_cli  # TINY: the session's small two-digit configuration
-
 
 
 # ---- backbone -----------------------------------------------------------------------------------

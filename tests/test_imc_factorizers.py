@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from hdsim.cli import main
+from conftest import run_cli
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
@@ -35,26 +34,8 @@ from hdsim.imc import (
 from hdsim.queries import make_queries
 from hdsim.sweep.imc import CSV_COLUMNS, YEAR_S, ImcSweepConfig, run_imc_sweep
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Many small MVMs per decode: on a shared 2-core machine two intra-op threads
-    # spin against each other (tens of times slower than one).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hdsim", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+# many small MVMs per decode: one torch thread (conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- adapters: units and the ideal crossbar

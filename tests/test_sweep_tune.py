@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import pytest
 
-from hdsim.cli import main
+from conftest import run_cli
 from hdsim.errors import HdsimError
 from hdsim.sweep.capacity import CSV_COLUMNS, CapacitySweepConfig, default_sizes, run_capacity_sweep
 from hdsim.tune import A_CAP, T_MAX, TuneConfig, merge_into_table, run_tune
 from hdsim.tuned import load_table, lookup
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["hdsim", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # --- sweep -----------------------------------------------------------------------------
