@@ -18,6 +18,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from deploy.runner import DEFAULT_BATCH
+
 __all__ = ["register"]
 
 
@@ -65,7 +67,7 @@ def run_cmd(
     imc_t: Annotated[float, typer.Option(help="--imc: seconds since the crossbar was programmed.")] = 20.0,
     imc_tc: Annotated[float, typer.Option(help="--imc: convergence threshold, a fraction of B.")] = 0.75,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (0: its default).")] = 2,
-    batch: Annotated[int, typer.Option(help="Images per inference and decode call.")] = 32,
+    batch: Annotated[int, typer.Option(help="Images per inference and decode call.")] = DEFAULT_BATCH,
     fmt: Annotated[Format, typer.Option("--format", help="Output on stdout.")] = Format.jsonl,
     device: Annotated[RunDevice, typer.Option(help="auto: CUDA when onnxruntime has it.")] = RunDevice.auto,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime default graph optimizations; "
@@ -134,7 +136,8 @@ def bench_deploy_cmd(
     runs: Annotated[int, typer.Option(help="Timed calls per backend.")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed calls per backend first.")] = 20,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op and torch threads.")] = 2,
-    decode_batch: Annotated[int, typer.Option(help="Queries per decode call (batched figures).")] = 256,
+    decode_batch: Annotated[int, typer.Option(help="Queries per decode call (batched figures; default: "
+                                                   "the runner's batch).")] = DEFAULT_BATCH,
     decode_queries: Annotated[int, typer.Option(help="Queries decoded for the batched figures.")] = 1024,
     images: Annotated[int, typer.Option(help="Test images used as inputs.")] = 256,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,

@@ -40,6 +40,8 @@ from hdsim.threads import torch_threads
 from export.data import Preprocessing, ProductMap
 from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
 
+DEFAULT_BATCH = 32  # images per onnxruntime call and per decode call (runner and bench defaults)
+
 __all__ = ["RunnerConfig", "Prediction", "Runner", "DECODERS", "summarize"]
 
 DECODERS = ("fixed", "float", "bruteforce")
@@ -75,7 +77,7 @@ class RunnerConfig:
     imc_t: float = 20.0
     imc_tc: float = 0.75
     threads: int = 2
-    batch: int = 32
+    batch: int = DEFAULT_BATCH
     optimize: bool = True
     device: str = "auto"
     compiled: bool = True
@@ -215,14 +217,21 @@ class Runner:
             return BlockCodeFactorizer(self.codebooks, bcf, seed=0), None
         return None, None
 
-    def decode(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """BCF queries ``(N, D)`` -> ``indices (N, F)``, ``iterations (N,)``, ``converged (N,)``, ``confidence (N,)``.
+    def decode(self, queries: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """BCF queries ``(N, D)`` (array or tensor; the ONNX model outputs arrays) -> numpy
+        ``indices (N, F)`` int64, ``iterations (N,)`` int64, ``converged (N,)`` bool, ``confidence (N,)``.
 
         Confidence: the weakest factor's final similarity (``linf``: in [0, 1]); brute force: the
         best product's similarity (iterations 1, always converged).
         """
+        decoder = self._decoder[0]
+        if hasattr(decoder, "decode_arrays"):  # compiled: no torch work to pin to one thread, nothing to silence
+            idx, iters, conv, amax = decoder.decode_arrays(queries)
+            return idx, iters, conv, amax.min(axis=1)
+        if isinstance(queries, np.ndarray):
+            queries = torch.from_numpy(queries)
         with torch_threads(1):
-            return self._decode(queries)
+            return tuple(t.numpy() for t in self._decode(queries.float()))
 
     def _decode(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from hdsim.factorizers.bruteforce import bruteforce_decode
@@ -285,8 +294,8 @@ class Runner:
                                         latency_ms=_latency(pre[i], t_cnn, t_dec)))
             return preds
         t1 = time.perf_counter()
-        idx, iters, conv, conf = self.decode(torch.from_numpy(out).float())
-        cls = self.classes.classes(idx)
+        idx, iters, conv, conf = self.decode(out)
+        cls = self.classes.classes(torch.from_numpy(idx))
         t_dec = (time.perf_counter() - t1) / max(n, 1)
         for i in range(n):
             c, f = int(cls[i]), [int(v) for v in idx[i]]

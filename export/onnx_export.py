@@ -160,7 +160,9 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
     return {"factorizer": "bcf", "similarity": cfg.similarity, "T": cfg.T, "A": cfg.A,
             "Tc": cfg.resolved_Tc(head.cfg.B), "max_iter": cfg.resolved_max_iter(sizes), "T_A_source": source,
             "fixed_widths": widths.as_dict(), "sampler": "hdsim.lfsr.LFSRSampler", "lfsr_seed": 1,
-            "query_format": f"Q0.{widths.query}: round_half_up(q / blocksum * 2^{widths.query}) per entry"}
+            "query_format": f"Q0.{widths.query}: per block, round_half_up(v * 2^{widths.query} / sum(v)), "
+                            "v = floor(q * 2^(31 - e)), e = binary exponent of the block maximum "
+                            "(hdsim.fixed.quantize_query)"}
 
 
 def write_codebooks(head: BCFHead, path: Path) -> None:

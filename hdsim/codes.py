@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
 
-__all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "seeded_generator"]
+__all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "gsbc_shape", "seeded_generator"]
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -134,27 +135,43 @@ def random_codebooks(F: int, M: int | tuple[int, ...], D: int, B: int, seed: int
     return BlockCodebooks(tuple(random_sbc(m, B, L, g) for m in sizes), L)
 
 
+def gsbc_shape(q, B: int, L: int, name: str = "query"):
+    """Check the shape of a batch of GSBC queries and view it as ``(N, B, L)`` (no data is read).
+
+    Accepts a torch tensor or a numpy array (returned as the same kind), ``(N, D)`` or
+    ``(N, B, L)`` (or a single ``(D,)`` / ``(B, L)`` query).
+
+    Raises:
+        HdsimError: neither a tensor nor an array, or a wrong shape.
+    """
+    if not isinstance(q, (Tensor, np.ndarray)):
+        raise HdsimError(f"{name}: expected a torch.Tensor or numpy array, got {type(q).__name__}")
+    D = B * L
+    shape = tuple(q.shape)
+    if q.ndim == 1 or shape == (B, L):
+        q = q[None]
+        shape = (1,) + shape
+    if len(shape) == 2:
+        if shape[1] != D:
+            raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
+        return q.reshape(shape[0], B, L)
+    if len(shape) != 3 or shape[1:] != (B, L):
+        raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
+    return q
+
+
 def check_gsbc(q: Tensor, B: int, L: int, name: str = "query") -> Tensor:
     """Validate a batch of GSBC queries and return it as ``(N, B, L)``.
 
-    Accepts ``(N, D)`` or ``(N, B, L)`` (or a single ``(D,)`` / ``(B, L)``
-    query). Entries must be finite and non-negative; blocks are not required to
-    sum to 1 (the factorizer normalizes).
+    Accepts the shapes of :func:`gsbc_shape`. Entries must be finite and
+    non-negative; blocks are not required to sum to 1 (the factorizer normalizes).
 
     Raises:
         HdsimError: wrong shape, NaN/inf, or negative entries.
     """
     if not isinstance(q, Tensor):
         raise HdsimError(f"{name}: expected a torch.Tensor, got {type(q).__name__}")
-    D = B * L
-    if q.dim() == 1 or (q.dim() == 2 and tuple(q.shape) == (B, L)):
-        q = q.unsqueeze(0)
-    if q.dim() == 2:
-        if q.shape[1] != D:
-            raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {tuple(q.shape)}")
-        q = q.reshape(q.shape[0], B, L)
-    elif q.dim() != 3 or tuple(q.shape[1:]) != (B, L):
-        raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {tuple(q.shape)}")
+    q = gsbc_shape(q, B, L, name)
     if not q.is_floating_point():
         q = q.float()
     if not torch.isfinite(q).all():

@@ -48,8 +48,25 @@ def test_quantize_constants_round_half_up():
 
 
 def test_quantize_query_ties_and_saturation():
-    q = T([[[0.125, 0.375, 0.5, 1.0]]], dtype=torch.float64)  # 2-bit words: 0.5, 1.5, 2, 4 LSB
-    assert quantize_query(q, 2).tolist() == [[[1, 2, 2, 3]]]
+    q = T([[[0.125, 0.375, 0.5], [1.0, 0.0, 0.0]]], dtype=torch.float64)  # 2-bit words: 0.5, 1.5, 2 LSB; 4 LSB
+    assert quantize_query(q, 2).tolist() == [[[1, 2, 2], [3, 0, 0]]]
+    assert quantize_query(torch.zeros(1, 2, 3), 8).tolist() == [[[0, 0, 0], [0, 0, 0]]]  # empty blocks stay 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 1000), min_size=2, max_size=40), st.integers(2, 30),
+       st.sampled_from([1.0, 2.0 ** -70, 3.0e20, 1.0e-3]))
+def test_quantize_query_is_the_exact_rounding_of_q_over_the_block_sum(ints, bits, scale):
+    """Integer-valued blocks lose nothing to the prescale: the words are the exact rational rounding."""
+    from fractions import Fraction
+
+    q = torch.tensor(ints, dtype=torch.float64).reshape(1, 1, -1) * scale
+    total = sum(ints)
+    want = [0 if total == 0 else min(int(Fraction(v * 2 ** bits, total) + Fraction(1, 2)), 2 ** bits - 1)
+            for v in ints]
+    assert quantize_query(q, bits).flatten().tolist() == want
+    perm = torch.randperm(len(ints), generator=torch.Generator().manual_seed(len(ints)))
+    assert quantize_query(q[..., perm], bits).flatten().tolist() == [want[i] for i in perm.tolist()]  # order-free
 
 
 # ---- datapath ops on hand-computed cases ------------------------------------------------------
@@ -299,6 +316,43 @@ def test_compiled_decoder_matches_the_model_every_iteration(F, M, D, B, cfg, wid
             assert np.array_equal(step.a, a_tr[state.query_ids, state.iteration - 1, f, :m]), (state.iteration, f)
             assert np.array_equal(step.w, w_tr[state.query_ids, state.iteration - 1, f, :m]), (state.iteration, f)
     assert isinstance(compiled_decoder(model), CompiledFixedBCF)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_compiled_query_quantization_equals_the_model(dtype):
+    pytest.importorskip("numba", reason="numba is not installed (export extra)")
+    from hdsim.fixed.compiled import compiled_decoder
+
+    cb = random_codebooks(2, 10, 256, 4, seed=0)
+    g = torch.Generator().manual_seed(3)
+    for bits in (2, 8, 16, 30):
+        model = FixedBCF(cb, BCFConfig(), FixedWidths(bits, 8, 8, 10))
+        fast = compiled_decoder(model)
+        big = 1e30 if dtype != torch.float16 else 1e4
+        q = torch.cat([torch.rand(20, 4, 64, generator=g) ** 8,  # many tiny entries next to large ones
+                       torch.randint(0, 4, (20, 4, 64), generator=g).float(),  # exact ties
+                       torch.rand(10, 4, 64, generator=g) * big, torch.rand(10, 4, 64, generator=g) / big,
+                       torch.zeros(2, 4, 64)]).to(dtype)
+        q[-1, 2, 7] = 0.25  # one entry in a block of zeros: saturates
+        assert np.array_equal(fast.prepare_queries(q), model.prepare_queries(q).numpy()), bits
+        assert np.array_equal(fast.decode_arrays(q)[0], model.factorize(q).indices.numpy()), bits
+
+
+@pytest.mark.parametrize("bad, match", [(float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"),
+                                        (-0.5, "non-negative")])
+def test_compiled_decoder_rejects_bad_queries_like_the_model(bad, match):
+    pytest.importorskip("numba", reason="numba is not installed (export extra)")
+    from hdsim.fixed.compiled import compiled_decoder
+
+    cb = random_codebooks(2, 10, 256, 4, seed=0)
+    model = FixedBCF(cb)
+    q = torch.rand(5, 256)
+    q[3, 100] = bad
+    for decode in (model.factorize, compiled_decoder(model).factorize, compiled_decoder(model).prepare_queries):
+        with pytest.raises(HdsimError, match=match):
+            decode(q)
+    with pytest.raises(HdsimError, match="expected shape"):
+        compiled_decoder(model).factorize(torch.rand(5, 255))
 
 
 def test_compiled_decoder_declines_what_it_does_not_implement():

@@ -4,16 +4,97 @@ Module-level so that numba caches the compiled code (``cache=True``: next to thi
 under ``$NUMBA_CACHE_DIR``) and a new process skips the seconds of compilation.
 """
 
+import math
+
 import numba
 import numpy as np
 
 
+# params of decode (one int64 array: one argument to type per call instead of twelve)
+P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_MIN_EXP = range(12)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _quantize_query(qf, n, bits, K, min_exp, out, v):
+    """:func:`hdsim.fixed.bcf.quantize_query` of query ``n`` of ``qf`` ``(N, B, L)`` (float32/64)
+    into ``out[n]``; ``v`` ``(L,)`` int64 scratch.
+
+    Returns ``-1``, or ``2 n`` for a non-finite entry, ``2 n + 1`` for a negative one
+    (``out[n]`` is then incomplete). The division ``floor(num / den)`` is estimated in
+    float64 (within one of the true quotient: ``num < 2^63``, relative error about
+    ``2^-51``) and corrected with exact integer products.
+    """
+    B, L = qf.shape[1], qf.shape[2]
+    hi = (1 << bits) - 1
+    for b in range(B):
+        mx = 0.0
+        for l in range(L):
+            x = np.float64(qf[n, b, l])
+            if not math.isfinite(x):
+                return 2 * n
+            if x < 0.0:
+                return 2 * n + 1
+            mx = max(mx, x)
+        scale = math.ldexp(1.0, K - max(math.frexp(mx)[1], min_exp))  # 2^(K - e): exact
+        S = 0
+        for l in range(L):
+            v[l] = np.int64(math.floor(np.float64(qf[n, b, l]) * scale))
+            S += v[l]
+        if S == 0:
+            for l in range(L):
+                out[n, b, l] = 0
+            continue
+        den = 2 * S
+        inv = 1.0 / den
+        for l in range(L):
+            num = (v[l] << (bits + 1)) + S
+            r = np.int64(num * inv)
+            if r * den > num:
+                r -= 1
+            elif (r + 1) * den <= num:
+                r += 1
+            out[n, b, l] = min(r, hi)
+    return -1
+
+
 @numba.njit(cache=True, nogil=True)
-def decode(q, X, M, pos, npos, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, trace,
-           indices, iterations, converged, amax_out, x_tr, a_tr, w_tr):
+def quantize(qf, bits, K, min_exp, out):
+    """Every query of ``qf`` through :func:`_quantize_query`; ``-1`` or the first failure's code."""
+    v = np.empty(qf.shape[2], np.int64)
+    for n in range(qf.shape[0]):
+        bad = _quantize_query(qf, n, bits, K, min_exp, out, v)
+        if bad >= 0:
+            return bad
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def decode(q, qf, X, M, pos, npos, x0, params):
+    """Decode every query of ``q`` ``(N, B, L)`` (words), or with ``params[P_QUANTIZE]`` of
+    ``qf`` (floats, quantized query by query).
+
+    Outputs are allocated here (fewer arguments to type per call: the batch-1 latency):
+    returns ``(status, indices (N, F), iterations (N,), converged (N,), amax (N, F),
+    x_tr, a_tr, w_tr)``; ``status`` is ``-1`` or :func:`_quantize_query`'s failure code,
+    the traces are empty unless ``params[P_TRACE]``.
+    """
+    Wq, Wx, Wu, G = params[P_WQ], params[P_WX], params[P_WU], params[P_G]
+    T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
+    dot, trace, quant = params[P_DOT] != 0, params[P_TRACE] != 0, params[P_QUANTIZE] != 0
+    if quant:
+        q = np.empty(qf.shape, x0.dtype)
     N, B, L = q.shape
-    F = X.shape[0]
-    Mmax = X.shape[1]
+    F, Mmax = X.shape[0], X.shape[1]
+    indices = np.empty((N, F), np.int64)
+    iterations = np.empty(N, np.int64)
+    converged = np.zeros(N, np.bool_)
+    amax_out = np.empty((N, F), np.int64)
+    Nt, It = (N, max_iter) if trace else (0, 0)
+    x_tr = np.zeros((Nt, It, F, B, L), np.int64)
+    a_tr = np.zeros((Nt, It, F, Mmax), np.int64)
+    w_tr = np.zeros((Nt, It, F, Mmax), np.int64)
+    status = -1
+    vbuf = np.empty(L, np.int64)
     umax = (1 << Wu) - 1
     xmax = (1 << Wx) - 1
     # one thread: a second pool would spin against onnxruntime's on a small machine
@@ -27,6 +108,10 @@ def decode(q, X, M, pos, npos, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, 
     arg = np.empty(F, np.int64)
     amx = np.empty(F, np.int64)
     for n in range(N):
+        if quant:
+            status = _quantize_query(qf, n, Wq, params[P_K], params[P_MIN_EXP], q, vbuf)
+            if status >= 0:
+                break
         x[:] = x0
         for it in range(1, max_iter + 1):
             all_pulled = True
@@ -121,3 +206,4 @@ def decode(q, X, M, pos, npos, x0, Wq, Wx, Wu, G, T_int, Tc_int, max_iter, dot, 
             if all_pulled:
                 converged[n] = True
                 break
+    return status, indices, iterations, converged, amax_out, x_tr, a_tr, w_tr

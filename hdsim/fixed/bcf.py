@@ -49,26 +49,51 @@ from hdsim.fixed.rounding import bit_length, saturate_unsigned, shift_floor, shi
 from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.functional import similarity
 
-__all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query"]
+__all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query",
+           "QUERY_PRESCALE_BITS"]
 
 # (iteration, factor, query_ids (k,), u (k, B, L) int64, a (k, M_f) int64) -> (k, M_f) int64
 # perturbations added to the similarities at the ADC output (IMC noise; see hdsim.imc).
 SimilarityPerturbation = Callable[[int, int, Tensor, Tensor, Tensor], Tensor]
 
 
-def quantize_query(q: Tensor, bits: int) -> Tensor:
-    """Float GSBC entries in ``[0, 1]`` to ``Q0.bits``: ``saturate(round_half_up(q * 2^bits))``.
+# Query quantization first floors every entry to an integer of QUERY_PRESCALE_BITS bits relative to
+# its block's largest power of two; the block sum is then an exact integer, so every implementation
+# (this model, the compiled decoder, device code) gets the same words whatever its summation order.
+QUERY_PRESCALE_BITS = 31  # v < 2^31; with Wq <= 30 every intermediate stays below 2^63
+_MIN_BLOCK_EXPONENT = -960  # blocks whose largest entry is below 2^-961 (float64 only) count as empty
 
-    The float-to-integer boundary of the model (the CNN's int8 output would
-    enter here already as integers). Exact: scaling by a power of two is exact
-    in binary floating point, and the rounding is done on the integer part.
+
+def quantize_query(q: Tensor, bits: int) -> Tensor:
+    """Float GSBC blocks to ``Q0.bits`` words, normalized per block — the model's float-to-integer boundary.
+
+    For each block ``b``: ``e`` = binary exponent of the block's largest entry
+    (``max = f 2^e``, ``f`` in ``[1/2, 1)``), ``v_l = floor(q_l 2^(K - e))`` with
+    ``K = QUERY_PRESCALE_BITS`` (exact: a float times a power of two), ``S = sum_l v_l``
+    (an exact integer), and
+
+        ``word_l = saturate(round_half_up(v_l 2^bits / S), bits)``, ``0`` where ``S = 0``
+
+    computed as ``floor((2 v_l 2^bits + S) / (2 S))`` on integers. It equals the
+    real ``q_l / sum(q) * 2^bits`` rounded half up, up to entries below
+    ``2^-31`` of the block maximum (floored away), and does not depend on the
+    order of any sum. Blocks need not sum to 1 (any positive scale gives the same words).
 
     Shapes:
-        q: ``(N, B, L)`` float; returns the same shape, int64.
+        q: ``(N, B, L)`` float, finite and non-negative (see :func:`hdsim.codes.check_gsbc`);
+        returns the same shape, int64.
+
+    Example:
+        >>> quantize_query(torch.tensor([[[1.0, 3.0, 4.0]]]), 2)  # 0.5, 1.5, 2 LSB: ties round up
+        tensor([[[1, 2, 2]]])
     """
-    scaled = q.double() * float(1 << (bits + 1))  # 2 * q * 2^bits: a power of two, exact (10x faster than ldexp)
-    twice = torch.floor(scaled).long()  # floor(2 q 2^bits)
-    return saturate_unsigned(shift_round_half_up(twice, 1), bits)  # floor(q 2^bits + 1/2)
+    qd = q.double()
+    e = torch.frexp(qd.amax(dim=-1, keepdim=True)).exponent.long().clamp_min(_MIN_BLOCK_EXPONENT)
+    scale = ((QUERY_PRESCALE_BITS - e + 1023) << 52).view(torch.float64)  # 2^(K - e), built exactly
+    v = torch.floor(qd * scale).long()
+    S = v.sum(dim=-1, keepdim=True)
+    words = ((v << (bits + 1)) + S) // torch.where(S > 0, 2 * S, torch.ones_like(S))
+    return saturate_unsigned(words, bits)
 
 
 def codevector_positions(codebooks: BlockCodebooks) -> list[tuple[Tensor, Tensor]]:
@@ -276,10 +301,7 @@ class FixedBCF:
             if (q < 0).any() or (q > hi).any():
                 raise HdsimError(f"query: integer entries must be in [0, {hi}] for {self.widths.query}-bit words")
             return q.to(self.device)
-        q = check_gsbc(queries, cb.B, cb.L)
-        s = q.sum(dim=-1, keepdim=True)
-        q = torch.where(s > 0, q / torch.where(s > 0, s, torch.ones_like(s)), q)
-        return quantize_query(q, self.widths.query).to(self.device)
+        return quantize_query(check_gsbc(queries, cb.B, cb.L), self.widths.query).to(self.device)
 
     def factorize(self, queries: Tensor, batch_size: int | None = None,
                   observe: Callable[[IterationState], None] | None = None,

@@ -9,7 +9,9 @@ constants from :class:`hdsim.fixed.widths.Datapath`, the same rounding rules
 as :mod:`hdsim.fixed.rounding`, the same first-maximum tie rule). Like the
 RTL, it is an implementation checked against the model: ``tests/test_fixed.py``
 compares every iteration's estimates, similarities and weights, and the
-results, with :class:`FixedBCF` on exact, noisy, random and zero queries.
+results, with :class:`FixedBCF` on exact, noisy, random and zero queries, and
+the query words of its in-kernel quantization (:func:`hdsim.fixed.quantize_query`'s
+rule, whose integer block sums make it independent of summation order).
 
 Supported: every configuration with ``F >= 2`` factors, without conditional
 sampling (``A = 0``, the published tuned table's choice for ``M <= 348``) and
@@ -23,8 +25,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hdsim.codes import gsbc_shape
+from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
-from hdsim.fixed.bcf import codevector_positions
+from hdsim.fixed.bcf import _MIN_BLOCK_EXPONENT, QUERY_PRESCALE_BITS, codevector_positions
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available"]
 
@@ -38,10 +42,10 @@ def numba_available() -> bool:
 
 
 def _kernel():
-    """The numba kernel (compiled on first use, then cached on disk by numba)."""
-    from hdsim.fixed._compiled_kernel import decode
+    """The numba kernels (compiled on first use, then cached on disk by numba)."""
+    from hdsim.fixed._compiled_kernel import decode, quantize
 
-    return decode
+    return decode, quantize
 
 
 class CompiledFixedBCF:
@@ -74,36 +78,89 @@ class CompiledFixedBCF:
         for f, (pos, count) in enumerate(positions):
             self.pos[f, :, :pos.shape[1]] = pos.numpy()
             self.npos[f] = count.numpy()
-        self.args = (int(w.query), int(w.estimate), int(w.unbound), int(w.recip_guard), int(dp.T_int),
-                     int(dp.Tc_int), int(model.max_iter), bool(model.config.similarity == "dot"))
-        self.kernel = _kernel()
+        from hdsim.fixed import _compiled_kernel as k
+
+        params = {k.P_WQ: w.query, k.P_WX: w.estimate, k.P_WU: w.unbound, k.P_G: w.recip_guard, k.P_T: dp.T_int,
+                  k.P_TC: dp.Tc_int, k.P_MAX_ITER: model.max_iter, k.P_DOT: model.config.similarity == "dot",
+                  k.P_TRACE: 0, k.P_QUANTIZE: 0, k.P_K: QUERY_PRESCALE_BITS, k.P_MIN_EXP: _MIN_BLOCK_EXPONENT}
+        self._params = {(trace, quantize): np.array([int(params[i]) for i in range(len(params))], np.int64)
+                        for trace in (0, 1) for quantize in (0, 1)}
+        for (trace, quantize), arr in self._params.items():
+            arr[k.P_TRACE], arr[k.P_QUANTIZE] = trace, quantize
+        self.kernel, self._quantize = _kernel()
+        self._similarity_unit = 1.0 / (1 << int(w.unbound))  # a power of two: exact scaling
+        self._no_floats = np.zeros((0, cb.B, cb.L), np.float32)
+        self._no_words = np.zeros((0, cb.B, cb.L), self.dtype)
+
+    def _float_queries(self, queries) -> np.ndarray | None:
+        """Float queries (tensor or array) as a float32/float64 ``(N, B, L)`` array (shape checked);
+        ``None`` for integer ones."""
+        if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
+            q = gsbc_shape(queries, self.B, self.L)
+            return np.ascontiguousarray(q if q.dtype in (np.float32, np.float64) else q.astype(np.float64))
+        if not (isinstance(queries, torch.Tensor) and queries.is_floating_point()):
+            return None
+        q = gsbc_shape(queries, self.B, self.L).detach()
+        if q.dtype not in (torch.float32, torch.float64):
+            q = q.double()  # exact
+        return np.ascontiguousarray(q.cpu().numpy())
+
+    @staticmethod
+    def _raise_bad(qf: np.ndarray, code: int) -> None:
+        n = code // 2
+        if code % 2 == 0:
+            raise HdsimError(f"query: contains NaN or infinite values (query {n})")
+        raise HdsimError(f"query: GSBC entries must be non-negative, found {float(qf[n].min()):.4g} (query {n})")
+
+    def prepare_queries(self, queries: torch.Tensor | np.ndarray) -> np.ndarray:
+        """:meth:`FixedBCF.prepare_queries` (same checks, same words), float queries quantized compiled.
+
+        Returns ``(N, B, L)`` in the kernel's word type.
+        """
+        qf = self._float_queries(queries)
+        if qf is None:
+            if isinstance(queries, np.ndarray):
+                queries = torch.from_numpy(queries)
+            return np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
+        out = np.empty(qf.shape, self.dtype)
+        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, _MIN_BLOCK_EXPONENT, out)
+        if bad >= 0:
+            self._raise_bad(qf, bad)
+        return out
+
+    def decode_arrays(self, queries: torch.Tensor | np.ndarray, trace: bool = False) -> tuple:
+        """:meth:`factorize` as numpy arrays, without the tensor wrapping (the runner's hot path).
+
+        Float queries are quantized inside the kernel, query by query.
+
+        Returns:
+            ``indices`` ``(N, F)`` int64, ``iterations`` ``(N,)`` int64, ``converged`` ``(N,)``
+            bool, ``max_similarity`` ``(N, F)`` float64 (units of 1), and with ``trace=True``
+            also ``(x, a, w)`` per iteration: ``(N, max_iter, F, B, L)``, ``(N, max_iter, F, max M)``
+            twice (valid up to each query's ``iterations``).
+        """
+        qf = self._float_queries(queries)
+        if qf is None:
+            q, qf = self.prepare_queries(queries), self._no_floats
+        else:
+            q = self._no_words
+        status, indices, iterations, converged, amax, *tr = self.kernel(
+            q, qf, self.X, self.M, self.pos, self.npos, self.x0, self._params[int(trace), int(qf.shape[0] > 0)])
+        if status >= 0:
+            self._raise_bad(qf, status)
+        out = (indices, iterations, converged, amax * self._similarity_unit)
+        return out + (tuple(tr),) if trace else out
 
     def factorize(self, queries: torch.Tensor, trace: bool = False):
         """Decode ``queries`` (float GSBCs or ``Q0.Wq`` integers, as :meth:`FixedBCF.factorize`).
 
         Returns:
             :class:`FactorizationResult` (identical to :class:`FixedBCF`'s), and with
-            ``trace=True`` also ``(x, a, w)`` per iteration: ``(N, max_iter, F, B, L)``,
-            ``(N, max_iter, F, max M)`` twice (valid up to each query's ``iterations``).
+            ``trace=True`` also the ``(x, a, w)`` of :meth:`decode_arrays`.
         """
-        q = np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
-        N = q.shape[0]
-        F, Mmax = self.F, self.X.shape[1]
-        indices = np.zeros((N, F), np.int64)
-        iterations = np.zeros(N, np.int64)
-        converged = np.zeros(N, np.bool_)
-        amax = np.zeros((N, F), np.int64)
-        it_cap = self.args[6]
-        shape = (N, it_cap) if trace else (0, 0)
-        x_tr = np.zeros(shape + (F, self.B, self.L), np.int64)
-        a_tr = np.zeros(shape + (F, Mmax), np.int64)
-        w_tr = np.zeros(shape + (F, Mmax), np.int64)
-        self.kernel(q, self.X, self.M, self.pos, self.npos, self.x0, *self.args, trace, indices, iterations, converged, amax,
-                    x_tr, a_tr, w_tr)
-        scale = float(1 << self.model.widths.unbound)
-        res = FactorizationResult(torch.from_numpy(indices), torch.from_numpy(iterations),
-                                  torch.from_numpy(converged), torch.from_numpy(amax).double() / scale)
-        return (res, (x_tr, a_tr, w_tr)) if trace else res
+        out = self.decode_arrays(queries, trace)
+        res = FactorizationResult(*(torch.from_numpy(a) for a in out[:4]))
+        return (res, out[4]) if trace else res
 
 
 def compiled_decoder(model) -> CompiledFixedBCF | None:

@@ -153,7 +153,8 @@ class Datapath:
         Wq, Wx, Wu = w.query, w.estimate, w.unbound
         ai = self.a_bits - Wu
         rows = [
-            ("q", Wq, f"Q0.{Wq}", "query input: round_half_up(q * 2^Wq)", "round-half-up", "saturate"),
+            ("q", Wq, f"Q0.{Wq}", "query input: round_half_up(q / block sum * 2^Wq) (quantize_query)", "round-half-up",
+             "saturate"),
             ("x_f", Wx, f"Q0.{Wx}", "estimate: (s * R) >> (p + G - Wx)", "floor", "saturate"),
             ("acc", self.acc_bits, f"Q0.{Wq + Wx}", "unbind: sum_j t[(l+j) mod L] * x[j]", "exact", "cannot overflow (bound)"),
             ("u_f", Wu, f"Q0.{Wu}", "unbind result: acc / 2^(Win + Wx - Wu)", "round-half-up", "saturate"),
