@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from hdsim.errors import HdsimError
+from hdsim.threads import torch_threads
 
 __all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING", "DEMO_TC"]
 
@@ -164,9 +165,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"workdir": str(work)}
     t0 = time.perf_counter()
-    before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         ckpt, out["train"] = _train_or_load(cfg, log)
         out["train"]["checkpoint"] = str(ckpt)
         out["train"]["config"] = {k: DEMO_TRAINING[k] for k in ("epochs", "qat_epochs", "train_size", "width", "D")}
@@ -179,8 +178,6 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
                          "bytes": manifest["model"]["bytes"],
                          "ort_vs_brevitas_max_abs": par["max_abs_diff_ort_disable_all"],
                          "decode": {k: manifest["decode"][k] for k in ("T", "A", "Tc", "max_iter")}}
-    finally:
-        torch.set_num_threads(before)
     images = work / "images"
     if images.exists():
         shutil.rmtree(images)

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from hdsim.errors import HdsimError
+from hdsim.threads import set_torch_threads
 
 __all__ = ["register", "parse_size"]
 
@@ -48,15 +49,6 @@ def parse_size(text: Optional[str], name: str = "input-size") -> tuple[int, ...]
     if h < 1 or w < 1:
         raise HdsimError(f"{name}: expected positive HxW, got {text!r}")
     return (h, w)
-
-
-def _threads(threads: int) -> None:
-    if threads < 0:
-        raise HdsimError(f"threads: must be >= 0, got {threads}")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def train_cmd(
@@ -97,7 +89,7 @@ def train_cmd(
     """Train MobileNetV2 with a BCF (or FC) head: float epochs, then QAT; torchrun-ready (gloo)."""
     from export.train import TrainConfig, train
 
-    _threads(threads)
+    set_torch_threads(threads)
     cfg = TrainConfig(dataset=dataset, head=head.value, D=D, B=B, beta=beta, codebook_seed=codebook_seed, F=F,
                       width=width, last_channel=last_channel, dropout=dropout, input_size=parse_size(input_size),
                       channels=channels, resize=resize, epochs=epochs, qat_epochs=qat_epochs,
@@ -132,7 +124,7 @@ def export_cmd(
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
 ) -> None:
     """Export int8 QCDQ ONNX (opset 13) + codebooks + manifest from a checkpoint or the ImageNet weights."""
-    _threads(threads)
+    set_torch_threads(threads)
     if (checkpoint is None) == (pretrained is None):
         raise HdsimError("export: give exactly one of --checkpoint or --pretrained imagenet")
     if pretrained is not None:
@@ -169,7 +161,7 @@ def evaluate_cmd(
     """Accuracy of an export: ONNX query -> FixedBCF / float BCF / brute force, vs the FC baseline."""
     from export.evaluate import evaluate_export
 
-    _threads(threads)
+    set_torch_threads(threads)
     _emit(evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
                           optimize=ort_optimize))
 

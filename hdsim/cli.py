@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from hdsim.errors import HdsimError
+from hdsim.threads import set_torch_threads
 
 app = typer.Typer(help="hdsim: block-code factorizers from float reference to fixed point and RTL.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -91,7 +92,7 @@ def bench_factorizer(
     """Accuracy, iterations and queries/s of one factorizer on random product queries."""
     from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
 
-    set_threads(threads)
+    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
     cfg = FactorizerBenchConfig(method=method.value, D=D, B=B, F=F, M=M, T=T, A=A, Tc=Tc,
                                 max_iter=max_iter, queries=queries, batch=batch, seed=seed,
                                 device=device.value, dtype=dtype.value, noise=noise.value,
@@ -120,7 +121,7 @@ def bench_fixed(
     """Fixed-point BCF vs the float reference on the same queries and LFSR draws."""
     from hdsim.bench.fixed import FixedBenchConfig, run_fixed_bench
 
-    set_threads(threads)
+    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
     cfg = FixedBenchConfig(bits=bits, widths_file=None if widths is None else str(widths), D=D, B=B, F=F,
                            M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed)
     emit(run_fixed_bench(cfg))
@@ -142,21 +143,10 @@ def sweep_widths(
     from hdsim.bench.fixed import FixedBenchConfig
     from hdsim.sweep.widths import WidthSweepConfig, run_width_sweep
 
-    set_threads(threads)
+    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
     cfg = WidthSweepConfig(bits_min=bits_min, bits_max=bits_max, tolerance_pt=tolerance_pt, out=str(out),
                            base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed))
     emit(run_width_sweep(cfg))
-
-
-def set_threads(threads: int | None) -> None:
-    """Apply ``--threads``: on a shared 2-core machine one thread avoids OpenMP spin contention."""
-    if threads is not None:
-        from hdsim.validation import check_int
-
-        check_int("threads", threads)
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @app.command("demo")

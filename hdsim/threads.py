@@ -11,12 +11,28 @@ import contextlib
 
 import torch
 
-__all__ = ["torch_threads"]
+__all__ = ["torch_threads", "set_torch_threads"]
+
+
+def set_torch_threads(n: int | None) -> None:
+    """Apply a ``--threads`` option: ``n`` torch threads; ``None`` or 0 keeps torch's default.
+
+    Raises:
+        HdsimError: ``n`` negative or not an integer.
+    """
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        from hdsim.errors import HdsimError
+
+        raise HdsimError(f"threads: must be an integer >= 0 (0: torch's default), got {n!r}")
+    if n:
+        torch.set_num_threads(n)
 
 
 @contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch threads, then restore the previous count.
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch threads (``None`` or 0: unchanged), then restore the previous count.
 
     Example:
         >>> with torch_threads(1):
@@ -24,7 +40,7 @@ def torch_threads(n: int):
         1
     """
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    set_torch_threads(n)
     try:
         yield
     finally:

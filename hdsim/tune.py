@@ -62,7 +62,6 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from hdsim.codes import random_codebooks
@@ -70,6 +69,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.validation import check_blocks, check_device, check_ints
 from hdsim.queries import make_queries
+from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
 
 __all__ = ["TuneConfig", "run_tune", "merge_into_table", "DEFAULT_STORAGE", "T_MAX", "A_CAP"]
@@ -267,14 +267,11 @@ def run_tune(cfg: TuneConfig) -> dict:
             bar.set_postfix_str(f"best T={b.params['T']:.4f} A={b.params['A']} "
                                 f"err={1 - b.user_attrs['accuracy']:.4f}")
 
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     try:
-        study.optimize(objective, n_trials=cfg.trials, callbacks=[callback], catch=())
+        with torch_threads(cfg.threads):
+            study.optimize(objective, n_trials=cfg.trials, callbacks=[callback], catch=())
     finally:
         bar.close()
-        torch.set_num_threads(threads_before)
 
     best = study.best_trial
     T, A = float(best.params["T"]), int(best.params["A"])

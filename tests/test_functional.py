@@ -118,3 +118,20 @@ def test_multibind_is_associative_product():
     idx = torch.tensor([[1, 2, 3]])
     xs = torch.stack([hf.sbc_to_dense(cb.indices[f][idx[:, f]], cb.L) for f in range(3)], dim=1)
     assert torch.equal(hf.dense_to_sbc(hf.multibind(xs)), cb.product(idx))
+
+
+def test_gsbc_shape_views_tensors_and_arrays_alike_and_names_bad_shapes():
+    import numpy as np
+
+    from hdsim.codes import gsbc_shape
+    from hdsim.errors import HdsimError
+
+    for q in (torch.arange(24.0).reshape(2, 12), torch.arange(24.0).reshape(2, 12).numpy()):
+        v = gsbc_shape(q, 3, 4)
+        assert type(v) is type(q) and tuple(v.shape) == (2, 3, 4) and float(v[1, 2, 3]) == 23.0
+        assert tuple(gsbc_shape(q[0], 3, 4).shape) == (1, 3, 4)  # a single query
+    for bad in (torch.zeros(2, 13), np.zeros((2, 4, 3)), torch.zeros(2, 3, 4, 1)):
+        with pytest.raises(HdsimError, match=r"query: expected shape \(N, 12\) or \(N, 3, 4\)"):
+            gsbc_shape(bad, 3, 4)
+    with pytest.raises(HdsimError, match="torch.Tensor or numpy array"):
+        gsbc_shape([0.0] * 12, 3, 4)

@@ -51,6 +51,7 @@ from hdsim.errors import HdsimError
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.queries import make_queries
+from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
 from hdsim.validation import check_blocks, check_device, check_ints
 
@@ -289,10 +290,7 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
     points = [(F, M) for F in cfg.F for M in cfg.sizes(F)]
     rows: list[dict] = []
     csv_path, png_path, json_path = out / "capacity.csv", out / "capacity.png", out / "capacity.json"
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         bar = tqdm(points, desc="sweep capacity", unit="point", disable=not cfg.progress)
         for F, M in bar:
             bar.set_postfix_str(f"F={F} M={M}")
@@ -302,8 +300,6 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
             if cfg.progress:
                 tqdm.write(f"F={F} M={M}: acc={row['accuracy']:.4f} mean_it={row['mean_iterations']:.1f} "
                            f"conv={row['converged']:.3f} ({row['seconds']:.1f}s)", file=sys.stderr)
-    finally:
-        torch.set_num_threads(threads_before)
     if cfg.plot:
         _plot(png_path, rows, cfg)
     summary = {

@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
@@ -51,6 +50,7 @@ from hdsim.factorizers.stochastic import (
     make_problem,
 )
 from hdsim.imc.config import get_preset
+from hdsim.threads import torch_threads
 from hdsim.imc.factorizers import CrossbarMVMs
 
 __all__ = ["CSV_COLUMNS", "ImcSweepConfig", "run_imc_sweep", "parse_float_list", "YEAR_S"]
@@ -255,10 +255,7 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
               + [("scale", cfg.scale_t, s, c) for c in (False, True) for s in cfg.scales])
     csv_path, png_path, json_path = out / "imc.csv", out / "imc.png", out / "imc.json"
     rows: list[dict] = []
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         problem = make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed)
         bar = tqdm(points, desc="sweep imc", unit="point", disable=not cfg.progress, file=sys.stderr)
         for panel, t, scale, comp in bar:
@@ -270,8 +267,6 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
                 tqdm.write(f"{panel} t={t:.3g}s scale={scale:g} comp={int(comp)}: acc={row['accuracy']:.3f} "
                            f"mean_it={row['mean_iterations']:.1f} conv={row['converged']:.3f} "
                            f"gain={row['output_scale']:.3f} ({row['seconds']:.1f}s)", file=sys.stderr)
-    finally:
-        torch.set_num_threads(threads_before)
     if cfg.plot:
         _plot(png_path, rows, cfg)
     t_last = cfg.times()[-1]
