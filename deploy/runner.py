@@ -295,7 +295,7 @@ class Runner:
             return preds
         t1 = time.perf_counter()
         idx, iters, conv, conf = self.decode(out)
-        cls = self.classes.classes(torch.from_numpy(idx))
+        cls = self.classes.classes(idx)
         t_dec = (time.perf_counter() - t1) / max(n, 1)
         for i in range(n):
             c, f = int(cls[i]), [int(v) for v in idx[i]]

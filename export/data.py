@@ -89,11 +89,17 @@ class ProductMap:
             c = c // self.sizes[f]
         return out
 
-    def classes(self, digits: Tensor) -> Tensor:
-        """``(N, F)`` digits -> ``(N,)`` class, ``-1`` for a null product."""
-        c = torch.zeros(digits.shape[0], dtype=torch.long)
-        for f in range(self.F):
-            c = c * self.sizes[f] + digits[:, f].long().cpu()
+    def place_values(self) -> tuple[int, ...]:
+        """``prod_{g > f} M_g`` per factor ``f``: ``class = sum_f d_f * place_values()[f]``."""
+        return tuple(math.prod(self.sizes[f + 1:]) for f in range(self.F))
+
+    def classes(self, digits: Tensor | np.ndarray) -> Tensor | np.ndarray:
+        """``(N, F)`` digits (tensor, or integer array for the runner) -> ``(N,)`` class of the same
+        kind, ``-1`` for a null product."""
+        if isinstance(digits, np.ndarray):
+            c = digits.astype(np.int64) @ np.array(self.place_values(), dtype=np.int64)
+            return np.where(c < self.num_classes, c, -1)
+        c = digits.long().cpu() @ torch.tensor(self.place_values(), dtype=torch.long)
         return torch.where(c < self.num_classes, c, torch.full_like(c, -1))
 
     def as_dict(self) -> dict:

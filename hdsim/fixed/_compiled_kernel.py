@@ -125,23 +125,25 @@ def decode(q, qf, X, M, pos, npos, x0, params):
                     # acc[l] = sum_j t[(l + j) mod L] x[j], over the estimate's non-zeros only
                     acc[:] = 0
                     for b in range(B):
+                        accb, tb = acc[b], t[b]  # 1-D rows: contiguous loops the compiler vectorizes
                         for k in range(npos[g, b]):  # the positions g's codevectors can occupy
                             j = pos[g, b, k]
                             xv = x[g, b, j]
                             if xv != 0:
                                 for l in range(L - j):
-                                    acc[b, l] += t[b, l + j] * xv
+                                    accb[l] += tb[l + j] * xv
                                 for l in range(L - j, L):
-                                    acc[b, l] += t[b, l + j - L] * xv
+                                    accb[l] += tb[l + j - L] * xv
                     sh = w_in + Wx - Wu
                     for b in range(B):
-                        for l in range(L):
-                            v = acc[b, l]
-                            if sh <= 0:
-                                v = v << (-sh)
-                            else:
-                                v = (v + (1 << (sh - 1))) >> sh
-                            t[b, l] = min(max(v, 0), umax)
+                        accb, tb = acc[b], t[b]
+                        if sh <= 0:
+                            for l in range(L):
+                                tb[l] = min(max(accb[l] << (-sh), 0), umax)
+                        else:
+                            half = 1 << (sh - 1)
+                            for l in range(L):
+                                tb[l] = min(max((accb[l] + half) >> sh, 0), umax)
                     w_in = Wu
                 # similarities (linf: min over blocks; dot: sum), first maximum
                 Mf = M[f]
@@ -173,13 +175,17 @@ def decode(q, qf, X, M, pos, npos, x0, params):
                         w[m] = 0
                     else:
                         w[m] = a[m]
-                # bundle and normalize with one reciprocal: x = sat((s R) >> (p + G - Wx))
-                s[:] = 0
+                # bundle and normalize with one reciprocal: x = sat((s R) >> (p + G - Wx)); s, and
+                # so x, is zero outside the positions f's codevectors occupy: only those are touched
+                for b in range(B):
+                    for k in range(npos[f, b]):
+                        s[b, pos[f, b, k]] = 0
                 S = 0
                 for m in range(Mf):
                     S += w[m]
                     for b in range(B):
                         s[b, X[f, m, b]] += w[m]
+                x[f] = 0
                 if S > 0:
                     p = 0
                     while (S >> p) > 0:
@@ -187,10 +193,9 @@ def decode(q, qf, X, M, pos, npos, x0, params):
                     R = (1 << (p + G)) // S
                     sh = p + G - Wx
                     for b in range(B):
-                        for l in range(L):
-                            x[f, b, l] = min((np.int64(s[b, l]) * R) >> sh, xmax)
-                else:
-                    x[f] = 0
+                        for k in range(npos[f, b]):
+                            j = pos[f, b, k]
+                            x[f, b, j] = min((np.int64(s[b, j]) * R) >> sh, xmax)
                 all_pulled = all_pulled and pulled
                 arg[f] = barg
                 amx[f] = best
