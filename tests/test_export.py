@@ -127,6 +127,11 @@ def test_product_map_is_mixed_radix_with_null_labels():
     assert d.tolist()[5] == [1, 2]
     assert pm.classes(d).tolist() == list(range(7))
     assert pm.classes(torch.tensor([[2, 1], [2, 2]])).tolist() == [-1, -1]  # products 7 and 8 are null labels
+    assert pm.classes(d.numpy()).tolist() == list(range(7)) and isinstance(pm.classes(d.numpy()), np.ndarray)
+    assert pm.classes(np.array([[2, 1], [0, 2]], dtype=np.int32)).tolist() == [-1, 2]  # the runner's arrays
+    pm3 = ProductMap((3, 4, 5), 60)
+    d3 = pm3.digits(torch.arange(60))
+    assert d3.tolist()[23] == [1, 0, 3] and pm3.classes(d3).tolist() == list(range(60))
     assert ProductMap.for_classes(1000, 3).sizes == (10, 10, 10)
     assert ProductMap.for_classes(1001, 3).sizes == (11, 11, 11)
 
