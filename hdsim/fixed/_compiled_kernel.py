@@ -12,6 +12,7 @@ import numpy as np
 
 # params of decode (one int64 array: one argument to type per call instead of twelve)
 P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_MIN_EXP = range(12)
+N_PARAMS = 12
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -50,7 +50,7 @@ from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.functional import similarity
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query",
-           "QUERY_PRESCALE_BITS"]
+           "QUERY_PRESCALE_BITS", "QUERY_MIN_EXPONENT"]
 
 # (iteration, factor, query_ids (k,), u (k, B, L) int64, a (k, M_f) int64) -> (k, M_f) int64
 # perturbations added to the similarities at the ADC output (IMC noise; see hdsim.imc).
@@ -61,7 +61,7 @@ SimilarityPerturbation = Callable[[int, int, Tensor, Tensor, Tensor], Tensor]
 # its block's largest power of two; the block sum is then an exact integer, so every implementation
 # (this model, the compiled decoder, device code) gets the same words whatever its summation order.
 QUERY_PRESCALE_BITS = 31  # v < 2^31; with Wq <= 30 every intermediate stays below 2^63
-_MIN_BLOCK_EXPONENT = -960  # blocks whose largest entry is below 2^-961 (float64 only) count as empty
+QUERY_MIN_EXPONENT = -960  # blocks whose largest entry is below 2^-961 (float64 only) count as empty
 
 
 def quantize_query(q: Tensor, bits: int) -> Tensor:
@@ -88,7 +88,7 @@ def quantize_query(q: Tensor, bits: int) -> Tensor:
         tensor([[[1, 2, 2]]])
     """
     qd = q.double()
-    e = torch.frexp(qd.amax(dim=-1, keepdim=True)).exponent.long().clamp_min(_MIN_BLOCK_EXPONENT)
+    e = torch.frexp(qd.amax(dim=-1, keepdim=True)).exponent.long().clamp_min(QUERY_MIN_EXPONENT)
     scale = ((QUERY_PRESCALE_BITS - e + 1023) << 52).view(torch.float64)  # 2^(K - e), built exactly
     v = torch.floor(qd * scale).long()
     S = v.sum(dim=-1, keepdim=True)

@@ -28,7 +28,7 @@ import torch
 from hdsim.codes import gsbc_shape
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
-from hdsim.fixed.bcf import _MIN_BLOCK_EXPONENT, QUERY_PRESCALE_BITS, codevector_positions
+from hdsim.fixed.bcf import QUERY_MIN_EXPONENT, QUERY_PRESCALE_BITS, codevector_positions
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available"]
 
@@ -80,13 +80,17 @@ class CompiledFixedBCF:
             self.npos[f] = count.numpy()
         from hdsim.fixed import _compiled_kernel as k
 
-        params = {k.P_WQ: w.query, k.P_WX: w.estimate, k.P_WU: w.unbound, k.P_G: w.recip_guard, k.P_T: dp.T_int,
-                  k.P_TC: dp.Tc_int, k.P_MAX_ITER: model.max_iter, k.P_DOT: model.config.similarity == "dot",
-                  k.P_TRACE: 0, k.P_QUANTIZE: 0, k.P_K: QUERY_PRESCALE_BITS, k.P_MIN_EXP: _MIN_BLOCK_EXPONENT}
-        self._params = {(trace, quantize): np.array([int(params[i]) for i in range(len(params))], np.int64)
-                        for trace in (0, 1) for quantize in (0, 1)}
-        for (trace, quantize), arr in self._params.items():
-            arr[k.P_TRACE], arr[k.P_QUANTIZE] = trace, quantize
+        base = np.zeros(k.N_PARAMS, np.int64)  # the kernel's scalar arguments, one array
+        for i, v in ((k.P_WQ, w.query), (k.P_WX, w.estimate), (k.P_WU, w.unbound), (k.P_G, w.recip_guard),
+                     (k.P_T, dp.T_int), (k.P_TC, dp.Tc_int), (k.P_MAX_ITER, model.max_iter),
+                     (k.P_DOT, model.config.similarity == "dot"), (k.P_K, QUERY_PRESCALE_BITS),
+                     (k.P_MIN_EXP, QUERY_MIN_EXPONENT)):
+            base[i] = int(v)
+        self._params: dict[tuple[int, int], np.ndarray] = {}  # by (trace, quantize)
+        for trace in (0, 1):
+            for quantize in (0, 1):
+                self._params[trace, quantize] = base.copy()
+                self._params[trace, quantize][[k.P_TRACE, k.P_QUANTIZE]] = trace, quantize
         self.kernel, self._quantize = _kernel()
         self._similarity_unit = 1.0 / (1 << int(w.unbound))  # a power of two: exact scaling
         self._no_floats = np.zeros((0, cb.B, cb.L), np.float32)
@@ -123,7 +127,7 @@ class CompiledFixedBCF:
                 queries = torch.from_numpy(queries)
             return np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
         out = np.empty(qf.shape, self.dtype)
-        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, _MIN_BLOCK_EXPONENT, out)
+        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, QUERY_MIN_EXPONENT, out)
         if bad >= 0:
             self._raise_bad(qf, bad)
         return out
