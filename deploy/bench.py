@@ -43,6 +43,7 @@ __all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
 
 BLOCK, SETTLE = 20, 2  # calls per backend per round, of which the first SETTLE are not timed
 STREAM_PASSES = 3  # passes over the batch-1 stream per decoder; the first is a warm-up
+CALL_BY_CALL = 50  # alternating int8 / float ONNX calls of the diagnostic
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class DeployBenchConfig:
     decode_queries: int = 1024
     stream_queries: int = 64
     images: int = 256
+    profile: bool = False
 
     def validate(self) -> "DeployBenchConfig":
         for name in ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"):
@@ -177,8 +179,32 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
                     fn(r * BLOCK + i)
                     if i >= SETTLE and len(times[name]) < cfg.runs:
                         times[name].append(time.perf_counter() - t0)
+        # Diagnostic: the two ONNX sessions called alternately, call by call. Each call then
+        # starts while the other session's pool still spins, so both slow down, unevenly;
+        # reported to show why the ratio above is taken from blocks, not to be quoted.
+        by_call: dict[str, list[float]] = {"int8_onnx": [], "float_onnx": []}
+        for i in range(CALL_BY_CALL):
+            for name in by_call:
+                t0 = time.perf_counter()
+                calls[name](i)
+                by_call[name].append(time.perf_counter() - t0)
+        if cfg.profile:
+            from export.onnx_export import ort_profile
+
+            result["profile_ms_per_call"] = {
+                "int8_onnx": ort_profile(folder / manifest["model"]["file"], xn[0], threads=cfg.threads),
+                "float_onnx": ort_profile(float_path, xn[0], threads=cfg.threads)}
     lat = {k: _stats(v, cfg.batch) for k, v in times.items()}
     result["latency"] = lat
+    p50 = {k: float(np.median(v)) * 1e3 for k, v in by_call.items()}
+    result["call_by_call_diagnostic"] = {"int8_onnx_p50_ms": round(p50["int8_onnx"], 4),
+                                         "float_onnx_p50_ms": round(p50["float_onnx"], 4),
+                                         "int8_over_float_onnx": round(p50["int8_onnx"] / p50["float_onnx"], 4)}
+    if cfg.profile:
+        prof = result["profile_ms_per_call"]
+        convs = prof["int8_onnx"]["depthwise_conv"] + prof["int8_onnx"]["other_conv"]
+        # what int8 / float could reach if every non-convolution op of the int8 graph were free
+        result["profile_ms_per_call"]["int8_convs_over_float_total"] = round(convs / prof["float_onnx"]["total"], 4)
     result["int8_over_float_onnx"] = round(lat["int8_onnx"]["p50_ms"] / lat["float_onnx"]["p50_ms"], 4)
     result["int8_over_torch"] = round(lat["int8_onnx"]["p50_ms"] / lat["torch_float"]["p50_ms"], 4)
     ops = ort_optimized_ops(folder / manifest["model"]["file"])

@@ -112,6 +112,60 @@ def ort_optimized_ops(path: str | Path) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in graph.node).items()))
 
 
+CONV_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv")
+
+
+def ort_profile(path: str | Path, x: np.ndarray, *, threads: int, runs: int = 50, warmup: int = 10) -> dict:
+    """onnxruntime's own kernel times of one model (``ORT_ENABLE_ALL``, CPU), in ms per call.
+
+    Splits the graph onnxruntime runs into depthwise convolutions (``group > 1``),
+    the other convolutions, and every other op (by op type): where a model's time
+    goes, from the runtime's profiler rather than from outside timers. The profiler
+    adds a little per node, so the totals run above the bench's latencies.
+
+    Shapes:
+        x: one input batch for the model's ``image`` input.
+    """
+    import collections
+    import tempfile
+
+    ort = _need("onnxruntime")
+    onnx = _need("onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        for _ in range(warmup):
+            sess.run(None, {"image": x})
+        for _ in range(runs):
+            sess.run(None, {"image": x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+        groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
+                  for n in onnx.load(so.optimized_model_filepath).graph.node}
+    calls = warmup + runs  # the profile covers every run since the session started
+    by_op: collections.Counter = collections.Counter()
+    split = {"depthwise_conv": 0.0, "other_conv": 0.0, "other_ops": 0.0}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        op, us = e["args"]["op_name"], float(e["dur"])
+        by_op[op] += us
+        if op in CONV_OPS:
+            split["depthwise_conv" if groups.get(e["name"][:-len("_kernel_time")], 1) > 1 else "other_conv"] += us
+        else:
+            split["other_ops"] += us
+    out = {k: round(v / calls / 1e3, 4) for k, v in split.items()}
+    out["total"] = round(sum(split.values()) / calls / 1e3, 4)
+    out["by_op"] = {k: round(v / calls / 1e3, 4) for k, v in by_op.most_common()}
+    return out
+
+
 def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:
     """Export ``net`` (eval mode) to ``path`` at opset 13 and run ``onnx.checker`` on the file.
 

@@ -249,7 +249,7 @@ def test_expand_inputs_sorts_folders_and_globs(tmp_path):
 def test_bench_deploy_reports_ratios_measured_in_one_run(tiny_export):
     folder, _ = tiny_export
     proc = hdsim_cli("bench", "deploy", str(folder), "--runs", "10", "--warmup", "2", "--decode-queries", "256",
-                     "--images", "64", "--threads", "1", "--no-progress")
+                     "--images", "64", "--threads", "1", "--no-progress", "--profile")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     lat = r["latency"]
@@ -265,6 +265,16 @@ def test_bench_deploy_reports_ratios_measured_in_one_run(tiny_export):
     # batching amortizes the decoder's per-call work
     assert d["batched"] < d["batch1"]
     assert r["threads"] == 1
+    diag = r["call_by_call_diagnostic"]
+    assert diag["int8_over_float_onnx"] == pytest.approx(diag["int8_onnx_p50_ms"] / diag["float_onnx_p50_ms"], rel=1e-3)
+    prof = r["profile_ms_per_call"]
+    for k in ("int8_onnx", "float_onnx"):
+        parts = prof[k]["depthwise_conv"] + prof[k]["other_conv"] + prof[k]["other_ops"]
+        assert prof[k]["total"] == pytest.approx(parts, abs=2e-4) and prof[k]["depthwise_conv"] > 0
+        assert sum(prof[k]["by_op"].values()) == pytest.approx(prof[k]["total"], abs=1e-3)
+    assert "QLinearConv" in prof["int8_onnx"]["by_op"] and "QLinearConv" not in prof["float_onnx"]["by_op"]
+    assert prof["int8_convs_over_float_total"] == pytest.approx(
+        (prof["int8_onnx"]["depthwise_conv"] + prof["int8_onnx"]["other_conv"]) / prof["float_onnx"]["total"], rel=1e-2)
 
 
 def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
