@@ -21,7 +21,8 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
 from hdsim.queries import QueryNoise, make_queries
-from hdsim.validation import check_blocks, check_device, check_ints
+from hdsim.bench.problem import ProblemConfig
+from hdsim.validation import check_device
 
 __all__ = ["FactorizerBenchConfig", "METHODS", "run_factorizer_bench", "summarize"]
 
@@ -29,37 +30,21 @@ METHODS = ("bcf", "resonator", "stochastic", "sparse-resonator")
 
 
 @dataclass(frozen=True)
-class FactorizerBenchConfig:
-    """What to benchmark. ``None`` fields take the method's default
-    (for the BCF: ``T``/``A`` from the tuned table, SPEC ``Tc``/``max_iter``)."""
+class FactorizerBenchConfig(ProblemConfig):
+    """What to benchmark: the :class:`ProblemConfig` and a method. ``None`` fields take the
+    method's default (for the BCF: ``T``/``A`` from the tuned table, SPEC ``Tc``/``max_iter``)."""
 
-    method: str = "bcf"
-    D: int = 512
     B: int | None = None  # None: 4 for the BCF, D // 16 for the sparse resonator
-    F: int = 2
-    M: int = 1155
-    T: float | None = None
-    A: int | None = None
-    Tc: float | None = None
-    max_iter: int | None = None
-    similarity: str = "linf"
-    queries: int = 1024
-    batch: int = 256
-    seed: int = 0
+    method: str = "bcf"
     device: str = "cpu"
     dtype: str = "float32"
-    noise: str = "none"
-    noise_level: float = 0.0
     baseline: str | None = None
     sparsity: int | None = None  # sparse resonator: top-a attention entries
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise HdsimError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
-        check_ints(self, ("D", "F", "M", "queries", "batch"))
-        check_ints(self, ("B", "max_iter"), optional=True)
-        if self.B is not None:
-            check_blocks(self.D, self.B)
+        self.validate_problem()
         if self.dtype not in ("float32", "float64"):
             raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
         check_device(self.device)
@@ -67,7 +52,6 @@ class FactorizerBenchConfig:
             raise HdsimError(f"baseline: expected 'numpy', got {self.baseline!r}")
         if self.baseline == "numpy" and self.method != "bcf":
             raise HdsimError("baseline: the numpy baseline exists for --method bcf only")
-        QueryNoise(self.noise, self.noise_level)  # validates
 
 
 def _time(fn: Callable[[], FactorizationResult], device: str) -> tuple[FactorizationResult, float]:

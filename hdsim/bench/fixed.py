@@ -20,32 +20,20 @@ from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
 from hdsim.fixed import FixedBCF, FixedWidths
 from hdsim.lfsr import LFSRSampler
 from hdsim.queries import QueryNoise, make_queries
-from hdsim.validation import check_blocks, check_ints
+from hdsim.bench.problem import ProblemConfig
+from hdsim.validation import check_ints
 
 __all__ = ["FixedBenchConfig", "run_fixed_bench", "compare_fixed_float"]
 
 
 @dataclass(frozen=True)
-class FixedBenchConfig:
-    """What to run. ``bits`` sets every GSBC word (:meth:`FixedWidths.uniform`) unless
-    ``widths_file`` is given; ``T``/``A`` ``None`` take the tuned table."""
+class FixedBenchConfig(ProblemConfig):
+    """What to run: the :class:`ProblemConfig` and the word widths. ``bits`` sets every GSBC
+    word (:meth:`FixedWidths.uniform`) unless ``widths_file`` is given."""
 
+    B: int = 4
     bits: int = 8
     widths_file: str | None = None
-    D: int = 512
-    B: int = 4
-    F: int = 2
-    M: int = 1155
-    T: float | None = None
-    A: int | None = None
-    Tc: float | None = None
-    max_iter: int | None = None
-    similarity: str = "linf"
-    queries: int = 1024
-    batch: int = 256
-    seed: int = 0
-    noise: str = "none"
-    noise_level: float = 0.0
 
     def widths(self) -> FixedWidths:
         if self.widths_file is not None:
@@ -57,10 +45,8 @@ class FixedBenchConfig:
         return w
 
     def validate(self) -> None:
-        check_ints(self, ("D", "B", "F", "M", "queries", "batch"))
-        check_ints(self, ("max_iter",), optional=True)
-        check_blocks(self.D, self.B)
-        QueryNoise(self.noise, self.noise_level)
+        check_ints(self, ("B",))
+        self.validate_problem()
         self.widths()
 
 
