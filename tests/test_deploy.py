@@ -235,6 +235,29 @@ def test_output_formats(tiny_export, images):
     assert len(table) == 13 and table[0].split()[:2] == ["input", "status"]
 
 
+def test_execution_providers_per_device(monkeypatch, tiny_export, images):
+    """CUDA first when onnxruntime has it (``auto``, ``cuda``), never asked for by ``cpu``; ``cuda``
+    without it is a one-line error before any inference."""
+    import onnxruntime as ort
+
+    from deploy.runner import _providers
+
+    folder, _ = tiny_export
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert _providers("auto") == _providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert _providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(HdsimError, match="device: cuda requested but onnxruntime has no CUDA provider"):
+        Runner(folder, RunnerConfig(device="cuda"))
+    with pytest.raises(HdsimError, match="device: expected auto, cpu or cuda"):
+        RunnerConfig(device="tpu").validate()
+    monkeypatch.undo()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        proc = hdsim_cli("run", str(folder), str(images[1][0]), "--device", "cuda")
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: device: cuda")
+
+
 def test_expand_inputs_sorts_folders_and_globs(tmp_path):
     for n in ("b.png", "a.png", "sub/c.npy", "x.txt"):
         (tmp_path / n).parent.mkdir(exist_ok=True)
