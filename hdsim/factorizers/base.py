@@ -31,6 +31,12 @@ class FactorizationResult:
     max_similarity: Tensor
 
     @classmethod
+    def zeros(cls, n: int, F: int, similarity_dtype: torch.dtype = torch.float32) -> "FactorizationResult":
+        """Output buffers for ``n`` queries, filled in place as a batched decode proceeds (CPU)."""
+        return cls(torch.zeros(n, F, dtype=torch.long), torch.zeros(n, dtype=torch.long),
+                   torch.zeros(n, dtype=torch.bool), torch.zeros(n, F, dtype=similarity_dtype))
+
+    @classmethod
     def concat(cls, parts: "list[FactorizationResult]") -> "FactorizationResult":
         """Join the results of consecutive batches, in order."""
         return cls(*(torch.cat(t) for t in zip(*(

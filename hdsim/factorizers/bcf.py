@@ -160,10 +160,8 @@ class BlockCodeFactorizer:
         F, L = cb.F, cb.L
         q_all = block_normalize(queries.to(self.device, self.dtype))
         n = q_all.shape[0]
-        indices = torch.zeros(n, F, dtype=torch.long)
-        max_sim = torch.zeros(n, F, dtype=self.dtype)
-        iterations = torch.zeros(n, dtype=torch.long)
-        converged = torch.zeros(n, dtype=torch.bool)
+        res = FactorizationResult.zeros(n, F, self.dtype)  # filled in place below
+        indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
         q = q_all
@@ -216,4 +214,4 @@ class BlockCodeFactorizer:
                 active, q, x = active[stay], q[stay], x[stay]
                 if active.numel() == 0:
                     break
-        return FactorizationResult(indices, iterations, converged, max_sim)
+        return res

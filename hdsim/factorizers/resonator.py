@@ -378,10 +378,8 @@ class ResonatorNetwork:
         F = cb.F
         q = queries.to(self.device, self.dtype)
         n = q.shape[0]
-        indices = torch.zeros(n, F, dtype=torch.long)
-        max_sim = torch.zeros(n, F, dtype=self.dtype)
-        iterations = torch.zeros(n, dtype=torch.long)
-        converged = torch.zeros(n, dtype=torch.bool)
+        res = FactorizationResult.zeros(n, F, self.dtype)  # filled in place below
+        indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
         x = self.initial_estimates(n)
@@ -408,4 +406,4 @@ class ResonatorNetwork:
                 active, q, x = active[stay], q[stay], x[stay]
                 if active.numel() == 0:
                     break
-        return FactorizationResult(indices, iterations, converged, max_sim)
+        return res

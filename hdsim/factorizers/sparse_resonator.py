@@ -246,10 +246,8 @@ class SparseResonatorNetwork:
         F, B, L = cb.F, cb.B, cb.L
         q = queries.to(self.device)
         n = q.shape[0]
-        indices = torch.zeros(n, F, dtype=torch.long)
-        max_sim = torch.zeros(n, F, dtype=self.dtype)
-        iterations = torch.zeros(n, dtype=torch.long)
-        converged = torch.zeros(n, dtype=torch.bool)
+        res = FactorizationResult.zeros(n, F, self.dtype)  # filled in place below
+        indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
         x = self.initial_estimates(n, g)
@@ -284,4 +282,4 @@ class SparseResonatorNetwork:
                 active, q, x = active[changed], q[changed], x[changed]
                 if active.numel() == 0:
                     break
-        return FactorizationResult(indices, iterations, converged, max_sim)
+        return res

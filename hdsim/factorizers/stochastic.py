@@ -397,10 +397,8 @@ class StochasticFactorizer:
         F = cb.F
         q = queries.to(self.device, self.dtype)
         n = q.shape[0]
-        indices = torch.zeros(n, F, dtype=torch.long)
-        max_sim = torch.zeros(n, F, dtype=self.dtype)
-        iterations = torch.zeros(n, dtype=torch.long)
-        converged = torch.zeros(n, dtype=torch.bool)
+        res = FactorizationResult.zeros(n, F, self.dtype)  # filled in place below
+        indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
         x = self.initial_estimates(n)
@@ -440,4 +438,4 @@ class StochasticFactorizer:
                 break
         if active.numel() > 0:  # ran out of iterations
             finish(torch.ones_like(active, dtype=torch.bool), torch.zeros_like(active, dtype=torch.bool))
-        return FactorizationResult(indices, iterations, converged, max_sim)
+        return res

@@ -328,10 +328,8 @@ class FixedBCF:
         cb, dp, cfg = self.codebooks, self.dp, self.config
         F = cb.F
         n = q.shape[0]
-        indices = torch.zeros(n, F, dtype=torch.long)
-        amax_out = torch.zeros(n, F, dtype=torch.long)
-        iterations = torch.zeros(n, dtype=torch.long)
-        converged = torch.zeros(n, dtype=torch.bool)
+        res = FactorizationResult.zeros(n, F, torch.long)  # filled in place below
+        indices, iterations, converged, amax_out = res.indices, res.iterations, res.converged, res.max_similarity
         active = torch.arange(n, device=self.device)
         x = self.initial_estimates(n)
         for it in range(1, self.max_iter + 1):
