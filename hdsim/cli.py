@@ -58,7 +58,7 @@ TOpt = Annotated[Optional[float], typer.Option("--T", help="Threshold (default: 
 AOpt = Annotated[Optional[int], typer.Option("--A", help="Sampling width (default: tuned table).")]
 TcOpt = Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold.")]
 MaxIterOpt = Annotated[Optional[int], typer.Option(help="Iteration cap.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(help="torch CPU threads (default or 0: torch's).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")]
 
 

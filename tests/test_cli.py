@@ -88,3 +88,24 @@ def test_demo_runs_every_step_and_reports_json():
     assert out["steps"]["bcf_exact"]["accuracy"] >= 0.9
     assert out["steps"]["bcf_noisy"]["accuracy"] >= 0.9  # threshold + sampling on noisy queries
     assert out["steps"]["fixed_8bit"]["agreement_with_float"] >= 0.9
+
+
+def test_threads_option_one_rule_everywhere():
+    """``--threads``: n torch threads; 0 (or absent) keeps torch's setting; negative is a one-line error."""
+    import torch
+
+    from hdsim.errors import HdsimError
+    from hdsim.threads import set_torch_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+        set_torch_threads(0)
+        set_torch_threads(None)
+        assert torch.get_num_threads() == 1  # 0 and None leave the count alone
+    assert torch.get_num_threads() == before
+    for bad in (-1, 1.5, True):
+        with pytest.raises(HdsimError, match="threads: must be an integer >= 0"):
+            set_torch_threads(bad)
+    proc = hdsim("bench", "fixed", "--M", "8", "--queries", "8", "--threads", "-1", ok=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: threads: must be")
