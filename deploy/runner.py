@@ -284,9 +284,10 @@ class Runner:
         preds: list[Prediction] = []
         if self.head != "bcf":
             t1 = time.perf_counter()
-            logits = torch.from_numpy(out).double()
-            p = torch.softmax(logits, dim=1)
-            conf, cls = p.max(dim=1)
+            z = out.astype(np.float64)
+            cls = z.argmax(axis=1)  # first maximum, as torch's
+            # softmax probability of the winner: 1 / sum_j exp(z_j - z_max)
+            conf = 1.0 / np.exp(z - z[np.arange(n), cls][:, None]).sum(axis=1)
             t_dec = (time.perf_counter() - t1) / max(n, 1)
             for i in range(n):
                 c = int(cls[i])

@@ -75,6 +75,26 @@ def test_python_api_matches_the_file_runner(tiny_export, images):
             assert p.label == str(p.cls) and p.converged and 0 < p.confidence <= 1
 
 
+def test_fc_head_classifies_by_argmax_with_the_softmax_probability(tiny_export, images):
+    """An FC export's output is logits: class = first argmax, confidence = its softmax probability.
+    (Checked on the tiny export's output read as logits: the decision code is the same.)"""
+    folder, _ = tiny_export
+    _, files = images
+    runner = Runner(folder)
+    runner.head = "fc"
+    x = runner.preprocessing.normalize(torch.stack([it.pixels for it in load_inputs(
+        [str(p) for p, _ in files[:12]], runner.preprocessing)]))
+    logits = torch.from_numpy(runner.cnn(x)).double()
+    logits[0, :] = 0.0
+    logits[0, 3] = logits[0, 5] = 2.0  # a tie: the first maximum wins
+    runner.cnn = lambda _x: logits.float().numpy()
+    preds = runner.predict_batch(x)
+    p = torch.softmax(logits.float().double(), dim=1)
+    assert [q.cls for q in preds] == p.argmax(dim=1).tolist() and preds[0].cls == 3
+    assert [q.confidence for q in preds] == pytest.approx(p.max(dim=1).values.tolist(), rel=1e-9)
+    assert all(q.status == "ok" and q.label == str(q.cls) and q.factors is None for q in preds)
+
+
 def test_every_decoder_and_the_crossbar(tiny_export, images):
     folder, _ = tiny_export
     _, files = images
