@@ -36,6 +36,7 @@ import torch
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
+from hdsim.validation import check_int, check_ints
 from deploy.runner import DEFAULT_BATCH
 
 __all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
@@ -63,12 +64,8 @@ class DeployBenchConfig:
     profile: bool = False
 
     def validate(self) -> "DeployBenchConfig":
-        for name in ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
-        if self.warmup < 0:
-            raise HdsimError(f"warmup: must be >= 0, got {self.warmup}")
+        check_ints(self, ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"))
+        check_int("warmup", self.warmup, minimum=0)
         return self
 
 

@@ -27,6 +27,7 @@ import torch
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
+from hdsim.validation import check_int, check_ints
 
 __all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING", "DEMO_TC"]
 
@@ -63,12 +64,8 @@ class PipelineConfig:
     cache: bool = True
 
     def validate(self) -> "PipelineConfig":
-        for name in ("images", "threads"):
-            v = getattr(self, name)
-            if v < 1:
-                raise HdsimError(f"{name}: must be >= 1, got {v}")
-        if self.cosim_queries < 0:
-            raise HdsimError(f"cosim_queries: must be >= 0, got {self.cosim_queries}")
+        check_ints(self, ("images", "threads"))
+        check_int("cosim_queries", self.cosim_queries, minimum=0)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise HdsimError(f"checkpoint: not found: {self.checkpoint}")
         return self

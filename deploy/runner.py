@@ -37,6 +37,7 @@ from torch import Tensor
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
+from hdsim.validation import check_int
 from export.data import Preprocessing, ProductMap
 from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
 
@@ -97,10 +98,8 @@ class RunnerConfig:
             raise HdsimError(f"imc_t: seconds since programming must be > 0, got {self.imc_t}")
         if not 0 < self.imc_tc <= 1:
             raise HdsimError(f"imc_tc: must be in (0, 1] (a fraction of B), got {self.imc_tc}")
-        if self.threads < 0:
-            raise HdsimError(f"threads: must be >= 0, got {self.threads}")
-        if self.batch < 1:
-            raise HdsimError(f"batch: must be >= 1, got {self.batch}")
+        check_int("threads", self.threads, minimum=0)
+        check_int("batch", self.batch)
         if self.device not in ("auto", "cpu", "cuda"):
             raise HdsimError(f"device: expected auto, cpu or cuda, got {self.device!r}")
         return self
