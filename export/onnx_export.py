@@ -75,11 +75,9 @@ def _need(module: str):
         raise HdsimError(f"{module}: not installed ({e}); install the 'export' extra") from None
 
 
-def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, providers: list[str] | None = None):
-    """An onnxruntime session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting).
-
-    ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
-    """
+def _session_options(optimize: bool, threads: int = 1, optimized_path: Path | None = None):
+    """onnxruntime session options of every session here (quiet log, one inter-op thread);
+    ``optimized_path``: where onnxruntime writes the graph it runs."""
     ort = _need("onnxruntime")
     so = ort.SessionOptions()
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
@@ -87,7 +85,19 @@ def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, prov
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    return so
+
+
+def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, providers: list[str] | None = None):
+    """An onnxruntime session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting).
+
+    ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
+    """
+    ort = _need("onnxruntime")
+    return ort.InferenceSession(str(path), _session_options(optimize, threads),
+                                providers=providers or ["CPUExecutionProvider"])
 
 
 def ort_optimized_ops(path: str | Path) -> dict[str, int]:
@@ -103,12 +113,10 @@ def ort_optimized_ops(path: str | Path) -> dict[str, int]:
     ort = _need("onnxruntime")
     onnx = _need("onnx")
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        graph = onnx.load(so.optimized_model_filepath).graph
+        optimized = Path(tmp) / "optimized.onnx"
+        ort.InferenceSession(str(path), _session_options(True, optimized_path=optimized),
+                             providers=["CPUExecutionProvider"])
+        graph = onnx.load(optimized).graph
     return dict(sorted(collections.Counter(n.op_type for n in graph.node).items()))
 
 
@@ -116,7 +124,8 @@ CONV_OPS = ("Conv", "FusedConv", "NhwcFusedConv", "QLinearConv")
 
 
 def ort_profile(path: str | Path, x: np.ndarray, *, threads: int, runs: int = 50, warmup: int = 10) -> dict:
-    """onnxruntime's own kernel times of one model (``ORT_ENABLE_ALL``, CPU), in ms per call.
+    """onnxruntime's own kernel times of one model (``ORT_ENABLE_ALL``, CPU), in ms per call
+    (mean over ``runs`` calls after ``warmup`` untimed ones).
 
     Splits the graph onnxruntime runs into depthwise convolutions (``group > 1``),
     the other convolutions, and every other op (by op type): where a model's time
@@ -132,27 +141,23 @@ def ort_profile(path: str | Path, x: np.ndarray, *, threads: int, runs: int = 50
     ort = _need("onnxruntime")
     onnx = _need("onnx")
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        optimized = Path(tmp) / "optimized.onnx"
+        so = _session_options(True, threads, optimized_path=optimized)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "profile")
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        for _ in range(warmup):
-            sess.run(None, {"image": x})
-        for _ in range(runs):
+        for _ in range(warmup + runs):
             sess.run(None, {"image": x})
         events = json.loads(Path(sess.end_profiling()).read_text())
         groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
-                  for n in onnx.load(so.optimized_model_filepath).graph.node}
-    calls = warmup + runs  # the profile covers every run since the session started
+                  for n in onnx.load(optimized).graph.node}
+    # the profile covers every run since the session started: keep the kernels of the last `runs`
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    since, calls = starts[warmup], runs
     by_op: collections.Counter = collections.Counter()
     split = {"depthwise_conv": 0.0, "other_conv": 0.0, "other_ops": 0.0}
     for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < since:
             continue
         op, us = e["args"]["op_name"], float(e["dur"])
         by_op[op] += us
