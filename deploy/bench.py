@@ -227,10 +227,6 @@ def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenc
     with torch_threads(1):  # tiny integer tensors: one thread, no OpenMP spin against onnxruntime
         q = r.cnn(x[:n])  # the ONNX output, as the runner hands it to the decoder
 
-        r.cnn(x[:cfg.decode_batch])  # warm-up
-        for d in runners.values():
-            d.decode(q[:cfg.decode_batch])
-
         def stream(run, b: int, count: int, passes: int) -> tuple[list[float], list[float]]:
             """The runner's loop: the CNN of ``b`` images, then their decode, alternating, so that each
             stage meets the caches the other leaves; seconds per call (first pass: warm-up)."""

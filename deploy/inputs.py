@@ -24,6 +24,7 @@ Rules (``docs/deploy.md``):
 from __future__ import annotations
 
 import glob
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +129,7 @@ def pixels_from_array(a: np.ndarray, pp: Preprocessing, name: str) -> Tensor:
 
 def load_inputs(specs: list[str], pp: Preprocessing):
     """Yield :class:`Loaded` items for ``specs`` (files, folders, globs, ``.npy``), one per image."""
-    import time
-
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     for name, path, error in expand_inputs(specs):
         if error is not None:
@@ -157,9 +156,7 @@ def load_inputs(specs: list[str], pp: Preprocessing):
             try:
                 with Image.open(path) as im:
                     px = pixels_from_image(im, pp, name)
-            except (UnidentifiedImageError, Image.DecompressionBombError) as e:
-                raise HdsimError(f"{name}: not a readable image ({_reason(e)})") from None
-            except OSError as e:
+            except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
                 raise HdsimError(f"{name}: not a readable image ({_reason(e)})") from None
             yield Loaded(name, px, seconds=time.perf_counter() - t0)
         except HdsimError as e:

@@ -11,7 +11,8 @@ onnxruntime has it) and one decoder, then classifies batches:
 
 BCF decoders (``decode``): ``fixed`` — :class:`hdsim.fixed.FixedBCF`, the
 bit-accurate integer model of the RTL, with the manifest's widths, ``(T, A)``
-and LFSR seed; ``float`` — :class:`hdsim.factorizers.BlockCodeFactorizer`;
+and LFSR seed (run by its compiled twin :class:`hdsim.fixed.compiled.CompiledFixedBCF`,
+the same integers, where that applies); ``float`` — :class:`hdsim.factorizers.BlockCodeFactorizer`;
 ``bruteforce`` — the best product by exhaustive search. ``imc`` runs the fixed
 decoder's similarities on a PCM crossbar (:class:`hdsim.imc.FixedPointPerturbation`;
 ``dot`` similarity, the crossbar's product). An FC-head export is classified by
@@ -208,8 +209,9 @@ class Runner:
 
                 fast = compiled_decoder(model)
                 if fast is not None:
-                    # load (or compile) the kernel now, not inside the first image's latency
-                    fast.factorize(torch.zeros(1, self.codebooks.B, self.codebooks.L, dtype=torch.long))
+                    # load (or compile) the kernel now, on the path decode() takes (float32 ONNX
+                    # output), not inside the first image's latency
+                    fast.decode_arrays(np.zeros((1, self.codebooks.D), np.float32))
                     return fast, widths
             return model, widths
         if cfg.decode == "float":
