@@ -74,7 +74,7 @@ def _po2_quantizers() -> dict:
     class MidRangeZeroPoint(nn.Module):
         """Zero point ``2^(bits-1)`` (128 at 8 bits): uint8 codes for a signed range."""
 
-        def __init__(self) -> None:
+        def __init__(self) -> None:  # explicit: Brevitas' injector rejects nn.Module's (*args, **kwargs)
             super().__init__()
 
         def forward(self, x: Tensor, scale: Tensor, bit_width: Tensor) -> Tensor:

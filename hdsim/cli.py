@@ -92,7 +92,7 @@ def bench_factorizer(
     """Accuracy, iterations and queries/s of one factorizer on random product queries."""
     from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
 
-    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
+    set_torch_threads(threads)
     cfg = FactorizerBenchConfig(method=method.value, D=D, B=B, F=F, M=M, T=T, A=A, Tc=Tc,
                                 max_iter=max_iter, queries=queries, batch=batch, seed=seed,
                                 device=device.value, dtype=dtype.value, noise=noise.value,
@@ -121,7 +121,7 @@ def bench_fixed(
     """Fixed-point BCF vs the float reference on the same queries and LFSR draws."""
     from hdsim.bench.fixed import FixedBenchConfig, run_fixed_bench
 
-    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
+    set_torch_threads(threads)
     cfg = FixedBenchConfig(bits=bits, widths_file=None if widths is None else str(widths), D=D, B=B, F=F,
                            M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed)
     emit(run_fixed_bench(cfg))
@@ -143,7 +143,7 @@ def sweep_widths(
     from hdsim.bench.fixed import FixedBenchConfig
     from hdsim.sweep.widths import WidthSweepConfig, run_width_sweep
 
-    set_torch_threads(threads)  # on a shared 2-core machine one thread avoids OpenMP spin contention
+    set_torch_threads(threads)
     cfg = WidthSweepConfig(bits_min=bits_min, bits_max=bits_max, tolerance_pt=tolerance_pt, out=str(out),
                            base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed))
     emit(run_width_sweep(cfg))
