@@ -3,14 +3,14 @@
 import csv
 import json
 import subprocess
-import sys
 
 import pytest
 
+from conftest import hdsim_cli
+
 
 def hdsim(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "hdsim.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = hdsim_cli(*args, timeout=300)
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
