@@ -1,6 +1,7 @@
 """Fixed-point BCF (SPEC section 5): hand-computed ops, observe hook, widths, LFSR agreement, errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
 from hdsim.fixed import Datapath, FixedBCF, FixedWidths, quantize_query
+from hdsim.fixed.bcf import QUERY_PRESCALE_BITS
 from hdsim.fixed import rounding as rd
 from hdsim.lfsr import LFSRSampler
 from hdsim.queries import QueryNoise, make_queries
@@ -51,13 +53,27 @@ def test_quantize_query_ties_and_saturation():
     q = T([[[0.125, 0.375, 0.5], [1.0, 0.0, 0.0]]], dtype=torch.float64)  # 2-bit words: 0.5, 1.5, 2 LSB; 4 LSB
     assert quantize_query(q, 2).tolist() == [[[1, 2, 2], [3, 0, 0]]]
     assert quantize_query(torch.zeros(1, 2, 3), 8).tolist() == [[[0, 0, 0], [0, 0, 0]]]  # empty blocks stay 0
+    tiny = T([[[0.0, 5e-324, 1e-323]]], dtype=torch.float64)  # subnormal: a block, not an empty one
+    assert quantize_query(tiny, 2).tolist() == [[[0, 1, 3]]]  # 0, 4/3, 8/3 LSB
+
+
+def exact_query_words(block: list[float], bits: int) -> list[int]:
+    """The documented query rule in exact rational arithmetic (a test oracle independent of torch)."""
+    from fractions import Fraction
+
+    e = math.frexp(max(block))[1]
+    v = [math.floor(Fraction(x) * Fraction(2) ** (QUERY_PRESCALE_BITS - e)) for x in block]
+    S = sum(v)
+    return [0 if S == 0 else min(math.floor(Fraction(x * 2 ** bits, S) + Fraction(1, 2)), 2 ** bits - 1)
+            for x in v]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 1000), min_size=2, max_size=40), st.integers(2, 30),
-       st.sampled_from([1.0, 2.0 ** -70, 3.0e20, 1.0e-3]))
+       st.sampled_from([1.0, 2.0 ** -70, 2.0 ** 70, 0.75]))
 def test_quantize_query_is_the_exact_rounding_of_q_over_the_block_sum(ints, bits, scale):
-    """Integer-valued blocks lose nothing to the prescale: the words are the exact rational rounding."""
+    """Integers times a short-mantissa scale lose nothing to the 31-bit prescale (v is q times a power
+    of two): the words are the exact rational rounding of ``q_l / sum(q) 2^bits``."""
     from fractions import Fraction
 
     q = torch.tensor(ints, dtype=torch.float64).reshape(1, 1, -1) * scale
@@ -67,6 +83,25 @@ def test_quantize_query_is_the_exact_rounding_of_q_over_the_block_sum(ints, bits
     assert quantize_query(q, bits).flatten().tolist() == want
     perm = torch.randperm(len(ints), generator=torch.Generator().manual_seed(len(ints)))
     assert quantize_query(q[..., perm], bits).flatten().tolist() == [want[i] for i in perm.tolist()]  # order-free
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0e3, allow_subnormal=False), min_size=2, max_size=40), st.integers(2, 30),
+       st.sampled_from([1.0, 3.0e20, 1.0e-3, 2.0 ** -70, 1.0e-310, 1.0e300]))
+def test_quantize_query_follows_the_documented_rule_for_any_float(xs, bits, scale):
+    """Arbitrary mantissas: the 31-bit floor loses low bits, and the words are exactly the documented
+    rule (floor to ``v``, then round ``v 2^bits / S`` half up). The floor moves ``S`` by less than the
+    block length ``n`` against ``S >= 2^30``, so up to 24-bit words stay within one LSB of the real ratio."""
+    from fractions import Fraction
+
+    q = torch.tensor(xs, dtype=torch.float64).reshape(1, 1, -1) * scale
+    block = q.flatten().tolist()
+    got = quantize_query(q, bits).flatten().tolist()
+    assert got == exact_query_words(block, bits)
+    total = sum(Fraction(x) for x in block)
+    if total > 0 and bits <= 24:
+        real = [min(math.floor(Fraction(x) * 2 ** bits / total + Fraction(1, 2)), 2 ** bits - 1) for x in block]
+        assert max(abs(a - b) for a, b in zip(got, real)) <= 1
 
 
 # ---- datapath ops on hand-computed cases ------------------------------------------------------
@@ -334,6 +369,9 @@ def test_compiled_query_quantization_equals_the_model(dtype):
                        torch.rand(10, 4, 64, generator=g) * big, torch.rand(10, 4, 64, generator=g) / big,
                        torch.zeros(2, 4, 64)]).to(dtype)
         q[-1, 2, 7] = 0.25  # one entry in a block of zeros: saturates
+        if dtype == torch.float64:  # the extremes of the exponent range: subnormal and huge block maxima
+            extremes = torch.tensor([5e-324, 1e-310, 1e-300, 1e300], dtype=dtype)[:, None]
+            q[-2] = torch.rand(4, 64, generator=g, dtype=dtype) * extremes
         assert np.array_equal(fast.prepare_queries(q), model.prepare_queries(q).numpy()), bits
         assert np.array_equal(fast.decode_arrays(q)[0], model.factorize(q).indices.numpy()), bits
 

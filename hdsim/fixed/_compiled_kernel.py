@@ -11,12 +11,12 @@ import numpy as np
 
 
 # params of decode (one int64 array: one argument to type per call instead of twelve)
-P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_MIN_EXP = range(12)
-N_PARAMS = 12
+P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K = range(11)
+N_PARAMS = 11
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _quantize_query(qf, n, bits, K, min_exp, out, v):
+def _quantize_query(qf, n, bits, K, out, v):
     """:func:`hdsim.fixed.bcf.quantize_query` of query ``n`` of ``qf`` ``(N, B, L)`` (float32/64)
     into ``out[n]``; ``v`` ``(L,)`` int64 scratch.
 
@@ -36,10 +36,12 @@ def _quantize_query(qf, n, bits, K, min_exp, out, v):
             if x < 0.0:
                 return 2 * n + 1
             mx = max(mx, x)
-        scale = math.ldexp(1.0, K - max(math.frexp(mx)[1], min_exp))  # 2^(K - e): exact
+        s = K - math.frexp(mx)[1]  # 2^s in two exact steps, as the model does
+        s1 = math.ldexp(1.0, s >> 1)
+        s2 = math.ldexp(1.0, s - (s >> 1))
         S = 0
         for l in range(L):
-            v[l] = np.int64(math.floor(np.float64(qf[n, b, l]) * scale))
+            v[l] = np.int64(math.floor(np.float64(qf[n, b, l]) * s1 * s2))
             S += v[l]
         if S == 0:
             for l in range(L):
@@ -59,11 +61,11 @@ def _quantize_query(qf, n, bits, K, min_exp, out, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def quantize(qf, bits, K, min_exp, out):
+def quantize(qf, bits, K, out):
     """Every query of ``qf`` through :func:`_quantize_query`; ``-1`` or the first failure's code."""
     v = np.empty(qf.shape[2], np.int64)
     for n in range(qf.shape[0]):
-        bad = _quantize_query(qf, n, bits, K, min_exp, out, v)
+        bad = _quantize_query(qf, n, bits, K, out, v)
         if bad >= 0:
             return bad
     return -1
@@ -110,7 +112,7 @@ def decode(q, qf, X, M, pos, npos, x0, params):
     amx = np.empty(F, np.int64)
     for n in range(N):
         if quant:
-            status = _quantize_query(qf, n, Wq, params[P_K], params[P_MIN_EXP], q, vbuf)
+            status = _quantize_query(qf, n, Wq, params[P_K], q, vbuf)
             if status >= 0:
                 break
         x[:] = x0

@@ -50,7 +50,7 @@ from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.functional import similarity
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query",
-           "QUERY_PRESCALE_BITS", "QUERY_MIN_EXPONENT"]
+           "QUERY_PRESCALE_BITS"]
 
 # (iteration, factor, query_ids (k,), u (k, B, L) int64, a (k, M_f) int64) -> (k, M_f) int64
 # perturbations added to the similarities at the ADC output (IMC noise; see hdsim.imc).
@@ -61,7 +61,11 @@ SimilarityPerturbation = Callable[[int, int, Tensor, Tensor, Tensor], Tensor]
 # its block's largest power of two; the block sum is then an exact integer, so every implementation
 # (this model, the compiled decoder, device code) gets the same words whatever its summation order.
 QUERY_PRESCALE_BITS = 31  # v < 2^31; with Wq <= 30 every intermediate stays below 2^63
-QUERY_MIN_EXPONENT = -960  # blocks whose largest entry is below 2^-961 (float64 only) count as empty
+
+
+def _pow2(n: Tensor) -> Tensor:
+    """``2^n`` as float64, built from its bits (exact; ``-1022 <= n <= 1023``)."""
+    return ((n + 1023) << 52).view(torch.float64)
 
 
 def quantize_query(q: Tensor, bits: int) -> Tensor:
@@ -75,8 +79,9 @@ def quantize_query(q: Tensor, bits: int) -> Tensor:
         ``word_l = saturate(round_half_up(v_l 2^bits / S), bits)``, ``0`` where ``S = 0``
 
     computed as ``floor((2 v_l 2^bits + S) / (2 S))`` on integers. It equals the
-    real ``q_l / sum(q) * 2^bits`` rounded half up, up to entries below
-    ``2^-31`` of the block maximum (floored away), and does not depend on the
+    real ``q_l / sum(q) * 2^bits`` rounded half up when every entry is a multiple of
+    ``2^(e - K)`` and is within one LSB of it otherwise (for ``bits <= 24``), for any
+    float block (subnormals included: only an all-zero block is empty), and does not depend on the
     order of any sum. Blocks need not sum to 1 (any positive scale gives the same words).
 
     Shapes:
@@ -88,9 +93,11 @@ def quantize_query(q: Tensor, bits: int) -> Tensor:
         tensor([[[1, 2, 2]]])
     """
     qd = q.double()
-    e = torch.frexp(qd.amax(dim=-1, keepdim=True)).exponent.long().clamp_min(QUERY_MIN_EXPONENT)
-    scale = ((QUERY_PRESCALE_BITS - e + 1023) << 52).view(torch.float64)  # 2^(K - e), built exactly
-    v = torch.floor(qd * scale).long()
+    s = QUERY_PRESCALE_BITS - torch.frexp(qd.amax(dim=-1, keepdim=True)).exponent.long()
+    # 2^s can exceed float64's range (s up to 1104 for a subnormal maximum): scale in two exact
+    # power-of-two steps. Upward steps are exact; a downward step that rounds lands below 1 and floors to 0.
+    h = s >> 1
+    v = torch.floor(qd * _pow2(h) * _pow2(s - h)).long()
     S = v.sum(dim=-1, keepdim=True)
     words = ((v << (bits + 1)) + S) // torch.where(S > 0, 2 * S, torch.ones_like(S))
     return saturate_unsigned(words, bits)

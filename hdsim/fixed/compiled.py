@@ -28,7 +28,7 @@ import torch
 from hdsim.codes import gsbc_shape
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
-from hdsim.fixed.bcf import QUERY_MIN_EXPONENT, QUERY_PRESCALE_BITS, codevector_positions
+from hdsim.fixed.bcf import QUERY_PRESCALE_BITS, codevector_positions
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available"]
 
@@ -83,8 +83,7 @@ class CompiledFixedBCF:
         base = np.zeros(k.N_PARAMS, np.int64)  # the kernel's scalar arguments, one array
         for i, v in ((k.P_WQ, w.query), (k.P_WX, w.estimate), (k.P_WU, w.unbound), (k.P_G, w.recip_guard),
                      (k.P_T, dp.T_int), (k.P_TC, dp.Tc_int), (k.P_MAX_ITER, model.max_iter),
-                     (k.P_DOT, model.config.similarity == "dot"), (k.P_K, QUERY_PRESCALE_BITS),
-                     (k.P_MIN_EXP, QUERY_MIN_EXPONENT)):
+                     (k.P_DOT, model.config.similarity == "dot"), (k.P_K, QUERY_PRESCALE_BITS)):
             base[i] = int(v)
         self._params: dict[tuple[int, int], np.ndarray] = {}  # by (trace, quantize)
         for trace in (0, 1):
@@ -127,7 +126,7 @@ class CompiledFixedBCF:
                 queries = torch.from_numpy(queries)
             return np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
         out = np.empty(qf.shape, self.dtype)
-        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, QUERY_MIN_EXPONENT, out)
+        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, out)
         if bad >= 0:
             self._raise_bad(qf, bad)
         return out
