@@ -48,8 +48,12 @@ def write_test_images(folder: str | Path, out: str | Path, limit: int | None = N
     return files
 
 
-def evaluation_agreement(folder: str | Path, images: str | Path, limit: int | None = None, config=None) -> dict:
+def evaluation_agreement(folder: str | Path, images: str | Path, limit: int | None = None, config=None,
+                         runner=None) -> dict:
     """The runner on ``images`` (written by :func:`write_test_images`) vs the evaluation's decisions.
+
+    ``runner``: a :class:`deploy.runner.Runner` of ``folder`` to use (else one is built with
+    ``config``, default :class:`deploy.runner.RunnerConfig`).
 
     A runner decision is the class of its final estimate (``factors``, or ``last_estimate`` when
     the decode did not converge); the evaluation counts a decode's class whether or not it
@@ -67,7 +71,7 @@ def evaluation_agreement(folder: str | Path, images: str | Path, limit: int | No
     ev = evaluate_export(folder, limit=len(files), optimize=False, decisions=True)
     if ev["head"] != "bcf":
         raise HdsimError(f"{folder}: evaluation agreement needs a BCF-head export")
-    runner = Runner(folder, config or RunnerConfig())
+    runner = runner or Runner(folder, config or RunnerConfig())
     t0 = time.perf_counter()
     preds = list(runner.run([str(f) for f in files]))
     seconds = time.perf_counter() - t0

@@ -180,8 +180,8 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         shutil.rmtree(images)
     log(f"runner: {cfg.images} held-out test images as PNG files -> {images}")
     write_test_images(work / "export", images, limit=cfg.images)
-    rcfg = RunnerConfig(threads=cfg.threads)
-    agreement = evaluation_agreement(work / "export", images, config=rcfg)
+    runner = Runner(work / "export", RunnerConfig(threads=cfg.threads))
+    agreement = evaluation_agreement(work / "export", images, runner=runner)
     out["runner"] = agreement
     if cfg.cosim_queries:
         status = simulator_status()
@@ -190,7 +190,6 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
                                      "pip install 'hdsim[rtl]')"}
         else:
             log(f"rtl: co-simulating {cfg.cosim_queries} of those queries (Icarus, cocotb) against the model")
-            runner = Runner(work / "export", rcfg)
             files = sorted(images.glob("*.png"))[:cfg.cosim_queries]
             from deploy.inputs import load_inputs
 
