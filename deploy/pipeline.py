@@ -27,7 +27,7 @@ import torch
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
-from hdsim.validation import check_int, check_ints
+from hdsim.validation import check_int, check_ints, output_dir
 
 __all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING", "DEMO_TC"]
 
@@ -68,6 +68,7 @@ class PipelineConfig:
         check_int("cosim_queries", self.cosim_queries, minimum=0)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise HdsimError(f"checkpoint: not found: {self.checkpoint}")
+        output_dir("workdir", self.workdir)  # before the factorizer steps and training, not after
         return self
 
 
@@ -159,7 +160,6 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
 
     cfg = cfg.validate()
     work = Path(cfg.workdir)
-    work.mkdir(parents=True, exist_ok=True)
     out: dict = {"workdir": str(work)}
     t0 = time.perf_counter()
     with torch_threads(cfg.threads):

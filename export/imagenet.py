@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hdsim.errors import HdsimError
+from hdsim.validation import output_dir
 from export.data import IMAGE_SUFFIXES, Preprocessing, ProductMap
 from export.mobilenet import MobileNetV2
 
@@ -210,7 +211,7 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
     from export.onnx_export import ExportNet, build_manifest, export_onnx, ort_optimized_ops, ort_session
     from export.quant import QuantMobileNetV2, calibrate, load_float_weights, merge_batchnorm
 
-    out = Path(out)
+    out = output_dir("out", out)
     float_net = load_imagenet_float()
     photos = sample_photos()
     view_names, xv = checked_views(photos)

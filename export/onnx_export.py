@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from hdsim.errors import HdsimError
+from hdsim.validation import output_dir
 from export.heads import BCFHead, blockwise_softmax
 
 __all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "ort_optimized_ops",
@@ -316,8 +317,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     from export.train import calibration_batches, load_checkpoint, restore_model
 
     state = load_checkpoint(checkpoint)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("out", out)
     quantized = not float_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

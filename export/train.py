@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from hdsim.errors import HdsimError
+from hdsim.validation import output_dir
 from export.data import ImageFolder, MultiDigitMNIST
 from export.heads import HeadConfig, make_head
 from export.mobilenet import BackboneConfig, MobileNetV2
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     """
     if stop_after is not None and stop_after < 1:
         raise HdsimError(f"stop_after: must be >= 1, got {stop_after}")
-    out = Path(out)
+    out = output_dir("out", out)  # before the first epoch, not at its checkpoint
     rank, world = dist_setup()
     if threads:
         torch.set_num_threads(threads)

@@ -41,6 +41,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig
 from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.lfsr import LFSR_DEFAULT_SEED, VERILOG_HEADER
+from hdsim.validation import output_dir
 
 __all__ = ["RtlConfig", "CI_CONFIGS", "rtl_dir", "codebook_word_bits", "write_codebook_hex",
            "read_codebook_hex", "write_perturbation_hex", "read_perturbation_hex", "make_cosim_queries",
@@ -419,8 +420,7 @@ def run_synth(cfg: RtlConfig, workdir: str | Path, debug: bool = False, timeout:
     if shutil.which("yosys") is None:
         raise HdsimError("synth: yosys not found on PATH (apt-get install yosys)")
     cfg.validate()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = output_dir("workdir", workdir)
     cb_file = write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex")
     params = cfg.verilog_parameters(cb_file)
     params.pop("CB_FILE")  # the default "codebooks.hex", in workdir
@@ -488,8 +488,7 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
     from cocotb_tools.runner import get_runner
 
     base = Path(workdir) if workdir is not None else Path("out") / "cosim"
-    work = (base / f"{cfg.name}-{cfg.key()}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    work = output_dir("workdir", (base / f"{cfg.name}-{cfg.key()}").resolve())
     cb_file = write_codebook_hex(cfg.codebooks(), work / "codebooks.hex")
     if perturbations is None:
         pert = make_perturbations(cfg, queries, seed + 7, fraction=perturb_fraction)

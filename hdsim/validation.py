@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from hdsim.errors import HdsimError
 
-__all__ = ["check_int", "check_ints", "check_blocks", "check_device"]
+__all__ = ["check_int", "check_ints", "check_blocks", "check_device", "output_dir"]
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
@@ -42,3 +44,20 @@ def check_device(device: str) -> None:
         raise HdsimError(f"device: not a torch device: {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HdsimError(f"device: {device!r} requested but CUDA is not available")
+
+
+def output_dir(name: str, path: str | Path) -> Path:
+    """Create the output folder ``path`` (parents too) and check that files can be written in it.
+
+    Called before long work starts, so that a bad ``--out`` fails in a second with
+    ``HdsimError("name: cannot write to path: reason")`` instead of after the run.
+    Returns ``Path(path)``.
+    """
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass  # mkdir succeeds on an existing read-only folder; a file shows it is writable
+    except OSError as e:
+        raise HdsimError(f"{name}: cannot write to {out}: {e.strerror or e}") from None
+    return out

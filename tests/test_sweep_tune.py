@@ -99,6 +99,26 @@ def test_sweep_cli_errors_are_one_line(monkeypatch, capsys, tmp_path):
     assert code == 2 and err.startswith("error: F:")
 
 
+@pytest.mark.parametrize("command", [("sweep", "capacity"), ("sweep", "widths"), ("sweep", "imc"), ("train",)])
+def test_an_unwritable_output_folder_fails_before_the_work(monkeypatch, capsys, tmp_path, command):
+    """A bad --out is an error in a second, before any sweep point or epoch runs (no progress bar)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, out, err = run_cli(monkeypatch, capsys, *command, "--out", str(blocker / "sub"))
+    assert code == 2 and out == ""
+    assert err == f"error: out: cannot write to {blocker / 'sub'}: Not a directory\n"
+
+
+def test_output_dir_creates_parents_and_checks_writes(tmp_path):
+    from hdsim.validation import output_dir
+
+    assert output_dir("out", tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []  # the write probe leaves nothing behind
+    (tmp_path / "f").write_text("")
+    with pytest.raises(HdsimError, match=r"^workdir: cannot write to .*/f: "):
+        output_dir("workdir", tmp_path / "f")  # a file, not a folder
+
+
 def test_sweep_cli_prints_json(monkeypatch, capsys, tmp_path):
     code, out, _ = run_cli(monkeypatch, capsys, "sweep", "capacity", "--F", "2", "--M", "5", "--D", "128",
                            "--queries", "8", "--out", str(tmp_path))

@@ -53,7 +53,7 @@ from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_it
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
-from hdsim.validation import check_blocks, check_device, check_ints
+from hdsim.validation import check_blocks, check_device, check_ints, output_dir
 
 __all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "parse_int_list",
            "run_capacity_sweep"]
@@ -279,11 +279,7 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
         >>> s["per_F"]["2"]["largest_M_99"]
         5
     """
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HdsimError(f"out: cannot create output folder {out}: {e.strerror}") from None
+    out = output_dir("out", cfg.out)
     tD, tB = cfg._table.get("D"), cfg._table.get("B")
     if cfg.progress and (tD, tB) not in ((None, None), (cfg.D, cfg.B)):
         tqdm.write(f"note: the tuned table is for D={tD}, B={tB}; sweeping D={cfg.D}, B={cfg.B}", file=sys.stderr)

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
-from hdsim.validation import check_device
+from hdsim.validation import check_device, output_dir
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
@@ -246,11 +246,7 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
         >>> len(s["rows"])
         6
     """
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HdsimError(f"out: cannot create output folder {out}: {e.strerror}") from None
+    out = output_dir("out", cfg.out)
     points = ([("time", t, 1.0, c) for c in (False, True) for t in cfg.times()]
               + [("scale", cfg.scale_t, s, c) for c in (False, True) for s in cfg.scales])
     csv_path, png_path, json_path = out / "imc.csv", out / "imc.png", out / "imc.json"

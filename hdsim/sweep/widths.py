@@ -16,6 +16,7 @@ from tqdm import tqdm
 from hdsim.bench.fixed import FixedBenchConfig, compare_fixed_float
 from hdsim.errors import HdsimError
 from hdsim.sweep.output import new_figure, save_figure, write_csv
+from hdsim.validation import output_dir
 
 __all__ = ["WidthSweepConfig", "run_width_sweep", "CSV_COLUMNS"]
 
@@ -44,6 +45,7 @@ class WidthSweepConfig:
 def run_width_sweep(cfg: WidthSweepConfig) -> dict:
     """Run the sweep; returns the JSON summary (rows included)."""
     cfg.validate()
+    out = output_dir("out", cfg.out)  # before the sweep, not after it
     rows: list[dict] = []
     float_run = None
     summary_cfg: dict = {}
@@ -54,7 +56,6 @@ def run_width_sweep(cfg: WidthSweepConfig) -> dict:
         rows.append({"bits": bits, **{k: r[k] for k in CSV_COLUMNS if k != "bits"}})
     float_acc = rows[0]["float_accuracy"]
     ok = [r["bits"] for r in rows if r["accuracy"] >= float_acc - cfg.tolerance_pt / 100]
-    out = Path(cfg.out)
     csv_path = write_csv(out / "widths.csv", rows)
     png_path = _plot(out / "widths.png", rows, float_acc)
     return {
