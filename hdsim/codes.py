@@ -142,7 +142,7 @@ def gsbc_shape(q, B: int, L: int, name: str = "query"):
     ``(N, B, L)`` (or a single ``(D,)`` / ``(B, L)`` query).
 
     Raises:
-        HdsimError: neither a tensor nor an array, or a wrong shape.
+        HdsimError: neither a tensor nor an array, a wrong shape, or no query (``N = 0``).
     """
     if not isinstance(q, (Tensor, np.ndarray)):
         raise HdsimError(f"{name}: expected a torch.Tensor or numpy array, got {type(q).__name__}")
@@ -154,9 +154,11 @@ def gsbc_shape(q, B: int, L: int, name: str = "query"):
     if len(shape) == 2:
         if shape[1] != D:
             raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
-        return q.reshape(shape[0], B, L)
-    if len(shape) != 3 or shape[1:] != (B, L):
+        q = q.reshape(shape[0], B, L)
+    elif len(shape) != 3 or shape[1:] != (B, L):
         raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
+    if shape[0] == 0:  # as every factorizer's check: an empty batch is a caller's mistake, not a result
+        raise HdsimError(f"{name}: expected at least 1 query, got 0")
     return q
 
 
@@ -167,7 +169,7 @@ def check_gsbc(q: Tensor, B: int, L: int, name: str = "query") -> Tensor:
     non-negative; blocks are not required to sum to 1 (the factorizer normalizes).
 
     Raises:
-        HdsimError: wrong shape, NaN/inf, or negative entries.
+        HdsimError: wrong shape, no query, NaN/inf, or negative entries.
     """
     if not isinstance(q, Tensor):
         raise HdsimError(f"{name}: expected a torch.Tensor, got {type(q).__name__}")

@@ -564,8 +564,8 @@ class LFSRSampler:
     seed, its id and its own sequence of calls — not on which other queries are
     in the call, their order, or the batch size.
 
-    Query ids are the positions in the batch given to ``factorize``; use a
-    fresh sampler (or :meth:`reset`) for each ``factorize`` call to replay a run.
+    Query ids are the positions in the batch given to ``factorize``; every
+    ``factorize`` call starts with :meth:`reset`, so each call replays from the seeds.
 
     Args:
         seed: global seed, in ``[1, 2^32 - 1]``.

@@ -56,6 +56,56 @@ def test_same_seed_same_result_and_sampling_happens():
     assert not torch.equal(r1.iterations, r3.iterations)  # the sampler's seed matters
 
 
+def test_sampling_decodes_repeat_and_do_not_depend_on_the_batching():
+    """The default sampler draws per query (seed, query id, draw count) and restarts every call:
+    the same object gives the same result twice, at any batch size, for any subset's positions.
+    (float64: in float32 a batch-of-one FFT can round differently and flip a threshold decision.)"""
+    cb = random_codebooks(2, 400, 256, 4, seed=0)
+    qs = make_queries(cb, 96, seed=1)
+    fz = BlockCodeFactorizer(cb, BCFConfig(T=0.01, A=60, max_iter=40), seed=7, dtype=torch.float64)
+    first = fz.factorize(qs.queries)
+    fields = ("indices", "iterations", "converged")
+    for again in (fz.factorize(qs.queries), fz.factorize(qs.queries, batch_size=10),
+                  fz.factorize(qs.queries, batch_size=1)):
+        assert all(torch.equal(getattr(first, k), getattr(again, k)) for k in fields)
+    assert first.iterations.float().mean() > 3  # queries did sample (T = 0.01 at M = 400)
+    head = fz.factorize(qs.queries[:20])  # same positions 0..19, other queries absent
+    assert torch.equal(head.iterations, first.iterations[:20]) and torch.equal(head.indices, first.indices[:20])
+
+
+def test_random_sampler_draws_per_query_distinct_and_uniform():
+    from hdsim.factorizers.base import RandomSampler
+
+    s = RandomSampler(seed=3)
+    both = s(torch.tensor([4, 9]), factor=0, M=50, A=10)
+    second = s(torch.tensor([9]), factor=1, M=50, A=10)
+    s.reset()
+    assert torch.equal(s(torch.tensor([9]), 0, 50, 10), both[1:])  # query 9's first draw, alone
+    assert torch.equal(s(torch.tensor([4, 9]), 1, 50, 10)[1:], second)  # its second draw, in company
+    assert not torch.equal(RandomSampler(seed=4)(torch.tensor([4, 9]), 0, 50, 10), both)
+    picks = RandomSampler(seed=0)(torch.arange(4000), 0, 40, 5)
+    assert picks.shape == (4000, 5) and all(len(set(r)) == 5 for r in picks.tolist())
+    counts = torch.bincount(picks.flatten(), minlength=40).double()  # 500 expected per index
+    assert counts.min() > 420 and counts.max() < 580
+    chi2 = float(((counts - 500) ** 2 / 500).sum())
+    assert chi2 < 80  # 39 degrees of freedom: p < 1e-4 above 80
+
+
+def test_mix32_is_murmur3s_finalizer():
+    from hdsim.factorizers.base import mix32
+
+    def fmix32(h: int) -> int:  # the reference: unbounded Python ints, masked
+        h ^= h >> 16
+        h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+        h ^= h >> 13
+        h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+        return h ^ (h >> 16)
+
+    xs = [0, 1, 2, 0x7FFFFFFF, 0x80000000, 0xDEADBEEF, 0xFFFFFFFF, 123456789]
+    assert [mix32(x) for x in xs] == [fmix32(x) for x in xs]
+    assert mix32(torch.tensor(xs)).tolist() == [fmix32(x) for x in xs]  # int64 tensors: no overflow
+
+
 class FirstA:
     """A sampler that records its calls and returns deterministic picks."""
 
@@ -125,7 +175,8 @@ def test_max_iter_default_and_cap():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(T=-0.1), "T:"), (dict(T=1.0), "T:"), (dict(Tc=0.0), "Tc:"), (dict(Tc=1.5), "Tc:"),
-    (dict(A=-1), "A:"), (dict(max_iter=0), "max_iter:"), (dict(similarity="cos"), "similarity:"),
+    (dict(A=-1), "A:"), (dict(max_iter=0), "max_iter:"), (dict(max_iter=2.5), "max_iter:"),
+    (dict(similarity="cos"), "similarity:"),
 ])
 def test_bad_config_is_a_clear_error(kwargs, match):
     cb = random_codebooks(2, 4, 64, 4, seed=0)
@@ -155,6 +206,7 @@ def test_bad_codebook_parameters(args, match):
     (lambda q: q[:, :, :-1], "shape"),
     (lambda q: q.reshape(-1), "shape"),
     (lambda q: q.numpy(), "torch.Tensor"),
+    (lambda q: q[:0], "at least 1 query"),
 ])
 def test_bad_queries_are_clear_errors(make, match):
     cb = random_codebooks(2, 4, 64, 4, seed=0)
@@ -180,3 +232,22 @@ def test_cuda_matches_cpu():
     same = (cpu.indices == gpu.indices).all(1).float().mean().item()
     assert same >= 0.99
     assert abs(cpu.accuracy(qs.factors) - gpu.accuracy(qs.factors)) <= 0.01
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, True])
+def test_bad_batch_size_is_a_clear_error(batch_size):
+    cb = random_codebooks(2, 4, 64, 4, seed=0)
+    with pytest.raises(HdsimError, match="^batch_size: must be an integer >= 1"):
+        BlockCodeFactorizer(cb).factorize(make_queries(cb, 3, seed=1).queries, batch_size=batch_size)
+
+
+def test_an_empty_batch_is_the_same_error_for_every_decoder():
+    from hdsim.factorizers import SparseResonatorNetwork
+    from hdsim.fixed import FixedBCF
+
+    cb = random_codebooks(2, 4, 64, 4, seed=0)
+    empty = torch.zeros(0, 64)
+    for decode in (BlockCodeFactorizer(cb).factorize, FixedBCF(cb).factorize, SparseResonatorNetwork(cb).factorize,
+                   lambda q: bruteforce_decode(q, cb)):
+        with pytest.raises(HdsimError, match="^quer(y|ies): expected at least 1 query, got 0$"):
+            decode(empty)

@@ -220,10 +220,14 @@ def test_same_lfsr_seed_same_result_and_float_agreement_at_wide_words():
     cb = random_codebooks(2, 500, 512, 4, seed=0)
     qs = make_queries(cb, 64, seed=1)
     cfg = BCFConfig(T=0.0045, A=134, max_iter=60)
-    fx1 = FixedBCF(cb, cfg, FixedWidths.uniform(16), sampler=LFSRSampler(9)).factorize(qs.queries)
+    model = FixedBCF(cb, cfg, FixedWidths.uniform(16), sampler=LFSRSampler(9))
+    fx1 = model.factorize(qs.queries)
     fx2 = FixedBCF(cb, cfg, FixedWidths.uniform(16), sampler=LFSRSampler(9)).factorize(qs.queries)
     fl = BlockCodeFactorizer(cb, cfg, sampler=LFSRSampler(9), dtype=torch.float64).factorize(qs.queries)
     assert torch.equal(fx1.indices, fx2.indices) and torch.equal(fx1.iterations, fx2.iterations)
+    fx3 = model.factorize(qs.queries, batch_size=7)  # the same object again: its LFSRs restart
+    assert torch.equal(fx1.indices, fx3.indices) and torch.equal(fx1.iterations, fx3.iterations)
+    assert fx1.iterations.float().mean() > 3  # the LFSR was drawn from
     assert (fx1.indices == fl.indices).all(1).float().mean() >= 0.98
     assert (fx1.iterations == fl.iterations).float().mean() >= 0.9
 

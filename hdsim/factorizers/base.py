@@ -8,9 +8,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from hdsim.codes import seeded_generator
-
-__all__ = ["FactorizationResult", "Sampler", "RandomSampler", "accuracy"]
+__all__ = ["FactorizationResult", "Sampler", "RandomSampler", "accuracy", "mix32", "reset_sampler"]
 
 
 @dataclass
@@ -57,7 +55,9 @@ def accuracy(indices: Tensor, truth: Tensor) -> float:
 class Sampler(Protocol):
     """Draws the conditional-sampling indices of the BCF (SPEC 3, step 2.4).
 
-    Called once per factor and iteration with the queries that need sampling.
+    Called once per factor and iteration with the queries that need sampling. A sampler
+    with a ``reset()`` method is reset at the start of every ``factorize`` call, so that a
+    call's draws depend only on the sampler's seed and the call's queries.
 
     Args:
         query_ids: ``(k,)`` int64, positions of the queries in the batch given to
@@ -73,17 +73,70 @@ class Sampler(Protocol):
     def __call__(self, query_ids: Tensor, factor: int, M: int, A: int) -> Tensor: ...
 
 
-class RandomSampler:
-    """Default sampler: ``A`` distinct indices uniform per query, from a seeded CPU generator.
+def reset_sampler(sampler: Sampler) -> None:
+    """Call ``sampler.reset()`` where the sampler has one (start of a ``factorize`` call)."""
+    reset = getattr(sampler, "reset", None)
+    if callable(reset):
+        reset()
 
-    The draw is the first ``A`` entries of a random permutation per query
-    (argsort of uniform numbers), on the CPU, so the result does not depend on
-    the compute device.
+
+_MASK32 = 0xFFFF_FFFF
+
+
+def _mul32(h, c: int):
+    """``(h * c) mod 2^32`` for ``h`` in ``[0, 2^32)`` (int or int64 tensor), without int64 overflow."""
+    # split c, not h: each partial product stays below 2^48, and c's halves are constants
+    return (h * (c & 0xFFFF) + (((h * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
+
+
+def mix32(h):
+    """MurmurHash3's 32-bit finalizer (a bijection of ``[0, 2^32)`` with full avalanche):
+    int or int64 tensor in ``[0, 2^32)`` -> same type and range."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EB_CA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2_AE35)
+    return h ^ (h >> 16)
+
+
+class RandomSampler:
+    """Default sampler: ``A`` distinct indices uniform per query, counter-based and seeded.
+
+    Query ``i``'s ``n``-th draw is the ``A`` indices ``m`` in ``[0, M)`` with the
+    smallest keys ``mix32(h(seed, i, n) XOR m)`` (top 31 bits; ties to the lower ``m``),
+    in key order, with ``h`` a chain of :func:`mix32`. A query's indices therefore depend only on the
+    seed, its id and how many draws it has taken — not on which other queries share
+    the call, the batch size, or the compute device. :meth:`reset` (called by every
+    ``factorize``) restarts every query at its first draw.
+
+    Example:
+        >>> s = RandomSampler(seed=0)
+        >>> a = s(torch.tensor([0, 1]), factor=0, M=10, A=3)
+        >>> s.reset(); torch.equal(s(torch.tensor([1]), 0, 10, 3), a[1:])
+        True
     """
 
     def __init__(self, seed: int) -> None:
-        self.generator = seeded_generator(seed)
+        self.seed = int(seed)
+        s = self.seed & ((1 << 64) - 1)
+        self._key = mix32(mix32((s & _MASK32) ^ 0x9E37_79B9) ^ (s >> 32))
+        self._draws = torch.zeros(0, dtype=torch.long)  # per query id: draws taken since reset()
+
+    def reset(self) -> None:
+        """Every query's next draw is its first."""
+        self._draws = torch.zeros(0, dtype=torch.long)
 
     def __call__(self, query_ids: Tensor, factor: int, M: int, A: int) -> Tensor:
-        keys = torch.rand(int(query_ids.numel()), M, generator=self.generator)
-        return keys.argsort(dim=1)[:, :A]
+        """Shapes: ``query_ids`` ``(k,)`` distinct non-negative integers; returns ``(k, A)`` int64 on the CPU."""
+        ids = query_ids.detach().cpu().long()
+        if ids.numel() and int(ids.max()) >= self._draws.numel():
+            grown = torch.zeros(int(ids.max()) + 1, dtype=torch.long)
+            grown[:self._draws.numel()] = self._draws
+            self._draws = grown
+        n = self._draws[ids]
+        self._draws[ids] = n + 1
+        h = mix32(mix32(self._key ^ (ids & _MASK32)) ^ (n & _MASK32))
+        m = torch.arange(M, dtype=torch.long)
+        # 31 key bits above the index: distinct keys, so the A smallest are one well-defined set and order
+        keys = ((mix32(h.unsqueeze(1) ^ m) >> 1) << 32) | m
+        return keys.topk(A, dim=1, largest=False, sorted=True).indices

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from hdsim.codes import BlockCodebooks, check_gsbc
 from hdsim.errors import HdsimError
-from hdsim.factorizers.base import FactorizationResult, RandomSampler, Sampler
+from hdsim.factorizers.base import FactorizationResult, RandomSampler, Sampler, reset_sampler
 from hdsim.functional import SimilarityMode, block_normalize, bundle_sbc, multibind, similarity, unbind
+from hdsim.validation import check_int
 
 __all__ = ["BCFConfig", "BlockCodeFactorizer", "default_max_iter"]
 
@@ -68,8 +69,7 @@ class BCFConfig:
             raise HdsimError(f"Tc: convergence threshold must be in (0, {top:g}] for {self.similarity}, got {self.Tc}")
         if isinstance(self.A, bool) or not isinstance(self.A, int) or self.A < 0:
             raise HdsimError(f"A: sampling width must be an integer >= 0, got {self.A!r}")
-        if self.max_iter is not None and self.max_iter < 1:
-            raise HdsimError(f"max_iter: must be >= 1, got {self.max_iter}")
+        check_int("max_iter", self.max_iter, optional=True)
 
     def as_dict(self, B: int, sizes: tuple[int, ...]) -> dict:
         d = asdict(self)
@@ -147,11 +147,11 @@ class BlockCodeFactorizer:
         cb = self.codebooks
         q = check_gsbc(queries, cb.B, cb.L)
         N = q.shape[0]
+        check_int("batch_size", batch_size, optional=True)
         step = N if batch_size is None else batch_size
-        if step < 1:
-            raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
         if self.mvm is not None:
             self.mvm.reset()
+        reset_sampler(self.sampler)  # a call's draws depend on its queries only, not on earlier calls
         parts = [self._factorize_batch(q[s:s + step], offset=s) for s in range(0, N, step)]
         return FactorizationResult.concat(parts)
 

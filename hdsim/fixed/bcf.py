@@ -41,13 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hdsim.codes import BlockCodebooks, check_gsbc
+from hdsim.codes import BlockCodebooks, check_gsbc, gsbc_shape
 from hdsim.errors import HdsimError
-from hdsim.factorizers.base import FactorizationResult, Sampler
+from hdsim.factorizers.base import FactorizationResult, Sampler, reset_sampler
 from hdsim.factorizers.bcf import BCFConfig
 from hdsim.fixed.rounding import bit_length, saturate_unsigned, shift_floor, shift_round_half_up
 from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.functional import similarity
+from hdsim.validation import check_int
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation", "quantize_query",
            "QUERY_PRESCALE_BITS"]
@@ -300,10 +301,7 @@ class FixedBCF:
         """Integer queries pass through (checked against the query width); float ones are quantized."""
         cb = self.codebooks
         if not queries.is_floating_point():
-            q = queries.long()
-            q = q.reshape(q.shape[0], cb.B, cb.L) if q.dim() == 2 and q.shape[1] == cb.D else q
-            if q.dim() != 3 or tuple(q.shape[1:]) != (cb.B, cb.L):
-                raise HdsimError(f"query: expected shape (N, {cb.D}) or (N, {cb.B}, {cb.L}), got {tuple(queries.shape)}")
+            q = gsbc_shape(queries, cb.B, cb.L).long()
             hi = (1 << self.widths.query) - 1
             if (q < 0).any() or (q > hi).any():
                 raise HdsimError(f"query: integer entries must be in [0, {hi}] for {self.widths.query}-bit words")
@@ -323,11 +321,11 @@ class FixedBCF:
             :class:`FactorizationResult`; ``max_similarity`` is the last ``max a`` in units of 1
             (``a / 2^Wu``, a report, not part of the datapath).
         """
+        check_int("batch_size", batch_size, optional=True)
         q = self.prepare_queries(queries)
         N = q.shape[0]
         step = N if batch_size is None else batch_size
-        if step < 1:
-            raise HdsimError(f"batch_size: must be >= 1, got {batch_size}")
+        reset_sampler(self.sampler)  # every call replays from the seeds (query ids are batch positions)
         parts = [self._decode(q[s:s + step], s, observe, perturb) for s in range(0, N, step)]
         return FactorizationResult.concat(parts)
 
