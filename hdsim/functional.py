@@ -207,7 +207,9 @@ def bundle_sbc(codebook: Tensor, weights: Tensor, L: int) -> Tensor:
 
     Same result as ``bundle(sbc_to_dense(codebook, L), weights)`` without
     materializing the dense codebook: per block, each weight is added to the
-    position its codevector selects (a scatter-add of ``M * B`` terms).
+    position its codevector selects (a scatter-add of ``M * B`` terms). On CUDA
+    it is that dense bundle: ``scatter_add_`` sums with float atomics there, in an
+    order that changes from run to run, while a matrix product sums in a fixed one.
 
     Shapes:
         codebook: ``(M, B)`` integer in ``[0, L)``
@@ -218,6 +220,8 @@ def bundle_sbc(codebook: Tensor, weights: Tensor, L: int) -> Tensor:
         >>> bundle_sbc(torch.tensor([[0], [1], [1]]), torch.tensor([[2.0, 1.0, 1.0]]), 2)
         tensor([[[0.5000, 0.5000]]])
     """
+    if weights.is_cuda:
+        return bundle(sbc_to_dense(codebook.to(weights.device), L, weights.dtype), weights)
     N, M = weights.shape
     B = codebook.shape[1]
     out = torch.zeros(N, B, L, dtype=weights.dtype, device=weights.device)

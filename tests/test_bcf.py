@@ -232,6 +232,9 @@ def test_cuda_matches_cpu():
     same = (cpu.indices == gpu.indices).all(1).float().mean().item()
     assert same >= 0.99
     assert abs(cpu.accuracy(qs.factors) - gpu.accuracy(qs.factors)) <= 0.01
+    again = BlockCodeFactorizer(cb, cfg, seed=3, device="cuda").factorize(qs.queries)
+    for k in ("indices", "iterations", "converged", "max_similarity"):  # run to run: bit for bit
+        assert torch.equal(getattr(gpu, k), getattr(again, k)), k
 
 
 @pytest.mark.parametrize("batch_size", [0, 2.5, True])
