@@ -36,7 +36,7 @@ import torch
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
-from hdsim.validation import check_int, check_ints
+from hdsim.validation import check_int, check_ints, check_threads
 from deploy.runner import DEFAULT_BATCH
 
 __all__ = ["DeployBenchConfig", "run_deploy_bench", "float_reference"]
@@ -65,6 +65,7 @@ class DeployBenchConfig:
 
     def validate(self) -> "DeployBenchConfig":
         check_ints(self, ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"))
+        check_threads("threads", self.threads)
         check_int("warmup", self.warmup, minimum=0)
         return self
 
@@ -137,6 +138,13 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
             if fman["model"]["kind"] != "float32" or fman["model"]["input"] != manifest["model"]["input"]:
                 raise HdsimError(f"float-dir {cfg.float_dir}: not a float export of the same input "
                                  f"({fman['model']['kind']}, {fman['model']['input']['shape']})")
+            src, fsrc = manifest.get("source") or {}, fman.get("source") or {}
+            same = (src.get("pretrained"), src.get("checkpoint")) == (fsrc.get("pretrained"), fsrc.get("checkpoint"))
+            if not same or fman.get("backbone") != manifest.get("backbone") or fman.get("head") != manifest.get("head"):
+                raise HdsimError(f"float-dir {cfg.float_dir}: not the float export of the same network (source "
+                                 f"{fsrc.get('pretrained') or fsrc.get('checkpoint')} vs "
+                                 f"{src.get('pretrained') or src.get('checkpoint')}, or another backbone/head)")
+            result["float_onnx_reference"] = f"float export {cfg.float_dir}"
             float_path = Path(cfg.float_dir) / fman["model"]["file"]
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))

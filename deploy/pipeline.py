@@ -27,7 +27,7 @@ import torch
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
-from hdsim.validation import check_int, check_ints, output_dir
+from hdsim.validation import check_int, check_ints, check_threads, output_dir
 
 __all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING", "DEMO_TC"]
 
@@ -65,6 +65,7 @@ class PipelineConfig:
 
     def validate(self) -> "PipelineConfig":
         check_ints(self, ("images", "threads"))
+        check_threads("threads", self.threads)
         check_int("cosim_queries", self.cosim_queries, minimum=0)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise HdsimError(f"checkpoint: not found: {self.checkpoint}")

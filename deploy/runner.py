@@ -38,7 +38,7 @@ from torch import Tensor
 
 from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
-from hdsim.validation import check_int
+from hdsim.validation import check_int, check_threads
 from export.data import Preprocessing, ProductMap
 from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
 
@@ -100,6 +100,7 @@ class RunnerConfig:
         if not 0 < self.imc_tc <= 1:
             raise HdsimError(f"imc_tc: must be in (0, 1] (a fraction of B), got {self.imc_tc}")
         check_int("threads", self.threads, minimum=0)
+        check_threads("threads", self.threads)
         check_int("batch", self.batch)
         if self.device not in ("auto", "cpu", "cuda"):
             raise HdsimError(f"device: expected auto, cpu or cuda, got {self.device!r}")
@@ -172,12 +173,19 @@ class Runner:
             self.classes = ProductMap(tuple(m["classes"]["radices"]), int(m["classes"]["num_classes"]))
             self.names = m["classes"].get("names")
             self.output = m["model"]["output"]["name"]
+        except HdsimError as e:
+            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
             raise HdsimError(f"manifest {self.folder / 'manifest.json'}: incomplete ({e.__class__.__name__}: {e})"
                              ) from None
         self.providers = _providers(config.device)
         self.session = ort_session(self.folder / m["model"]["file"], optimize=config.optimize,
                                    threads=config.threads, providers=self.providers)
+        pp = self.preprocessing
+        shape = list(self.session.get_inputs()[0].shape)[1:]  # [C, H, W]; the batch axis is symbolic
+        if shape != [pp.channels, pp.height, pp.width]:
+            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: preprocessing "
+                             f"{pp.channels}x{pp.height}x{pp.width} does not match the model's input {shape}")
         self.codebooks = load_codebooks(self.folder, m) if self.head == "bcf" else None
         self._decoder = self._build_decoder() if self.head == "bcf" else None
         self._imagenet_names = (m.get("dataset") or {}).get("name") == "imagenet-1k"

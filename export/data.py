@@ -110,6 +110,22 @@ class ProductMap:
 
 
 RESIZE_MODES = ("stretch", "shorter-side-crop", "none")
+MAX_RESIZED_PIXELS = 50_000_000  # an intermediate resize larger than this is refused (extreme aspect ratios)
+
+
+def _to_8bit(im, name: str):
+    """8-bit PIL modes pass; 16-bit integer images (``I;16*``, and ``I`` within ``[0, 65535]``) are
+    scaled to 8 bits (``round(v / 257)``) instead of being clipped at 255 by ``convert``."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise HdsimError(f"{name}: 32-bit integer pixels outside the 16-bit range are not supported")
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if im.mode == "F":
+        raise HdsimError(f"{name}: floating-point images (PIL mode F) are not supported; save 8- or 16-bit")
+    return im
 
 
 @dataclass(frozen=True)
@@ -153,12 +169,16 @@ class Preprocessing:
         """
         from PIL import Image
 
-        im = im.convert("L" if self.channels == 1 else "RGB")
+        im = _to_8bit(im, name).convert("L" if self.channels == 1 else "RGB")
         H, W = self.height, self.width
         if self.resize == "shorter-side-crop":
             w, h = im.size
             s = self.resize_shorter / min(w, h)
-            im = im.resize((max(W, round(w * s)), max(H, round(h * s))), Image.BILINEAR)
+            size = (max(W, round(w * s)), max(H, round(h * s)))
+            if size[0] * size[1] > MAX_RESIZED_PIXELS:
+                raise HdsimError(f"{name}: aspect ratio {h}x{w} (HxW) too extreme: the shorter-side resize would make "
+                                 f"{size[1]}x{size[0]} pixels (limit {MAX_RESIZED_PIXELS:,})")
+            im = im.resize(size, Image.BILINEAR)
             w, h = im.size
             left, top = (w - W) // 2, (h - H) // 2
             im = im.crop((left, top, left + W, top + H))
@@ -179,9 +199,25 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         """Inverse of :meth:`as_dict` (manifests written before ``resize`` existed stretch)."""
-        return cls(int(d["channels"]), int(d["height"]), int(d["width"]), tuple(float(v) for v in d["mean"]),
-                   tuple(float(v) for v in d["std"]), float(d.get("scale", 1.0 / 255.0)),
-                   str(d.get("resize", "stretch")), int(d.get("resize_shorter", 0)))
+        try:
+            p = cls(int(d["channels"]), int(d["height"]), int(d["width"]), tuple(float(v) for v in d["mean"]),
+                    tuple(float(v) for v in d["std"]), float(d.get("scale", 1.0 / 255.0)),
+                    str(d.get("resize", "stretch")), int(d.get("resize_shorter", 0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise HdsimError(f"preprocessing: incomplete or malformed ({e.__class__.__name__}: {e})") from None
+        if p.channels not in (1, 3) or p.height < 1 or p.width < 1:
+            raise HdsimError(f"preprocessing: channels must be 1 or 3 and sizes >= 1, got {p.channels}x{p.height}x"
+                             f"{p.width}")
+        if len(p.mean) != p.channels or len(p.std) != p.channels:
+            raise HdsimError(f"preprocessing: mean and std need {p.channels} values each")
+        if not all(math.isfinite(v) for v in p.mean) or not all(math.isfinite(s) and s > 0 for s in p.std) \
+                or not (math.isfinite(p.scale) and p.scale > 0):
+            raise HdsimError(f"preprocessing: std and scale must be finite and > 0, mean finite "
+                             f"(mean {p.mean}, std {p.std}, scale {p.scale})")
+        if p.resize not in RESIZE_MODES or \
+                (p.resize == "shorter-side-crop" and p.resize_shorter < max(p.height, p.width)):
+            raise HdsimError(f"preprocessing: resize {p.resize!r} (shorter side {p.resize_shorter}) is not valid")
+        return p
 
 
 _MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None

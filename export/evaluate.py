@@ -47,6 +47,7 @@ def load_manifest(folder: str | Path, verify: bool = True) -> dict:
         raise HdsimError(f"manifest {mpath}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise HdsimError(f"manifest {mpath}: not an hdsim export manifest (format {MANIFEST_FORMAT})")
+    _check_fields(manifest, mpath)
     model = folder / manifest["model"]["file"]
     if not model.is_file():
         raise HdsimError(f"export dir {folder}: model file {manifest['model']['file']} is missing")
@@ -58,14 +59,48 @@ def load_manifest(folder: str | Path, verify: bool = True) -> dict:
     return manifest
 
 
+# Fields every consumer reads (runner, evaluation, bench, co-simulation), checked once at load:
+# a hand-edited or truncated manifest is a one-line error, not a KeyError deep inside.
+_FIELDS = ("model.file", "model.sha256", "model.output.name", "preprocessing", "head.kind", "classes.radices",
+           "classes.num_classes")
+_BCF_FIELDS = ("head.F", "head.B", "head.L", "head.D", "head.M", "head.codebooks.file", "decode.T", "decode.A",
+               "decode.Tc", "decode.max_iter", "decode.similarity", "decode.fixed_widths", "checks.codebooks_sha256")
+
+
+def _check_fields(manifest: dict, mpath: Path) -> None:
+    from export.data import Preprocessing
+
+    for field in _FIELDS + (_BCF_FIELDS if (manifest.get("head") or {}).get("kind") == "bcf" else ()):
+        node = manifest
+        for key in field.split("."):
+            if not isinstance(node, dict) or key not in node:
+                raise HdsimError(f"manifest {mpath}: missing field {field}")
+            node = node[key]
+    try:
+        Preprocessing.from_dict(manifest["preprocessing"])
+    except HdsimError as e:
+        raise HdsimError(f"manifest {mpath}: {e}") from None
+
+
 def load_codebooks(folder: str | Path, manifest: dict) -> BlockCodebooks:
+    """The export's codebooks, checked against the manifest (sha256, shapes, offsets in ``[0, L)``)."""
     path = Path(folder) / manifest["head"]["codebooks"]["file"]
+    if not path.is_file():
+        raise HdsimError(f"codebooks {path}: missing")
+    digest = sha256_file(path)
+    if digest != manifest["checks"]["codebooks_sha256"]:
+        raise HdsimError(f"codebooks {path}: sha256 {digest[:12]}... does not match the manifest's "
+                         f"{str(manifest['checks']['codebooks_sha256'])[:12]}...")
     try:
         with np.load(path) as z:
             F = int(manifest["head"]["F"])
-            cb = BlockCodebooks(tuple(torch.from_numpy(z[f"X{f}"]).long() for f in range(F)), int(z["L"]))
-    except (FileNotFoundError, KeyError, ValueError, OSError) as e:
-        raise HdsimError(f"codebooks {path}: missing or unreadable ({e.__class__.__name__})") from None
+            X = tuple(torch.from_numpy(z[f"X{f}"]).long() for f in range(F))
+            L = int(z["L"])
+    except Exception as e:  # zip, pickle and key errors of a damaged file alike
+        raise HdsimError(f"codebooks {path}: unreadable ({e.__class__.__name__})") from None
+    if any(x.dim() != 2 or x.shape[1] != X[0].shape[1] or bool(((x < 0) | (x >= L)).any()) for x in X):
+        raise HdsimError(f"codebooks {path}: offsets must be (M, B) arrays with values in [0, {L})")
+    cb = BlockCodebooks(X, L)
     if cb.D != manifest["head"]["D"] or list(cb.sizes) != list(manifest["head"]["M"]):
         raise HdsimError(f"codebooks {path}: shape D={cb.D}, M={list(cb.sizes)} disagrees with the manifest")
     return cb
@@ -77,16 +112,30 @@ def decode_settings(manifest: dict):
     from hdsim.fixed import FixedWidths
 
     dec = manifest["decode"]
-    cfg = BCFConfig(T=float(dec["T"]), A=int(dec["A"]), Tc=float(dec["Tc"]), max_iter=int(dec["max_iter"]),
-                    similarity=dec["similarity"])
-    return cfg, FixedWidths(**dec["fixed_widths"]), int(dec.get("lfsr_seed", 1))
+    try:
+        cfg = BCFConfig(T=float(dec["T"]), A=int(dec["A"]), Tc=float(dec["Tc"]), max_iter=int(dec["max_iter"]),
+                        similarity=dec["similarity"])
+        widths = FixedWidths(**dec["fixed_widths"])
+        cfg.validate(int(manifest["head"]["B"]))
+        widths.validate()
+        return cfg, widths, int(dec.get("lfsr_seed", 1))
+    except (KeyError, TypeError, ValueError) as e:
+        raise HdsimError(f"manifest: decode settings malformed ({e.__class__.__name__}: {e})") from None
+    except HdsimError as e:
+        raise HdsimError(f"manifest: decode settings: {e}") from None
 
 
 def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
     """Rebuild the test set the export was trained for (or a folder dataset at ``data_dir``)."""
     from export.train import TrainConfig, build_data
 
-    cfg = TrainConfig.from_dict(manifest["training"])
+    training = manifest.get("training")
+    if not isinstance(training, dict):
+        raise HdsimError("manifest: no training section, so no test set to rebuild")
+    if "pretrained" in training:
+        raise HdsimError(f"export: made from pretrained weights ({training.get('dataset')}), not trained here: there "
+                         "is no test set to evaluate on (its manifest's checks hold the photo checks)")
+    cfg = TrainConfig.from_dict(training)
     if data_dir is not None:
         cfg.dataset = str(data_dir)
     return build_data(cfg)

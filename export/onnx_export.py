@@ -97,8 +97,12 @@ def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, prov
     ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
     """
     ort = _need("onnxruntime")
-    return ort.InferenceSession(str(path), _session_options(optimize, threads),
-                                providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), _session_options(optimize, threads),
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) live in its C binding
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise HdsimError(f"model {path}: onnxruntime cannot load it ({reason[:200]})") from None
 
 
 def ort_optimized_ops(path: str | Path) -> dict[str, int]:

@@ -384,12 +384,31 @@ _register_export_commands()
 
 
 def main() -> None:
-    """Console entry point: runs the app, turning :class:`HdsimError` into a one-line error."""
+    """Console entry point: runs the app, turning :class:`HdsimError` and command-line usage
+    errors (bad option values, unknown options, missing arguments) into a one-line error, exit 2."""
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as cx
+    except ImportError:
+        from click import exceptions as cx
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except HdsimError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except cx.NoArgsIsHelpError:
+        sys.exit(2)  # the help is printed already
+    except cx.UsageError as e:  # bad option value, unknown option, missing argument: not a usage box
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        typer.echo(f"error: {e.format_message()}{where}", err=True)
+        sys.exit(2)
+    except cx.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

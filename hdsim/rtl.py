@@ -41,7 +41,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig
 from hdsim.fixed.widths import Datapath, FixedWidths
 from hdsim.lfsr import LFSR_DEFAULT_SEED, VERILOG_HEADER
-from hdsim.validation import output_dir
+from hdsim.validation import check_seed, output_dir
 
 __all__ = ["RtlConfig", "CI_CONFIGS", "rtl_dir", "codebook_word_bits", "write_codebook_hex",
            "read_codebook_hex", "write_perturbation_hex", "read_perturbation_hex", "make_cosim_queries",
@@ -482,6 +482,11 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
         raise HdsimError("cosim: Icarus Verilog (iverilog, vvp) not found on PATH (apt-get install iverilog)")
     if queries < 1:
         raise HdsimError(f"queries: must be >= 1, got {queries}")
+    check_seed("seed", seed)
+    if not (math.isfinite(noise_sigma) and noise_sigma >= 0):
+        raise HdsimError(f"noise_sigma: must be a finite number >= 0, got {noise_sigma}")
+    if not 0.0 <= perturb_fraction <= 1.0:
+        raise HdsimError(f"perturb_fraction: must be in [0, 1], got {perturb_fraction}")
     cfg.validate()
     if queries > (1 << cfg.qid_bits) - 1:
         raise HdsimError(f"queries: at most {(1 << cfg.qid_bits) - 1} for {cfg.qid_bits}-bit query ids")
@@ -493,7 +498,12 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
     if perturbations is None:
         pert = make_perturbations(cfg, queries, seed + 7, fraction=perturb_fraction)
     else:
-        pert = np.asarray(perturbations, dtype=np.int64)
+        raw = np.asarray(perturbations)
+        if raw.dtype.kind not in "iub" and not (raw.dtype.kind == "f" and np.isfinite(raw).all()
+                                                and (raw == np.round(raw)).all()):
+            raise HdsimError(f"perturbations: expected integer values, got dtype {raw.dtype} with non-integer or "
+                             "non-finite entries")
+        pert = raw.astype(np.int64)
         shape = (queries, cfg.iterations_cap(), cfg.F, cfg.M)
         if pert.shape != shape:
             raise HdsimError(f"perturbations: expected shape {shape} (queries, max_iter, F, M), got {pert.shape}")

@@ -18,14 +18,11 @@ def set_torch_threads(n: int | None) -> None:
     """Apply a ``--threads`` option: ``n`` torch threads; ``None`` or 0 keeps torch's default.
 
     Raises:
-        HdsimError: ``n`` negative or not an integer.
+        HdsimError: ``n`` not an integer in ``[0, THREADS_MAX]``.
     """
-    if n is None:
-        return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        from hdsim.errors import HdsimError
+    from hdsim.validation import check_threads
 
-        raise HdsimError(f"threads: must be an integer >= 0 (0: torch's default), got {n!r}")
+    check_threads("threads", n)
     if n:
         torch.set_num_threads(n)
 

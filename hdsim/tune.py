@@ -67,7 +67,7 @@ from tqdm import tqdm
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
-from hdsim.validation import check_blocks, check_device, check_ints
+from hdsim.validation import check_blocks, check_device, check_ints, check_seed, check_threads
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
@@ -125,6 +125,9 @@ class TuneConfig:
         check_ints(self, ("F", "M", "D", "B", "trials", "queries"))
         check_blocks(self.D, self.B)
         check_ints(self, ("max_iter", "threads"), optional=True)
+        check_threads("threads", self.threads)
+        check_seed("seed", self.seed)
+        check_seed("sampler_seed", self.sampler_seed, optional=True)
         if not (self.iter_weight >= 0):
             raise HdsimError(f"iter_weight: must be >= 0, got {self.iter_weight}")
         if self.study_name is not None and not self.study_name.strip():
@@ -132,6 +135,8 @@ class TuneConfig:
         check_device(self.device)
         _check_storage(self.storage)
         out = Path(self.out)
+        if out.is_dir():
+            raise HdsimError(f"out: {out} is a folder; give the JSON table file to merge into")
         if out.exists():
             _check_table_matches(load_table(out), self, out)  # HdsimError for a malformed table
         elif not out.parent.exists():

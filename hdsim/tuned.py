@@ -48,9 +48,31 @@ def load_table(path: str | Path | None = None) -> dict:
         table["tables"]  # noqa: B018 - schema check
     except FileNotFoundError:
         raise HdsimError(f"tuned table: file not found: {path}") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except KeyError:
+        raise HdsimError(f"tuned table {path}: not a tuned-(T, A) table (no 'tables' field)") from None
+    except (json.JSONDecodeError, TypeError) as e:
         raise HdsimError(f"tuned table {path}: not a tuned-(T, A) table ({e})") from None
+    _check_rows(table, path)
     return table
+
+
+def _check_rows(table: dict, path) -> None:
+    """Every row a valid :class:`TunedEntry`: a malformed table is one error here, not a TypeError in a sweep."""
+    if not isinstance(table.get("tables"), dict):
+        raise HdsimError(f"tuned table {path}: 'tables' must map F to a list of rows")
+    for F, rows in table["tables"].items():
+        if not str(F).isdigit() or not isinstance(rows, list):
+            raise HdsimError(f"tuned table {path}: F={F!r}: expected an integer F and a list of rows")
+        for i, r in enumerate(rows):
+            ok = isinstance(r, dict) and set(r) >= {"M_min", "M_max", "T", "A"}
+            if ok:
+                ints = [r[k] for k in ("M_min", "M_max", "A")]
+                ok = all(isinstance(v, int) and not isinstance(v, bool) for v in ints) \
+                    and isinstance(r["T"], (int, float)) and not isinstance(r["T"], bool) \
+                    and 1 <= r["M_min"] <= r["M_max"] and r["A"] >= 0 and math.isfinite(r["T"]) and r["T"] >= 0
+            if not ok:
+                raise HdsimError(f"tuned table {path}: F={F} row {i}: expected M_min <= M_max (integers >= 1), "
+                                 f"T >= 0 and A >= 0 (integer), got {r!r}")
 
 
 def lookup(F: int, M: int, table: dict | None = None) -> TunedEntry:

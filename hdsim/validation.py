@@ -8,7 +8,11 @@ from typing import Any
 
 from hdsim.errors import HdsimError
 
-__all__ = ["check_int", "check_ints", "check_blocks", "check_device", "output_dir"]
+__all__ = ["check_int", "check_ints", "check_blocks", "check_device", "check_seed", "check_threads", "output_dir",
+           "SEED_MAX", "THREADS_MAX"]
+
+SEED_MAX = 2**32 - 1  # numpy's RandomState and Optuna's samplers take 32-bit seeds; torch takes these too
+THREADS_MAX = 256  # far above any core count here; beyond it OpenMP fails to create threads and crashes
 
 
 def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
@@ -61,3 +65,19 @@ def output_dir(name: str, path: str | Path) -> Path:
     except OSError as e:
         raise HdsimError(f"{name}: cannot write to {out}: {e.strerror or e}") from None
     return out
+
+
+def check_seed(name: str, value: Any, *, optional: bool = False) -> None:
+    """A seed: an integer in ``[0, SEED_MAX]`` (``None`` allowed with ``optional``)."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise HdsimError(f"{name}: must be an integer in [0, 2^32 - 1], got {value!r}")
+
+
+def check_threads(name: str, value: Any) -> None:
+    """A thread count: ``None`` or ``0`` (the library's default) or an integer in ``[1, THREADS_MAX]``."""
+    if value is None or value == 0 and not isinstance(value, bool):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= THREADS_MAX:
+        raise HdsimError(f"{name}: must be an integer in [1, {THREADS_MAX}] (or 0 for the default), got {value!r}")

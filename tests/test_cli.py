@@ -66,6 +66,14 @@ def test_sweep_widths_writes_csv_and_png(tmp_path):
      ["bench", "factorizer", "--D", "510"], "not"),
     (["bench", "fixed", "--bits", "40"], "widths.query"),
     (["bench", "fixed", "--widths", "/nonexistent.json"], "not found"),
+    (["bench", "factorizer", "--seed", "99999999999999999999"], "seed: must be an integer in [0, 2^32 - 1]"),
+    (["bench", "factorizer", "--baseline", "numpy", "--seed", "-1"], "seed: must be an integer in [0, 2^32 - 1]"),
+    (["tune", "--sampler-seed", "4294967296", "--trials", "1"], "sampler_seed: must be an integer in"),
+    (["sweep", "imc", "--seed", "-5"], "seed: must be an integer in"),
+    (["bench", "factorizer", "--threads", "100000"], "threads: must be an integer in [1, 256]"),
+    (["sweep", "widths", "--tolerance-pt", "nan"], "tolerance_pt: must be a finite number >= 0"),
+    (["cosim", "--noise-sigma", "nan"], "noise_sigma: must be a finite number >= 0"),
+    (["cosim", "--seed", "-1"], "seed: must be an integer in"),
 ])
 def test_bad_input_is_one_line_error(args, needle):
     proc = hdsim(*args, ok=False)
@@ -75,9 +83,30 @@ def test_bad_input_is_one_line_error(args, needle):
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_option_is_a_usage_error():
-    proc = hdsim("bench", "factorizer", "--bogus", ok=False)
-    assert proc.returncode == 2 and "bogus" in proc.stderr
+@pytest.mark.parametrize("args,line", [
+    (["bench", "factorizer", "--bogus"], "error: No such option: --bogus"),
+    (["bench", "factorizer", "--D", "abc"], "error: Invalid value for '--D': "),
+    (["bench", "factorizer", "--device", "gpu"], "error: Invalid value for '--device': "),
+    (["run"], "error: Missing argument 'folder'."),
+    (["nosuchcommand"], "error: No such command 'nosuchcommand'."),
+])
+def test_command_line_usage_errors_are_one_line(args, line):
+    """Click's usage errors (bad values, unknown options, missing arguments) read like every other
+    error: one line on stderr, exit code 2, pointing at the command's --help."""
+    proc = hdsim(*args, ok=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    (err,) = proc.stderr.strip().splitlines()
+    assert err.startswith(line) and err.endswith("--help')"), err
+
+
+def test_tune_out_must_be_a_file_and_tables_are_checked_row_by_row(tmp_path):
+    proc = hdsim("tune", "--trials", "1", "--out", str(tmp_path), ok=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+    table = {"tables": {"2": [{"M_min": 5, "M_max": 50, "T": "x", "A": 3}]}}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    proc = hdsim("sweep", "capacity", "--table", str(tmp_path / "t.json"), "--out", str(tmp_path / "o"), ok=False)
+    assert proc.returncode == 2 and "F=2 row 0: expected M_min <= M_max" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_demo_runs_every_step_and_reports_json():
@@ -104,8 +133,19 @@ def test_threads_option_one_rule_everywhere():
         set_torch_threads(None)
         assert torch.get_num_threads() == 1  # 0 and None leave the count alone
     assert torch.get_num_threads() == before
-    for bad in (-1, 1.5, True):
-        with pytest.raises(HdsimError, match="threads: must be an integer >= 0"):
+    for bad in (-1, 1.5, True, 100_000):  # 100000: libgomp cannot create them and the process dies
+        with pytest.raises(HdsimError, match=r"threads: must be an integer in \[1, 256\]"):
             set_torch_threads(bad)
     proc = hdsim("bench", "fixed", "--M", "8", "--queries", "8", "--threads", "-1", ok=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: threads: must be")
+
+
+def test_bench_factorizer_batch_changes_timing_not_results():
+    """The BCF bench decodes batch by batch with stream-position query ids (first_id): in float64
+    the sampling draws, hence every decode, do not depend on --batch."""
+    runs = [json.loads(hdsim("bench", "factorizer", "--D", "256", "--M", "300", "--T", "0.01", "--A", "40",
+                             "--queries", "48", "--batch", b, "--dtype", "float64", "--seed", "3").stdout)
+            for b in ("4", "48")]
+    keys = ("accuracy", "mean_iterations", "p95_iterations", "converged")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+    assert runs[0]["mean_iterations"] > 2  # sampling did happen

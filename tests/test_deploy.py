@@ -218,6 +218,91 @@ def test_integrity_errors_come_before_any_inference(tiny_export, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def _variant(folder, tmp_path, name, edit_manifest=None, edit_codebooks=None, model_bytes=None):
+    """A copy of the export with its manifest, codebooks or model changed (hashes updated where said)."""
+    from export.onnx_export import sha256_file
+
+    out = tmp_path / name
+    shutil.copytree(folder, out)
+    m = json.loads((out / "manifest.json").read_text())
+    if edit_codebooks is not None:
+        with np.load(out / "codebooks.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        edit_codebooks(arrays)
+        np.savez(out / "codebooks.npz", **arrays)
+        m["checks"]["codebooks_sha256"] = sha256_file(out / "codebooks.npz")  # a consistent but wrong export
+    if model_bytes is not None:
+        (out / "model.onnx").write_bytes(model_bytes((out / "model.onnx").read_bytes()))
+        m["model"]["sha256"] = sha256_file(out / "model.onnx")
+    if edit_manifest is not None:
+        edit_manifest(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+    return out
+
+
+def test_damaged_exports_are_one_line_errors_naming_what_is_wrong(tiny_export, tmp_path):
+    """Every consumer (runner, evaluation) loads through the same checks: no KeyError, no onnxruntime
+    traceback, and no silently different answer from swapped codebook rows."""
+    from export.evaluate import evaluate_export
+
+    folder, _ = tiny_export
+
+    def swap_rows(a):
+        a["X0"][[0, 1]] = a["X0"][[1, 0]]
+
+    cases = {
+        "nokey": (dict(edit_manifest=lambda m: m["decode"].pop("T")), "missing field decode.T"),
+        "swapped": (dict(edit_manifest=lambda m: None), None),
+        "range": (dict(edit_codebooks=lambda a: a["X0"].__setitem__((0, 0), 999)), r"values in \[0, "),
+        "truncated": (dict(model_bytes=lambda b: b[: len(b) // 2]), "onnxruntime cannot load it"),
+        "std0": (dict(edit_manifest=lambda m: m["preprocessing"].__setitem__("std", [0.0])), "std and scale"),
+        "input": (dict(edit_manifest=lambda m: m["preprocessing"].update(height=40, width=40)),
+                  "does not match the model's input"),
+        "decode": (dict(edit_manifest=lambda m: m["decode"].__setitem__("A", "x")), "decode settings malformed"),
+    }
+    for name, (edit, match) in cases.items():
+        out = _variant(folder, tmp_path, name, **edit)
+        if name == "swapped":  # rows swapped, manifest hash left as exported
+            with np.load(out / "codebooks.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+            swap_rows(arrays)
+            np.savez(out / "codebooks.npz", **arrays)
+            match = "codebooks .*sha256 .* does not match the manifest"
+        with pytest.raises(HdsimError, match=match):
+            Runner(out)
+        if name != "input":  # the evaluation rebuilds its inputs from the dataset, not the preprocessing
+            with pytest.raises(HdsimError, match=match):
+                evaluate_export(out, limit=8)
+    proc = hdsim_cli("evaluate", str(tmp_path / "nokey"))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: manifest {tmp_path / 'nokey' / 'manifest.json'}: " \
+        "missing field decode.T"
+
+
+def test_sixteen_bit_images_equal_their_eight_bit_originals(tiny_export, images, tmp_path):
+    from PIL import Image
+
+    folder, _ = tiny_export
+    _, files = images
+    a = np.asarray(Image.open(files[0][0]))
+    Image.fromarray(a.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # the same picture, 16-bit
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    r = Runner(folder)
+    p8, p16 = r.predict([str(files[0][0]), str(tmp_path / "sixteen.png")])
+    assert (p8.status, p8.cls, p8.factors, p8.confidence) == (p16.status, p16.cls, p16.factors, p16.confidence)
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tif")
+    (bad,) = r.predict([str(tmp_path / "float.tif")])
+    assert bad.status == "error" and "floating-point images" in bad.error
+
+
+def test_an_extreme_aspect_ratio_is_refused_before_the_resize():
+    from PIL import Image
+
+    pp = Preprocessing(3, 224, 224, (0.5,) * 3, (0.5,) * 3, resize="shorter-side-crop", resize_shorter=256)
+    with pytest.raises(HdsimError, match=r"^strip: aspect ratio 1x8000 \(HxW\) too extreme"):
+        pp.pixels(Image.new("RGB", (8000, 1)), "strip")  # would be 256 x 2,048,000 pixels
+    assert tuple(pp.pixels(Image.new("RGB", (600, 300))).shape) == (3, 224, 224)
+
+
 def test_out_of_distribution_photos_never_give_a_confident_unconverged_class(tiny_export, tmp_path):
     from sklearn.datasets import load_sample_images
     from PIL import Image
@@ -329,6 +414,16 @@ def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
     (moved / "manifest.json").write_text(json.dumps(m))
     proc = hdsim_cli("bench", "deploy", str(moved), "--runs", "2")
     assert proc.returncode == 2 and "float reference needs the export's checkpoint" in proc.stderr
+
+
+def test_bench_deploy_refuses_a_float_export_of_another_network(tiny_export, tmp_path):
+    from deploy.bench import DeployBenchConfig, run_deploy_bench
+
+    folder, _ = tiny_export
+    other = _variant(folder, tmp_path, "other_float", edit_manifest=lambda m: (
+        m["model"].__setitem__("kind", "float32"), m["source"].__setitem__("checkpoint", "/elsewhere/last.pt")))
+    with pytest.raises(HdsimError, match="not the float export of the same network"):
+        run_deploy_bench(DeployBenchConfig(folder=str(folder), float_dir=str(other), runs=2))
 
 
 # ---- the pipeline of hdsim demo -----------------------------------------------------------------

@@ -231,3 +231,12 @@ def test_yosys_synth_counts(tmp_path):
     D = TINY.D
     w = TINY.widths
     assert r["flip_flops"] >= D * (w.query + w.unbound + TINY.F * w.estimate)
+
+
+@needs_sim
+@pytest.mark.parametrize("table", [np.full((2, 3), 0.7), np.full((2, 3), np.nan)])
+def test_cosim_refuses_non_integer_perturbation_tables(table, tmp_path):
+    """A float table is not cast silently (0.7 would become 0, NaN an arbitrary integer)."""
+    cfg = hr.CI_CONFIGS["f2-l16-m16-p4"]
+    with pytest.raises(HdsimError, match="^perturbations: expected integer values"):
+        hr.run_cosim(cfg, 2, workdir=tmp_path, perturbations=table)

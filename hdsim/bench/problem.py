@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hdsim.queries import QueryNoise
-from hdsim.validation import check_blocks, check_ints
+from hdsim.validation import check_blocks, check_ints, check_seed
 
 __all__ = ["ProblemConfig"]
 
@@ -37,4 +37,5 @@ class ProblemConfig:
         check_ints(self, ("B", "max_iter"), optional=True)
         if self.B is not None:
             check_blocks(self.D, self.B)
+        check_seed("seed", self.seed)
         QueryNoise(self.noise, self.noise_level)  # validates

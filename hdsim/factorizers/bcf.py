@@ -134,7 +134,7 @@ class BlockCodeFactorizer:
             for X in cb.indices])
         return init.unsqueeze(0).expand(n, -1, -1, -1).clone()
 
-    def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
+    def factorize(self, queries: Tensor, batch_size: int | None = None, *, first_id: int = 0) -> FactorizationResult:
         """Decode a batch of queries.
 
         Shapes:
@@ -143,16 +143,20 @@ class BlockCodeFactorizer:
 
         Args:
             batch_size: queries decoded together; ``None`` for all at once.
+            first_id: the sampler's query id of ``queries[0]`` (ids are ``first_id + position``):
+                decoding a long stream in calls of ``k`` with ``first_id = 0, k, 2k, ...`` draws
+                what one call over the whole stream draws.
         """
         cb = self.codebooks
         q = check_gsbc(queries, cb.B, cb.L)
         N = q.shape[0]
         check_int("batch_size", batch_size, optional=True)
+        check_int("first_id", first_id, minimum=0)
         step = N if batch_size is None else batch_size
         if self.mvm is not None:
             self.mvm.reset()
         reset_sampler(self.sampler)  # a call's draws depend on its queries only, not on earlier calls
-        parts = [self._factorize_batch(q[s:s + step], offset=s) for s in range(0, N, step)]
+        parts = [self._factorize_batch(q[s:s + step], offset=first_id + s) for s in range(0, N, step)]
         return FactorizationResult.concat(parts)
 
     def _factorize_batch(self, queries: Tensor, offset: int) -> FactorizationResult:

@@ -53,7 +53,7 @@ from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_it
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
-from hdsim.validation import check_blocks, check_device, check_ints, output_dir
+from hdsim.validation import check_blocks, check_device, check_ints, check_seed, check_threads, output_dir
 
 __all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "parse_int_list",
            "run_capacity_sweep"]
@@ -138,6 +138,8 @@ class CapacitySweepConfig:
         check_ints(self, ("D", "B", "queries", "batch"))
         check_blocks(self.D, self.B)
         check_ints(self, ("max_iter", "threads"), optional=True)
+        check_threads("threads", self.threads)
+        check_seed("seed", self.seed)
         check_device(self.device)
         table = load_table(self.table)  # HdsimError for a missing / malformed file
         for f in self.F:

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
-from hdsim.validation import check_device, output_dir
+from hdsim.validation import check_device, check_seed, output_dir
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
@@ -144,8 +144,7 @@ class ImcSweepConfig:
         object.__setattr__(self, "scales", tuple(float(s) for s in scales))
         if not _is_num(self.sim_range) or self.sim_range <= 0:
             raise HdsimError(f"sim_range: must be a finite number > 0, got {self.sim_range!r}")
-        if not _is_int(self.seed):
-            raise HdsimError(f"seed: expected an integer, got {self.seed!r}")
+        check_seed("seed", self.seed)
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
         self.stochastic_config().validate()  # T, detection, max_iter

@@ -8,6 +8,7 @@ smallest width whose accuracy is within ``tolerance_pt`` points of float.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,8 +38,8 @@ class WidthSweepConfig:
     def validate(self) -> None:
         if not 2 <= self.bits_min <= self.bits_max <= 30:
             raise HdsimError(f"bits: need 2 <= bits_min <= bits_max <= 30, got {self.bits_min}..{self.bits_max}")
-        if self.tolerance_pt < 0:
-            raise HdsimError(f"tolerance_pt: must be >= 0, got {self.tolerance_pt}")
+        if not (self.tolerance_pt >= 0 and math.isfinite(self.tolerance_pt)):
+            raise HdsimError(f"tolerance_pt: must be a finite number >= 0, got {self.tolerance_pt}")
         self.base.validate()
 
 
