@@ -321,11 +321,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     from export.train import calibration_batches, load_checkpoint, restore_model
 
     state = load_checkpoint(checkpoint)
-    out = output_dir("out", out)
     quantized = not float_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg, data, head, model = restore_model(state, quant=quantized)
+        out = output_dir("out", out)  # after the checkpoint proved usable: a failed export leaves no folder
         ptq = quantized and state["phase"] == "float"
         if quantized:
             merge_batchnorm(model)

@@ -229,6 +229,21 @@ def restore_model(state: dict, *, quant: bool | None = None):
     is_qat = state["phase"] == "qat"
     want_quant = is_qat if quant is None else quant
     model = build_model(cfg, data, head, quant=want_quant)
+    try:
+        _load_weights(model, state, want_quant, is_qat)
+    except (RuntimeError, KeyError, ValueError) as e:  # size mismatch, missing keys, Brevitas' tensor checks
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        reason = (lines[1] if len(lines) > 1 else lines[0]) if lines else e.__class__.__name__  # torch: header, then cause
+        raise HdsimError(f"checkpoint: its weights do not fit the network its config describes ({reason[:240]})"
+                         ) from None
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise HdsimError(f"checkpoint: NaN or infinite values in {len(bad)} tensors (first: {bad[0]})")
+    model.eval()
+    return cfg, data, head, model
+
+
+def _load_weights(model, state: dict, want_quant: bool, is_qat: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if want_quant and is_qat:
@@ -243,8 +258,6 @@ def restore_model(state: dict, *, quant: bool | None = None):
             model.load_state_dict({k: v for k, v in state["model"].items() if not quant_only_key(k)})
         else:
             model.load_state_dict(state["model"])
-    model.eval()
-    return cfg, data, head, model
 
 
 # ---- evaluation ------------------------------------------------------------------------------

