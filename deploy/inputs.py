@@ -90,6 +90,8 @@ def _reason(e: Exception) -> str:
 
 def _split_array(a: np.ndarray, name: str, channels: int) -> list[tuple[str, np.ndarray]]:
     """An array -> ``(name, (H, W) or (H, W, C))`` images, per the module's shape rules."""
+    if a.ndim in (3, 4) and a.shape[0] == 0 and not (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):
+        raise HdsimError(f"{name}: a stack of 0 images (shape {tuple(a.shape)})")
     if a.ndim == 2:
         return [(name, a)]
     if a.ndim == 3:

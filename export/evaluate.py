@@ -37,7 +37,7 @@ def load_manifest(folder: str | Path, verify: bool = True) -> dict:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise HdsimError(f"export dir: not found: {folder}")
+        raise HdsimError(f"export dir: {'is a file, not a folder' if folder.exists() else 'not found'}: {folder}")
     mpath = folder / "manifest.json"
     try:
         manifest = json.loads(mpath.read_text())

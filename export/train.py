@@ -16,6 +16,7 @@ configuration stored in it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import sys
@@ -96,6 +97,8 @@ class TrainConfig:
         for name in ("epochs", "qat_epochs", "calib_batches", "eval_size"):
             if getattr(self, name) < 0:
                 raise HdsimError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.qat_epochs > 0 and self.calib_batches < 1:  # QAT starts from calibrated activation ranges
+            raise HdsimError(f"calib_batches: must be >= 1 with QAT epochs, got {self.calib_batches}")
         if self.epochs + self.qat_epochs < 1:
             raise HdsimError("epochs: need at least one float or QAT epoch")
         for name in ("batch", "train_size", "test_size"):
@@ -107,8 +110,8 @@ class TrainConfig:
             if 0 < getattr(self, name) < self.batch:
                 raise HdsimError(f"{name}: {getattr(self, name)} is smaller than one batch ({self.batch})")
         for name in ("lr", "qat_lr"):
-            if not getattr(self, name) > 0:
-                raise HdsimError(f"{name}: learning rate must be > 0, got {getattr(self, name)}")
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise HdsimError(f"{name}: learning rate must be finite and > 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise HdsimError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.input_size and (len(self.input_size) != 2 or min(self.input_size) < 8):

@@ -74,6 +74,11 @@ def test_sweep_widths_writes_csv_and_png(tmp_path):
     (["sweep", "widths", "--tolerance-pt", "nan"], "tolerance_pt: must be a finite number >= 0"),
     (["cosim", "--noise-sigma", "nan"], "noise_sigma: must be a finite number >= 0"),
     (["cosim", "--seed", "-1"], "seed: must be an integer in"),
+    (["bench", "fixed", "--widths", "/"], "widths: is a folder, not a JSON file"),
+    (["sweep", "capacity", "--M", "8,,16"], "M: empty entry in '8,,16'"),
+    (["train", "--lr", "inf"], "lr: learning rate must be finite and > 0"),
+    (["train", "--calib-batches", "0"], "calib_batches: must be >= 1 with QAT epochs"),
+    (["run", "/etc/hostname", "x.png"], "export dir: is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_error(args, needle):
     proc = hdsim(*args, ok=False)

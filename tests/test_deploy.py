@@ -446,3 +446,12 @@ def test_demo_pipeline_on_a_given_checkpoint(tiny_trained, tmp_path):
     else:
         assert "skipped" in p["rtl"]
     assert "edge runner on 60 held-out images" in proc.stderr
+
+
+def test_an_empty_npy_stack_is_an_error_not_zero_inputs():
+    from deploy.inputs import _split_array
+
+    for shape in ((0, 28, 28), (0, 28, 28, 1), (0, 1, 28, 28)):
+        with pytest.raises(HdsimError, match=r"^e\.npy: a stack of 0 images"):
+            _split_array(np.zeros(shape, np.uint8), "e.npy", 1)
+    assert len(_split_array(np.zeros((2, 28, 28), np.uint8), "e.npy", 1)) == 2

@@ -38,7 +38,8 @@ class FixedBenchConfig(ProblemConfig):
     def widths(self) -> FixedWidths:
         if self.widths_file is not None:
             if not Path(self.widths_file).is_file():
-                raise HdsimError(f"widths: file not found: {self.widths_file}")
+                what = "is a folder, not a JSON file" if Path(self.widths_file).is_dir() else "file not found"
+                raise HdsimError(f"widths: {what}: {self.widths_file}")
             return FixedWidths.from_file(self.widths_file)
         w = FixedWidths.uniform(self.bits)
         w.validate()

@@ -33,7 +33,7 @@ def parse_list(values: list[str] | None, name: str, cast: type = int) -> tuple |
         for part in str(v).split(","):
             part = part.strip()
             if not part:
-                continue
+                raise HdsimError(f"{name}: empty entry in {str(v)!r}")
             try:
                 out.append(cast(part))
             except ValueError:
