@@ -64,7 +64,7 @@ class DeployBenchConfig:
     profile: bool = False
 
     def validate(self) -> "DeployBenchConfig":
-        check_ints(self, ("batch", "runs", "threads", "decode_batch", "decode_queries", "stream_queries", "images"))
+        check_ints(self, ("batch", "runs", "decode_batch", "decode_queries", "stream_queries", "images"))
         check_threads("threads", self.threads)
         check_int("warmup", self.warmup, minimum=0)
         return self

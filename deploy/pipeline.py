@@ -64,7 +64,7 @@ class PipelineConfig:
     cache: bool = True
 
     def validate(self) -> "PipelineConfig":
-        check_ints(self, ("images", "threads"))
+        check_ints(self, ("images",))
         check_threads("threads", self.threads)
         check_int("cosim_queries", self.cosim_queries, minimum=0)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():

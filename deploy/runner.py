@@ -99,8 +99,7 @@ class RunnerConfig:
             raise HdsimError(f"imc_t: seconds since programming must be > 0, got {self.imc_t}")
         if not 0 < self.imc_tc <= 1:
             raise HdsimError(f"imc_tc: must be in (0, 1] (a fraction of B), got {self.imc_tc}")
-        check_int("threads", self.threads, minimum=0)
-        check_threads("threads", self.threads)
+        check_threads("threads", self.threads, minimum=0)
         check_int("batch", self.batch)
         if self.device not in ("auto", "cpu", "cuda"):
             raise HdsimError(f"device: expected auto, cpu or cuda, got {self.device!r}")
@@ -165,7 +164,7 @@ class Runner:
 
         self.config = config.validate()
         self.folder = Path(folder)
-        self.manifest = load_manifest(self.folder)  # format + sha256, before anything runs
+        self.manifest = load_manifest(self.folder)  # format, fields, preprocessing, sha256: before anything runs
         m = self.manifest
         try:
             self.preprocessing = Preprocessing.from_dict(m["preprocessing"])

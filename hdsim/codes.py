@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
+from hdsim.validation import check_seed
 
 __all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "gsbc_shape", "seeded_generator"]
 
@@ -24,9 +25,7 @@ def seeded_generator(seed: int) -> torch.Generator:
     All randomness is drawn on the CPU and moved to the compute device, so the
     same seed gives the same numbers on every backend.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        # user-facing seeds are checked as 32-bit (check_seed); derived ones use torch's 64 bits
-        raise HdsimError(f"seed: must be an integer in [0, 2^64 - 1], got {seed!r}")
+    check_seed("seed", seed, bits=64)  # derived seeds (hdsim.imc) use torch's 64 bits
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
     return g

@@ -22,7 +22,7 @@ def set_torch_threads(n: int | None) -> None:
     """
     from hdsim.validation import check_threads
 
-    check_threads("threads", n)
+    check_threads("threads", n, minimum=0, optional=True)
     if n:
         torch.set_num_threads(n)
 

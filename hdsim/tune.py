@@ -124,8 +124,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         check_ints(self, ("F", "M", "D", "B", "trials", "queries"))
         check_blocks(self.D, self.B)
-        check_ints(self, ("max_iter", "threads"), optional=True)
-        check_threads("threads", self.threads)
+        check_ints(self, ("max_iter",), optional=True)
+        check_threads("threads", self.threads, optional=True)
         check_seed("seed", self.seed)
         check_seed("sampler_seed", self.sampler_seed, optional=True)
         if not (self.iter_weight >= 0):

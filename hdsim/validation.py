@@ -67,17 +67,20 @@ def output_dir(name: str, path: str | Path) -> Path:
     return out
 
 
-def check_seed(name: str, value: Any, *, optional: bool = False) -> None:
-    """A seed: an integer in ``[0, SEED_MAX]`` (``None`` allowed with ``optional``)."""
+def check_seed(name: str, value: Any, *, optional: bool = False, bits: int = 32) -> None:
+    """A seed: an integer in ``[0, 2^bits - 1]`` (``None`` allowed with ``optional``). User-facing
+    seeds are 32-bit (``SEED_MAX``); seeds derived inside (:func:`hdsim.codes.seeded_generator`) use 64."""
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
-        raise HdsimError(f"{name}: must be an integer in [0, 2^32 - 1], got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise HdsimError(f"{name}: must be an integer in [0, 2^{bits} - 1], got {value!r}")
 
 
-def check_threads(name: str, value: Any) -> None:
-    """A thread count: ``None`` or ``0`` (the library's default) or an integer in ``[1, THREADS_MAX]``."""
-    if value is None or value == 0 and not isinstance(value, bool):
+def check_threads(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
+    """A thread count in ``[minimum, THREADS_MAX]`` (``None`` allowed with ``optional``);
+    ``minimum=0`` admits 0 as "the library's default"."""
+    if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= THREADS_MAX:
-        raise HdsimError(f"{name}: must be an integer in [1, {THREADS_MAX}] (or 0 for the default), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= THREADS_MAX:
+        default = " (or 0 for the default)" if minimum == 0 else ""
+        raise HdsimError(f"{name}: must be an integer in [1, {THREADS_MAX}]{default}, got {value!r}")

@@ -137,8 +137,8 @@ class CapacitySweepConfig:
                     raise HdsimError(f"M: codebook size must be >= 1, got {m}")
         check_ints(self, ("D", "B", "queries", "batch"))
         check_blocks(self.D, self.B)
-        check_ints(self, ("max_iter", "threads"), optional=True)
-        check_threads("threads", self.threads)
+        check_ints(self, ("max_iter",), optional=True)
+        check_threads("threads", self.threads, optional=True)
         check_seed("seed", self.seed)
         check_device(self.device)
         table = load_table(self.table)  # HdsimError for a missing / malformed file

@@ -42,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hdsim.errors import HdsimError
-from hdsim.validation import check_device, check_seed, output_dir
+from hdsim.validation import check_device, check_seed, check_threads, output_dir
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
@@ -145,8 +145,7 @@ class ImcSweepConfig:
         if not _is_num(self.sim_range) or self.sim_range <= 0:
             raise HdsimError(f"sim_range: must be a finite number > 0, got {self.sim_range!r}")
         check_seed("seed", self.seed)
-        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
-            raise HdsimError(f"threads: must be an integer >= 1, got {self.threads!r}")
+        check_threads("threads", self.threads, optional=True)
         self.stochastic_config().validate()  # T, detection, max_iter
         check_device(self.device)
 
