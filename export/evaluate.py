@@ -1,21 +1,34 @@
-"""Evaluate an exported folder: onnxruntime query -> hdsim decoders, against the FC baseline.
+"""Evaluate an exported folder: onnxruntime output -> the head's decoders, against the FC baseline.
 
-For a BCF export the ONNX model's query of every test image is decoded by
+Every head kind reports the same keys (the decisions of the runner's decode on the
+test images):
 
-* ``accuracy_bcf_fixed``: :class:`hdsim.fixed.FixedBCF` (bit-accurate integer BCF, the
-  RTL's reference) with the manifest's widths and ``(T, A)``;
-* ``accuracy_bcf_float``: :class:`hdsim.factorizers.BlockCodeFactorizer` (float BCF);
-* ``accuracy_bruteforce``: ``linf`` similarity with every product (the upper bound).
+* ``accuracy``: fraction of test images classified *and* right; an abstention
+  (not converged, null product) counts as wrong;
+* ``classified``: fraction of test images given a class;
+* ``accuracy_classified``: fraction of the classified images that are right
+  (``classified * accuracy_classified == accuracy``);
+* ``head_parameters``: what the head stores (trained weights plus codebook entries);
+* ``decode_ms_per_image``: the runner's decode time per image (batch of all test images);
+* factorizer heads: ``accuracy_bruteforce``, the best product by exhaustive search
+  (the decode's upper bound), and the decode settings used.
 
-A decode that lands on a null product counts as wrong. ``--baseline`` names an
-FC-head export whose plain argmax accuracy is ``accuracy_fc_baseline``.
+The runner's decodes: BCF, :class:`hdsim.fixed.FixedBCF` with the manifest's widths,
+``(T, A, Tc, max_iter)`` and LFSR seed (its compiled twin where that applies, the same
+integers); sparse resonator, :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`
+with the manifest's ``(a, max_iter, seed)``; FC, argmax. The BCF also reports
+``accuracy_bcf_fixed`` / ``accuracy_bcf_float`` (class of the last estimate whether or not
+it converged) and ``converged_bcf_fixed``.
+
+``--baseline`` names an FC-head export: ``accuracy_fc_baseline`` and ``head_parameters_fc``.
+``coverage_curve=OUT`` (BCF) writes the risk-coverage curve as ``Tc`` varies, with the
+other settings the manifest's: ``OUT/coverage_curve.csv`` and ``.png``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +38,8 @@ from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
 from export.onnx_export import MANIFEST_FORMAT, ort_session, sha256_file
 
-__all__ = ["load_manifest", "load_codebooks", "decode_settings", "evaluate_export", "run_onnx",
-           "dataset_from_manifest"]
+__all__ = ["load_manifest", "load_codebooks", "decode_settings", "sparse_decode_settings", "evaluate_export",
+           "run_onnx", "dataset_from_manifest", "write_coverage_curve"]
 
 
 def load_manifest(folder: str | Path, verify: bool = True) -> dict:
@@ -63,14 +76,20 @@ def load_manifest(folder: str | Path, verify: bool = True) -> dict:
 # a hand-edited or truncated manifest is a one-line error, not a KeyError deep inside.
 _FIELDS = ("model.file", "model.sha256", "model.output.name", "preprocessing", "head.kind", "classes.radices",
            "classes.num_classes")
-_BCF_FIELDS = ("head.F", "head.B", "head.L", "head.D", "head.M", "head.codebooks.file", "decode.T", "decode.A",
-               "decode.Tc", "decode.max_iter", "decode.similarity", "decode.fixed_widths", "checks.codebooks_sha256")
+_CODE_FIELDS = ("head.F", "head.B", "head.L", "head.D", "head.M", "head.codebooks.file", "checks.codebooks_sha256",
+                "decode.max_iter")
+_HEAD_FIELDS = {"fc": (),
+                "bcf": _CODE_FIELDS + ("decode.T", "decode.A", "decode.Tc", "decode.similarity", "decode.fixed_widths"),
+                "sparse-resonator": _CODE_FIELDS + ("decode.a",)}
 
 
 def _check_fields(manifest: dict, mpath: Path) -> None:
     from export.data import Preprocessing
 
-    for field in _FIELDS + (_BCF_FIELDS if (manifest.get("head") or {}).get("kind") == "bcf" else ()):
+    kind = (manifest.get("head") or {}).get("kind") if isinstance(manifest.get("head"), dict) else None
+    if kind not in _HEAD_FIELDS:
+        raise HdsimError(f"manifest {mpath}: unknown head kind {kind!r} (expected one of {sorted(_HEAD_FIELDS)})")
+    for field in _FIELDS + _HEAD_FIELDS[kind]:
         node = manifest
         for key in field.split("."):
             if not isinstance(node, dict) or key not in node:
@@ -101,8 +120,13 @@ def load_codebooks(folder: str | Path, manifest: dict) -> BlockCodebooks:
     if any(x.dim() != 2 or x.shape[1] != X[0].shape[1] or bool(((x < 0) | (x >= L)).any()) for x in X):
         raise HdsimError(f"codebooks {path}: offsets must be (M, B) arrays with values in [0, {L})")
     cb = BlockCodebooks(X, L)
-    if cb.D != manifest["head"]["D"] or list(cb.sizes) != list(manifest["head"]["M"]):
-        raise HdsimError(f"codebooks {path}: shape D={cb.D}, M={list(cb.sizes)} disagrees with the manifest")
+    head = manifest["head"]
+    if (cb.D, cb.B, cb.L) != (head["D"], head["B"], head["L"]) or list(cb.sizes) != list(head["M"]):
+        raise HdsimError(f"codebooks {path}: D={cb.D}, B={cb.B}, L={cb.L}, M={list(cb.sizes)} disagree with the "
+                         f"manifest's head (D={head['D']}, B={head['B']}, L={head['L']}, M={list(head['M'])})")
+    if list(cb.sizes) != [int(m) for m in manifest["classes"]["radices"]]:
+        raise HdsimError(f"codebooks {path}: M={list(cb.sizes)} do not fit the class radices "
+                         f"{list(manifest['classes']['radices'])}")
     return cb
 
 
@@ -146,24 +170,38 @@ def run_onnx(path: Path, x: torch.Tensor, optimize: bool, batch: int = 256) -> n
     return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
 
 
-def _classes(product_map, digits: torch.Tensor) -> torch.Tensor:
-    return product_map.classes(digits)
+def sparse_decode_settings(manifest: dict) -> tuple[int, int, int]:
+    """The manifest's sparse-resonator decode: ``(a, max_iter, seed)``, checked."""
+    dec = manifest["decode"]
+    try:
+        a, max_iter, seed = int(dec["a"]), int(dec["max_iter"]), int(dec.get("seed", 0))
+    except (KeyError, TypeError, ValueError) as e:
+        raise HdsimError(f"manifest: decode settings malformed ({e.__class__.__name__}: {e})") from None
+    if a < 1 or max_iter < 1 or seed < 0:
+        raise HdsimError(f"manifest: decode settings: a and max_iter must be >= 1 and seed >= 0, got a={a}, "
+                         f"max_iter={max_iter}, seed={seed}")
+    return a, max_iter, seed
 
 
 def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, data_dir: str | None = None,
                     limit: int | None = None, optimize: bool = True, batch: int = 256,
-                    decisions: bool = False) -> dict:
-    """Accuracies of an export folder (and of an FC baseline export) on the test set.
+                    decisions: bool = False, coverage_curve: str | Path | None = None) -> dict:
+    """Accuracies of an export folder (and of an FC baseline export) on the test set (module docstring).
 
     ``decisions=True`` adds ``decisions_bcf_fixed``: the fixed-point decode's class per test
     image (``-1`` for a null product), whether or not it converged.
     """
-    from hdsim.factorizers import BlockCodeFactorizer
-    from hdsim.factorizers.bruteforce import bruteforce_decode
-    from hdsim.fixed import FixedBCF
+    from hdsim.calibrate import selective_metrics
+    from hdsim.validation import output_dir
+    from export.data import ProductMap
 
     folder = Path(folder)
     manifest = load_manifest(folder)
+    kind = manifest["head"]["kind"]
+    if coverage_curve is not None:
+        if kind != "bcf":
+            raise HdsimError(f"coverage-curve: the {kind} head has no convergence threshold Tc to vary")
+        coverage_curve = output_dir("coverage-curve", coverage_curve)
     data = dataset_from_manifest(manifest, data_dir)
     x, y = data.test_set()
     if limit is not None:
@@ -173,45 +211,27 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     pp = manifest["model"]["input"]["shape"]
     if list(x.shape[1:]) != [int(v) for v in pp[1:]]:
         raise HdsimError(f"data: test images have shape {list(x.shape[1:])}, the model expects {pp[1:]}")
-    result: dict = {"export": str(folder), "kind": manifest["model"]["kind"], "head": manifest["head"]["kind"],
-                    "test_images": int(x.shape[0]),
+    result: dict = {"export": str(folder), "kind": manifest["model"]["kind"], "head": kind,
+                    "test_images": int(x.shape[0]), "head_parameters": manifest["head"]["parameters"],
                     "onnxruntime": "ORT_ENABLE_ALL" if optimize else "ORT_DISABLE_ALL"}
     t0 = time.time()
     out = run_onnx(folder / manifest["model"]["file"], x, optimize, batch)
     result["onnx_seconds"] = round(time.time() - t0, 3)
-    if manifest["head"]["kind"] == "bcf":
-        from export.data import ProductMap
-
-        pm = ProductMap(tuple(manifest["classes"]["radices"]), int(manifest["classes"]["num_classes"]))
-        cb = load_codebooks(folder, manifest)
-        dec = manifest["decode"]
-        q = torch.from_numpy(out).float()
-        cfg, widths, lfsr_seed = decode_settings(manifest)
-        t0 = time.time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fixed = FixedBCF(cb, cfg, widths, seed=lfsr_seed
-                             ).factorize(q, batch_size=batch)
-        result["bcf_fixed_seconds"] = round(time.time() - t0, 3)
-        flt = BlockCodeFactorizer(cb, cfg, seed=0).factorize(q, batch_size=batch)
-        bf, _ = bruteforce_decode(q, cb, cfg.similarity)
-        for name, digits in (("bcf_fixed", fixed.indices), ("bcf_float", flt.indices), ("bruteforce", bf)):
-            pred = _classes(pm, digits)
-            result[f"accuracy_{name}"] = float((pred == y).float().mean())
-            result[f"null_{name}"] = int((pred < 0).sum())
-        if decisions:
-            result["decisions_bcf_fixed"] = _classes(pm, fixed.indices).tolist()
-            result["converged_per_image_bcf_fixed"] = fixed.converged.tolist()
-        result["factor_accuracy_bcf_fixed"] = float((fixed.indices == pm.digits(y)).float().mean())
-        result["mean_iterations_bcf_fixed"] = float(fixed.iterations.float().mean())
-        result["converged_bcf_fixed"] = float(fixed.converged.float().mean())
-        result["decode"] = {k: dec[k] for k in ("T", "A", "Tc", "max_iter", "fixed_widths")}
-        result["head_parameters_bcf"] = manifest["head"]["parameters"]
-        result["head_parameters_fc_equivalent"] = manifest["head"]["fc_equivalent_parameters"]
+    yn = y.numpy()
+    pm = ProductMap(tuple(manifest["classes"]["radices"]), int(manifest["classes"]["num_classes"]))
+    if kind == "bcf":
+        result.update(_evaluate_bcf(folder, manifest, out, y, pm, batch, decisions, coverage_curve))
+    elif kind == "sparse-resonator":
+        result.update(_evaluate_sparse(folder, manifest, out, yn, pm))
     else:
-        pred = torch.from_numpy(out).argmax(dim=1)
-        result["accuracy_fc"] = float((pred == y).float().mean())
+        t0 = time.perf_counter()
+        pred = out.argmax(axis=1)
+        result["decode_ms_per_image"] = (time.perf_counter() - t0) * 1e3 / len(yn)
+        result.update(selective_metrics(pred, np.ones(len(yn), bool), yn))
+        result["accuracy_fc"] = result["accuracy"]
         result["head_parameters_fc"] = manifest["head"]["parameters"]
+    result.pop("accuracy_last_estimate", None)
+    result.pop("queries", None)
     if baseline is not None:
         bman = load_manifest(baseline)
         if bman["head"]["kind"] != "fc":
@@ -220,9 +240,103 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
             raise HdsimError(f"baseline {baseline}: input shape {bman['model']['input']['shape']} differs from "
                              f"{manifest['model']['input']['shape']}")
         bout = run_onnx(Path(baseline) / bman["model"]["file"], x, optimize, batch)
-        result["accuracy_fc_baseline"] = float((torch.from_numpy(bout).argmax(dim=1) == y).float().mean())
+        result["accuracy_fc_baseline"] = float((bout.argmax(axis=1) == yn).mean())
         result["baseline_kind"] = bman["model"]["kind"]
         result["head_parameters_fc"] = bman["head"]["parameters"]
     else:
         result.setdefault("accuracy_fc_baseline", None)
     return result
+
+
+def _evaluate_bcf(folder: Path, manifest: dict, out: np.ndarray, y: torch.Tensor, pm, batch: int, decisions: bool,
+                  coverage_curve: Path | None) -> dict:
+    from hdsim.calibrate import bcf_decoder, coverage_curve as curve, selective_metrics
+    from hdsim.factorizers import BlockCodeFactorizer
+    from hdsim.factorizers.bruteforce import bruteforce_decode
+
+    cb = load_codebooks(folder, manifest)
+    q = torch.from_numpy(out).float()
+    cfg, widths, lfsr_seed = decode_settings(manifest)
+    settings = {"T": cfg.T, "A": cfg.A, "Tc": cfg.resolved_Tc(cb.B), "max_iter": cfg.resolved_max_iter(cb.sizes)}
+    decode = bcf_decoder(out, cb, widths, lfsr_seed=lfsr_seed, similarity=cfg.similarity)
+    decode(settings)  # compile (numba) outside the timing
+    t0 = time.perf_counter()
+    idx, iters, conv = decode(settings)
+    res: dict = {"decode_ms_per_image": (time.perf_counter() - t0) * 1e3 / len(y)}
+    yn = y.numpy()
+    res.update(selective_metrics(pm.classes(idx), conv, yn))
+    flt = BlockCodeFactorizer(cb, cfg, seed=0).factorize(q, batch_size=batch)
+    bf, _ = bruteforce_decode(q, cb, cfg.similarity)
+    for name, digits in (("bcf_fixed", idx), ("bcf_float", flt.indices.numpy()), ("bruteforce", bf.numpy())):
+        pred = pm.classes(np.asarray(digits))
+        res[f"accuracy_{name}"] = float((pred == yn).mean())
+        res[f"null_{name}"] = int((pred < 0).sum())
+    if decisions:
+        res["decisions_bcf_fixed"] = pm.classes(idx).tolist()
+        res["converged_per_image_bcf_fixed"] = np.asarray(conv).tolist()
+    res["factor_accuracy_bcf_fixed"] = float((idx == pm.digits(y).numpy()).mean())
+    res["mean_iterations_bcf_fixed"] = float(np.mean(iters))
+    res["converged_bcf_fixed"] = float(np.mean(conv))
+    res["decode"] = {k: manifest["decode"][k] for k in ("T", "A", "Tc", "max_iter", "fixed_widths")}
+    res["decode"]["calibration"] = (manifest["decode"].get("calibration") or {}).get("method", "none")
+    res["head_parameters_bcf"] = manifest["head"]["parameters"]
+    res["head_parameters_fc_equivalent"] = manifest["head"]["fc_equivalent_parameters"]
+    if coverage_curve is not None:
+        grid = sorted(set(np.round(np.arange(0.05, 0.951, 0.05), 4).tolist()) | {float(settings["Tc"])})
+        rows = curve(decode, settings, pm.classes, yn, grid)
+        res["coverage_curve"] = {"csv": str(write_coverage_curve(rows, coverage_curve, manifest)),
+                                 "png": str(coverage_curve / "coverage_curve.png"), "points": len(rows)}
+    return res
+
+
+def _evaluate_sparse(folder: Path, manifest: dict, out: np.ndarray, yn: np.ndarray, pm) -> dict:
+    from hdsim.calibrate import selective_metrics
+    from hdsim.factorizers.bruteforce import bruteforce_decode
+    from hdsim.functional import sbc_to_dense
+    from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+
+    cb = load_codebooks(folder, manifest)
+    a, max_iter, seed = sparse_decode_settings(manifest)
+    offsets = thin_queries(out, cb.B, "query")
+    X = [x.numpy() for x in cb.indices]
+    t0 = time.perf_counter()
+    idx, iters, conv, _ = sparse_resonator_decode(offsets, X, cb.L, a=a, max_iter=max_iter, seed=seed)
+    res: dict = {"decode_ms_per_image": (time.perf_counter() - t0) * 1e3 / len(yn)}
+    res.update(selective_metrics(pm.classes(idx), conv, yn))
+    bf, _ = bruteforce_decode(sbc_to_dense(torch.from_numpy(offsets), cb.L), cb, "dot")
+    res["accuracy_bruteforce"] = float((pm.classes(bf.numpy()) == yn).mean())
+    res["accuracy_sparse_resonator_last_estimate"] = float((pm.classes(idx) == yn).mean())
+    res["segment_accuracy"] = float((offsets == cb.product(pm.digits(torch.from_numpy(yn))).numpy()).mean())
+    res["mean_iterations"] = float(np.mean(iters))
+    res["decode"] = {"a": a, "max_iter": max_iter, "seed": seed,
+                     "calibration": (manifest["decode"].get("calibration") or {}).get("method", "none")}
+    res["head_parameters_fc_equivalent"] = manifest["head"]["fc_equivalent_parameters"]
+    return res
+
+
+def write_coverage_curve(rows: list[dict], folder: Path, manifest: dict) -> Path:
+    """``folder/coverage_curve.csv`` and ``.png``: accuracy of the classified images against the
+    fraction classified as ``Tc`` varies (left), and both against ``Tc`` (right)."""
+    from hdsim.sweep.output import new_figure, save_figure, write_csv
+
+    path = write_csv(folder / "coverage_curve.csv", rows)
+    fig, (ax1, ax2) = new_figure(2)
+    cov = [r["classified"] for r in rows]
+    ax1.plot(cov, [r["accuracy_classified"] for r in rows], "o-", ms=3)
+    sel = [r for r in rows if r["selected"]]
+    for r in sel:
+        ax1.plot([r["classified"]], [r["accuracy_classified"]], "r*", ms=12, label=f"manifest Tc={r['Tc']:.3g}")
+    ax1.set_xlabel("fraction classified (coverage)")
+    ax1.set_ylabel("accuracy of the classified images")
+    ax1.set_title("risk-coverage (Tc varies)")
+    if sel:
+        ax1.legend(loc="lower left")
+    tcs = [r["Tc"] for r in rows]
+    ax2.plot(tcs, cov, "o-", ms=3, label="classified")
+    ax2.plot(tcs, [r["accuracy"] for r in rows], "s-", ms=3, label="accuracy (abstention = wrong)")
+    ax2.plot(tcs, [r["accuracy_classified"] for r in rows], "^-", ms=3, label="accuracy of the classified")
+    ax2.set_xlabel("Tc")
+    ax2.legend(loc="lower left")
+    ax2.set_title(f"{manifest['head']['kind']} head, {manifest['classes']['num_classes']} classes")
+    save_figure(fig, folder / "coverage_curve.png")
+    return path

@@ -13,7 +13,11 @@ bottlenecks). Module names and parameter shapes match torchvision's
 
 Extensions over torchvision (all default to torchvision's choices): input
 channels, ``last_channel`` and the classifier's output size. The input size is
-free (global average pooling).
+free (global average pooling). ``pool_size > 0`` builds the sparse-resonator
+variant of seed ``000_*`` (SPEC section 7): ``pool`` is a :class:`WeightedPool2d`
+with ``pool_size`` weights shared by every channel (49 on ImageNet's 7x7 map;
+``feature_map_size(H, W)`` positions on another input), no classifier: the
+output is the ``last_channel`` pooled features themselves.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor, nn
 from hdsim.errors import HdsimError
 
 __all__ = ["make_divisible", "InvertedResidual", "MobileNetV2", "BackboneConfig", "INVERTED_RESIDUAL_SETTING",
-           "block_plan", "load_state_dict_strict"]
+           "block_plan", "load_state_dict_strict", "WeightedPool2d", "feature_map_size"]
 
 # (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -94,6 +98,49 @@ def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
     return plan
 
 
+def feature_map_size(height: int, width: int) -> tuple[int, int]:
+    """``(h, w)`` of the last feature map: five stride-2 3x3 convolutions with padding 1, each
+    ``ceil(n / 2)`` (224x224 -> 7x7; two-digit MNIST 32x64 -> 1x2; three-digit 32x96 -> 1x3).
+
+    Example:
+        >>> feature_map_size(224, 224), feature_map_size(32, 64), feature_map_size(32, 96)
+        ((7, 7), (1, 2), (1, 3))
+    """
+    h, w = int(height), int(width)
+    for _ in range(5):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
+class WeightedPool2d(nn.Linear):
+    """Weighted spatial pooling with one weight per position, shared by all channels (seed ``000_*``).
+
+    ``z_c = sum_p w_p x_{c,p}`` over the ``n = h * w`` positions of the feature map: ``n``
+    parameters whatever the channel count. Initialized to ``1/n`` (average pooling). An
+    ``nn.Linear(n, 1)`` without bias over the flattened positions, so that its quantized
+    twin is Brevitas' ``QuantLinear`` with the same parameter name and shape.
+
+    Shapes:
+        input ``(N, C, h, w)`` with ``h * w = n`` -> output ``(N, C)``
+    """
+
+    is_weighted_pool = True
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, 1, bias=False)
+        nn.init.constant_(self.weight, 1.0 / n)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_pool_input(x, self.in_features)
+        return super().forward(torch.flatten(x, 2)).squeeze(-1)
+
+
+def check_pool_input(x: Tensor, n: int) -> None:
+    if x.dim() != 4 or x.shape[2] * x.shape[3] != n:
+        raise HdsimError(f"input size: the weighted pooling has {n} weights, the feature map is "
+                         f"{tuple(x.shape[2:])} (the sparse-resonator head is trained for one input size)")
+
+
 def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     """``Sequential(Conv2d(bias=False), BatchNorm2d, ReLU6)`` — torchvision's ``Conv2dNormActivation``."""
     return nn.Sequential(
@@ -133,16 +180,19 @@ class MobileNetV2(nn.Module):
     """Float MobileNetV2 with torchvision's names.
 
     Args:
-        num_outputs: size of the classifier output (classes for an FC head, ``D`` for a BCF projection).
+        num_outputs: size of the classifier output (classes for an FC head, ``D`` for a BCF projection);
+            with ``pool_size`` it must equal ``backbone.features`` (no classifier).
         backbone: :class:`BackboneConfig`.
         dropout: dropout probability before the classifier.
+        pool_size: ``0``: global average pooling and the classifier; ``n > 0``: a
+            :class:`WeightedPool2d` of ``n`` weights and no classifier (sparse-resonator head).
 
     Shapes:
         input ``(N, in_channels, H, W)`` -> output ``(N, num_outputs)``
     """
 
     def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, pool_size: int = 0) -> None:
         super().__init__()
         backbone.validate()
         if num_outputs < 1:
@@ -155,13 +205,20 @@ class MobileNetV2(nn.Module):
             cin = bout
         layers.append(conv_bn_relu6(cin, backbone.features, kernel=1))
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(backbone.features, num_outputs))
+        self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
+        if pool_size:
+            self.pool = WeightedPool2d(pool_size)
+        else:
+            self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(backbone.features, num_outputs))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torchvision's initialization: Kaiming-normal (fan out) convs, unit BN, N(0, 0.01) linear."""
+        """torchvision's initialization: Kaiming-normal (fan out) convs, unit BN, N(0, 0.01) linear;
+        a weighted pooling starts as the average."""
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if getattr(m, "is_weighted_pool", False):
+                nn.init.constant_(m.weight, 1.0 / m.in_features)
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
@@ -178,7 +235,18 @@ class MobileNetV2(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.pool_size:
+            return self.pool(self.features(x))
         return self.classifier(self.embed(x))
+
+
+def check_pool_size(pool_size: int, num_outputs: int, backbone: BackboneConfig) -> int:
+    if pool_size < 0:
+        raise HdsimError(f"pool_size: must be >= 0, got {pool_size}")
+    if pool_size and num_outputs != backbone.features:
+        raise HdsimError(f"num_outputs: a weighted-pooling net outputs its {backbone.features} features, "
+                         f"not {num_outputs}")
+    return int(pool_size)
 
 
 def load_state_dict_strict(model: nn.Module, state: dict, *, skip_prefixes: tuple[str, ...] = (),

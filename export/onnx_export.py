@@ -6,8 +6,10 @@
   Clip / DequantizeLinear around float ops (QCDQ), BN merged into the convolutions.
   Input ``image`` ``(N, C, H, W)``; output ``query`` ``(N, D)`` (BCF head: the
   per-block softmax, a GSBC) or ``logits`` ``(N, classes)`` (FC head).
-* ``codebooks.npz`` (BCF head): ``X0..X{F-1}`` ``(M_f, B)`` int64 offset-form
-  codebooks, ``L``, ``class_digits`` ``(K, F)``, ``class_targets`` ``(K, B)``.
+* ``codebooks.npz`` (BCF and sparse-resonator heads): ``X0..X{F-1}`` ``(M_f, B)`` int64
+  offset-form codebooks, ``L``, ``class_digits`` ``(K, F)``, ``class_targets`` ``(K, B)``.
+  The sparse-resonator head's output ``query`` is its pooled features ``(N, D)``; the
+  decoder thins each of the ``B`` segments to its argmax.
 * ``manifest.json``: see :func:`build_manifest` and ``docs/export.md``.
 """
 
@@ -25,10 +27,11 @@ from torch import nn
 
 from hdsim.errors import HdsimError
 from hdsim.validation import output_dir
-from export.heads import BCFHead, blockwise_softmax
+from export.heads import BCFHead, SparseResonatorHead, blockwise_softmax
 
 __all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "ort_optimized_ops",
-           "decode_config", "MANIFEST_FORMAT", "OPSET"]
+           "decode_config", "sparse_decode_config", "calibrate_export_decode", "run_onnx_queries", "MANIFEST_FORMAT",
+           "OPSET"]
 
 MANIFEST_FORMAT = "hdsim-export-manifest/1"
 ACTIVATION_SCHEMES = {
@@ -43,18 +46,20 @@ OPSET = 13
 
 
 class ExportNet(nn.Module):
-    """The deployed function: image -> query (BCF: per-block softmax of the projection) or logits (FC)."""
+    """The deployed function: image -> query (BCF: per-block softmax of the projection; sparse
+    resonator: the pooled features) or logits (FC)."""
 
     def __init__(self, model: nn.Module, head) -> None:
         super().__init__()
         self.model = model
         self.bcf = isinstance(head, BCFHead)
+        self.coded = isinstance(head, (BCFHead, SparseResonatorHead))
         self.B = head.cfg.B
         self.beta = float(head.cfg.beta)
 
     @property
     def output_name(self) -> str:
-        return "query" if self.bcf else "logits"
+        return "query" if self.coded else "logits"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.model(x)
@@ -207,9 +212,10 @@ def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized:
 
 
 def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, widths=None,
-                  Tc: float | None = None) -> dict:
+                  Tc: float | None = None, max_iter: int | None = None) -> dict:
     """BCF decode parameters for the manifest: tuned ``(T, A)`` (published table, nearest ``M``) unless
-    given; ``Tc`` the convergence threshold (``None``: the BCF default, 0.9 for ``linf``)."""
+    given; ``Tc`` the convergence threshold (``None``: the BCF default, 0.9 for ``linf``); ``max_iter``
+    (``None``: the SPEC default)."""
     from hdsim.factorizers.bcf import BCFConfig
     from hdsim.fixed import FixedWidths
     from hdsim.tuned import resolve_TA
@@ -219,7 +225,8 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
     source = "given" if entry is None else (
         f"published tuned table, nearest M (rows {entry.M_min}-{entry.M_max}); tuned at D=512, B=4")
     widths = widths or FixedWidths()
-    cfg = BCFConfig(T=float(T), A=int(A), Tc=None if Tc is None else float(Tc))
+    cfg = BCFConfig(T=float(T), A=int(A), Tc=None if Tc is None else float(Tc),
+                    max_iter=None if max_iter is None else int(max_iter))
     cfg.validate(head.cfg.B)
     return {"factorizer": "bcf", "similarity": cfg.similarity, "T": cfg.T, "A": cfg.A,
             "Tc": cfg.resolved_Tc(head.cfg.B), "max_iter": cfg.resolved_max_iter(sizes), "T_A_source": source,
@@ -229,7 +236,71 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
                             "(hdsim.fixed.quantize_query)"}
 
 
-def write_codebooks(head: BCFHead, path: Path) -> None:
+def sparse_decode_config(head: SparseResonatorHead, a: int | None = None, max_iter: int | None = None,
+                         seed: int = 0) -> dict:
+    """Sparse-resonator decode parameters for the manifest (SPEC section 4; defaults: ``a`` 6 or
+    ``M`` if smaller, ``max_iter`` the seed's ``max(2000, prod M / 1000)``)."""
+    from hdsim.factorizers.sparse_resonator import SparseResonatorConfig
+
+    sizes = head.product_map.sizes
+    cfg = SparseResonatorConfig(a=int(a) if a is not None else min(6, max(sizes)), max_iter=max_iter)
+    cfg.validate()
+    return {"factorizer": "sparse-resonator", "a": cfg.a, "max_iter": cfg.resolved_max_iter(sizes), "seed": int(seed),
+            "query_format": f"offsets (N, B): per segment of L={head.codebooks.L}, the argmax of the pooled "
+                            "features (lowest index on ties)",
+            "draws": "counter-based: hdsim.hashing (seed, query id, event); hdsim.sparse_resonator_numpy"}
+
+
+def _check_decode_options(head, **given) -> None:
+    """Decode options that the head does not have are refused, not ignored."""
+    own = {"bcf": ("T", "A", "Tc", "max_iter", "widths"), "sparse-resonator": ("a", "max_iter"), "fc": ()}[head.kind]
+    for name, value in given.items():
+        if value is not None and name not in own:
+            raise HdsimError(f"{name}: the {head.kind} head has no such decode setting"
+                             f"{' (it decodes by argmax)' if head.kind == 'fc' else ''}")
+
+
+def calibrate_export_decode(model_path: Path, data, head, decode: dict, given: dict, calibration, widths) -> dict:
+    """Search the decode settings on the exported model's validation queries and write them into
+    ``decode`` (in place); returns the record for ``decode.calibration``."""
+    if calibration is None:
+        return {"method": "none", "reason": "calibration disabled (--no-calibrate)"}
+    if not getattr(data, "has_validation", False):
+        return {"method": "none", "reason": "the checkpoint's data has no validation split (trained before "
+                                             "val_fraction existed, or with val_fraction 0)"}
+    from hdsim.calibrate import calibrate_bcf, calibrate_sparse_resonator
+
+    xv, yv = data.val_set()
+    q = run_onnx_queries(model_path, xv)
+    classes_of = head.product_map.classes
+    cb = head.codebooks
+    if isinstance(head, BCFHead):
+        from hdsim.fixed import FixedWidths
+
+        default = {k: decode[k] for k in ("T", "A", "Tc", "max_iter")}
+        res = calibrate_bcf(q, yv.numpy(), classes_of, cb, widths or FixedWidths(), calibration, default=default,
+                            fixed=given, lfsr_seed=int(decode["lfsr_seed"]))
+        decode["T_A_source"] = "calibrated on the validation queries (hdsim.calibrate)"
+    else:
+        from hdsim.sparse_resonator_numpy import thin_queries
+
+        default = {k: decode[k] for k in ("a", "max_iter")}
+        res = calibrate_sparse_resonator(thin_queries(q, cb.B), yv.numpy(), classes_of,
+                                         [x.numpy() for x in cb.indices], cb.L, calibration, default=default,
+                                         fixed=given, seed=int(decode["seed"]))
+    decode.update({k: (float(v) if isinstance(v, float) else int(v)) for k, v in res["settings"].items()})
+    return {"method": "optuna-tpe", "validation_images": int(xv.shape[0]),
+            "validation": "composed from digit images held out of training and test (val_fraction)",
+            "default": default} | {k: v for k, v in res.items() if k != "settings"}
+
+
+def run_onnx_queries(model_path: Path, x: torch.Tensor, batch: int = 256) -> np.ndarray:
+    """The exported model's output on ``x`` (onnxruntime, default optimizations as the runner runs it)."""
+    sess = ort_session(model_path, optimize=True)
+    return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
+
+
+def write_codebooks(head: BCFHead | SparseResonatorHead, path: Path) -> None:
     cb = head.codebooks
     arrays = {f"X{f}": x.cpu().numpy().astype(np.int64) for f, x in enumerate(cb.indices)}
     arrays["L"] = np.array(cb.L, dtype=np.int64)
@@ -266,6 +337,7 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
 
     pp = data.preprocessing if hasattr(data, "preprocessing") else data
     bcf = isinstance(head, BCFHead)
+    coded = isinstance(head, (BCFHead, SparseResonatorHead))
     m = {
         "format": MANIFEST_FORMAT,
         "model": {"file": model_path.name, "sha256": sha256_file(model_path), "bytes": model_path.stat().st_size,
@@ -276,10 +348,12 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
                                     "scales": scales, "batchnorm": "merged into the convolutions"}
                                    if quantized else None),
                   "input": {"name": "image", "shape": ["N", pp.channels, pp.height, pp.width], "dtype": "float32"},
-                  "output": {"name": net.output_name, "shape": ["N", head.cfg.D if bcf else head.outputs],
+                  "output": {"name": net.output_name, "shape": ["N", head.cfg.D if coded else head.outputs],
                              "dtype": "float32",
                              "meaning": (f"GSBC query: softmax(beta * z) over each of B={head.cfg.B} blocks"
-                                         if bcf else "class logits (dequantized int8)" if quantized
+                                         if bcf else
+                                         f"pooled features; the query is each of B={head.cfg.B} segments' argmax"
+                                         if coded else "class logits (dequantized int8)" if quantized
                                          else "class logits")}},
         "preprocessing": pp.as_dict(),
         "backbone": {"arch": "mobilenet_v2", "width": cfg_dict.get("width"), "features": features,
@@ -297,25 +371,40 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
     }
     if class_names is not None:
         m["classes"]["names"] = class_names
-    if bcf:
+    if coded:
         cb = head.codebooks
-        m["head"].update({"D": cb.D, "B": cb.B, "L": cb.L, "F": cb.F, "M": list(cb.sizes), "beta": head.cfg.beta,
+        m["head"].update({"D": cb.D, "B": cb.B, "L": cb.L, "F": cb.F, "M": list(cb.sizes),
                           "codebook_seed": head.cfg.codebook_seed,
                           "codebooks": {"file": "codebooks.npz", "generator": "hdsim.codes.random_codebooks"
                                         f"(F={cb.F}, M={list(cb.sizes)}, D={cb.D}, B={cb.B}, "
                                         f"seed={head.cfg.codebook_seed})"}})
+        if bcf:
+            m["head"]["beta"] = head.cfg.beta
+        else:
+            m["head"].update({"pool_weights": head.cfg.pool_size, "cosine_scale": head.cfg.cosine_scale,
+                              "parameters_breakdown": {"pool_weights": head.cfg.pool_size,
+                                                       "codebook_entries": sum(cb.sizes) * cb.B}})
     if extra:
         m.update(extra)
     return m
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: bool = False, T: float | None = None,
-                      A: int | None = None, widths=None, parity_images: int = 32, Tc: float | None = None) -> dict:
+                      A: int | None = None, widths=None, parity_images: int = 32, Tc: float | None = None,
+                      max_iter: int | None = None, a: int | None = None, calibration=None) -> dict:
     """Export a training checkpoint (float or QAT) to ``out``; returns the manifest.
 
     A float-phase checkpoint exported as int8 is quantized post-training
     (calibration on training batches). ``float_model=True`` exports the float
     net with the checkpoint's weights (a QAT checkpoint's float weights).
+
+    Decode settings: with ``calibration`` (a :class:`hdsim.calibrate.CalibrationConfig`)
+    and a checkpoint whose data has a validation split, the BCF's ``(T, A, Tc, max_iter)``
+    or the sparse resonator's ``(a, max_iter)`` are searched on the exported model's
+    validation queries (:mod:`hdsim.calibrate`); a value given here is held fixed. Without
+    calibration (``None``, or no validation split) they are the given values or the
+    defaults (published ``(T, A)`` table, ``Tc`` 0.9, SPEC ``max_iter``), and the
+    manifest's ``decode.calibration`` says why.
     """
     from export.quant import calibrate, merge_batchnorm
     from export.train import calibration_batches, load_checkpoint, restore_model
@@ -325,6 +414,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg, data, head, model = restore_model(state, quant=quantized)
+        _check_decode_options(head, T=T, A=A, Tc=Tc, a=a, max_iter=max_iter, widths=widths)
         out = output_dir("out", out)  # after the checkpoint proved usable: a failed export leaves no folder
         ptq = quantized and state["phase"] == "float"
         if quantized:
@@ -341,10 +431,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         checks["parity"] = parity_check(net, model_path, xt[:parity_images], head)
-    if isinstance(head, BCFHead):
+    decode = None
+    if isinstance(head, (BCFHead, SparseResonatorHead)):
         write_codebooks(head, out / "codebooks.npz")
         checks["codebooks_sha256"] = sha256_file(out / "codebooks.npz")
-    decode = decode_config(head, T, A, widths, Tc) if isinstance(head, BCFHead) else None
+        if isinstance(head, BCFHead):
+            decode = decode_config(head, T, A, widths, Tc, max_iter)
+            given = {k: v for k, v in (("T", T), ("A", A), ("Tc", Tc), ("max_iter", max_iter)) if v is not None}
+        else:
+            decode = sparse_decode_config(head, a, max_iter)
+            given = {k: v for k, v in (("a", a), ("max_iter", max_iter)) if v is not None}
+        decode["calibration"] = calibrate_export_decode(model_path, data, head, decode, given, calibration, widths)
     features = model.backbone_config.features
     manifest = build_manifest(
         model_path=model_path, quantized=quantized, scales=getattr(model, "scales", None) if quantized else None,

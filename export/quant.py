@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from hdsim.errors import HdsimError
-from export.mobilenet import BackboneConfig, MobileNetV2, block_plan
+from export.mobilenet import BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size
 
 __all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantInvertedResidual", "QuantMobileNetV2",
            "merge_batchnorm", "has_batchnorm", "calibrate", "load_float_weights", "quant_only_key"]
@@ -235,10 +235,13 @@ class QuantMobileNetV2(nn.Module):
 
     Extra modules: ``quant_inp`` (input), ``features.K.out_quant`` (shared per stage),
     ``quant_pool`` (pooled features), ``quant_out`` (int8 output logits, returned dequantized).
+    With ``pool_size`` (sparse-resonator head): ``pool`` is a ``QuantLinear(n, 1)`` over the
+    flattened positions (int8 weights, one per position shared by every channel) and
+    ``quant_out`` quantizes the pooled features, which are the output.
     """
 
     def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
-                 dropout: float = 0.2, scales: str = "po2") -> None:
+                 dropout: float = 0.2, scales: str = "po2", pool_size: int = 0) -> None:
         super().__init__()
         backbone.validate()
         qnn, _ = _brevitas()
@@ -259,11 +262,15 @@ class QuantMobileNetV2(nn.Module):
             cin = bout
         layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1))
         self.features = nn.Sequential(*layers)
-        self.quant_pool = _act(q, "unsigned")
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            qnn.QuantLinear(backbone.features, num_outputs, bias=True, weight_quant=q["weight"],
-                            bias_quant=q["bias"], return_quant_tensor=False))
+        self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
+        if pool_size:
+            self.pool = _quant_weighted_pool(q, pool_size)
+        else:
+            self.quant_pool = _act(q, "unsigned")
+            self.classifier = nn.Sequential(
+                nn.Dropout(p=dropout),
+                qnn.QuantLinear(backbone.features, num_outputs, bias=True, weight_quant=q["weight"],
+                                bias_quant=q["bias"], return_quant_tensor=False))
         self.quant_out = _act(q, "output", return_quant_tensor=False)
         MobileNetV2.reset_parameters(self)  # same init as the float net (QuantConv2d is a Conv2d)
 
@@ -298,8 +305,36 @@ class QuantMobileNetV2(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(_value(x), 1), 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.pool_size:
+            if self.input_pad:
+                x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.input_pad))
+            return self.quant_out(self.pool(_value(self.features(self.quant_inp(x)))))
         x = self.classifier[0](self.embed(x))
         return self.quant_out(self.classifier[1](self.quant_pool(x)))
+
+
+_POOL = None
+
+
+def _quant_weighted_pool(q: dict, n: int) -> nn.Module:
+    """The quantized :class:`export.mobilenet.WeightedPool2d`: ``QuantLinear(n, 1)`` over the positions."""
+    global _POOL
+    if _POOL is None:
+        qnn, _ = _brevitas()
+
+        class QuantWeightedPool2d(qnn.QuantLinear):
+            is_weighted_pool = True
+
+            def __init__(self, n: int, weight_quant) -> None:
+                qnn.QuantLinear.__init__(self, n, 1, bias=False, weight_quant=weight_quant,
+                                         return_quant_tensor=False)
+
+            def forward(self, x: Tensor) -> Tensor:
+                check_pool_input(x, self.in_features)
+                return qnn.QuantLinear.forward(self, torch.flatten(x, 2)).squeeze(-1)
+
+        _POOL = QuantWeightedPool2d
+    return _POOL(n, q["weight"])
 
 
 def quant_only_key(key: str) -> bool:

@@ -48,7 +48,10 @@ class TrainConfig:
     Attributes:
         dataset: ``mnist2`` / ``mnist3`` (multi-digit MNIST) or a folder ``root/<class>/<image>``.
         head: ``bcf`` or ``fc``.
-        D, B, beta, codebook_seed: BCF head (ignored for ``fc``).
+        D, B, beta, codebook_seed: BCF head (ignored for ``fc``). The sparse-resonator head has no
+            projection: its ``D`` is the backbone's features (``D`` 0 means that; another value
+            that differs is an error) and ``B`` its segments.
+        cosine_scale: ``s`` of the sparse-resonator head's segment-wise cosine loss.
         F: factors for a folder dataset (MNIST: the number of digits).
         width, last_channel, dropout: MobileNetV2 shape (``last_channel`` 0 = torchvision's 1280 rule).
         input_size: ``(H, W)``; empty = the dataset's natural size (MNIST) or 224x224 (folder).
@@ -57,6 +60,10 @@ class TrainConfig:
         train_size: training images per epoch (MNIST: composed afresh each epoch).
         qat_train_size: training images per QAT epoch (0 = ``train_size``).
         test_size, test_fraction: MNIST composed test images; fraction of digit images held out.
+        val_fraction, val_size: fraction of digit images (folder: files) held out for validation, and
+            MNIST composed validation images; the validation set calibrates the decode at export.
+            Checkpoints written before the split existed load with ``val_fraction`` 0 (their
+            training digits include what would be validation digits).
         batch, lr, qat_lr, weight_decay: optimization (AdamW, one-cycle then cosine).
         calib_batches: batches of training images that initialize the activation quantizers.
         eval_size: test images evaluated after every epoch (0 = all).
@@ -70,6 +77,7 @@ class TrainConfig:
     B: int = 4
     beta: float = 1.0
     codebook_seed: int = 0
+    cosine_scale: float = 16.0
     F: int = 2
     width: float = 0.25
     last_channel: int = 128
@@ -83,6 +91,8 @@ class TrainConfig:
     qat_train_size: int = 0
     test_size: int = 2000
     test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    val_size: int = 1000
     batch: int = 64
     lr: float = 3e-3
     qat_lr: float = 3e-4
@@ -93,7 +103,13 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        HeadConfig(self.head, self.D, self.B, self.codebook_seed, self.beta).validate()
+        BackboneConfig(self.width, 1, self.last_channel or None).validate()
+        if self.head == "sparse-resonator" and self.D not in (0, self.features):
+            raise HdsimError(f"D: the sparse-resonator head has no projection, so D is the backbone's "
+                             f"{self.features} features (last_channel); got D={self.D}")
+        if self.input_size and (len(self.input_size) != 2 or min(self.input_size) < 8):
+            raise HdsimError(f"input_size: expected H and W >= 8, got {list(self.input_size)}")
+        self.head_config.validate()
         for name in ("epochs", "qat_epochs", "calib_batches", "eval_size"):
             if getattr(self, name) < 0:
                 raise HdsimError(f"{name}: must be >= 0, got {getattr(self, name)}")
@@ -101,6 +117,9 @@ class TrainConfig:
             raise HdsimError(f"calib_batches: must be >= 1 with QAT epochs, got {self.calib_batches}")
         if self.epochs + self.qat_epochs < 1:
             raise HdsimError("epochs: need at least one float or QAT epoch")
+        if not 0.0 <= self.val_fraction < 1.0 or (self.val_fraction > 0 and self.val_size < 1):
+            raise HdsimError(f"val_fraction: must be in [0, 1) (val_size >= 1), got {self.val_fraction} "
+                             f"(val_size {self.val_size})")
         for name in ("batch", "train_size", "test_size"):
             if getattr(self, name) < 1:
                 raise HdsimError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -114,9 +133,6 @@ class TrainConfig:
                 raise HdsimError(f"{name}: learning rate must be finite and > 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise HdsimError(f"dropout: must be in [0, 1), got {self.dropout}")
-        if self.input_size and (len(self.input_size) != 2 or min(self.input_size) < 8):
-            raise HdsimError(f"input_size: expected H and W >= 8, got {list(self.input_size)}")
-        BackboneConfig(self.width, 1, self.last_channel or None).validate()
         if self.scales not in ("po2", "float"):
             raise HdsimError(f"scales: expected 'po2' or 'float', got {self.scales!r}")
 
@@ -125,8 +141,27 @@ class TrainConfig:
         return self.qat_train_size if phase == "qat" and self.qat_train_size else self.train_size
 
     @property
+    def features(self) -> int:
+        return BackboneConfig(self.width, 1, self.last_channel or None).features
+
+    @property
+    def resolved_input_size(self) -> tuple[int, int]:
+        """``input_size``, or the dataset's natural size (MNIST ``32 x 32F``; folders 224x224)."""
+        if self.input_size:
+            return (int(self.input_size[0]), int(self.input_size[1]))
+        if self.dataset in ("mnist1", "mnist2", "mnist3", "mnist4"):
+            return (32, 32 * int(self.dataset[-1]))
+        return (224, 224)
+
+    @property
     def head_config(self) -> HeadConfig:
-        return HeadConfig(self.head, self.D, self.B, self.codebook_seed, self.beta)
+        if self.head == "sparse-resonator":
+            from export.mobilenet import feature_map_size
+
+            h, w = feature_map_size(*self.resolved_input_size)
+            return HeadConfig(self.head, self.features, self.B, self.codebook_seed, self.beta, self.cosine_scale,
+                              h * w)
+        return HeadConfig(self.head, self.D, self.B, self.codebook_seed, self.beta, self.cosine_scale)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -136,6 +171,7 @@ class TrainConfig:
             raise HdsimError(f"config: unknown field(s) {sorted(unknown)}")
         d = dict(d)
         d["input_size"] = tuple(d.get("input_size") or ())
+        d.setdefault("val_fraction", 0.0)  # written before the validation split: no digit was held out
         return cls(**d)
 
 
@@ -144,11 +180,13 @@ def build_data(cfg: TrainConfig):
     size = tuple(cfg.input_size) if cfg.input_size else None
     if cfg.dataset in ("mnist1", "mnist2", "mnist3", "mnist4"):
         return MultiDigitMNIST(int(cfg.dataset[-1]), seed=cfg.seed, test_fraction=cfg.test_fraction,
-                               test_size=cfg.test_size, input_size=size)
+                               test_size=cfg.test_size, input_size=size, val_fraction=cfg.val_fraction,
+                               val_size=cfg.val_size)
     if cfg.dataset.startswith("mnist"):
         raise HdsimError(f"dataset: expected mnist1..mnist4 or a folder, got {cfg.dataset!r}")
     return ImageFolder(cfg.dataset, cfg.F, channels=cfg.channels, input_size=size or (224, 224),
-                       resize=cfg.resize, test_fraction=cfg.test_fraction, seed=cfg.seed)
+                       resize=cfg.resize, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                       val_fraction=cfg.val_fraction)
 
 
 def backbone_config(cfg: TrainConfig, data) -> BackboneConfig:
@@ -157,11 +195,12 @@ def backbone_config(cfg: TrainConfig, data) -> BackboneConfig:
 
 def build_model(cfg: TrainConfig, data, head, quant: bool) -> nn.Module:
     bb = backbone_config(cfg, data)
+    pool = head.cfg.pool_size if head.kind == "sparse-resonator" else 0
     if quant:
         from export.quant import QuantMobileNetV2
 
-        return QuantMobileNetV2(head.outputs, bb, cfg.dropout, scales=cfg.scales)
-    return MobileNetV2(head.outputs, bb, cfg.dropout)
+        return QuantMobileNetV2(head.outputs, bb, cfg.dropout, scales=cfg.scales, pool_size=pool)
+    return MobileNetV2(head.outputs, bb, cfg.dropout, pool_size=pool)
 
 
 # ---- distributed -----------------------------------------------------------------------------

@@ -72,7 +72,7 @@ from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
 
-__all__ = ["TuneConfig", "run_tune", "merge_into_table", "DEFAULT_STORAGE", "T_MAX", "A_CAP"]
+__all__ = ["TuneConfig", "run_tune", "run_trials", "merge_into_table", "DEFAULT_STORAGE", "T_MAX", "A_CAP"]
 
 DEFAULT_STORAGE = "sqlite:///hdsim_tune.db"
 T_MAX = 0.03
@@ -244,7 +244,6 @@ def run_tune(cfg: TuneConfig) -> dict:
         if start is not None:
             study.enqueue_trial(start)
     sampler_seed = cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
 
     codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
     qs = make_queries(codebooks, cfg.queries, cfg.seed + 1)
@@ -263,20 +262,12 @@ def run_tune(cfg: TuneConfig) -> dict:
         trial.set_user_attr("converged", float(res.converged.double().mean()))
         return (1.0 - acc) + cfg.iter_weight * mean_it / max_iter
 
-    bar = tqdm(total=cfg.trials, desc=f"tune F={cfg.F} M={cfg.M}", unit="trial", disable=not cfg.progress)
+    def postfix(b: "optuna.trial.FrozenTrial") -> str:
+        return f"best T={b.params['T']:.4f} A={b.params['A']} err={1 - b.user_attrs['accuracy']:.4f}"
 
-    def callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
-        bar.update(1)
-        if study.best_trial is not None:
-            b = study.best_trial
-            bar.set_postfix_str(f"best T={b.params['T']:.4f} A={b.params['A']} "
-                                f"err={1 - b.user_attrs['accuracy']:.4f}")
-
-    try:
-        with torch_threads(cfg.threads):
-            study.optimize(objective, n_trials=cfg.trials, callbacks=[callback], catch=())
-    finally:
-        bar.close()
+    with torch_threads(cfg.threads):
+        run_trials(study, objective, cfg.trials, sampler_seed, progress=cfg.progress,
+                   desc=f"tune F={cfg.F} M={cfg.M}", postfix=postfix)
 
     best = study.best_trial
     T, A = float(best.params["T"]), int(best.params["A"])
@@ -312,6 +303,33 @@ def run_tune(cfg: TuneConfig) -> dict:
         "objective_formula": f"(1 - accuracy) + {cfg.iter_weight} * mean_iterations / {max_iter}",
         "config": {**asdict(cfg), "storage": _redact(cfg.storage)},
     }
+
+
+def run_trials(study: "optuna.Study", objective, trials: int, sampler_seed: int, *, progress: bool = True,
+               desc: str = "trials", postfix=None) -> None:
+    """Run ``trials`` trials of ``objective`` on ``study`` with a seeded TPE sampler and a progress
+    bar on stderr: the search loop of ``hdsim tune`` and of the export's decode calibration
+    (:mod:`hdsim.calibrate`).
+
+    TPE is seeded with ``sampler_seed + number of trials already in the study``, so sessions
+    sharing one stored study with distinct seeds propose distinct points, and a fresh
+    in-memory study with one seed is deterministic (given a deterministic objective).
+    ``postfix(best_trial) -> str`` labels the bar.
+    """
+    import optuna
+
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
+    bar = tqdm(total=trials, desc=desc, unit="trial", disable=not progress)
+
+    def callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:
+        bar.update(1)
+        if postfix is not None and any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+            bar.set_postfix_str(postfix(study.best_trial))
+
+    try:
+        study.optimize(objective, n_trials=trials, callbacks=[callback], catch=())
+    finally:
+        bar.close()
 
 
 def _redact(url: str) -> str:
