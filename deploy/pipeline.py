@@ -29,7 +29,7 @@ from hdsim.errors import HdsimError
 from hdsim.threads import torch_threads
 from hdsim.validation import check_int, check_ints, check_threads, output_dir
 
-__all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING", "DEMO_TC"]
+__all__ = ["PipelineConfig", "run_pipeline", "cosim_export_queries", "DEMO_TRAINING"]
 
 # ~3-4 minutes of training on one core of the project's 2-core machine.
 DEMO_TRAINING = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_channel=128, epochs=8,
@@ -37,10 +37,6 @@ DEMO_TRAINING = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_
                      batch=64, lr=4e-3, seed=0)
 
 
-# The demo model's queries are softer than a fully trained one's: at the default Tc = 0.9 only
-# 76% of its decodes converge within max_iter (96% of those right); at 0.7, 91% converge (95%
-# right), at the same overall accuracy (90-91%); measured on 500-1000 test images, docs/deploy.md.
-DEMO_TC = 0.7
 
 
 @dataclass(frozen=True)
@@ -155,6 +151,7 @@ def cosim_export_queries(folder: str | Path, queries: torch.Tensor, workdir: str
 def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     """Steps 1-5 of the module docstring; returns their results (JSON-ready)."""
     from export.onnx_export import export_checkpoint
+    from hdsim.calibrate import CalibrationConfig
     from hdsim.rtl import simulator_status
     from deploy.check import evaluation_agreement, write_test_images
     from deploy.runner import Runner, RunnerConfig
@@ -170,7 +167,9 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
         log("export: int8 QCDQ ONNX + codebooks + manifest")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            manifest = export_checkpoint(ckpt, work / "export", parity_images=32, Tc=DEMO_TC)
+            # decode settings calibrated on the validation queries (hdsim.calibrate), as `hdsim export` does
+            manifest = export_checkpoint(ckpt, work / "export", parity_images=32,
+                                         calibration=CalibrationConfig())
         par = manifest["checks"]["parity"]
         out["export"] = {"folder": str(work / "export"), "sha256": manifest["model"]["sha256"],
                          "bytes": manifest["model"]["bytes"],

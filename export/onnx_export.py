@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hdsim.calibrate import CalibrationConfig
 from hdsim.errors import HdsimError
 from hdsim.validation import output_dir
 from export.heads import BCFHead, SparseResonatorHead, blockwise_softmax
@@ -391,14 +392,15 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: bool = False, T: float | None = None,
                       A: int | None = None, widths=None, parity_images: int = 32, Tc: float | None = None,
-                      max_iter: int | None = None, a: int | None = None, calibration=None) -> dict:
+                      max_iter: int | None = None, a: int | None = None,
+                      calibration: CalibrationConfig | None = CalibrationConfig()) -> dict:
     """Export a training checkpoint (float or QAT) to ``out``; returns the manifest.
 
     A float-phase checkpoint exported as int8 is quantized post-training
     (calibration on training batches). ``float_model=True`` exports the float
     net with the checkpoint's weights (a QAT checkpoint's float weights).
 
-    Decode settings: with ``calibration`` (a :class:`hdsim.calibrate.CalibrationConfig`)
+    Decode settings: with ``calibration`` (a :class:`hdsim.calibrate.CalibrationConfig`, the default)
     and a checkpoint whose data has a validation split, the BCF's ``(T, A, Tc, max_iter)``
     or the sparse resonator's ``(a, max_iter)`` are searched on the exported model's
     validation queries (:mod:`hdsim.calibrate`); a value given here is held fixed. Without

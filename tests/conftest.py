@@ -76,13 +76,36 @@ def tiny_trained(tmp_path_factory):
     return root, metrics
 
 
+# The sparse-resonator head (seed 000) on the same task: no projection, D = the 128 features in
+# B = 4 segments of 32; it learns more slowly than the BCF head (higher learning rate).
+TINY_SR = dict(TINY, head="sparse-resonator", D=0, lr=1e-2)
+
+
+@pytest.fixture(scope="session")
+def tiny_sr_export(tmp_path_factory):
+    """``(root, manifest)``: the TINY_SR model trained and exported (decode calibrated) once per session."""
+    pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
+    from hdsim.calibrate import CalibrationConfig
+    from export.onnx_export import export_checkpoint
+    from export.train import TrainConfig, train
+
+    with torch_threads(1):
+        root = tmp_path_factory.mktemp("tiny_sr")
+        train(TrainConfig(**TINY_SR), root / "run", progress=False)
+        manifest = export_checkpoint(root / "run" / "last.pt", root / "int8", parity_images=64,
+                                     calibration=CalibrationConfig(trials=12, progress=False))
+    return root, manifest
+
+
 @pytest.fixture(scope="session")
 def tiny_export(tiny_trained):
     """``(folder, manifest)``: the TINY model's int8 export (model.onnx, codebooks.npz, manifest.json)."""
+    from hdsim.calibrate import CalibrationConfig
     from export.onnx_export import export_checkpoint
 
     root, _ = tiny_trained
     out = root / "int8"
     with torch_threads(1):
-        manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64)
+        manifest = export_checkpoint(root / "run" / "last.pt", out, parity_images=64,
+                                     calibration=CalibrationConfig(trials=16, progress=False))
     return out, manifest

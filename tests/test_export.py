@@ -121,6 +121,134 @@ def test_digit_split_shares_no_image_and_compositions_are_seeded():
     assert all(len(t) == 10 for t in s.test) and not s.shared()
 
 
+def test_validation_split_is_disjoint_and_leaves_the_test_digits_untouched():
+    data = MultiDigitMNIST(2, seed=3, test_size=300, val_fraction=0.1, val_size=200)
+    pools = [set(np.concatenate(p).tolist()) for p in (data.split.train, data.split.val, data.split.test)]
+    assert not data.split.shared() and sum(map(len, pools)) == 5000
+    assert not (pools[0] & pools[1]) and not (pools[0] & pools[2]) and not (pools[1] & pools[2])
+    assert 490 <= len(pools[1]) <= 510  # 10% of each digit's ~500 images
+    # the test pool is the one a split without validation gives
+    assert pools[2] == set(np.concatenate(MultiDigitMNIST(2, seed=3, test_size=300).split.test).tolist())
+    xv, yv = data.val_set()
+    used = set(data.val_digit_images_used.ravel().tolist())
+    assert used <= pools[1] and xv.shape == (200, 1, 32, 64)
+    assert np.bincount(yv.numpy(), minlength=100).tolist() == [2] * 100  # balanced over the classes
+    assert torch.equal(data.val_set()[0], MultiDigitMNIST(2, seed=3, val_fraction=0.1, val_size=200).val_set()[0])
+    with pytest.raises(HdsimError, match="^validation: this dataset has no validation split"):
+        MultiDigitMNIST(2, seed=3).val_set()
+    with pytest.raises(HdsimError, match="^val_fraction:"):
+        split_digits(np.repeat(np.arange(10), 50), 0.5, 0, 0.5)
+    # checkpoints from before the split load with no validation digits (theirs were trained on)
+    assert TrainConfig.from_dict({"dataset": "mnist2"}).val_fraction == 0.0
+    assert TrainConfig().val_fraction == 0.1
+
+
+def test_image_folder_validation_files_are_disjoint(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            Image.new("L", (8, 8), color=i * 20).save(tmp_path / c / f"{i}.png")
+    with_val = ImageFolder(tmp_path, F=1, channels=1, input_size=(8, 8), test_fraction=0.2, val_fraction=0.2)
+    plain = ImageFolder(tmp_path, F=1, channels=1, input_size=(8, 8), test_fraction=0.2)
+    names = [{str(p) for p, _ in files} for files in (with_val.train_files, with_val.val_files, with_val.test_files)]
+    assert [len(n) for n in names] == [12, 4, 4] and not (names[0] & names[1]) and not (names[1] & names[2])
+    assert names[2] == {str(p) for p, _ in plain.test_files}
+    assert with_val.val_set()[0].shape == (4, 1, 8, 8)
+
+
+def test_weighted_pooling_and_the_segment_cosine_loss_by_hand():
+    from export.heads import SparseResonatorHead, segment_cosine_loss
+    from export.mobilenet import WeightedPool2d, feature_map_size
+
+    assert feature_map_size(32, 64) == (1, 2) and feature_map_size(32, 96) == (1, 3)
+    pool = WeightedPool2d(6)
+    assert torch.equal(pool.weight, torch.full((1, 6), 1 / 6))  # starts as average pooling
+    with torch.no_grad():
+        pool.weight.copy_(torch.arange(6.0).view(1, 6))
+    x = torch.arange(2 * 3 * 2 * 3, dtype=torch.float32).view(2, 3, 2, 3)
+    want = torch.tensor([[sum(w * float(x[n, c].flatten()[w]) for w in range(6)) for c in range(3)]
+                         for n in range(2)])
+    assert torch.allclose(pool(x), want)
+    with pytest.raises(HdsimError, match="^input size: the weighted pooling has 6 weights"):
+        pool(torch.zeros(1, 3, 2, 2))
+    # loss: segment (3, 4) with target 1 -> cos = (0.6, 0.8); -log softmax(s * cos)[1]
+    z = torch.tensor([[3.0, 4.0, 1.0, 0.0]])
+    s = 2.0
+    want = -torch.log_softmax(torch.tensor([0.6 * s, 0.8 * s]), 0)[1] - torch.log_softmax(torch.tensor([s, 0.0]), 0)[0]
+    assert torch.allclose(segment_cosine_loss(z, torch.tensor([[1, 0]]), 2, s), want)
+    head = SparseResonatorHead(HeadConfig("sparse-resonator", 128, 4, 0, pool_size=2), ProductMap((10, 10), 100))
+    assert head.parameters_count(128) == 2 + 20 * 4  # pooling weights + codebook offsets
+    # predict is brute force on the per-segment argmax: a query built on class 57's target decodes to 57
+    t = head.class_targets[57]
+    zq = torch.zeros(1, 128)
+    zq[0, torch.arange(4) * 32 + t] = 1.0
+    assert int(head.predict(zq)) == 57
+    # no projection: D is the backbone's features
+    with pytest.raises(HdsimError, match="^D: the sparse-resonator head has no projection"):
+        TrainConfig(head="sparse-resonator", D=256).validate()
+    assert TrainConfig(head="sparse-resonator", D=0).head_config.D == 128
+
+
+def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tiny_sr_export, tmp_path):
+    from hdsim.factorizers import SparseResonatorConfig, SparseResonatorNetwork
+    from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+    from export.evaluate import evaluate_export, load_codebooks
+    from export.onnx_export import ExportNet, ort_session
+    from export.quant import merge_batchnorm
+    from export.train import restore_model
+
+    root, manifest = tiny_sr_export
+    out = root / "int8"
+    head = manifest["head"]
+    assert head["kind"] == "sparse-resonator" and (head["D"], head["B"], head["L"]) == (128, 4, 32)
+    assert head["pool_weights"] == 2 and head["parameters"] == 82 and head["fc_equivalent_parameters"] == 12900
+    dec = manifest["decode"]
+    assert dec["factorizer"] == "sparse-resonator" and dec["calibration"]["method"] == "optuna-tpe"
+    assert 1 <= dec["a"] <= 10 and 2 <= dec["max_iter"] <= 2000
+    assert manifest["checks"]["parity"]["max_abs_diff_ort_disable_all"] <= 1e-5
+    assert manifest["checks"]["parity"]["same_classes_ort_enable_all"]
+    # onnxruntime's query equals the Brevitas net's on the test images
+    cfg, data, hd, model = restore_model(load_checkpoint(root / "run" / "last.pt"))
+    merge_batchnorm(model)
+    x, y = data.test_set()
+    with torch.no_grad():
+        ref = ExportNet(model.eval(), hd).eval()(x[:128]).numpy()
+    got = ort_session(out / "model.onnx", optimize=True).run(None, {"image": x[:128].numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-5
+    # the NumPy decode equals the torch reference on the same draws
+    cb = load_codebooks(out, manifest)
+    offsets = thin_queries(got, 4)
+    a = sparse_resonator_decode(offsets, [t.numpy() for t in cb.indices], 32, a=dec["a"], max_iter=dec["max_iter"],
+                                seed=dec["seed"])
+    b = SparseResonatorNetwork(cb, SparseResonatorConfig(a=dec["a"], max_iter=dec["max_iter"]), seed=dec["seed"],
+                               dtype=torch.float64).factorize(torch.from_numpy(offsets))
+    assert np.array_equal(a[0], b.indices.numpy()) and np.array_equal(a[2], b.converged.numpy())
+    res = evaluate_export(out, limit=200)
+    for key in ("accuracy", "classified", "accuracy_classified", "accuracy_bruteforce", "head_parameters",
+                "decode_ms_per_image"):
+        assert key in res, key
+    assert res["classified"] * res["accuracy_classified"] == pytest.approx(res["accuracy"])
+    assert res["head_parameters"] == 82 and res["accuracy_bruteforce"] > 0.05
+    # brute force is the upper bound of what the decode gets right
+    assert res["accuracy"] <= res["accuracy_bruteforce"] + 1e-12
+    with pytest.raises(HdsimError, match="^coverage-curve: the sparse-resonator head has no convergence threshold"):
+        evaluate_export(out, limit=10, coverage_curve=tmp_path / "curve")
+
+
+def test_decode_options_the_head_lacks_are_refused(tiny_sr_export, trained, tmp_path):
+    root, _ = tiny_sr_export
+    proc = hdsim_cli("export", "--checkpoint", str(root / "run" / "last.pt"), "--out", str(tmp_path / "x"),
+                     "--T", "0.01")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: T: the sparse-resonator head has no such decode " \
+                                                           "setting" and not (tmp_path / "x").exists()
+    broot, _ = trained
+    proc = hdsim_cli("export", "--checkpoint", str(broot / "run" / "last.pt"), "--out", str(tmp_path / "y"),
+                     "--a", "3")
+    assert proc.returncode == 2 and "a: the bcf head has no such decode setting" in proc.stderr
+
+
 def test_product_map_is_mixed_radix_with_null_labels():
     pm = ProductMap.for_classes(7, 2)
     assert pm.sizes == (3, 3) and pm.null_products == 2
@@ -287,10 +415,14 @@ def test_manifest_describes_the_export(exported):
     assert pp["channels"] == 1 and pp["mean"] == [0.1307] and pp["std"] == [0.3081]
     head = on_disk["head"]
     assert (head["D"], head["B"], head["L"], head["F"], head["M"]) == (256, 4, 64, 2, [10, 10])
-    assert head["parameters"] == 128 * 256 + 256 and head["fc_equivalent_parameters"] == 128 * 100 + 100
+    # projection weights and biases + the codebook entries (2 x 10 codevectors of 4 offsets)
+    assert head["parameters"] == 128 * 256 + 256 + 80 and head["fc_equivalent_parameters"] == 128 * 100 + 100
     assert on_disk["classes"]["radices"] == [10, 10] and on_disk["classes"]["null_products"] == 0
     dec = on_disk["decode"]
-    assert dec["T"] == 0.0 and dec["A"] == 0 and dec["Tc"] == 0.9 and dec["max_iter"] == 5
+    cal = dec["calibration"]
+    assert cal["method"] == "optuna-tpe" and cal["validation_images"] == 1000 and cal["trials"] == 16
+    assert cal["default"] == {"T": 0.0, "A": 0, "Tc": 0.9, "max_iter": 5}  # published table, SPEC defaults
+    assert 0 <= dec["T"] <= 0.03 and 0 <= dec["A"] <= 10 and 0.01 <= dec["Tc"] <= 0.95 and 2 <= dec["max_iter"] <= 128
     assert dec["fixed_widths"] == {"query": 8, "estimate": 8, "unbound": 8, "recip_guard": 10}
     for key in ("torch", "brevitas", "onnx", "onnxruntime", "hdsim", "python"):
         assert on_disk["versions"][key]
@@ -358,15 +490,30 @@ def test_float_export_matches_the_float_net(trained, tmp_path):
 
 
 def test_evaluate_reports_every_decoder(exported, tmp_path):
-    out, _ = exported
-    proc = hdsim_cli("evaluate", str(out), "--json", "--limit", "200")
+    import csv
+
+    out, manifest = exported
+    proc = hdsim_cli("evaluate", str(out), "--json", "--limit", "200", "--coverage-curve", str(tmp_path / "curve"))
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    for key in ("accuracy_bcf_fixed", "accuracy_bcf_float", "accuracy_bruteforce", "accuracy_fc_baseline",
+    for key in ("accuracy", "classified", "accuracy_classified", "head_parameters", "decode_ms_per_image",
+                "accuracy_bcf_fixed", "accuracy_bcf_float", "accuracy_bruteforce", "accuracy_fc_baseline",
                 "head_parameters_bcf", "head_parameters_fc_equivalent", "mean_iterations_bcf_fixed"):
         assert key in res
     assert res["test_images"] == 200 and res["accuracy_fc_baseline"] is None
     assert res["accuracy_bruteforce"] > 0.05
+    assert res["classified"] * res["accuracy_classified"] == pytest.approx(res["accuracy"])
+    assert res["classified"] == res["converged_bcf_fixed"]  # no null product with 100 classes of 100 products
+    assert res["accuracy"] <= res["accuracy_bcf_fixed"]  # an abstention counts as wrong
+    # the risk-coverage curve: one row per Tc, the manifest's among them with the evaluation's figures
+    rows = list(csv.DictReader(open(tmp_path / "curve" / "coverage_curve.csv")))
+    assert (tmp_path / "curve" / "coverage_curve.png").stat().st_size > 1000 and len(rows) >= 19
+    sel = [r for r in rows if r["selected"] == "True"]
+    assert len(sel) == 1 and float(sel[0]["Tc"]) == manifest["decode"]["Tc"]
+    assert float(sel[0]["accuracy"]) == pytest.approx(res["accuracy"])
+    assert float(sel[0]["classified"]) == pytest.approx(res["classified"])
+    tcs = [float(r["Tc"]) for r in rows]
+    assert tcs == sorted(tcs)
     # the decoders see the same queries: BCF within a few points of the brute-force bound
     assert abs(res["accuracy_bcf_fixed"] - res["accuracy_bruteforce"]) <= 0.05
     # tampering with the model breaks the manifest's hash

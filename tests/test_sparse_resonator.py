@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-from hdsim.codes import BlockCodebooks, random_codebooks, seeded_generator
+from hdsim.codes import BlockCodebooks, random_codebooks
 from hdsim.errors import HdsimError
+from hdsim.factorizers.bruteforce import bruteforce_decode
 from hdsim.factorizers.sparse_resonator import (
     SparseResonatorConfig,
     SparseResonatorNetwork,
@@ -17,7 +21,34 @@ from hdsim.factorizers.sparse_resonator import (
     make_problem,
 )
 from hdsim.functional import sbc_to_dense
+from hdsim.hashing import counter_bits, mix32, seed_key
 from hdsim.queries import QueryNoise, make_queries
+from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+
+
+def fmix32(h: int) -> int:
+    """MurmurHash3's fmix32 on unbounded Python ints, masked by hand: the oracle of hdsim.hashing."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+def numpy_decode(cb: BlockCodebooks, q: torch.Tensor, cfg: SparseResonatorConfig, seed: int, first_id: int = 0):
+    """The NumPy twin on a torch problem."""
+    return sparse_resonator_decode(q.numpy(), [X.numpy() for X in cb.indices], cb.L, a=cfg.a,
+                                   max_iter=cfg.resolved_max_iter(cb.sizes), seed=seed, first_id=first_id)
+
+
+def result_arrays(res) -> tuple[np.ndarray, ...]:
+    return tuple(t.numpy() for t in (res.indices, res.iterations, res.converged, res.max_similarity))
+
+
+def assert_same(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> None:
+    for name, x, y in zip(("indices", "iterations", "converged", "max_similarity"), a, b):
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        assert np.array_equal(x, y), name
 
 
 def brute_force(cb: BlockCodebooks, q: torch.Tensor) -> torch.Tensor:
@@ -37,6 +68,26 @@ def test_exact_queries_match_brute_force(F, M, D, B):
     assert res.converged.all()
     # converged on the exact product: every block agrees
     assert torch.allclose(res.max_similarity, torch.ones_like(res.max_similarity))
+    idx, _, conv, _ = numpy_decode(cb, q, SparseResonatorConfig(), seed=1)
+    assert np.array_equal(idx, brute_force(cb, q).numpy()) and conv.all()
+
+
+def test_cnn_head_shape_recovers_only_what_its_fixed_points_allow():
+    # F=2, M=10, D=128, B=4 (L=32): the oracle (library brute force, 'dot' = agreeing blocks) finds
+    # every exact product, but with 4 blocks the "no estimate changes" stop often lands on a wrong
+    # fixed point (the earlier torch-generator draws did the same: 80 / 52 / 75% right on these seeds).
+    # What must hold: a decode is right exactly when all B blocks agree, and most are.
+    for seed in range(3):
+        cb, q, truth = make_problem(2, 10, 128, n=40, seed=seed, B=4)
+        oracle, best = bruteforce_decode(sbc_to_dense(q, cb.L), cb, "dot")
+        assert torch.equal(oracle, truth) and (best == cb.B).all()
+        res = SparseResonatorNetwork(cb, seed=1).factorize(q)
+        assert res.converged.all()
+        right = (res.indices == oracle).all(dim=1)
+        assert torch.equal(right, (res.max_similarity == 1).all(dim=1))
+        assert float(right.float().mean()) >= 0.6
+        idx, _, _, sim = numpy_decode(cb, q, SparseResonatorConfig(), seed=1)
+        assert np.array_equal((idx == oracle.numpy()).all(axis=1), (sim == 1).all(axis=1))
 
 
 def test_noisy_queries_match_brute_force():
@@ -91,27 +142,108 @@ def test_same_seed_identical_different_seed_differs():
     assert torch.equal(net.factorize(q).iterations, net.factorize(q).iterations)
 
 
-def test_thinning_breaks_ties_at_random_among_maxima():
+def test_thinning_breaks_ties_by_the_largest_key_among_maxima():
     cb, _, _ = make_problem(1, 4, 16, n=1, seed=0, B=1)
     net = SparseResonatorNetwork(cb)
-    bundled = torch.tensor([[0.3, 0.0, 0.3, 0.1] * 4]).reshape(1, 1, 16).expand(400, -1, -1)
-    bundled = bundled.clone()
+    bundled = torch.tensor([[0.3, 0.0, 0.3, 0.1] * 4]).reshape(1, 1, 16).expand(400, -1, -1).clone()
     bundled[:, 0, 5] = 0.3
-    picks = net.thin(bundled, seeded_generator(0)).flatten()
-    tied = {0, 2, 4, 5, 6, 8, 10, 12, 14}  # every position holding the maximum 0.3
-    assert set(picks.tolist()) == tied  # only maxima, and each of them gets picked
+    tied = [0, 2, 4, 5, 6, 8, 10, 12, 14]  # every position holding the maximum 0.3
+    keys = counter_bits(seed_key(0), torch.arange(400), 0, 16).view(400, 1, 16)
+    picks = net.thin(bundled, keys).flatten()
+    assert set(picks.tolist()) == set(tied)  # only maxima, and each of them gets picked
+    # the winner is the tied position with the largest key, checked one query at a time
+    expected = [max(tied, key=lambda l: (int(keys[i, 0, l]), -l)) for i in range(400)]
+    assert picks.tolist() == expected
+    # a unique maximum wins whatever its key; equal keys go to the lowest position
     unique = torch.tensor([[[0.1, 0.7, 0.2]]])
-    assert int(net.thin(unique, seeded_generator(1))) == 1
+    assert int(net.thin(unique, torch.tensor([[[9, 0, 9]]]))) == 1
+    flat = torch.tensor([[[0.5, 0.0, 0.5, 0.5]]])
+    assert int(net.thin(flat, torch.tensor([[[4, 9, 7, 7]]]))) == 2
+    assert int(net.thin(flat, torch.tensor([[[2**32 - 1, 0, 2**32 - 1, 5]]]))) == 0
 
 
 def test_initial_estimates_are_thinned_bundles():
     cb = BlockCodebooks((torch.tensor([[0, 1], [0, 2], [3, 2]]), torch.tensor([[1, 1]])), L=4)
     net = SparseResonatorNetwork(cb)
-    init = net.initial_estimates(50, seeded_generator(0))
+    init = net.initial_estimates(torch.arange(50))
     assert init.shape == (50, 2, 2)
     assert (init[:, 0, 0] == 0).all()  # block 0: position 0 has 2 of 3 votes
     assert (init[:, 0, 1] == 2).all()  # block 1: position 2 has 2 of 3 votes
     assert (init[:, 1] == 1).all()
+
+
+def test_initial_ties_use_each_factors_init_event():
+    # Every position of every block ties (each offset appears once per block), so the init picks,
+    # per block, the position with the largest word of the documented stream: event f for factor f.
+    L, B = 4, 2
+    X = torch.tensor([[0, 3], [1, 2], [2, 1], [3, 0]])
+    net = SparseResonatorNetwork(BlockCodebooks((X, X.flip(0)), L=L), seed=12)
+    ids = [0, 7, 2**32 + 3]  # ids are taken mod 2^32
+    init = net.initial_estimates(torch.tensor(ids))
+    key = fmix32(fmix32((12 ^ 0x9E3779B9)) ^ 0)  # seed_key by hand (seed < 2^32)
+    for i, qid in enumerate(ids):
+        for f in range(2):
+            h = fmix32(fmix32(key ^ (qid & 0xFFFFFFFF)) ^ f)
+            words = [fmix32(h ^ j) for j in range(B * L)]
+            for b in range(B):
+                block = words[b * L:(b + 1) * L]
+                assert int(init[i, f, b]) == block.index(max(block))
+
+
+def test_hashing_matches_murmur3_by_hand():
+    # fmix32(1) step by step, each intermediate written out: h ^= h >> 16 leaves 1; times
+    # 0x85ebca6b; ^= >> 13; times 0xc2b2ae35 mod 2^32; ^= >> 16
+    assert 0x85EBCA6B >> 13 == 0x42F5E and 0x85EBCA6B ^ 0x42F5E == 0x85EFE535
+    assert 0x85EFE535 * 0xC2B2AE35 % 2**32 == 0x514E79F9
+    assert 0x514E79F9 ^ (0x514E79F9 >> 16) == 0x514E28B7
+    assert fmix32(1) == 0x514E28B7
+    # 0xdeadbeef: 0xdead6042 -> 0x87014f96 -> 0x8705779c -> 0x0de5cb4c -> 0x0de5c6a9
+    assert 0xDEADBEEF ^ 0xDEAD == 0xDEAD6042 and 0xDEAD6042 * 0x85EBCA6B % 2**32 == 0x87014F96
+    assert 0x87014F96 ^ (0x87014F96 >> 13) == 0x8705779C and 0x8705779C * 0xC2B2AE35 % 2**32 == 0x0DE5CB4C
+    assert fmix32(0xDEADBEEF) == 0x0DE5CB4C ^ 0x0DE5 == 0x0DE5C6A9
+    assert mix32(1) == 1364076727 and mix32(0) == 0
+    xs = [0, 1, 2, 0x7FFFFFFF, 0x80000000, 0xDEADBEEF, 0xFFFFFFFF, 123456789]
+    want = [fmix32(x) for x in xs]
+    assert [mix32(x) for x in xs] == want
+    assert mix32(np.array(xs, dtype=np.int64)).tolist() == want  # int64 arrays: no overflow
+    assert mix32(torch.tensor(xs)).tolist() == want
+    from hdsim.factorizers.base import mix32 as re_exported
+    assert re_exported is mix32
+    # seed_key and counter_bits follow their documented chains
+    s = 0x1_2345_6789_ABCD
+    assert seed_key(s) == fmix32(fmix32((s & 0xFFFFFFFF) ^ 0x9E3779B9) ^ (s >> 32))
+    ids, event, key = [0, 3, 2**31 + 5], 41, seed_key(9)
+    want = [[fmix32(fmix32(fmix32(key ^ i) ^ event) ^ j) for j in range(6)] for i in ids]
+    assert counter_bits(key, np.array(ids, dtype=np.int64), event, 6).tolist() == want
+    assert counter_bits(key, torch.tensor(ids), event, 6).tolist() == want
+    per_query = counter_bits(key, torch.tensor(ids), torch.tensor([event, 1, 2]), 6)  # per-query events
+    assert per_query[0].tolist() == want[0] and per_query[1].tolist() != want[1]
+
+
+def test_draws_are_uniform_and_streams_distinct():
+    key = seed_key(0)
+    words = counter_bits(key, np.arange(2000, dtype=np.int64), 5, 10).ravel()  # 20,000 words
+    assert words.min() >= 0 and words.max() < 2**32
+    # 16 bins of the top 4 bits, of the 16 noise bits' low 4 bits (r's finest), and of the lowest 4
+    # bits: chi-square with 15 degrees of freedom; P(chi2 > 44.3) = 1e-4 for uniform words.
+    for bins in (words >> 28, (words >> 16) & 15, words & 15):
+        counts = np.bincount(bins, minlength=16)
+        chi2 = float(((counts - 1250.0) ** 2 / 1250.0).sum())
+        assert chi2 < 44.3, chi2
+    r = (words >> 16) / 2**16
+    assert 0 <= r.min() and r.max() < 1 and abs(r.mean() - 0.5) < 0.01
+    # distinct seeds, ids and events each give a different stream (no shared words)
+    ref = counter_bits(key, np.array([7], dtype=np.int64), 3, 1000)[0]
+    others = [counter_bits(seed_key(1), np.array([7], dtype=np.int64), 3, 1000)[0],
+              counter_bits(seed_key(2**32), np.array([7], dtype=np.int64), 3, 1000)[0],
+              counter_bits(key, np.array([8], dtype=np.int64), 3, 1000)[0],
+              counter_bits(key, np.array([7], dtype=np.int64), 4, 1000)[0]]
+    assert len(set(ref.tolist())) == 1000
+    for o in others:
+        assert len(set(ref.tolist()) & set(o.tolist())) <= 1
+    # swapping id and event does not reproduce a stream
+    assert not np.array_equal(counter_bits(key, np.array([3], dtype=np.int64), 7, 50),
+                              counter_bits(key, np.array([7], dtype=np.int64), 3, 50))
 
 
 def test_convergence_flags_and_iteration_cap():
@@ -197,6 +329,163 @@ def test_bad_inputs():
     assert torch.equal(check_sbc_queries(q[0], 4, 16), q[:1])
 
 
+def test_bad_draw_arguments():
+    cb, q, _ = make_problem(2, 5, 64, n=3, seed=0, B=4)
+    for seed in (-1, 2**64, 1.5, True):
+        with pytest.raises(HdsimError, match="^seed:"):
+            SparseResonatorNetwork(cb, seed=seed)
+    net = SparseResonatorNetwork(cb)
+    for first_id in (-1, 2.0, None):
+        with pytest.raises(HdsimError, match="^first_id:"):
+            net.factorize(q, first_id=first_id)
+
+
+# --- the NumPy twin (hdsim.sparse_resonator_numpy) -----------------------------------------------
+
+TWIN_CASES = [  # F, M, D, B, bit-flip noise, a, max_iter
+    (2, 10, 1024, 64, 0.0, 6, None),
+    (2, 10, 1024, 64, 0.1, 6, None),
+    (3, 10, 512, 64, 0.0, 6, None),
+    (3, 8, 512, 64, 0.1, 6, None),
+    (3, 30, 1024, 64, 0.0, 6, 12),  # many queries still running at the cap: their readout is compared
+    (3, 12, 256, 16, 0.1, 1, 30),  # a = 1
+    (2, 10, 128, 4, 0.1, 10, 40),  # a = M: keep every weight
+    (3, (5, 9, 7), 512, 32, 0.05, 50, 8),  # a > M, unequal sizes, capped
+]
+
+
+@pytest.mark.parametrize("F,M,D,B,noise,a,max_iter", TWIN_CASES)
+def test_numpy_twin_equals_torch_float64(F, M, D, B, noise, a, max_iter):
+    cb, q, _ = make_problem(F, M, D, n=24, seed=F + B, noise=noise, B=B)
+    cfg = SparseResonatorConfig(a=a, max_iter=max_iter)
+    ref = SparseResonatorNetwork(cb, cfg, seed=3, dtype=torch.float64).factorize(q)
+    twin = numpy_decode(cb, q, cfg, seed=3)
+    assert_same(twin, result_arrays(ref))
+    if max_iter is not None and max_iter <= 12:
+        assert not twin[2].all()  # the capped cases do compare unconverged readouts
+    assert twin[2].any()
+
+
+def test_numpy_twin_equals_torch_float32_where_sums_are_exact():
+    # B = 4, a = 6: a (B + 1) 2^16 = 1,966,080 < 2^24, so float32 weights and sums are exact too
+    cb, q, _ = make_problem(2, 10, 128, n=40, seed=2, noise=0.1, B=4)
+    for cfg in (SparseResonatorConfig(a=6, max_iter=3), SparseResonatorConfig(a=6)):
+        ref = SparseResonatorNetwork(cb, cfg, seed=8).factorize(q)
+        assert ref.max_similarity.dtype == torch.float32
+        twin = numpy_decode(cb, q, cfg, seed=8)
+        assert_same(twin[:3], result_arrays(ref)[:3])
+        assert np.array_equal(twin[3], ref.max_similarity.double().numpy())  # k / 4: exact in both
+    assert not numpy_decode(cb, q, SparseResonatorConfig(a=6, max_iter=3), seed=8)[2].all()
+
+
+def test_results_do_not_depend_on_batching():
+    cb, q, _ = make_problem(3, 16, 512, n=13, seed=5, noise=0.05, B=64)
+    cfg = SparseResonatorConfig(max_iter=25)
+    net = SparseResonatorNetwork(cb, cfg, seed=2)
+    full = result_arrays(net.factorize(q))
+    assert not full[2].all() and full[2].any()  # a mix of converged and capped queries
+    for bs in (1, 3, 100):
+        assert_same(result_arrays(net.factorize(q, batch_size=bs)), full)
+    tail = result_arrays(net.factorize(q[5:], first_id=5))
+    assert_same(tail, tuple(x[5:] for x in full))
+    assert_same(result_arrays(net.factorize(q[5:], batch_size=2, first_id=5)), tail)
+    shifted = result_arrays(net.factorize(q[5:]))  # other ids: other draws
+    assert not all(np.array_equal(x, y) for x, y in zip(shifted, tail))
+    # a query's result does not depend on its neighbours: decode one alone
+    assert_same(result_arrays(net.factorize(q[7:8], first_id=7)), tuple(x[7:8] for x in full))
+    # the twin: same ids, same draws (against float64: at B = 64, a = 6 float32 sums may round)
+    full64 = result_arrays(SparseResonatorNetwork(cb, cfg, seed=2, dtype=torch.float64).factorize(q, batch_size=4))
+    assert_same(numpy_decode(cb, q[5:], cfg, seed=2, first_id=5), tuple(x[5:] for x in full64))
+
+
+def test_factorizer_bench_batch_changes_timing_not_results():
+    from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
+
+    runs = [run_factorizer_bench(FactorizerBenchConfig(method="sparse-resonator", D=512, F=3, M=12, queries=24,
+                                                       batch=b, max_iter=15, seed=3, dtype="float64"))
+            for b in (5, 24)]
+    keys = ("accuracy", "factor_accuracy", "mean_iterations", "p95_iterations", "converged")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+    assert 0 < runs[0]["converged"] < 1  # both converged and capped queries were compared
+
+
+def test_numpy_module_does_not_import_torch():
+    code = "import sys, hdsim.sparse_resonator_numpy, hdsim.hashing, hdsim.errors; assert 'torch' not in sys.modules"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_thin_queries():
+    x = np.array([[0.1, 0.7, 0.2, 0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.3],
+                  [0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 2.0, -1.0, 5.0, 5.0, 0.0]])
+    out = thin_queries(x, B=3)
+    assert out.dtype == np.int64
+    assert out.tolist() == [[1, 0, 3], [0, 2, 1]]  # ties (all-zero block, two 5.0) to the lowest index
+    cb, q, _ = make_problem(2, 8, 256, n=6, seed=1, B=16)
+    dense = sbc_to_dense(q, cb.L, torch.float64).reshape(6, -1).numpy() * 0.9 + 0.01
+    assert np.array_equal(thin_queries(dense, 16), q.numpy())
+
+
+@pytest.mark.parametrize("x,B,match", [
+    (np.zeros(8), 2, r"^queries: expected dense queries of shape \(N, D\)"),
+    (np.zeros((2, 2, 4)), 2, r"^queries: expected dense queries of shape \(N, D\)"),
+    (np.zeros((2, 9)), 2, "^queries: dimension 9 is not a multiple"),
+    (np.zeros((0, 8)), 2, "^queries: expected at least 1 query, got 0$"),
+    (np.array([[0.0, np.nan, 0.0, 1.0]]), 2, "^queries: NaN or inf"),
+    (np.array([[0.0, np.inf, 0.0, 1.0]]), 2, "^queries: NaN or inf"),
+    (np.zeros((2, 8), dtype=np.int64), 2, "^queries: expected a float array"),
+    (np.zeros((2, 8)), 0, "^B:"),
+])
+def test_thin_queries_refuses(x, B, match):
+    with pytest.raises(HdsimError, match=match) as err:
+        thin_queries(x, B)
+    assert "\n" not in str(err.value)
+
+
+def test_thin_queries_names_its_input():
+    with pytest.raises(HdsimError, match="^features: NaN"):
+        thin_queries(np.full((1, 4), np.nan), 2, name="features")
+
+
+def test_numpy_decode_refuses_bad_input():
+    cb, q, _ = make_problem(2, 5, 64, n=3, seed=0, B=4)
+    cbs, qn = [X.numpy() for X in cb.indices], q.numpy()
+
+    def decode(queries=qn, codebooks=cbs, L=16, **kw):
+        args = dict(a=2, max_iter=5, seed=0) | kw
+        return sparse_resonator_decode(queries, codebooks, L, **args)
+
+    bad = [
+        (dict(queries=qn + 16), r"^queries: offsets must be in \[0, 16\)"),
+        (dict(queries=qn - 17), r"^queries: offsets must be in \[0, 16\)"),
+        (dict(queries=qn[:, :3]), r"^queries: expected integer offsets of shape \(N, 4\)"),
+        (dict(queries=qn[0]), r"^queries: expected integer offsets of shape \(N, 4\)"),
+        (dict(queries=qn[:0]), "^queries: expected at least 1 query, got 0$"),
+        (dict(queries=qn.astype(np.float64)), "^queries: expected integer offsets"),
+        (dict(queries=qn.astype(bool)), "^queries: expected integer offsets"),
+        (dict(codebooks=[]), "^codebooks:"),
+        (dict(codebooks=cbs[0]), "^codebooks:"),
+        (dict(codebooks=[cbs[0], cbs[1] + 16]), r"^codebooks\[1\]: offsets must be in \[0, 16\)"),
+        (dict(codebooks=[cbs[0], cbs[1][:, :2]]), r"^codebooks\[1\]: has 2 blocks"),
+        (dict(codebooks=[cbs[0].astype(float), cbs[1]]), r"^codebooks\[0\]: expected integer"),
+        (dict(codebooks=[cbs[0][:0], cbs[1]]), r"^codebooks\[0\]: expected offsets of shape"),
+        (dict(L=0), "^L:"),
+        (dict(a=0), "^a:"),
+        (dict(a=2.5), "^a:"),
+        (dict(max_iter=0), "^max_iter:"),
+        (dict(seed=-1), "^seed:"),
+        (dict(seed=2**64), "^seed:"),
+        (dict(first_id=-1), "^first_id:"),
+    ]
+    for kw, match in bad:
+        with pytest.raises(HdsimError, match=match) as err:
+            decode(**kw)
+        assert "\n" not in str(err.value), kw
+    idx, its, conv, sim = decode(queries=qn.astype(np.int16), codebooks=[X.astype(np.int32) for X in cbs])
+    assert idx.dtype == np.int64 and its.dtype == np.int64 and conv.dtype == bool and sim.dtype == np.float64
+    assert idx.shape == (3, 2) and its.shape == (3,) and sim.shape == (3, 2)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     cb, q, _ = make_problem(3, 30, 1024, n=16, seed=0, B=64)
@@ -204,3 +493,9 @@ def test_cuda_matches_cpu():
     gpu = SparseResonatorNetwork(cb, seed=5, device="cuda").factorize(q)
     assert torch.equal(cpu.indices, gpu.indices)
     assert torch.equal(cpu.iterations, gpu.iterations)
+    # float64: every sum exact, so the device (a matrix product there) changes nothing at all
+    cfg = SparseResonatorConfig(max_iter=40)
+    cpu = SparseResonatorNetwork(cb, cfg, seed=5, dtype=torch.float64).factorize(q)
+    gpu = SparseResonatorNetwork(cb, cfg, seed=5, device="cuda", dtype=torch.float64).factorize(q, batch_size=5)
+    assert_same(result_arrays(gpu), result_arrays(cpu))
+    assert_same(numpy_decode(cb, q, cfg, seed=5), result_arrays(gpu))

@@ -8,6 +8,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from hdsim.hashing import counter_bits, mix32, seed_key  # mix32: re-exported (it lived here)
+
 __all__ = ["FactorizationResult", "Sampler", "RandomSampler", "accuracy", "mix32", "reset_sampler"]
 
 
@@ -80,34 +82,16 @@ def reset_sampler(sampler: Sampler) -> None:
         reset()
 
 
-_MASK32 = 0xFFFF_FFFF
-
-
-def _mul32(h, c: int):
-    """``(h * c) mod 2^32`` for ``h`` in ``[0, 2^32)`` (int or int64 tensor), without int64 overflow."""
-    # split c, not h: each partial product stays below 2^48, and c's halves are constants
-    return (h * (c & 0xFFFF) + (((h * (c >> 16)) & 0xFFFF) << 16)) & _MASK32
-
-
-def mix32(h):
-    """MurmurHash3's 32-bit finalizer (a bijection of ``[0, 2^32)`` with full avalanche):
-    int or int64 tensor in ``[0, 2^32)`` -> same type and range."""
-    h = h ^ (h >> 16)
-    h = _mul32(h, 0x85EB_CA6B)
-    h = h ^ (h >> 13)
-    h = _mul32(h, 0xC2B2_AE35)
-    return h ^ (h >> 16)
-
-
 class RandomSampler:
     """Default sampler: ``A`` distinct indices uniform per query, counter-based and seeded.
 
     Query ``i``'s ``n``-th draw is the ``A`` indices ``m`` in ``[0, M)`` with the
     smallest keys ``mix32(h(seed, i, n) XOR m)`` (top 31 bits; ties to the lower ``m``),
-    in key order, with ``h`` a chain of :func:`mix32`. A query's indices therefore depend only on the
-    seed, its id and how many draws it has taken — not on which other queries share
-    the call, the batch size, or the compute device. :meth:`reset` (called by every
-    ``factorize``) restarts every query at its first draw.
+    in key order, with ``h`` a chain of :func:`mix32` (the keys are
+    :func:`hdsim.hashing.counter_bits` with the query's draw count as the event).
+    A query's indices therefore depend only on the seed, its id and how many draws it has
+    taken — not on which other queries share the call, the batch size, or the compute device.
+    :meth:`reset` (called by every ``factorize``) restarts every query at its first draw.
 
     Example:
         >>> s = RandomSampler(seed=0)
@@ -118,8 +102,7 @@ class RandomSampler:
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
-        s = self.seed & ((1 << 64) - 1)
-        self._key = mix32(mix32((s & _MASK32) ^ 0x9E37_79B9) ^ (s >> 32))
+        self._key = seed_key(self.seed)
         self._draws = torch.zeros(0, dtype=torch.long)  # per query id: draws taken since reset()
 
     def reset(self) -> None:
@@ -135,8 +118,7 @@ class RandomSampler:
             self._draws = grown
         n = self._draws[ids]
         self._draws[ids] = n + 1
-        h = mix32(mix32(self._key ^ (ids & _MASK32)) ^ (n & _MASK32))
         m = torch.arange(M, dtype=torch.long)
         # 31 key bits above the index: distinct keys, so the A smallest are one well-defined set and order
-        keys = ((mix32(h.unsqueeze(1) ^ m) >> 1) << 32) | m
+        keys = ((counter_bits(self._key, ids, n, M) >> 1) << 32) | m
         return keys.topk(A, dim=1, largest=False, sorted=True).indices

@@ -22,22 +22,42 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
 * The kept weights are the noisy values ``w + r`` (seed eq. 3.4 sparsifies
   ``w' + r``), so early on, when every overlap is ~0, the bundle is a random
   mixture — the network explores instead of stalling.
+* Top-``a``: a stable descending sort of ``w``; equal weights go to the lowest
+  codevector index (``topk``'s order among equal values is unspecified).
 * Thinning ties are broken exactly: among the positions equal to the block
-  maximum, the one with the largest uniform key wins (no additive noise that
-  could reorder near-equal sums).
+  maximum, the one with the largest 32-bit random key wins (equal keys: the
+  lowest position). Integer keys are compared, and no additive noise is used
+  that could reorder near-equal sums.
 * Readout: ``idx_f = argmax_m`` of the overlap counts ``X_f^T u`` (without
   ``r``) of the last iteration, lowest index wins ties; ``max_similarity`` is
   that count divided by ``B`` (fraction of agreeing blocks, in ``[0, 1]``).
 * Queries: SBC offsets ``(N, B)`` (integer dtype) or dense ``(N, D)`` /
   ``(N, B, L)`` GSBCs (float dtype), which are thinned to their per-block
   argmax first (lowest index on ties), as the seed does at inference.
-* Randomness (``r``, tie-break keys, init ties) comes from a CPU generator
-  seeded with ``seed`` at the start of every
-  :meth:`SparseResonatorNetwork.factorize` call, moved to the device: a call is
-  a function of ``(queries, batch_size, seed)`` and CPU and CUDA draw the same
-  numbers (the overlaps are exact integers; the bundle sums can round
-  differently, which matters only for near-equal sums); a different
-  ``batch_size`` gives a different (equally valid) draw.
+* Randomness is counter-based per query (:func:`hdsim.hashing.counter_bits`):
+  query ``i`` of a call has the global id ``first_id + i``, and every draw is a
+  block of hash words of ``(seed_key(seed), id, event)``. All queries of a call
+  start together and take the same sequence of events: init, one per factor
+  ``f`` (``B*L`` thin keys); then each iteration, per factor, one event for the
+  attention noise (``M_f`` words, ``r = (word >> 16) / 2^16``, a 16-bit uniform
+  in ``[0, 1)``) and one for the thin keys (``B*L`` words). Event ``e`` of a
+  query is therefore init ``e = f`` and ``e = F + 2 (F (t - 1) + f)`` (noise),
+  ``+ 1`` (thin keys) in iteration ``t``. A query's draws depend only on
+  ``(seed, id, event)``: not on ``batch_size``, on the other queries of the call
+  or on the device (the words are integer arithmetic on the compute device).
+
+Exactness: the overlaps are integers in ``[0, B]`` and ``r`` lies on the
+``2^-16`` grid, so every weight ``o + r`` and every bundle sum (at most
+``a' = min(a, M_f)`` weights below ``B + 1``, on the same grid) is exact in
+float64 (while ``a' (B + 1) < 2^37``), and in float32 while
+``a' (B + 1) 2^16 < 2^24`` (e.g. ``B = 4, a = 6``; not ``B = 64, a = 6``).
+Exact sums make the summation order irrelevant (CPU scatter-add, CUDA matrix
+product, the NumPy twin's matrix product), and the block normalization divides
+a block by one exact positive sum, which keeps its maxima and their ties (a
+correctly rounded division is monotone, and sums ``2^-16`` apart stay apart).
+Within those bounds the decode is bit-for-bit equal to the float64 NumPy twin
+:func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`, on any device and
+for any ``batch_size``.
 """
 
 from __future__ import annotations
@@ -48,11 +68,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-from hdsim.codes import BlockCodebooks, check_gsbc, random_codebooks, seeded_generator
+from hdsim.codes import BlockCodebooks, check_gsbc, random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult
 from hdsim.functional import bundle_sbc, dense_to_sbc, sbc_to_dense, similarity, unbind_sbc
+from hdsim.hashing import counter_bits, seed_key
 from hdsim.queries import QueryNoise, make_queries
+from hdsim.validation import check_int, check_seed
 
 __all__ = [
     "SparseResonatorConfig",
@@ -166,6 +188,8 @@ class SparseResonatorNetwork:
 
     Per factor: ``u = q ⊘ ⊛_{g != f} x_g`` (index subtraction); ``w = X_f^T u + r``;
     keep the top ``a``; ``x_f = thin(bundle(X_f, w))``; stop when no estimate changes.
+    The draws (``r``, thin keys) are counter-based per query id (module docstring), so
+    a query's result does not depend on ``batch_size`` or on the other queries.
 
     Shapes:
         codebooks: ``F`` offset tensors ``(M_f, B)``
@@ -176,15 +200,18 @@ class SparseResonatorNetwork:
     Args:
         codebooks: the ``F`` SBC codebooks.
         config: hyper-parameters (validated here).
-        seed: seed of the random draws (re-seeded at every ``factorize``).
+        seed: seed of the random draws, an integer in ``[0, 2^64)``.
         device: torch device for the computation.
         dtype: ``torch.float32`` (default) or ``torch.float64`` for the weights.
 
     Example:
         >>> cb, q, truth = make_problem(F=3, M=10, D=1024, n=16, seed=0)
-        >>> res = SparseResonatorNetwork(cb, seed=1).factorize(q)
+        >>> net = SparseResonatorNetwork(cb, seed=1)
+        >>> res = net.factorize(q)
         >>> res.accuracy(truth), bool(res.converged.all())
         (1.0, True)
+        >>> torch.equal(net.factorize(q[5:], first_id=5).iterations, res.iterations[5:])
+        True
     """
 
     def __init__(self, codebooks: BlockCodebooks, config: SparseResonatorConfig = SparseResonatorConfig(), *,
@@ -194,34 +221,73 @@ class SparseResonatorNetwork:
             raise HdsimError("codebooks: expected BlockCodebooks with at least 1 factor")
         if dtype not in (torch.float32, torch.float64):
             raise HdsimError(f"dtype: expected float32 or float64, got {dtype}")
+        check_seed("seed", seed, bits=64)
         self.device = torch.device(device)
         self.codebooks = codebooks.to(self.device)
         self.config = config
         self.seed = int(seed)
+        self._key = seed_key(self.seed)
         self.dtype = dtype
         self.max_iter = config.resolved_max_iter(codebooks.sizes)
 
-    def _uniform(self, shape: tuple[int, ...], g: torch.Generator) -> Tensor:
-        # Drawn on the CPU, then moved: the same numbers on every device.
-        return torch.rand(shape, generator=g, dtype=self.dtype).to(self.device)
+    def thin(self, bundled: Tensor, keys: Tensor) -> Tensor:
+        """Per-block argmax; among the positions equal to the block maximum the largest key wins.
 
-    def thin(self, bundled: Tensor, g: torch.Generator) -> Tensor:
-        """Per-block argmax, ties broken uniformly at random: ``(k, B, L)`` -> ``(k, B)``."""
+        ``x_b = argmax_l { keys[b, l] if bundled[b, l] == max_l' bundled[b, l'] else -1 }``
+        (equal keys: the lowest position).
+
+        Shapes:
+            bundled: ``(k, B, L)`` float
+            keys: ``(k, B, L)`` int64 in ``[0, 2^32)`` (from :func:`hdsim.hashing.counter_bits`)
+            returns: ``(k, B)`` int64 offsets
+
+        Example:
+            >>> cb = BlockCodebooks((torch.tensor([[0]]),), L=3)
+            >>> net = SparseResonatorNetwork(cb)
+            >>> bundled = torch.tensor([[[0.5, 0.0, 0.5]]])
+            >>> net.thin(bundled, torch.tensor([[[7, 9, 3]]])), net.thin(bundled, torch.tensor([[[3, 9, 7]]]))
+            (tensor([[0]]), tensor([[2]]))
+        """
         top = bundled.amax(dim=-1, keepdim=True)
-        keys = self._uniform(tuple(bundled.shape), g)
-        return torch.where(bundled == top, keys, torch.full_like(keys, -1.0)).argmax(dim=-1)
+        return torch.where(bundled == top, keys, torch.full_like(keys, -1)).argmax(dim=-1)
 
-    def initial_estimates(self, n: int, g: torch.Generator) -> Tensor:
-        """``x_f = thin(bundle(all codevectors of X_f))`` per query, offsets ``(n, F, B)``."""
+    def _words(self, ids: Tensor, event: int, count: int) -> Tensor:
+        """``(k, count)`` hash words of event ``event`` for the queries ``ids``, on the device."""
+        return counter_bits(self._key, ids, event, count)
+
+    def _thin_drawn(self, bundled: Tensor, ids: Tensor, event: int) -> Tensor:
+        """:meth:`thin` with the keys of event ``event``, hashed only for the queries that need them.
+
+        A query whose blocks each have a single maximum ignores its keys, and a query's keys do not
+        depend on the others', so skipping it changes nothing (usual after init: the weights
+        ``o + r`` rarely sum to equal values)."""
+        k, B, L = bundled.shape
+        top = bundled.amax(dim=-1, keepdim=True)
+        at_max = bundled == top
+        out = at_max.to(torch.uint8).argmax(dim=-1)  # the only maximum where there is one
+        rows = (at_max.sum(dim=-1) > 1).any(dim=-1).nonzero().squeeze(1)
+        if rows.numel():
+            keys = self._words(ids[rows], event, B * L).view(-1, B, L)
+            out[rows] = self.thin(bundled[rows], keys)
+        return out
+
+    def initial_estimates(self, ids: Tensor) -> Tensor:
+        """``x_f = thin(bundle(all codevectors of X_f))`` per query, with factor ``f``'s keys from event ``f``.
+
+        Shapes:
+            ids: ``(n,)`` int64 global query ids (on the device)
+            returns: offsets ``(n, F, B)`` int64
+        """
         cb = self.codebooks
+        n = ids.shape[0]
         est = []
-        for X in cb.indices:
+        for f, X in enumerate(cb.indices):
             ones = torch.ones(1, X.shape[0], dtype=self.dtype, device=self.device)
             bundled = bundle_sbc(X, ones, cb.L).expand(n, -1, -1)
-            est.append(self.thin(bundled, g))
+            est.append(self._thin_drawn(bundled, ids, f))
         return torch.stack(est, dim=1)
 
-    def factorize(self, queries: Tensor, batch_size: int | None = None) -> FactorizationResult:
+    def factorize(self, queries: Tensor, batch_size: int | None = None, first_id: int = 0) -> FactorizationResult:
         """Decode a batch of queries.
 
         Shapes:
@@ -229,20 +295,23 @@ class SparseResonatorNetwork:
             returns: :class:`FactorizationResult` (on the CPU)
 
         Args:
-            batch_size: queries decoded together; ``None`` for all at once.
+            batch_size: queries decoded together (memory and speed only; the results do
+                not depend on it); ``None`` for all at once.
+            first_id: the global id of ``queries[0]`` (query ``i`` has id ``first_id + i``;
+                ids are taken mod ``2^32``): decoding a stream in calls of ``k`` with
+                ``first_id = 0, k, 2k, ...`` gives what one call over the whole stream gives.
         """
         cb = self.codebooks
         q = check_sbc_queries(queries, cb.B, cb.L)
         N = q.shape[0]
+        check_int("batch_size", batch_size, optional=True)
+        check_int("first_id", first_id, minimum=0)
         step = N if batch_size is None else batch_size
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise HdsimError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
-        g = seeded_generator(self.seed)
-        parts = [self._factorize_batch(q[s:s + step], g) for s in range(0, N, step)]
+        parts = [self._factorize_batch(q[s:s + step], first_id + s) for s in range(0, N, step)]
         return FactorizationResult.concat(parts)
 
-    def _factorize_batch(self, queries: Tensor, g: torch.Generator) -> FactorizationResult:
-        cb = self.codebooks
+    def _factorize_batch(self, queries: Tensor, first_id: int) -> FactorizationResult:
+        cb, a = self.codebooks, self.config.a
         F, B, L = cb.F, cb.B, cb.L
         q = queries.to(self.device)
         n = q.shape[0]
@@ -250,26 +319,31 @@ class SparseResonatorNetwork:
         indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
-        x = self.initial_estimates(n, g)
+        x = self.initial_estimates(active + first_id)
+        event = F  # init took events 0..F-1; the same count for every query of the call
         for it in range(1, self.max_iter + 1):
             k = active.numel()
+            ids = active + first_id
             changed = torch.zeros(k, dtype=torch.bool, device=self.device)
             arg = torch.empty(k, F, dtype=torch.long, device=self.device)
             best = torch.empty(k, F, dtype=self.dtype, device=self.device)
             for f, X in enumerate(cb.indices):
+                M = X.shape[0]
                 # Sequential: x already holds this iteration's update of factors < f.
                 u = q
                 for h in range(F):
                     if h != f:
                         u = unbind_sbc(u, x[:, h], L)
                 # Overlap count = 'dot' similarity of the one-hot u with each codevector.
-                overlap = similarity(sbc_to_dense(u, L, self.dtype), X, "dot")  # (k, M)
+                overlap = similarity(sbc_to_dense(u, L, self.dtype), X, "dot")  # (k, M), exact integers
                 best[:, f], arg[:, f] = overlap.max(dim=1)  # lowest index wins ties
-                w = overlap + self._uniform((k, X.shape[0]), g)
-                if self.config.a < X.shape[0]:
-                    top = w.topk(self.config.a, dim=1)
-                    w = torch.zeros_like(w).scatter_(1, top.indices, top.values)
-                new = self.thin(bundle_sbc(X, w, L), g)
+                r = (self._words(ids, event, M) >> 16).to(self.dtype) * 2.0 ** -16  # 16-bit uniform in [0, 1)
+                w = overlap + r
+                if a < M:  # keep the a largest; a stable sort puts equal weights in index order
+                    top = torch.sort(w, dim=1, descending=True, stable=True).indices[:, :a]
+                    w = torch.zeros_like(w).scatter_(1, top, w.gather(1, top))
+                new = self._thin_drawn(bundle_sbc(X, w, L), ids, event + 1)
+                event += 2
                 changed |= (new != x[:, f]).any(dim=1)
                 x[:, f] = new
             rows = active.cpu()
