@@ -16,7 +16,10 @@ the same integers, where that applies); ``float`` — :class:`hdsim.factorizers.
 ``bruteforce`` — the best product by exhaustive search. ``imc`` runs the fixed
 decoder's similarities on a PCM crossbar (:class:`hdsim.imc.FixedPointPerturbation`;
 ``dot`` similarity, the crossbar's product). An FC-head export is classified by
-argmax (confidence: softmax probability).
+argmax (confidence: softmax probability). A sparse-resonator export is decoded by
+:class:`deploy.sparse_decode.SparseDecoder` (NumPy only: per-segment argmax, then the
+sparse resonator with the manifest's settings; ``bruteforce`` searches every
+product); ``float`` and ``imc`` are BCF decodes and are refused for it.
 
 A decode that does not converge within the manifest's ``max_iter`` is reported
 with ``status="not-converged"`` and no class (its last estimate is kept apart),
@@ -198,6 +201,8 @@ class Runner:
         ``bruteforce`` or ``argmax`` (FC head)."""
         if self._decoder is None:
             return "argmax"
+        if getattr(self._decoder[0], "brute", False):
+            return "bruteforce"
         return type(self._decoder[0]).__name__ if self._decoder[0] is not None else "bruteforce"
 
     # ---- decoding ------------------------------------------------------------------------------
@@ -212,8 +217,12 @@ class Runner:
         if self.head == "sparse-resonator":
             from export.evaluate import sparse_decode_settings
 
-            return (SparseDecoder(self.codebooks, *sparse_decode_settings(self.manifest))
-                    if cfg.decode == "fixed" else None), None
+            from deploy.sparse_decode import SparseDecoder
+
+            cb = self.codebooks
+            X = [x.numpy() for x in cb.indices]
+            return SparseDecoder(X, cb.B, cb.L, sparse_decode_settings(self.manifest),
+                                 brute=cfg.decode == "bruteforce"), None
         bcf, widths, lfsr_seed = decode_settings(self.manifest)
         if cfg.imc:  # the crossbar computes the dot similarity; Tc in its units (docs/deploy.md)
             bcf = replace(bcf, similarity="dot", Tc=cfg.imc_tc * self.codebooks.B)
@@ -242,7 +251,7 @@ class Runner:
         """
         decoder = self._decoder[0]
         if self.head == "sparse-resonator":
-            return (decoder or SparseDecoder(self.codebooks, 1, 1, 0)).decode(np.asarray(queries), brute=decoder is None)
+            return decoder.decode(np.asarray(queries))
         if hasattr(decoder, "decode_arrays"):  # compiled: no torch work to pin to one thread, nothing to silence
             idx, iters, conv, amax = decoder.decode_arrays(queries)
             return idx, iters, conv, amax.min(axis=1)
@@ -371,38 +380,6 @@ class Runner:
                 window = []
         if window:
             yield from self._classify(window)
-
-
-class SparseDecoder:
-    """The sparse-resonator head's decode, NumPy only: per-segment argmax of the pooled features, then
-    :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode` with the manifest's ``(a, max_iter,
-    seed)``, or brute force over every product (most agreeing segments, lowest product on ties).
-    Confidence: the weakest factor's overlap fraction (brute force: the best product's)."""
-
-    def __init__(self, codebooks, a: int, max_iter: int, seed: int) -> None:
-        self.X = [x.numpy().astype(np.int64) for x in codebooks.indices]
-        self.B, self.L = codebooks.B, codebooks.L
-        self.a, self.max_iter, self.seed = a, max_iter, seed
-
-    def decode(self, queries: np.ndarray, brute: bool = False):
-        from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
-
-        offsets = thin_queries(queries, self.B, "query")
-        if brute:
-            return self._bruteforce(offsets)
-        idx, iters, conv, sim = sparse_resonator_decode(offsets, self.X, self.L, a=self.a, max_iter=self.max_iter,
-                                                        seed=self.seed)
-        return idx, iters, conv, sim.min(axis=1)
-
-    def _bruteforce(self, offsets: np.ndarray):
-        grids = np.meshgrid(*(np.arange(x.shape[0]) for x in self.X), indexing="ij")
-        digits = np.stack([g.reshape(-1) for g in grids], axis=1)  # (P, F), last factor fastest
-        products = sum(x[digits[:, f]] for f, x in enumerate(self.X)) % self.L  # (P, B) bound offsets
-        overlap = (offsets[:, None, :] == products[None]).sum(axis=2)  # (N, P)
-        best = overlap.argmax(axis=1)  # first maximum: the lowest product
-        n = offsets.shape[0]
-        return (digits[best], np.ones(n, np.int64), np.ones(n, bool),
-                overlap[np.arange(n), best] / self.B)
 
 
 def _latency(pre_s: float, cnn_s: float, dec_s: float) -> dict:

@@ -128,7 +128,7 @@ def export_cmd(
     T: Annotated[Optional[float], typer.Option("--T", help="BCF threshold in the manifest (default: tuned table).")]
     = None,
     A: Annotated[Optional[int], typer.Option("--A", help="BCF sampling width (default: tuned table).")] = None,
-    Tc: Annotated[Optional[float], typer.Option("--Tc", help="BCF convergence threshold (default 0.9 for linf).")]
+    Tc: Annotated[Optional[float], typer.Option("--Tc", help="Convergence threshold: BCF similarity (default 0.9 for linf), sparse resonator fraction of agreeing segments (default 0); calibrated unless given.")]
     = None,
     max_iter: Annotated[Optional[int], typer.Option("--max-iter", help="Decode iteration cap (BCF or sparse "
                                                     "resonator; default: calibrated).")] = None,

@@ -170,17 +170,20 @@ def run_onnx(path: Path, x: torch.Tensor, optimize: bool, batch: int = 256) -> n
     return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
 
 
-def sparse_decode_settings(manifest: dict) -> tuple[int, int, int]:
-    """The manifest's sparse-resonator decode: ``(a, max_iter, seed)``, checked."""
+def sparse_decode_settings(manifest: dict) -> dict:
+    """The manifest's sparse-resonator decode, checked: keyword arguments ``a``, ``max_iter``, ``seed``,
+    ``Tc``, ``restarts`` of :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`."""
     dec = manifest["decode"]
     try:
-        a, max_iter, seed = int(dec["a"]), int(dec["max_iter"]), int(dec.get("seed", 0))
+        out = {"a": int(dec["a"]), "max_iter": int(dec["max_iter"]), "seed": int(dec.get("seed", 0)),
+               "Tc": float(dec.get("Tc", 0.0)), "restarts": dec.get("restarts", False)}
     except (KeyError, TypeError, ValueError) as e:
         raise HdsimError(f"manifest: decode settings malformed ({e.__class__.__name__}: {e})") from None
-    if a < 1 or max_iter < 1 or seed < 0:
-        raise HdsimError(f"manifest: decode settings: a and max_iter must be >= 1 and seed >= 0, got a={a}, "
-                         f"max_iter={max_iter}, seed={seed}")
-    return a, max_iter, seed
+    if out["a"] < 1 or out["max_iter"] < 1 or out["seed"] < 0 or not 0.0 <= out["Tc"] <= 1.0 \
+            or not isinstance(out["restarts"], bool):
+        raise HdsimError(f"manifest: decode settings: need a, max_iter >= 1, seed >= 0, Tc in [0, 1] and a bool "
+                         f"restarts, got {out}")
+    return out
 
 
 def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, data_dir: str | None = None,
@@ -188,8 +191,9 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
                     decisions: bool = False, coverage_curve: str | Path | None = None) -> dict:
     """Accuracies of an export folder (and of an FC baseline export) on the test set (module docstring).
 
-    ``decisions=True`` adds ``decisions_bcf_fixed``: the fixed-point decode's class per test
-    image (``-1`` for a null product), whether or not it converged.
+    ``decisions=True`` (factorizer heads) adds ``decisions``: the decode's class per test image
+    (``-1`` for a null product; BCF: also as ``decisions_bcf_fixed``), whether or not it
+    converged, and ``converged_per_image``.
     """
     from hdsim.calibrate import selective_metrics
     from hdsim.validation import output_dir
@@ -222,7 +226,7 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     if kind == "bcf":
         result.update(_evaluate_bcf(folder, manifest, out, y, pm, batch, decisions, coverage_curve))
     elif kind == "sparse-resonator":
-        result.update(_evaluate_sparse(folder, manifest, out, yn, pm))
+        result.update(_evaluate_sparse(folder, manifest, out, yn, pm, decisions))
     else:
         t0 = time.perf_counter()
         pred = out.argmax(axis=1)
@@ -272,8 +276,8 @@ def _evaluate_bcf(folder: Path, manifest: dict, out: np.ndarray, y: torch.Tensor
         res[f"accuracy_{name}"] = float((pred == yn).mean())
         res[f"null_{name}"] = int((pred < 0).sum())
     if decisions:
-        res["decisions_bcf_fixed"] = pm.classes(idx).tolist()
-        res["converged_per_image_bcf_fixed"] = np.asarray(conv).tolist()
+        res["decisions_bcf_fixed"] = res["decisions"] = pm.classes(idx).tolist()
+        res["converged_per_image_bcf_fixed"] = res["converged_per_image"] = np.asarray(conv).tolist()
     res["factor_accuracy_bcf_fixed"] = float((idx == pm.digits(y).numpy()).mean())
     res["mean_iterations_bcf_fixed"] = float(np.mean(iters))
     res["converged_bcf_fixed"] = float(np.mean(conv))
@@ -289,18 +293,18 @@ def _evaluate_bcf(folder: Path, manifest: dict, out: np.ndarray, y: torch.Tensor
     return res
 
 
-def _evaluate_sparse(folder: Path, manifest: dict, out: np.ndarray, yn: np.ndarray, pm) -> dict:
+def _evaluate_sparse(folder: Path, manifest: dict, out: np.ndarray, yn: np.ndarray, pm, decisions: bool) -> dict:
     from hdsim.calibrate import selective_metrics
     from hdsim.factorizers.bruteforce import bruteforce_decode
     from hdsim.functional import sbc_to_dense
-    from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+    from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
 
     cb = load_codebooks(folder, manifest)
-    a, max_iter, seed = sparse_decode_settings(manifest)
+    settings = sparse_decode_settings(manifest)
     offsets = thin_queries(out, cb.B, "query")
     X = [x.numpy() for x in cb.indices]
     t0 = time.perf_counter()
-    idx, iters, conv, _ = sparse_resonator_decode(offsets, X, cb.L, a=a, max_iter=max_iter, seed=seed)
+    idx, iters, conv, _ = sparse_resonator_decode(offsets, X, cb.L, ids=content_ids(offsets), **settings)
     res: dict = {"decode_ms_per_image": (time.perf_counter() - t0) * 1e3 / len(yn)}
     res.update(selective_metrics(pm.classes(idx), conv, yn))
     bf, _ = bruteforce_decode(sbc_to_dense(torch.from_numpy(offsets), cb.L), cb, "dot")
@@ -308,8 +312,10 @@ def _evaluate_sparse(folder: Path, manifest: dict, out: np.ndarray, yn: np.ndarr
     res["accuracy_sparse_resonator_last_estimate"] = float((pm.classes(idx) == yn).mean())
     res["segment_accuracy"] = float((offsets == cb.product(pm.digits(torch.from_numpy(yn))).numpy()).mean())
     res["mean_iterations"] = float(np.mean(iters))
-    res["decode"] = {"a": a, "max_iter": max_iter, "seed": seed,
-                     "calibration": (manifest["decode"].get("calibration") or {}).get("method", "none")}
+    if decisions:
+        res["decisions"] = pm.classes(idx).tolist()
+        res["converged_per_image"] = np.asarray(conv).tolist()
+    res["decode"] = settings | {"calibration": (manifest["decode"].get("calibration") or {}).get("method", "none")}
     res["head_parameters_fc_equivalent"] = manifest["head"]["fc_equivalent_parameters"]
     return res
 

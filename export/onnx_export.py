@@ -238,15 +238,18 @@ def decode_config(head: BCFHead, T: float | None = None, A: int | None = None, w
 
 
 def sparse_decode_config(head: SparseResonatorHead, a: int | None = None, max_iter: int | None = None,
-                         seed: int = 0) -> dict:
+                         seed: int = 0, Tc: float | None = None) -> dict:
     """Sparse-resonator decode parameters for the manifest (SPEC section 4; defaults: ``a`` 6 or
-    ``M`` if smaller, ``max_iter`` the seed's ``max(2000, prod M / 1000)``)."""
+    ``M`` if smaller, ``max_iter`` the seed's ``max(2000, prod M / 1000)``, ``Tc`` 0: the seed's
+    stopping rule; restarts on, which act only with ``Tc > 0``)."""
     from hdsim.factorizers.sparse_resonator import SparseResonatorConfig
 
     sizes = head.product_map.sizes
-    cfg = SparseResonatorConfig(a=int(a) if a is not None else min(6, max(sizes)), max_iter=max_iter)
+    cfg = SparseResonatorConfig(a=int(a) if a is not None else min(6, max(sizes)), max_iter=max_iter,
+                                Tc=0.0 if Tc is None else float(Tc), restarts=True)
     cfg.validate()
-    return {"factorizer": "sparse-resonator", "a": cfg.a, "max_iter": cfg.resolved_max_iter(sizes), "seed": int(seed),
+    return {"factorizer": "sparse-resonator", "a": cfg.a, "max_iter": cfg.resolved_max_iter(sizes), "Tc": cfg.Tc,
+            "restarts": cfg.restarts, "seed": int(seed), "ids": "hdsim.sparse_resonator_numpy.content_ids (per query)",
             "query_format": f"offsets (N, B): per segment of L={head.codebooks.L}, the argmax of the pooled "
                             "features (lowest index on ties)",
             "draws": "counter-based: hdsim.hashing (seed, query id, event); hdsim.sparse_resonator_numpy"}
@@ -254,7 +257,8 @@ def sparse_decode_config(head: SparseResonatorHead, a: int | None = None, max_it
 
 def _check_decode_options(head, **given) -> None:
     """Decode options that the head does not have are refused, not ignored."""
-    own = {"bcf": ("T", "A", "Tc", "max_iter", "widths"), "sparse-resonator": ("a", "max_iter"), "fc": ()}[head.kind]
+    own = {"bcf": ("T", "A", "Tc", "max_iter", "widths"), "sparse-resonator": ("a", "max_iter", "Tc"),
+           "fc": ()}[head.kind]
     for name, value in given.items():
         if value is not None and name not in own:
             raise HdsimError(f"{name}: the {head.kind} head has no such decode setting"
@@ -285,11 +289,12 @@ def calibrate_export_decode(model_path: Path, data, head, decode: dict, given: d
     else:
         from hdsim.sparse_resonator_numpy import thin_queries
 
-        default = {k: decode[k] for k in ("a", "max_iter")}
+        default = {k: decode[k] for k in ("a", "max_iter", "Tc")}
         res = calibrate_sparse_resonator(thin_queries(q, cb.B), yv.numpy(), classes_of,
                                          [x.numpy() for x in cb.indices], cb.L, calibration, default=default,
                                          fixed=given, seed=int(decode["seed"]))
-    decode.update({k: (float(v) if isinstance(v, float) else int(v)) for k, v in res["settings"].items()})
+    decode.update({k: (float(v) if isinstance(v, float) else v if isinstance(v, bool) else int(v))
+                   for k, v in res["settings"].items()})
     return {"method": "optuna-tpe", "validation_images": int(xv.shape[0]),
             "validation": "composed from digit images held out of training and test (val_fraction)",
             "default": default} | {k: v for k, v in res.items() if k != "settings"}
@@ -441,8 +446,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
             decode = decode_config(head, T, A, widths, Tc, max_iter)
             given = {k: v for k, v in (("T", T), ("A", A), ("Tc", Tc), ("max_iter", max_iter)) if v is not None}
         else:
-            decode = sparse_decode_config(head, a, max_iter)
-            given = {k: v for k, v in (("a", a), ("max_iter", max_iter)) if v is not None}
+            decode = sparse_decode_config(head, a, max_iter, Tc=Tc)
+            given = {k: v for k, v in (("a", a), ("max_iter", max_iter), ("Tc", Tc)) if v is not None}
         decode["calibration"] = calibrate_export_decode(model_path, data, head, decode, given, calibration, widths)
     features = model.backbone_config.features
     manifest = build_manifest(

@@ -40,8 +40,9 @@ Search spaces (a parameter given in ``fixed`` is held, not searched):
   ``T`` in ``[0, 0.03]``, ``A`` in ``[0, min(max M, 512)]``, ``Tc`` in
   ``[0.01, 0.95]`` (``linf``; a poorly trained network's queries are
   nearly uniform blocks whose similarities sit near ``1/L``), ``max_iter`` in ``[2, 128]`` (log scale).
-* Sparse resonator (:func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`):
-  ``a`` in ``[1, max M]``, ``max_iter`` in ``[2, 2000]`` (log scale).
+* Sparse resonator (:func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`, restarts on,
+  per-query content ids): ``a`` in ``[1, max M]``, ``max_iter`` in ``[2, 2000]`` (log scale),
+  ``Tc`` in ``[0, 1]`` (fraction of agreeing segments a factor needs to stop; 0 is the seed's rule).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class Param:
 
 BCF_SPACE = (Param("T", "float", 0.0, 0.03), Param("A", "int", 0, 512), Param("Tc", "float", 0.01, 0.95),
              Param("max_iter", "int", 2, 128, log=True))
-SPARSE_SPACE = (Param("a", "int", 1, 512), Param("max_iter", "int", 2, 2000, log=True))
+SPARSE_SPACE = (Param("a", "int", 1, 512), Param("max_iter", "int", 2, 2000, log=True),
+                Param("Tc", "float", 0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -225,12 +227,16 @@ def bcf_decoder(queries: np.ndarray, codebooks, widths, *, lfsr_seed: int = 1, s
 
 
 def sparse_resonator_decoder(offsets: np.ndarray, codebooks: list[np.ndarray], L: int, *, seed: int = 0) -> Decode:
-    """``settings {a, max_iter} -> (indices, iterations, converged)`` of the NumPy sparse resonator."""
-    from hdsim.sparse_resonator_numpy import sparse_resonator_decode
+    """``settings {a, max_iter, Tc} -> (indices, iterations, converged)`` of the NumPy sparse resonator
+    (restarts on; each query's draws keyed by its content, as the runner decodes)."""
+    from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode
+
+    ids = content_ids(offsets)
 
     def decode(s: dict):
         idx, iters, conv, _ = sparse_resonator_decode(offsets, codebooks, L, a=int(s["a"]),
-                                                      max_iter=int(s["max_iter"]), seed=seed)
+                                                      max_iter=int(s["max_iter"]), seed=seed, ids=ids,
+                                                      Tc=float(s.get("Tc", 0.0)), restarts=True)
         return idx, iters, conv
 
     return decode
@@ -250,7 +256,7 @@ def calibrate_bcf(queries: np.ndarray, y: np.ndarray, classes_of, codebooks, wid
 def calibrate_sparse_resonator(offsets: np.ndarray, y: np.ndarray, classes_of, codebooks: list[np.ndarray], L: int,
                                cfg: CalibrationConfig, *, default: dict, fixed: dict | None = None,
                                seed: int = 0) -> dict:
-    """Calibrate ``(a, max_iter)`` of the sparse resonator on validation segment codes ``(N, B)``."""
+    """Calibrate ``(a, max_iter, Tc)`` of the sparse resonator on validation segment codes ``(N, B)``."""
     m_cap = max(int(x.shape[0]) for x in codebooks)
     space = tuple(Param(p.name, p.kind, p.low, m_cap) if p.name == "a" else p for p in SPARSE_SPACE)
     return calibrate_decode(sparse_resonator_decoder(offsets, codebooks, L, seed=seed), classes_of, y, space, cfg,

@@ -259,6 +259,11 @@ def test_damaged_exports_are_one_line_errors_naming_what_is_wrong(tiny_export, t
         "input": (dict(edit_manifest=lambda m: m["preprocessing"].update(height=40, width=40)),
                   "does not match the model's input"),
         "decode": (dict(edit_manifest=lambda m: m["decode"].__setitem__("A", "x")), "decode settings malformed"),
+        "kind": (dict(edit_manifest=lambda m: m["head"].__setitem__("kind", "hopfield")),
+                 "unknown head kind 'hopfield'"),
+        "blocks": (dict(edit_manifest=lambda m: m["head"].update(B=8, L=32)), r"codebooks .*B=4, L=64.* disagree"),
+        "radices": (dict(edit_manifest=lambda m: m["classes"].update(radices=[20, 5])),
+                    r"M=\[10, 10\] do not fit the class radices \[20, 5\]"),
     }
     for name, (edit, match) in cases.items():
         out = _variant(folder, tmp_path, name, **edit)
@@ -455,3 +460,42 @@ def test_an_empty_npy_stack_is_an_error_not_zero_inputs():
         with pytest.raises(HdsimError, match=r"^e\.npy: a stack of 0 images"):
             _split_array(np.zeros(shape, np.uint8), "e.npy", 1)
     assert len(_split_array(np.zeros((2, 28, 28), np.uint8), "e.npy", 1)) == 2
+
+
+def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path):
+    """The sparse-resonator export through the runner: the same decisions as the evaluation's decode,
+    a brute-force decoder, and BCF-only decodes refused."""
+    import subprocess
+    import sys
+
+    from export.evaluate import evaluate_export
+
+    root, manifest = tiny_sr_export
+    folder = root / "int8"
+    files = write_test_images(folder, tmp_path / "img", limit=64)
+    runner = Runner(folder)
+    assert runner.decoder_name == "SparseDecoder"
+    preds = list(runner.run([str(tmp_path / "img")]))
+    ev = evaluate_export(folder, limit=64, optimize=True, decisions=True)
+    truth = [c for _, c in files]
+    assert len(preds) == 64 and [p.input for p in preds] == [str(f) for f, _ in files]
+    got = [p.cls if p.status == "ok" else None for p in preds]
+    want = [c if conv and c >= 0 else None for c, conv in zip(ev["decisions"], ev["converged_per_image"])]
+    assert got == want
+    assert sum(g == t for g, t in zip(got, truth)) / 64 == pytest.approx(ev["accuracy"])
+    brute = Runner(folder, RunnerConfig(decode="bruteforce"))
+    assert brute.decoder_name == "bruteforce"
+    bp = brute.predict_batch(runner.preprocessing.normalize(torch.stack(
+        [it.pixels for it in load_inputs([str(tmp_path / "img")], runner.preprocessing)])))
+    assert sum(p.cls == t for p, t in zip(bp, truth)) / 64 == pytest.approx(ev["accuracy_bruteforce"])
+    for bad in (RunnerConfig(decode="float"), RunnerConfig(imc="pcm-chip")):
+        with pytest.raises(HdsimError, match="^decode: the sparse-resonator head decodes with its sparse resonator"):
+            Runner(folder, bad)
+    # the decode path imports no torch
+    code = ("import sys, numpy as np; from deploy.sparse_decode import SparseDecoder; "
+            "z = np.load(sys.argv[1]); X = [z['X0'], z['X1']]; "
+            "q = np.random.default_rng(0).random((5, 128)).astype(np.float32); "
+            "idx, it, conv, conf = SparseDecoder(X, 4, 32, dict(a=3, max_iter=20, seed=0, Tc=0.5, restarts=True)).decode(q); "
+            "assert idx.shape == (5, 2) and 'torch' not in sys.modules, sorted(sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder / "codebooks.npz")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

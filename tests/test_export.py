@@ -193,7 +193,7 @@ def test_weighted_pooling_and_the_segment_cosine_loss_by_hand():
 
 def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tiny_sr_export, tmp_path):
     from hdsim.factorizers import SparseResonatorConfig, SparseResonatorNetwork
-    from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+    from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
     from export.evaluate import evaluate_export, load_codebooks
     from export.onnx_export import ExportNet, ort_session
     from export.quant import merge_batchnorm
@@ -206,7 +206,7 @@ def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tin
     assert head["pool_weights"] == 2 and head["parameters"] == 82 and head["fc_equivalent_parameters"] == 12900
     dec = manifest["decode"]
     assert dec["factorizer"] == "sparse-resonator" and dec["calibration"]["method"] == "optuna-tpe"
-    assert 1 <= dec["a"] <= 10 and 2 <= dec["max_iter"] <= 2000
+    assert 1 <= dec["a"] <= 10 and 2 <= dec["max_iter"] <= 2000 and 0 <= dec["Tc"] <= 1 and dec["restarts"] is True
     assert manifest["checks"]["parity"]["max_abs_diff_ort_disable_all"] <= 1e-5
     assert manifest["checks"]["parity"]["same_classes_ort_enable_all"]
     # onnxruntime's query equals the Brevitas net's on the test images
@@ -220,10 +220,12 @@ def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tin
     # the NumPy decode equals the torch reference on the same draws
     cb = load_codebooks(out, manifest)
     offsets = thin_queries(got, 4)
+    ids = content_ids(offsets)
     a = sparse_resonator_decode(offsets, [t.numpy() for t in cb.indices], 32, a=dec["a"], max_iter=dec["max_iter"],
-                                seed=dec["seed"])
-    b = SparseResonatorNetwork(cb, SparseResonatorConfig(a=dec["a"], max_iter=dec["max_iter"]), seed=dec["seed"],
-                               dtype=torch.float64).factorize(torch.from_numpy(offsets))
+                                seed=dec["seed"], Tc=dec["Tc"], restarts=dec["restarts"], ids=ids)
+    b = SparseResonatorNetwork(cb, SparseResonatorConfig(a=dec["a"], max_iter=dec["max_iter"], Tc=dec["Tc"],
+                                                         restarts=dec["restarts"]), seed=dec["seed"],
+                               dtype=torch.float64).factorize(torch.from_numpy(offsets), ids=torch.from_numpy(ids))
     assert np.array_equal(a[0], b.indices.numpy()) and np.array_equal(a[2], b.converged.numpy())
     res = evaluate_export(out, limit=200)
     for key in ("accuracy", "classified", "accuracy_classified", "accuracy_bruteforce", "head_parameters",

@@ -23,7 +23,7 @@ from hdsim.factorizers.sparse_resonator import (
 from hdsim.functional import sbc_to_dense
 from hdsim.hashing import counter_bits, mix32, seed_key
 from hdsim.queries import QueryNoise, make_queries
-from hdsim.sparse_resonator_numpy import sparse_resonator_decode, thin_queries
+from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
 
 
 def fmix32(h: int) -> int:
@@ -35,10 +35,12 @@ def fmix32(h: int) -> int:
     return h ^ (h >> 16)
 
 
-def numpy_decode(cb: BlockCodebooks, q: torch.Tensor, cfg: SparseResonatorConfig, seed: int, first_id: int = 0):
-    """The NumPy twin on a torch problem."""
+def numpy_decode(cb: BlockCodebooks, q: torch.Tensor, cfg: SparseResonatorConfig, seed: int, first_id: int = 0,
+                 ids=None):
+    """The NumPy twin on a torch problem (the config's Tc and restarts passed on)."""
     return sparse_resonator_decode(q.numpy(), [X.numpy() for X in cb.indices], cb.L, a=cfg.a,
-                                   max_iter=cfg.resolved_max_iter(cb.sizes), seed=seed, first_id=first_id)
+                                   max_iter=cfg.resolved_max_iter(cb.sizes), seed=seed, first_id=first_id, ids=ids,
+                                   Tc=cfg.Tc, restarts=cfg.restarts)
 
 
 def result_arrays(res) -> tuple[np.ndarray, ...]:
@@ -499,3 +501,252 @@ def test_cuda_matches_cpu():
     gpu = SparseResonatorNetwork(cb, cfg, seed=5, device="cuda", dtype=torch.float64).factorize(q, batch_size=5)
     assert_same(result_arrays(gpu), result_arrays(cpu))
     assert_same(numpy_decode(cb, q, cfg, seed=5), result_arrays(gpu))
+    # threshold, restarts (their bundles are dense matrix products on CUDA) and content ids
+    cb, q, _ = make_problem(2, 10, 128, n=40, seed=0, B=4, noise=0.1)
+    cfg = SparseResonatorConfig(max_iter=30, Tc=1.0, restarts=True)
+    ids = content_ids(q.numpy())
+    gpu = SparseResonatorNetwork(cb, cfg, seed=5, device="cuda", dtype=torch.float64).factorize(q, batch_size=7,
+                                                                                                ids=ids)
+    assert_same(numpy_decode(cb, q, cfg, seed=5, ids=ids), result_arrays(gpu))
+    assert gpu.converged.any() and not gpu.converged.all()
+
+
+# --- convergence threshold Tc, restarts, query ids -------------------------------------------------
+
+def all_products(cb: BlockCodebooks) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every index tuple (P, F) and its product's offsets (P, B), by offset addition mod L."""
+    combos = torch.tensor(list(itertools.product(*(range(m) for m in cb.sizes))))
+    products = sum(X[combos[:, f]] for f, X in enumerate(cb.indices)) % cb.L
+    return combos, products
+
+
+RESTART_CASES = [  # F, M, D, B, bit-flip noise, a, max_iter, Tc
+    (2, 10, 128, 4, 0.0, 6, 200, 1.0),  # the CNN head's shape
+    (2, 10, 128, 4, 0.0, 6, 6, 1.0),  # capped: stuck queries restart and never converge
+    (2, 10, 128, 4, 0.25, 6, 40, 0.75),
+    (3, 8, 192, 8, 0.0, 6, 60, 1.0),
+    (3, 8, 192, 8, 0.15, 4, 15, 0.75),
+    (3, (5, 9, 7), 256, 16, 0.1, 50, 30, 0.8),  # a > M, unequal sizes
+]
+
+
+@pytest.mark.parametrize("F,M,D,B,noise,a,max_iter,Tc", RESTART_CASES)
+def test_numpy_twin_equals_torch_float64_with_threshold_and_restarts(F, M, D, B, noise, a, max_iter, Tc):
+    cb, q, _ = make_problem(F, M, D, n=40, seed=F + B + 1, noise=noise, B=B)
+    cfg = SparseResonatorConfig(a=a, max_iter=max_iter, Tc=Tc, restarts=True)
+    net = SparseResonatorNetwork(cb, cfg, seed=3, dtype=torch.float64)
+    ref = result_arrays(net.factorize(q))
+    assert_same(numpy_decode(cb, q, cfg, seed=3), ref)
+    ids = content_ids(q.numpy())
+    by_content = result_arrays(net.factorize(q, batch_size=7, ids=ids))
+    assert_same(numpy_decode(cb, q, cfg, seed=3, ids=ids), by_content)
+    # the restarts did happen (results differ from Tc alone), and converged and capped queries were compared
+    no_restarts = numpy_decode(cb, q, SparseResonatorConfig(a=a, max_iter=max_iter, Tc=Tc), seed=3)
+    assert not all(np.array_equal(x, y) for x, y in zip(no_restarts, ref))
+    assert ref[2].any()
+    if max_iter <= 40:
+        assert not ref[2].all() and (ref[1][~ref[2]] == max_iter).all()
+    # a converged query met the threshold in every factor
+    assert (ref[3][ref[2]].min(axis=1) >= Tc).all()
+
+
+def test_numpy_twin_equals_torch_float32_with_restarts_at_the_head_shape():
+    # B = 4, a = 6, M = 10: weights, bundles and restart bundles (M <= 256) are exact in float32 too
+    cb, q, _ = make_problem(2, 10, 128, n=40, seed=6, noise=0.1, B=4)
+    cfg = SparseResonatorConfig(max_iter=25, Tc=1.0, restarts=True)
+    ref = result_arrays(SparseResonatorNetwork(cb, cfg, seed=2).factorize(q, batch_size=9))
+    twin = numpy_decode(cb, q, cfg, seed=2)
+    assert_same(twin[:3], ref[:3])
+    assert np.array_equal(twin[3], ref[3].astype(np.float64))
+    assert twin[2].any() and not twin[2].all()
+
+
+@pytest.mark.parametrize("F,M,D,B,noise", [(2, 10, 128, 4, 0.1), (3, 12, 256, 16, 0.1)])
+def test_default_threshold_and_restarts_change_nothing(F, M, D, B, noise):
+    cb, q, _ = make_problem(F, M, D, n=40, seed=2, noise=noise, B=B)
+    plain = SparseResonatorConfig(max_iter=30)
+    base = result_arrays(SparseResonatorNetwork(cb, plain, seed=4).factorize(q))
+    base_np = numpy_decode(cb, q, plain, seed=4)
+    # Tc = 0 and restarts = False spelled out; restarts with Tc = 0 never trigger (no change converges)
+    for cfg in (SparseResonatorConfig(max_iter=30, Tc=0.0, restarts=False),
+                SparseResonatorConfig(max_iter=30, Tc=0.0, restarts=True)):
+        assert_same(result_arrays(SparseResonatorNetwork(cb, cfg, seed=4).factorize(q)), base)
+        assert_same(numpy_decode(cb, q, cfg, seed=4), base_np)
+    explicit = sparse_resonator_decode(q.numpy(), [X.numpy() for X in cb.indices], cb.L, a=6, max_iter=30, seed=4,
+                                       first_id=0, ids=None, Tc=0, restarts=False)
+    assert_same(explicit, base_np)
+
+
+def test_restarts_recover_every_exact_query_at_the_head_shape():
+    cb, q, truth = make_problem(2, 10, 128, n=200, seed=0, B=4)
+    # oracle: the overlap (agreeing blocks) of every product with every query
+    combos, products = all_products(cb)
+    overlap = (q.unsqueeze(1) == products.unsqueeze(0)).sum(dim=2)  # (200, 100)
+    assert ((overlap == cb.B).sum(dim=1) == 1).all()  # one product agrees in all 4 blocks ...
+    oracle = combos[overlap.argmax(dim=1)]
+    assert torch.equal(oracle, truth)  # ... the true one
+    # The seed's rule stops 69 of these 200 (34.5%) at a wrong fixed point (65.5% right, all "converged").
+    seed_rule = SparseResonatorNetwork(cb, SparseResonatorConfig(max_iter=200), seed=1).factorize(q)
+    assert seed_rule.converged.all() and seed_rule.accuracy(truth) < 0.9
+    strict = SparseResonatorNetwork(cb, SparseResonatorConfig(Tc=1.0, restarts=True), seed=1).factorize(q)
+    assert strict.converged.all()
+    assert torch.equal(strict.indices, oracle)
+    assert (strict.max_similarity == 1).all()
+    # Capped at 200 iterations, a query whose truth has a small basin (3-10% of starts reach it) may
+    # still be restarting at the cap (1 of these 200; 6 of 400 on the same problem seed): it reports
+    # converged=False; every converged query is right.
+    capped = SparseResonatorNetwork(cb, SparseResonatorConfig(max_iter=200, Tc=1.0, restarts=True),
+                                    seed=1).factorize(q)
+    conv = capped.converged
+    assert torch.equal(capped.indices[conv], oracle[conv])
+    assert (capped.max_similarity[conv] == 1).all()
+    assert (capped.iterations[~conv] == 200).all()
+    assert float(conv.float().mean()) >= 0.95
+
+
+def test_threshold_without_restarts_keeps_iterating_below_it():
+    cb, q, _ = make_problem(2, 10, 128, n=60, seed=3, B=4, noise=0.25)
+    loose = SparseResonatorNetwork(cb, SparseResonatorConfig(max_iter=50), seed=1).factorize(q)
+    assert (loose.max_similarity[loose.converged].min(dim=1).values < 0.75).any()  # the seed's rule stops lower
+    for cfg in (SparseResonatorConfig(max_iter=50, Tc=0.75),
+                SparseResonatorConfig(max_iter=50, Tc=0.75, restarts=True)):
+        res = SparseResonatorNetwork(cb, cfg, seed=1, dtype=torch.float64).factorize(q)
+        conv = res.converged
+        assert conv.any() and not conv.all()
+        assert (res.max_similarity[conv].min(dim=1).values >= 0.75).all()
+        assert (res.max_similarity[conv] == 0.75).any()  # ">=": exactly at the threshold converges
+        assert (res.iterations[~conv] == 50).all()
+        assert_same(numpy_decode(cb, q, cfg, seed=1), result_arrays(res))
+
+
+def test_restart_draws_follow_the_documented_stream():
+    # restart after iteration t: x_f = thin(bundle(X_f, v), keys), v_m = (word >> 16) / 2^16 from event
+    # 2 (F (t - 1) + f) and keys from the next event, of the stream keyed seed_key(seed) ^ 0x5BD1E995.
+    L, B, seed, t = 4, 3, 21, 5
+    X0 = torch.tensor([[0, 1, 2], [0, 3, 2], [1, 1, 0]])
+    X1 = torch.tensor([[3, 3, 3], [2, 0, 1]])
+    net = SparseResonatorNetwork(BlockCodebooks((X0, X1), L=L), seed=seed, dtype=torch.float64)
+    ids = [4, 2**32 + 9, 123456]
+    got = net.restart_estimates(torch.tensor(ids), t)
+    key = fmix32(fmix32(seed ^ 0x9E3779B9) ^ 0) ^ 0x5BD1E995
+    for i, qid in enumerate(ids):
+        for f, X in enumerate((X0, X1)):
+            event = 2 * (2 * (t - 1) + f)
+            words = lambda e, n: [fmix32(fmix32(fmix32(key ^ (qid & 0xFFFFFFFF)) ^ e) ^ j) for j in range(n)]
+            v = [(w >> 16) / 65536 for w in words(event, X.shape[0])]
+            keys = words(event + 1, B * L)
+            for b in range(B):
+                sums = [sum(v[m] for m in range(X.shape[0]) if int(X[m, b]) == pos) for pos in range(L)]
+                top = max(sums)
+                want = max((p for p in range(L) if sums[p] == top), key=lambda p: (keys[b * L + p], -p))
+                assert int(got[i, f, b]) == want
+    # the restart stream is not the main stream: the same events there give other words
+    main = counter_bits(seed_key(seed), torch.tensor(ids), 2 * (2 * (t - 1)), 8)
+    assert not torch.equal(main, counter_bits(seed_key(seed) ^ 0x5BD1E995, torch.tensor(ids), 2 * (2 * (t - 1)), 8))
+
+
+def test_content_ids_follow_their_formula():
+    q = np.array([[0, 0, 0, 0], [31, 2, 7, 5], [5, 7, 2, 31], [31, 2, 7, 5]])
+    ids = content_ids(q)
+    assert ids.dtype == np.int64 and ids.shape == (4,)
+    for row, got in zip(q.tolist(), ids.tolist()):
+        h = 0x27D4EB2F ^ len(row)
+        for o in row:
+            h = fmix32(h ^ o)
+        assert got == h
+    assert ids[1] == ids[3] and len(set(ids[:3].tolist())) == 3  # order matters: row 2 is row 1 reversed
+    assert content_ids(q.astype(np.uint8)).tolist() == ids.tolist()
+    cb, qt, _ = make_problem(2, 10, 128, n=300, seed=0, B=4)
+    rows = {tuple(r) for r in qt.tolist()}
+    assert len(set(content_ids(qt.numpy()).tolist())) == len(rows)  # distinct rows, distinct ids here
+
+
+@pytest.mark.parametrize("x,match", [
+    (np.zeros(4, dtype=np.int64), r"^offsets: expected integer offsets of shape \(N, B\)"),
+    (np.zeros((2, 0), dtype=np.int64), r"^offsets: expected integer offsets of shape \(N, B\)"),
+    (np.zeros((2, 3)), "^offsets: expected integer SBC offsets, got dtype float64$"),
+    (np.zeros((2, 3), dtype=bool), "^offsets: expected integer SBC offsets"),
+    (np.array([[1, -2]]), "^offsets: must be non-negative, found -2$"),
+])
+def test_content_ids_refuse(x, match):
+    with pytest.raises(HdsimError, match=match):
+        content_ids(x)
+
+
+def test_content_ids_make_results_independent_of_position():
+    cb, q, _ = make_problem(2, 10, 128, n=30, seed=5, B=4, noise=0.1)
+    q = torch.cat([q, q[:5]])  # rows 30..34 repeat rows 0..4
+    cfg = SparseResonatorConfig(max_iter=30, Tc=0.75, restarts=True)
+    net = SparseResonatorNetwork(cb, cfg, seed=7, dtype=torch.float64)
+    perm = torch.randperm(35, generator=torch.Generator().manual_seed(0))
+    ids = content_ids(q.numpy())
+    assert np.array_equal(ids[30:], ids[:5])
+    base = result_arrays(net.factorize(q, ids=torch.from_numpy(ids)))
+    moved = result_arrays(net.factorize(q[perm], batch_size=4, ids=content_ids(q[perm].numpy())))
+    assert_same(moved, tuple(x[perm.numpy()] for x in base))
+    assert_same(tuple(x[30:] for x in base), tuple(x[:5] for x in base))  # duplicates: same result
+    twin = numpy_decode(cb, q[perm], cfg, seed=7, ids=content_ids(q[perm].numpy()))
+    assert_same(twin, moved)
+    assert base[2].any() and not base[2].all()  # restarts, convergence and the cap all took part
+    # positional ids: the same permutation does change results
+    pos = result_arrays(net.factorize(q))
+    pos_moved = result_arrays(net.factorize(q[perm]))
+    assert not all(np.array_equal(x, y[perm.numpy()]) for x, y in zip(pos_moved, pos))
+
+
+def test_ids_override_first_id_and_follow_batches():
+    cb, q, _ = make_problem(3, 16, 512, n=13, seed=5, noise=0.05, B=64)
+    net = SparseResonatorNetwork(cb, SparseResonatorConfig(max_iter=25), seed=2)
+    by_first_id = result_arrays(net.factorize(q, first_id=40))
+    ids = torch.arange(13) + 40
+    for kw in (dict(ids=ids), dict(ids=ids.numpy()), dict(ids=ids, first_id=3), dict(ids=ids, batch_size=4)):
+        assert_same(result_arrays(net.factorize(q, **kw)), by_first_id)
+    # ids are taken mod 2^32
+    assert_same(result_arrays(net.factorize(q, ids=ids + 2**32)), by_first_id)
+    # each query keeps its id when the batch is shuffled: the results are shuffled alike
+    shuffled = torch.tensor([7, 3, 11, 0, 12, 5, 1, 9, 2, 10, 4, 8, 6])
+    assert_same(result_arrays(net.factorize(q[shuffled], ids=shuffled + 40)),
+                tuple(x[shuffled.numpy()] for x in by_first_id))
+
+
+@pytest.mark.parametrize("cfg,name", [
+    (SparseResonatorConfig(Tc=-0.1), "Tc"),
+    (SparseResonatorConfig(Tc=1.5), "Tc"),
+    (SparseResonatorConfig(Tc=float("nan")), "Tc"),
+    (SparseResonatorConfig(Tc="0.5"), "Tc"),
+    (SparseResonatorConfig(Tc=True), "Tc"),
+    (SparseResonatorConfig(Tc=None), "Tc"),
+    (SparseResonatorConfig(restarts=1), "restarts"),
+    (SparseResonatorConfig(restarts="yes"), "restarts"),
+    (SparseResonatorConfig(restarts=None), "restarts"),
+])
+def test_bad_threshold_and_restart_config(cfg, name):
+    cb, _, _ = make_problem(2, 5, 64, n=1, seed=0, B=4)
+    with pytest.raises(HdsimError, match=rf"^{name}:") as err:
+        SparseResonatorNetwork(cb, cfg)
+    assert "\n" not in str(err.value)
+    for ok in (SparseResonatorConfig(Tc=0), SparseResonatorConfig(Tc=1, restarts=True),
+               SparseResonatorConfig(Tc=np.float32(0.5), restarts=np.bool_(True))):
+        SparseResonatorNetwork(cb, ok)
+
+
+def test_bad_ids():
+    cb, q, _ = make_problem(2, 5, 64, n=3, seed=0, B=4)
+    net = SparseResonatorNetwork(cb)
+    cbs = [X.numpy() for X in cb.indices]
+    bad = [
+        (torch.tensor([0, 1]), r"^ids: expected one id per query, shape \(3,\), got \(2,\)"),
+        (np.zeros((3, 1), dtype=np.int64), r"^ids: expected one id per query"),
+        (np.array([0, -1, 2]), "^ids: ids must be non-negative, found -1$"),
+        (torch.tensor([0.0, 1.0, 2.0]), "^ids: expected integer query ids, got dtype float32$"),
+        (np.array([True, False, True]), "^ids: expected integer query ids, got dtype bool$"),
+    ]
+    for ids, match in bad:
+        with pytest.raises(HdsimError, match=match):
+            net.factorize(q, ids=ids)
+        with pytest.raises(HdsimError, match=match):
+            sparse_resonator_decode(q.numpy(), cbs, 16, a=2, max_iter=5, seed=0, ids=ids)
+    for kw, match in [(dict(Tc=2.0), "^Tc:"), (dict(Tc=-1), "^Tc:"), (dict(restarts=1), "^restarts:"),
+                      (dict(restarts=None), "^restarts:")]:
+        with pytest.raises(HdsimError, match=match):
+            sparse_resonator_decode(q.numpy(), cbs, 16, a=2, max_iter=5, seed=0, **kw)

@@ -13,9 +13,27 @@ subtraction. Per factor ``f`` (sequentially, ``f = 0..F-1``):
    codevector selects, then take the argmax of each block (ties broken uniformly at random)
 
 Init: ``x_f = thin(bundle(X_f, equal weights))`` (random ties, drawn per query).
-A query converges in the first iteration in which no estimate changes;
-otherwise it stops at ``max_iter`` (default ``max(2000, prod_f M_f / 1000)``,
-seed eq. 3.7).
+A query converges in the first iteration in which no estimate changes and every
+factor's readout ``max_similarity`` (overlap / ``B``) is ``>= Tc``; otherwise it
+stops at ``max_iter`` (default ``max(2000, prod_f M_f / 1000)``, seed eq. 3.7)
+with ``converged=False``, ``iterations=max_iter`` and its last iteration's readout.
+``Tc = 0`` (the default) is the seed's rule: an iteration without change stops.
+
+Extensions (off by default; they keep the seed's behaviour and draws exactly):
+
+* ``Tc > 0``: with few segments (e.g. ``B = 4``) the "no change" rule often stops
+  at a wrong fixed point (about 35% of exact queries at F=2, M=10, B=4); ``Tc``
+  refuses to call such a state converged. Without restarts the query keeps
+  iterating from it (fresh noise each iteration).
+* ``restarts=True``: a query whose estimates did not change in iteration
+  ``t < max_iter`` but that fails ``Tc`` starts iteration ``t + 1`` from
+  ``x_f = thin(bundle(X_f, v), keys)`` for every factor, with ``v_m`` a 16-bit
+  uniform per codevector (like ``r``, no top-``a``) and fresh thin keys. These
+  come from a separate stream, key ``seed_key(seed) XOR 0x5BD1E995``
+  (:data:`hdsim.sparse_resonator_numpy.RESTART_SALT`), events ``2 (F (t - 1) + f)``
+  (``M_f`` weight words) and ``+ 1`` (``B L`` key words), so the main stream's
+  events are unchanged. With ``Tc = 0`` a no-change iteration converges, so
+  restarts never trigger.
 
 Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
 
@@ -35,7 +53,9 @@ Choices (SPEC is silent on these; also in ``docs/factorizers.md``):
   ``(N, B, L)`` GSBCs (float dtype), which are thinned to their per-block
   argmax first (lowest index on ties), as the seed does at inference.
 * Randomness is counter-based per query (:func:`hdsim.hashing.counter_bits`):
-  query ``i`` of a call has the global id ``first_id + i``, and every draw is a
+  query ``i`` of a call has the global id ``first_id + i`` (or ``ids[i]``, e.g.
+  :func:`hdsim.sparse_resonator_numpy.content_ids` of the queries, so identical
+  queries get identical draws wherever they sit), and every draw is a
   block of hash words of ``(seed_key(seed), id, event)``. All queries of a call
   start together and take the same sequence of events: init, one per factor
   ``f`` (``B*L`` thin keys); then each iteration, per factor, one event for the
@@ -51,6 +71,8 @@ Exactness: the overlaps are integers in ``[0, B]`` and ``r`` lies on the
 ``a' = min(a, M_f)`` weights below ``B + 1``, on the same grid) is exact in
 float64 (while ``a' (B + 1) < 2^37``), and in float32 while
 ``a' (B + 1) 2^16 < 2^24`` (e.g. ``B = 4, a = 6``; not ``B = 64, a = 6``).
+A restart bundle sums ``M_f`` weights below 1 on the grid: exact in float32
+while ``M_f <= 256``. ``Tc`` is compared with overlap / ``B`` computed in float64.
 Exact sums make the summation order irrelevant (CPU scatter-add, CUDA matrix
 product, the NumPy twin's matrix product), and the block normalization divides
 a block by one exact positive sum, which keeps its maxima and their ties (a
@@ -74,6 +96,7 @@ from hdsim.factorizers.base import FactorizationResult
 from hdsim.functional import bundle_sbc, dense_to_sbc, sbc_to_dense, similarity, unbind_sbc
 from hdsim.hashing import counter_bits, seed_key
 from hdsim.queries import QueryNoise, make_queries
+from hdsim.sparse_resonator_numpy import RESTART_SALT, check_convergence_rule, check_ids
 from hdsim.validation import check_int, check_seed
 
 __all__ = [
@@ -161,10 +184,18 @@ class SparseResonatorConfig:
             factor (>= 1; values >= M keep all). Default 6: best of the values
             tried at D=1024, B=64 (see ``docs/factorizers.md``).
         max_iter: iteration cap; ``None`` means :func:`default_sparse_max_iter`.
+        Tc: convergence threshold in ``[0, 1]``: a query converges in an iteration in which
+            no estimate changes and every factor's ``max_similarity`` is ``>= Tc``. ``0``
+            (default) is the seed's rule (no change only).
+        restarts: re-initialize a query that stopped changing below ``Tc`` from a random
+            bundle (separate draw stream, module docstring). Never triggers with ``Tc = 0``.
+            Default ``False``.
     """
 
     a: int = 6
     max_iter: int | None = None
+    Tc: float = 0.0
+    restarts: bool = False
 
     def resolved_max_iter(self, sizes: tuple[int, ...]) -> int:
         return self.max_iter if self.max_iter is not None else default_sparse_max_iter(sizes)
@@ -176,6 +207,7 @@ class SparseResonatorConfig:
         if self.max_iter is not None and (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int)
                                           or self.max_iter < 1):
             raise HdsimError(f"max_iter: must be an integer >= 1, got {self.max_iter!r}")
+        check_convergence_rule(self.Tc, self.restarts)
 
     def as_dict(self, sizes: tuple[int, ...]) -> dict:
         d = asdict(self)
@@ -212,6 +244,10 @@ class SparseResonatorNetwork:
         (1.0, True)
         >>> torch.equal(net.factorize(q[5:], first_id=5).iterations, res.iterations[5:])
         True
+        >>> cb, q, truth = make_problem(F=2, M=10, D=128, n=50, seed=0, B=4)  # few segments
+        >>> strict = SparseResonatorConfig(Tc=1.0, restarts=True, max_iter=200)
+        >>> SparseResonatorNetwork(cb, strict, seed=1).factorize(q).accuracy(truth)
+        1.0
     """
 
     def __init__(self, codebooks: BlockCodebooks, config: SparseResonatorConfig = SparseResonatorConfig(), *,
@@ -229,6 +265,8 @@ class SparseResonatorNetwork:
         self._key = seed_key(self.seed)
         self.dtype = dtype
         self.max_iter = config.resolved_max_iter(codebooks.sizes)
+        self.Tc = float(config.Tc)
+        self._restart_key = self._key ^ RESTART_SALT
 
     def thin(self, bundled: Tensor, keys: Tensor) -> Tensor:
         """Per-block argmax; among the positions equal to the block maximum the largest key wins.
@@ -251,11 +289,12 @@ class SparseResonatorNetwork:
         top = bundled.amax(dim=-1, keepdim=True)
         return torch.where(bundled == top, keys, torch.full_like(keys, -1)).argmax(dim=-1)
 
-    def _words(self, ids: Tensor, event: int, count: int) -> Tensor:
-        """``(k, count)`` hash words of event ``event`` for the queries ``ids``, on the device."""
-        return counter_bits(self._key, ids, event, count)
+    def _words(self, ids: Tensor, event: int, count: int, key: int | None = None) -> Tensor:
+        """``(k, count)`` hash words of event ``event`` for the queries ``ids``, on the device
+        (stream ``key``; ``None``: the main stream ``seed_key(seed)``)."""
+        return counter_bits(self._key if key is None else key, ids, event, count)
 
-    def _thin_drawn(self, bundled: Tensor, ids: Tensor, event: int) -> Tensor:
+    def _thin_drawn(self, bundled: Tensor, ids: Tensor, event: int, key: int | None = None) -> Tensor:
         """:meth:`thin` with the keys of event ``event``, hashed only for the queries that need them.
 
         A query whose blocks each have a single maximum ignores its keys, and a query's keys do not
@@ -267,7 +306,7 @@ class SparseResonatorNetwork:
         out = at_max.to(torch.uint8).argmax(dim=-1)  # the only maximum where there is one
         rows = (at_max.sum(dim=-1) > 1).any(dim=-1).nonzero().squeeze(1)
         if rows.numel():
-            keys = self._words(ids[rows], event, B * L).view(-1, B, L)
+            keys = self._words(ids[rows], event, B * L, key).view(-1, B, L)
             out[rows] = self.thin(bundled[rows], keys)
         return out
 
@@ -287,11 +326,32 @@ class SparseResonatorNetwork:
             est.append(self._thin_drawn(bundled, ids, f))
         return torch.stack(est, dim=1)
 
-    def factorize(self, queries: Tensor, batch_size: int | None = None, first_id: int = 0) -> FactorizationResult:
+    def restart_estimates(self, ids: Tensor, t: int) -> Tensor:
+        """The restart after iteration ``t``: ``x_f = thin(bundle(X_f, v), keys)`` for every factor.
+
+        Drawn from the restart stream (key ``seed_key(seed) XOR 0x5BD1E995``): event
+        ``2 (F (t - 1) + f)`` gives ``v_m = (word >> 16) / 2^16`` (``M_f`` words), the next
+        event the thin keys (``B L`` words).
+
+        Shapes:
+            ids: ``(k,)`` int64 global query ids (on the device)
+            returns: offsets ``(k, F, B)`` int64
+        """
+        cb = self.codebooks
+        est = []
+        for f, X in enumerate(cb.indices):
+            event = 2 * (cb.F * (t - 1) + f)
+            v = (self._words(ids, event, X.shape[0], self._restart_key) >> 16).to(self.dtype) * 2.0 ** -16
+            est.append(self._thin_drawn(bundle_sbc(X, v, cb.L), ids, event + 1, self._restart_key))
+        return torch.stack(est, dim=1)
+
+    def factorize(self, queries: Tensor, batch_size: int | None = None, first_id: int = 0,
+                  ids: Tensor | None = None) -> FactorizationResult:
         """Decode a batch of queries.
 
         Shapes:
             queries: offsets ``(N, B)`` int, or dense ``(N, D)`` / ``(N, B, L)`` float
+            ids: ``(N,)`` non-negative integers (int64 tensor or NumPy array), or ``None``
             returns: :class:`FactorizationResult` (on the CPU)
 
         Args:
@@ -300,30 +360,39 @@ class SparseResonatorNetwork:
             first_id: the global id of ``queries[0]`` (query ``i`` has id ``first_id + i``;
                 ids are taken mod ``2^32``): decoding a stream in calls of ``k`` with
                 ``first_id = 0, k, 2k, ...`` gives what one call over the whole stream gives.
+            ids: the global id of each query (mod ``2^32``), overriding ``first_id`` (then
+                ignored); :func:`hdsim.sparse_resonator_numpy.content_ids` of the offsets makes
+                a query's result independent of its position.
         """
         cb = self.codebooks
         q = check_sbc_queries(queries, cb.B, cb.L)
         N = q.shape[0]
         check_int("batch_size", batch_size, optional=True)
         check_int("first_id", first_id, minimum=0)
+        if ids is None:
+            all_ids = torch.arange(N) + first_id
+        else:
+            all_ids = torch.from_numpy(check_ids(ids, N))
         step = N if batch_size is None else batch_size
-        parts = [self._factorize_batch(q[s:s + step], first_id + s) for s in range(0, N, step)]
+        parts = [self._factorize_batch(q[s:s + step], all_ids[s:s + step]) for s in range(0, N, step)]
         return FactorizationResult.concat(parts)
 
-    def _factorize_batch(self, queries: Tensor, first_id: int) -> FactorizationResult:
+    def _factorize_batch(self, queries: Tensor, batch_ids: Tensor) -> FactorizationResult:
         cb, a = self.codebooks, self.config.a
         F, B, L = cb.F, cb.B, cb.L
+        restarts = self.config.restarts
         q = queries.to(self.device)
+        batch_ids = batch_ids.to(self.device)
         n = q.shape[0]
         res = FactorizationResult.zeros(n, F, self.dtype)  # filled in place below
         indices, iterations, converged, max_sim = res.indices, res.iterations, res.converged, res.max_similarity
 
         active = torch.arange(n, device=self.device)  # batch positions still decoding
-        x = self.initial_estimates(active + first_id)
+        x = self.initial_estimates(batch_ids)
         event = F  # init took events 0..F-1; the same count for every query of the call
         for it in range(1, self.max_iter + 1):
             k = active.numel()
-            ids = active + first_id
+            ids = batch_ids[active]
             changed = torch.zeros(k, dtype=torch.bool, device=self.device)
             arg = torch.empty(k, F, dtype=torch.long, device=self.device)
             best = torch.empty(k, F, dtype=self.dtype, device=self.device)
@@ -351,9 +420,16 @@ class SparseResonatorNetwork:
             max_sim[rows] = (best / B).cpu()
             iterations[rows] = it
             done = ~changed
+            if self.Tc > 0:
+                reached = ((best.to(torch.float64) / B) >= self.Tc).all(dim=1)  # overlap / B in float64
+                stuck = done & ~reached
+                done &= reached
+                if restarts and it < self.max_iter and bool(stuck.any()):  # a last restart would change nothing
+                    x[stuck] = self.restart_estimates(ids[stuck], it)
             if bool(done.any()):
+                keep = ~done
                 converged[rows[done.cpu()]] = True
-                active, q, x = active[changed], q[changed], x[changed]
+                active, q, x = active[keep], q[keep], x[keep]
                 if active.numel() == 0:
                     break
         return res

@@ -1,0 +1,54 @@
+"""The sparse-resonator head's decode on the edge: NumPy only (no torch import on this path).
+
+The export's output ``query`` ``(N, D)`` holds the pooled features; each of the ``B``
+segments is thinned to its argmax (lowest index on ties), giving a segment code in
+offset form, which :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode` factorizes
+with the manifest's settings (``a``, ``max_iter``, ``seed``, ``Tc``, ``restarts``), each query's
+draws keyed by its content (:func:`hdsim.sparse_resonator_numpy.content_ids`: an image decodes
+the same alone or in any batch), or brute force over every product (the most
+agreeing segments, lowest product on ties). Confidence: the weakest factor's overlap
+fraction (brute force: the best product's).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SparseDecoder"]
+
+
+class SparseDecoder:
+    """Decode pooled-feature queries of a sparse-resonator export.
+
+    Args:
+        codebooks: ``F`` offset-form codebooks ``(M_f, B)`` int.
+        B, L: segments and segment length.
+        settings: the manifest's decode settings (keyword arguments of ``sparse_resonator_decode``:
+            ``a``, ``max_iter``, ``seed``, ``Tc``, ``restarts``).
+        brute: brute force instead of the sparse resonator.
+    """
+
+    def __init__(self, codebooks: list[np.ndarray], B: int, L: int, settings: dict, brute: bool = False) -> None:
+        self.X = [np.asarray(x, dtype=np.int64) for x in codebooks]
+        self.B, self.L = int(B), int(L)
+        self.settings, self.brute = dict(settings), bool(brute)
+
+    def decode(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(N, D)`` float queries -> ``indices (N, F)``, ``iterations (N,)``, ``converged (N,)``, ``confidence (N,)``."""
+        from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
+
+        offsets = thin_queries(queries, self.B, "query")
+        if self.brute:
+            return self._bruteforce(offsets)
+        idx, iters, conv, sim = sparse_resonator_decode(offsets, self.X, self.L, ids=content_ids(offsets),
+                                                        **self.settings)
+        return idx, iters, conv, sim.min(axis=1)
+
+    def _bruteforce(self, offsets: np.ndarray):
+        grids = np.meshgrid(*(np.arange(x.shape[0]) for x in self.X), indexing="ij")
+        digits = np.stack([g.reshape(-1) for g in grids], axis=1)  # (P, F), last factor fastest
+        products = sum(x[digits[:, f]] for f, x in enumerate(self.X)) % self.L  # (P, B) bound offsets
+        overlap = (offsets[:, None, :] == products[None]).sum(axis=2)  # (N, P)
+        best = overlap.argmax(axis=1)  # first maximum: the lowest product
+        n = offsets.shape[0]
+        return digits[best], np.ones(n, np.int64), np.ones(n, bool), overlap[np.arange(n), best] / self.B
