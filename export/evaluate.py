@@ -36,7 +36,7 @@ import torch
 
 from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
-from export.onnx_export import MANIFEST_FORMAT, ort_session, sha256_file
+from export.onnx_export import MANIFEST_FORMAT, run_onnx, sha256_file
 
 __all__ = ["load_manifest", "load_codebooks", "decode_settings", "sparse_decode_settings", "evaluate_export",
            "run_onnx", "dataset_from_manifest", "write_coverage_curve"]
@@ -163,11 +163,6 @@ def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
     if data_dir is not None:
         cfg.dataset = str(data_dir)
     return build_data(cfg)
-
-
-def run_onnx(path: Path, x: torch.Tensor, optimize: bool, batch: int = 256) -> np.ndarray:
-    sess = ort_session(path, optimize=optimize)
-    return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
 
 
 def sparse_decode_settings(manifest: dict) -> dict:

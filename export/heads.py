@@ -114,9 +114,9 @@ def segment_cosine_loss(z: Tensor, targets: Tensor, B: int, scale: float) -> Ten
         z: ``(N, D)``; targets: ``(N, B)`` int64 positions in ``[0, L)``.
 
     Example:
-        >>> z = torch.tensor([[0.0, 3.0, 4.0, 0.0]])          # B=2 segments of L=2
-        >>> round(float(segment_cosine_loss(z, torch.tensor([[1, 0]]), 2, 1.0)), 4)
-        1.3133
+        >>> z = torch.tensor([[0.0, 3.0, 4.0, 0.0]])  # B=2 segments of L=2, each one-hot on its target
+        >>> round(float(segment_cosine_loss(z, torch.tensor([[1, 0]]), 2, 1.0)), 4)  # 2 log(1 + e^-1)
+        0.6265
     """
     N, D = z.shape
     seg = z.reshape(N * B, D // B)

@@ -31,7 +31,7 @@ from hdsim.validation import output_dir
 from export.heads import BCFHead, SparseResonatorHead, blockwise_softmax
 
 __all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "ort_optimized_ops",
-           "decode_config", "sparse_decode_config", "calibrate_export_decode", "run_onnx_queries", "MANIFEST_FORMAT",
+           "decode_config", "sparse_decode_config", "calibrate_export_decode", "run_onnx", "MANIFEST_FORMAT",
            "OPSET"]
 
 MANIFEST_FORMAT = "hdsim-export-manifest/1"
@@ -276,7 +276,7 @@ def calibrate_export_decode(model_path: Path, data, head, decode: dict, given: d
     from hdsim.calibrate import calibrate_bcf, calibrate_sparse_resonator
 
     xv, yv = data.val_set()
-    q = run_onnx_queries(model_path, xv)
+    q = run_onnx(model_path, xv)
     classes_of = head.product_map.classes
     cb = head.codebooks
     if isinstance(head, BCFHead):
@@ -300,9 +300,10 @@ def calibrate_export_decode(model_path: Path, data, head, decode: dict, given: d
             "default": default} | {k: v for k, v in res.items() if k != "settings"}
 
 
-def run_onnx_queries(model_path: Path, x: torch.Tensor, batch: int = 256) -> np.ndarray:
-    """The exported model's output on ``x`` (onnxruntime, default optimizations as the runner runs it)."""
-    sess = ort_session(model_path, optimize=True)
+def run_onnx(path: Path, x: torch.Tensor, optimize: bool = True, batch: int = 256) -> np.ndarray:
+    """A model's output on ``x``, ``batch`` images per onnxruntime call (``optimize``: default graph
+    optimizations, as the runner runs it; ``False``: ``ORT_DISABLE_ALL``, the parity setting)."""
+    sess = ort_session(path, optimize=optimize)
     return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
 
 
