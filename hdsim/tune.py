@@ -61,6 +61,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -71,6 +72,9 @@ from hdsim.validation import check_blocks, check_device, check_ints, check_seed,
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["TuneConfig", "run_tune", "run_trials", "merge_into_table", "DEFAULT_STORAGE", "T_MAX", "A_CAP"]
 
