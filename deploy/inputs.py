@@ -15,10 +15,13 @@ Rules (``docs/deploy.md``):
   patch), converted to L or RGB and resized per the manifest;
 * a **``.npy``** array holds pixel values in ``[0, 255]`` (any real dtype;
   floats are rounded to 8 bits like an image file): ``(H, W)`` is one gray
-  image, ``(H, W, C)`` with ``C`` in {1, 3, 4} one image, ``(3, H, W)`` one
+  image, ``(H, W, C)`` with ``C`` in {1, 2, 3, 4} one image (2: gray + alpha,
+  4: RGBA; the alpha channel is dropped as an image file's is), ``(3, H, W)`` one
   image when the model takes RGB, any other 3-D array ``(N, H, W)`` ``N`` gray
   images, ``(N, H, W, C)`` / ``(N, C, H, W)`` ``N`` images (named ``file.npy[i]``). NaN / inf / out-of-range
-  values are an error for that image.
+  values are an error for that image, and so is a float array whose values all lie in
+  ``(0, 1]`` with some above 0: that is a ``[0, 1]``-scaled image, which read as pixel values would be
+  a black one (scale it by 255 or save it as uint8). A ``.npz`` archive is not a ``.npy`` array.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from export.data import IMAGE_SUFFIXES, Preprocessing
 __all__ = ["Loaded", "expand_inputs", "load_inputs", "pixels_from_array", "pixels_from_image", "INPUT_SUFFIXES"]
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
+_CHANNELS_LAST = (1, 2, 3, 4)  # gray, gray + alpha, RGB, RGBA
 _GLOB_CHARS = set("*?[")
 
 
@@ -90,18 +94,18 @@ def _reason(e: Exception) -> str:
 
 def _split_array(a: np.ndarray, name: str, channels: int) -> list[tuple[str, np.ndarray]]:
     """An array -> ``(name, (H, W) or (H, W, C))`` images, per the module's shape rules."""
-    if a.ndim in (3, 4) and a.shape[0] == 0 and not (a.ndim == 3 and a.shape[-1] in (1, 3, 4)):
+    if a.ndim in (3, 4) and a.shape[0] == 0 and not (a.ndim == 3 and a.shape[-1] in _CHANNELS_LAST):
         raise HdsimError(f"{name}: a stack of 0 images (shape {tuple(a.shape)})")
     if a.ndim == 2:
         return [(name, a)]
     if a.ndim == 3:
-        if a.shape[-1] in (1, 3, 4):
+        if a.shape[-1] in _CHANNELS_LAST:
             return [(name, a)]
         if a.shape[0] == 3 and channels == 3:
             return [(name, a.transpose(1, 2, 0))]
         return [(f"{name}[{i}]", a[i]) for i in range(a.shape[0])]
     if a.ndim == 4:
-        if a.shape[-1] in (1, 3, 4):
+        if a.shape[-1] in _CHANNELS_LAST:
             return [(f"{name}[{i}]", a[i]) for i in range(a.shape[0])]
         if a.shape[1] in (1, 3):
             return [(f"{name}[{i}]", a[i].transpose(1, 2, 0)) for i in range(a.shape[0])]
@@ -122,10 +126,13 @@ def pixels_from_array(a: np.ndarray, pp: Preprocessing, name: str) -> Tensor:
     lo, hi = float(a.min()), float(a.max())
     if lo < 0 or hi > 255:
         raise HdsimError(f"{name}: pixel values span [{lo:g}, {hi:g}], expected [0, 255]")
+    if np.issubdtype(a.dtype, np.floating) and 0 < hi <= 1.0:
+        raise HdsimError(f"{name}: float values all in [0, 1] (max {hi:g}) look like a [0, 1]-scaled image; "
+                         "pixel arrays hold [0, 255] (multiply by 255 or save uint8)")
     a = np.rint(a).astype(np.uint8) if a.dtype != np.uint8 else a
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
+    mode = "L" if a.ndim == 2 else {2: "LA", 3: "RGB", 4: "RGBA"}[a.shape[-1]]
     return pp.pixels(Image.fromarray(np.ascontiguousarray(a), mode), name)
 
 
@@ -146,6 +153,9 @@ def load_inputs(specs: list[str], pp: Preprocessing):
                     a = np.load(path, allow_pickle=False)
                 except (ValueError, OSError, EOFError) as e:
                     raise HdsimError(f"{name}: not a readable .npy array ({_reason(e)})") from None
+                if not isinstance(a, np.ndarray):  # np.load opens a .npz archive whatever the file's name
+                    a.close()
+                    raise HdsimError(f"{name}: a .npz archive, not a .npy array (save one array with np.save)")
                 parts = _split_array(a, name, pp.channels)
                 per = (time.perf_counter() - t0) / max(1, len(parts))
                 for sub, arr in parts:

@@ -188,7 +188,15 @@ class Runner:
         if shape != [pp.channels, pp.height, pp.width]:
             raise HdsimError(f"manifest {self.folder / 'manifest.json'}: preprocessing "
                              f"{pp.channels}x{pp.height}x{pp.width} does not match the model's input {shape}")
+        width = self.session.get_outputs()[0].shape[-1]
+        want = m["model"]["output"].get("shape", [None, None])[-1]
+        if isinstance(width, int) and isinstance(want, int) and width != want:
+            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: the model's output has width {width}, the "
+                             f"manifest says {want}")
         self.codebooks = load_codebooks(self.folder, m) if self.head != "fc" else None
+        if self.codebooks is not None and isinstance(width, int) and width != self.codebooks.D:
+            raise HdsimError(f"codebooks {self.folder}: D={self.codebooks.D} differs from the model's output width "
+                             f"{width}")
         if self.head == "sparse-resonator" and (config.imc or config.decode == "float"):
             raise HdsimError(f"decode: the sparse-resonator head decodes with its sparse resonator ('fixed', the "
                              f"default) or by brute force, not {'on a crossbar' if config.imc else 'float'}")
@@ -308,33 +316,46 @@ class Runner:
         t0 = time.perf_counter()
         out = self.cnn(x)
         t_cnn = (time.perf_counter() - t0) / max(n, 1)
+        # a non-finite network output has no decision: that image is an error, the rest is decoded
+        finite = np.isfinite(out).all(axis=1)
+        rows = np.flatnonzero(finite)
+        t1 = time.perf_counter()
+        done = self._decide(out[rows]) if rows.size else []
+        t_dec = (time.perf_counter() - t1) / max(rows.size, 1)
+        decided = dict(zip(rows.tolist(), done))
         preds: list[Prediction] = []
+        for i in range(n):
+            if i not in decided:
+                preds.append(Prediction(names[i], "error", error=f"{names[i]}: the network's output holds NaN or "
+                                        "infinite values (no decision)"))
+                continue
+            p = decided[i]
+            p.input, p.latency_ms = names[i], _latency(pre[i], t_cnn, t_dec)
+            preds.append(p)
+        return preds
+
+    def _decide(self, out: np.ndarray) -> list[Prediction]:
+        """Finite network outputs ``(n, D)`` -> predictions (names and latencies filled in by the caller)."""
+        n = out.shape[0]
         if self.head == "fc":
-            t1 = time.perf_counter()
             z = out.astype(np.float64)
             cls = z.argmax(axis=1)  # first maximum, as torch's
             # softmax probability of the winner: 1 / sum_j exp(z_j - z_max)
             conf = 1.0 / np.exp(z - z[np.arange(n), cls][:, None]).sum(axis=1)
-            t_dec = (time.perf_counter() - t1) / max(n, 1)
-            for i in range(n):
-                c = int(cls[i])
-                preds.append(Prediction(names[i], "ok", c, self._label(c), None, None, None, float(conf[i]),
-                                        latency_ms=_latency(pre[i], t_cnn, t_dec)))
-            return preds
-        t1 = time.perf_counter()
+            return [Prediction("", "ok", int(c), self._label(int(c)), None, None, None, float(p))
+                    for c, p in zip(cls, conf)]
         idx, iters, conv, conf = self.decode(out)
         cls = self.classes.classes(idx)
-        t_dec = (time.perf_counter() - t1) / max(n, 1)
+        preds = []
         for i in range(n):
             c, f = int(cls[i]), [int(v) for v in idx[i]]
-            common = dict(iterations=int(iters[i]), converged=bool(conv[i]), confidence=round(float(conf[i]), 6),
-                          latency_ms=_latency(pre[i], t_cnn, t_dec))
+            common = dict(iterations=int(iters[i]), converged=bool(conv[i]), confidence=round(float(conf[i]), 6))
             if not bool(conv[i]):
-                preds.append(Prediction(names[i], "not-converged", last_estimate=f, **common))
+                preds.append(Prediction("", "not-converged", last_estimate=f, **common))
             elif c < 0:
-                preds.append(Prediction(names[i], "null-product", last_estimate=f, **common))
+                preds.append(Prediction("", "null-product", last_estimate=f, **common))
             else:
-                preds.append(Prediction(names[i], "ok", c, self._label(c), f, **common))
+                preds.append(Prediction("", "ok", c, self._label(c), f, **common))
         return preds
 
     def predict(self, images: Sequence) -> list[Prediction]:

@@ -129,14 +129,19 @@ def test_bad_inputs_are_per_input_errors_and_the_rest_is_processed(tiny_export, 
     np.save(tmp_path / "nan.npy", np.full((32, 64), np.nan))
     np.save(tmp_path / "range.npy", np.full((32, 64), 300.0))
     np.save(tmp_path / "shape.npy", np.zeros((2, 2, 2, 2, 2)))
+    with open(tmp_path / "archive.npy", "wb") as f:  # an .npz under a .npy name
+        np.savez(f, a=np.zeros((32, 64)))
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "unit.npy", rng.random((32, 64)))  # a [0, 1]-scaled float image
     (tmp_path / "emptydir").mkdir()
     runner = Runner(folder)
     preds = {p.input: p for p in runner.run([str(tmp_path / n) for n in (
-        "good.png", "empty.png", "corrupt.png", "truncated.png", "nan.npy", "range.npy", "shape.npy")] + [
-        str(tmp_path / "emptydir"), str(tmp_path / "missing.png"), str(tmp_path / "*.jpeg")])}
+        "good.png", "empty.png", "corrupt.png", "truncated.png", "nan.npy", "range.npy", "shape.npy", "archive.npy",
+        "unit.npy")] + [str(tmp_path / "emptydir"), str(tmp_path / "missing.png"), str(tmp_path / "*.jpeg")])}
     assert preds[str(good)].status in ("ok", "not-converged")
     expected = {"empty.png": "empty file", "corrupt.png": "not a readable image", "truncated.png": "not a readable image",
                 "nan.npy": "NaN", "range.npy": "expected [0, 255]", "shape.npy": "not an image",
+                "archive.npy": "a .npz archive, not a .npy array", "unit.npy": "look like a [0, 1]-scaled image",
                 "emptydir": "no images", "missing.png": "no such file", "*.jpeg": "matches no file"}
     for name, text in expected.items():
         p = preds[str(tmp_path / name)]
@@ -499,3 +504,48 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
             "assert idx.shape == (5, 2) and 'torch' not in sys.modules, sorted(sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code, str(folder / "codebooks.npz")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gray_alpha_arrays_are_one_image_and_black_floats_pass(tiny_export, images, tmp_path):
+    from PIL import Image
+
+    folder, _ = tiny_export
+    _, files = images
+    gray = np.asarray(Image.open(files[0][0]))
+    np.save(tmp_path / "gray.npy", gray)
+    np.save(tmp_path / "gray_alpha.npy", np.stack([gray, np.full_like(gray, 255)], axis=-1))  # (32, 64, 2)
+    np.save(tmp_path / "black.npy", np.zeros((32, 64), np.float32))
+    preds = list(Runner(folder).run([str(tmp_path / n) for n in ("gray.npy", "gray_alpha.npy", "black.npy")]))
+    assert len(preds) == 3 and all(p.status != "error" for p in preds)  # not 32 one-row images
+    assert (preds[1].factors or preds[1].last_estimate) == (preds[0].factors or preds[0].last_estimate)
+    assert preds[1].confidence == preds[0].confidence
+
+
+def test_non_finite_network_outputs_are_per_image_errors(tiny_export, images):
+    """A NaN / inf row of the network's output is that image's error; the other images get the
+    decisions they get without it (BCF and FC decisions alike)."""
+    folder, _ = tiny_export
+    _, files = images
+    for head in ("bcf", "fc"):
+        runner = Runner(folder)
+        runner.head = head
+        x = runner.preprocessing.normalize(torch.stack([it.pixels for it in load_inputs(
+            [str(p) for p, _ in files[:6]], runner.preprocessing)]))
+        clean = runner.predict_batch(x)
+        out = runner.cnn(x)
+        out[1, 3], out[4, 0] = np.nan, np.inf
+        runner.cnn = lambda _x, out=out: out
+        preds = runner.predict_batch(x, [f"img{i}" for i in range(6)])
+        assert [p.status for p in preds][1] == "error" and preds[4].status == "error"
+        assert preds[1].error == "img1: the network's output holds NaN or infinite values (no decision)"
+        for i in (0, 2, 3, 5):
+            assert (preds[i].status, preds[i].cls, preds[i].confidence) == \
+                (clean[i].status, clean[i].cls, clean[i].confidence)
+            json.dumps(preds[i].as_dict(), allow_nan=False)  # valid JSON: no NaN confidence
+
+
+def test_an_output_width_that_differs_from_the_manifest_is_refused(tiny_export, tmp_path):
+    folder, _ = tiny_export
+    out = _variant(folder, tmp_path, "width", edit_manifest=lambda m: m["model"]["output"].update(shape=["N", 100]))
+    with pytest.raises(HdsimError, match="the model's output has width 256, the manifest says 100"):
+        Runner(out)
