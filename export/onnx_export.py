@@ -454,7 +454,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     manifest = build_manifest(
         model_path=model_path, quantized=quantized, scales=getattr(model, "scales", None) if quantized else None,
         data=data, head=head, cfg_dict=state["config"], features=features, net=net, decode=decode, checks=checks,
-        source={"checkpoint": str(checkpoint), "phase": state["phase"], "epoch": state["epoch"],
+        # absolute: the manifest is read from other folders (hdsim bench deploy's float reference)
+        source={"checkpoint": str(Path(checkpoint).resolve()), "phase": state["phase"], "epoch": state["epoch"],
                 "post_training_quantization": ptq},
         class_names=getattr(data, "classes", None))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -428,6 +428,9 @@ def test_manifest_describes_the_export(exported):
     assert dec["fixed_widths"] == {"query": 8, "estimate": 8, "unbound": 8, "recip_guard": 10}
     for key in ("torch", "brevitas", "onnx", "onnxruntime", "hdsim", "python"):
         assert on_disk["versions"][key]
+    # the checkpoint path is absolute, so the manifest works from any folder
+    ckpt = on_disk["source"]["checkpoint"]
+    assert ckpt.startswith("/") and __import__("pathlib").Path(ckpt).is_file()
     with np.load(out / "codebooks.npz") as z:
         cb = random_codebooks(2, 10, 256, 4, 0)
         assert np.array_equal(z["X0"], cb.indices[0].numpy()) and np.array_equal(z["X1"], cb.indices[1].numpy())
