@@ -169,17 +169,21 @@ def demo(
 
     if queries < 1:
         raise HdsimError(f"queries: must be >= 1, got {queries}")
-    cfg = None
+    step = None
+    log = lambda m: typer.echo(m, err=True)  # noqa: E731
     if pipeline:
-        try:
-            from deploy.pipeline import PipelineConfig
-        except ImportError:
-            raise HdsimError("demo: the pipeline needs the export extra (pip install -e '.[export,rtl]'); "
-                             "--no-pipeline runs the factorizer steps only") from None
+        import importlib.util
+
+        missing = [m for m in ("brevitas", "onnx", "onnxruntime", "mlxtend") if importlib.util.find_spec(m) is None]
+        if missing:  # checked by name: an import error inside the packages is not hidden
+            raise HdsimError(f"demo: the pipeline needs the export extra (missing {', '.join(missing)}): "
+                             "pip install -e '.[export,rtl]'; --no-pipeline runs the factorizer steps only")
+        from deploy.pipeline import PipelineConfig, run_pipeline
+
         cfg = PipelineConfig(workdir=str(workdir), checkpoint=None if checkpoint is None else str(checkpoint),
                              images=images, cosim_queries=cosim_queries, threads=threads).validate()
-    result = run_demo(queries=queries, seed=seed, device=device.value, pipeline=cfg,
-                      log=lambda m: typer.echo(m, err=True))
+        step = lambda: run_pipeline(cfg, log=log)  # noqa: E731
+    result = run_demo(queries=queries, seed=seed, device=device.value, pipeline=step, log=log)
     for name, r in result["steps"].items():
         typer.echo(f"{name:10s} problem size {r['problem_size']:>10,d}  accuracy {r['accuracy']:.4f}  "
                    f"mean iterations {r['mean_iterations']:6.2f}  {r['queries_per_s']:8.1f} queries/s  "

@@ -7,12 +7,15 @@
    a small MobileNetV2 with a BCF head on two-digit MNIST, export it (int8 ONNX),
    run the edge runner on held-out images with the fixed-point decode, compare
    with the evaluation, and co-simulate a few queries in RTL when Icarus is there.
+   The core does not import it (dependencies point one way): the caller passes
+   the step in (``hdsim demo`` passes ``deploy.pipeline.run_pipeline``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Callable
 
 from hdsim.bench.factorizer import FactorizerBenchConfig, run_factorizer_bench
 from hdsim.bench.fixed import FixedBenchConfig, run_fixed_bench
@@ -23,10 +26,12 @@ SUMMARY_KEYS = ("accuracy", "factor_accuracy", "mean_iterations", "converged", "
                 "problem_size", "noise_model")
 
 
-def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu", pipeline=None, log=print) -> dict:
+def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu", pipeline: Callable[[], dict] | None = None,
+             log=print) -> dict:
     """Run the demo steps and return their results (JSON-ready).
 
-    ``pipeline``: a :class:`deploy.pipeline.PipelineConfig` to run the pipeline too (``None``: skip).
+    ``pipeline``: a callable that runs the pipeline step and returns its results (``hdsim demo``:
+    ``lambda: deploy.pipeline.run_pipeline(cfg, log)``); ``None`` skips it.
     """
     t0 = time.perf_counter()
     base = FactorizerBenchConfig(method="bcf", D=512, B=4, F=2, M=1155, queries=queries, seed=seed,
@@ -46,8 +51,6 @@ def run_demo(queries: int = 512, seed: int = 0, device: str = "cpu", pipeline=No
     summary["fixed_8bit"]["agreement_with_float"] = steps["fixed_8bit"]["agreement_with_float"]
     out = {"steps": summary}
     if pipeline is not None:
-        from deploy.pipeline import run_pipeline
-
-        out["pipeline"] = run_pipeline(pipeline, log=log)
+        out["pipeline"] = pipeline()
     out["seconds"] = time.perf_counter() - t0
     return out

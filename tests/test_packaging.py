@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,11 @@ def installed(tmp_path_factory) -> Path:
     """The project's wheel (built without network: no build isolation) unpacked into a fresh folder."""
     pytest.importorskip("setuptools", reason="setuptools builds the wheel")
     tmp = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs",
+                                                             "out", ".pytest_cache", ".hypothesis"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     wheel = glob.glob(str(tmp / "dist" / "hdsim-*.whl"))
