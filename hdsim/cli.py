@@ -374,12 +374,12 @@ def cosim(
 
 def _register_export_commands() -> None:
     """``hdsim train`` / ``export`` / ``evaluate`` live in the ``export`` package (``docs/export.md``),
-    ``hdsim run`` / ``bench deploy`` in ``deploy`` (``docs/deploy.md``)."""
-    try:
-        from export.cli import register
-        from deploy.cli import register as register_deploy
-    except ImportError:  # the export / deploy packages are not installed
-        return
+    ``hdsim run`` / ``bench deploy`` in ``deploy`` (``docs/deploy.md``). Both ship with hdsim, and
+    their command modules import their extras lazily, so an ImportError here is a real bug: it is
+    not caught (it used to be, which made the commands vanish silently)."""
+    from export.cli import register
+    from deploy.cli import register as register_deploy
+
     register(app)
     register_deploy(app, bench_app)
 
