@@ -215,21 +215,24 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
     ops = ort_optimized_ops(folder / manifest["model"]["file"])
     result["int8_graph_ops"] = {k: ops[k] for k in ("QLinearConv", "QLinearAdd", "QGemm", "Conv", "FusedConv", "Add",
                                                     "QuantizeLinear", "DequantizeLinear") if k in ops}
-    if manifest["head"]["kind"] == "bcf":
+    if manifest["head"]["kind"] != "fc":
         result.update(_decode_bench(folder, manifest, x, cfg))
     return result
 
 
 def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenchConfig) -> dict:
-    """Decode time per image (fixed / float) at batch 1 and at ``decode_batch``, and the int8 CNN's at both."""
+    """Decode time per image at batch 1 and at ``decode_batch``, and the int8 CNN's at both: BCF ``fixed``
+    (the runner's default), ``fixed_torch`` and ``float``; sparse resonator ``fixed`` (its NumPy sparse
+    resonator, the runner's default) and ``bruteforce``."""
     from deploy.runner import Runner, RunnerConfig
 
     out: dict = {"decode_batch": cfg.decode_batch}
     n = min(cfg.decode_queries, x.shape[0])
+    decoders = ((("fixed", "fixed", True), ("fixed_torch", "fixed", False), ("float", "float", True))
+                if manifest["head"]["kind"] == "bcf" else (("fixed", "fixed", True), ("bruteforce", "bruteforce", True)))
     runners = {name: Runner(folder, RunnerConfig(decode=d, threads=cfg.threads, batch=cfg.decode_batch,
                                                  compiled=compiled))
-               for name, d, compiled in (("fixed", "fixed", True), ("fixed_torch", "fixed", False),
-                                         ("float", "float", True))}
+               for name, d, compiled in decoders}
     out["decoders"] = {name: r.decoder_name for name, r in runners.items()}
     r = runners["fixed"]
     with torch_threads(1):  # tiny integer tensors: one thread, no OpenMP spin against onnxruntime

@@ -496,6 +496,16 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
     for bad in (RunnerConfig(decode="float"), RunnerConfig(imc="pcm-chip")):
         with pytest.raises(HdsimError, match="^decode: the sparse-resonator head decodes with its sparse resonator"):
             Runner(folder, bad)
+    # hdsim bench deploy times the sparse decode too
+    proc = hdsim_cli("bench", "deploy", str(folder), "--runs", "4", "--warmup", "1", "--decode-queries", "64",
+                     "--images", "32", "--threads", "1", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["decoders"] == {"fixed": "SparseDecoder", "bruteforce": "bruteforce"}
+    for k in ("decode_fixed_ms_per_image", "decode_bruteforce_ms_per_image"):
+        assert r[k]["batch1"] > 0 and r[k]["batched"] > 0
+    assert r["decode_over_cnn"] == pytest.approx(r["decode_fixed_ms_per_image"]["batched"]
+                                                 / r["cnn_int8_ms_per_image"]["batched"], rel=1e-3)
     # the decode path imports no torch
     code = ("import sys, numpy as np; from deploy.sparse_decode import SparseDecoder; "
             "z = np.load(sys.argv[1]); X = [z['X0'], z['X1']]; "
