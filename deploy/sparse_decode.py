@@ -35,20 +35,13 @@ class SparseDecoder:
 
     def decode(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(N, D)`` float queries -> ``indices (N, F)``, ``iterations (N,)``, ``converged (N,)``, ``confidence (N,)``."""
-        from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
+        from hdsim.sparse_resonator_numpy import bruteforce_offsets, content_ids, sparse_resonator_decode, thin_queries
 
         offsets = thin_queries(queries, self.B, "query")
         if self.brute:
-            return self._bruteforce(offsets)
+            digits, best = bruteforce_offsets(offsets, self.X, self.L)
+            n = offsets.shape[0]
+            return digits, np.ones(n, np.int64), np.ones(n, bool), best
         idx, iters, conv, sim = sparse_resonator_decode(offsets, self.X, self.L, ids=content_ids(offsets),
                                                         **self.settings)
         return idx, iters, conv, sim.min(axis=1)
-
-    def _bruteforce(self, offsets: np.ndarray):
-        grids = np.meshgrid(*(np.arange(x.shape[0]) for x in self.X), indexing="ij")
-        digits = np.stack([g.reshape(-1) for g in grids], axis=1)  # (P, F), last factor fastest
-        products = sum(x[digits[:, f]] for f, x in enumerate(self.X)) % self.L  # (P, B) bound offsets
-        overlap = (offsets[:, None, :] == products[None]).sum(axis=2)  # (N, P)
-        best = overlap.argmax(axis=1)  # first maximum: the lowest product
-        n = offsets.shape[0]
-        return digits[best], np.ones(n, np.int64), np.ones(n, bool), overlap[np.arange(n), best] / self.B

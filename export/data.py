@@ -406,12 +406,8 @@ class MultiDigitMNIST:
     def test_set(self) -> tuple[Tensor, Tensor]:
         """The fixed test set: ``test_size`` numbers, balanced over the classes, from test digit images only."""
         if self._test is None:
-            rng = np.random.default_rng([self.seed, 2])
-            numbers = np.arange(self.test_size) % self.num_classes
-            numbers = numbers[rng.permutation(self.test_size)]
-            x, y, used = self.compose(numbers, self.split.test, rng)
+            x, y, self.test_digit_images_used = self._balanced(self.test_size, self.split.test, 2)
             self._test = (x, y)
-            self.test_digit_images_used = used
         return self._test
 
     def val_set(self) -> tuple[Tensor, Tensor]:
@@ -424,13 +420,16 @@ class MultiDigitMNIST:
         if not self.split.val:
             raise HdsimError("validation: this dataset has no validation split (val_fraction 0)")
         if self._val is None:
-            rng = np.random.default_rng([self.seed, 3])
-            numbers = np.arange(self.val_size) % self.num_classes
-            numbers = numbers[rng.permutation(self.val_size)]
-            x, y, used = self.compose(numbers, self.split.val, rng)
+            x, y, self.val_digit_images_used = self._balanced(self.val_size, self.split.val, 3)
             self._val = (x, y)
-            self.val_digit_images_used = used
         return self._val
+
+    def _balanced(self, size: int, pool: tuple[np.ndarray, ...], stream: int) -> tuple[Tensor, Tensor, np.ndarray]:
+        """``size`` numbers balanced over the classes, in a seeded order (``(seed, stream)``), composed
+        from ``pool``'s digit images."""
+        rng = np.random.default_rng([self.seed, stream])
+        numbers = np.arange(size) % self.num_classes
+        return self.compose(numbers[rng.permutation(size)], pool, rng)
 
 
 class ImageFolder:

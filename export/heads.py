@@ -124,6 +124,22 @@ def segment_cosine_loss(z: Tensor, targets: Tensor, B: int, scale: float) -> Ten
     return F_.cross_entropy(scale * cos, targets.reshape(N * B), reduction="sum") / N
 
 
+def class_codes(cfg: HeadConfig, product_map: ProductMap, field: str, remedy: str
+                ) -> tuple[BlockCodebooks, Tensor]:
+    """The head's seeded codebooks and every class's target code (offset form, ``(K, B)``).
+
+    Raises:
+        HdsimError: (naming ``field``) two classes share a target.
+    """
+    codebooks = random_codebooks(product_map.F, product_map.sizes, cfg.D, cfg.B, cfg.codebook_seed)
+    targets = codebooks.product(product_map.digits(torch.arange(product_map.num_classes)))
+    distinct = torch.unique(targets, dim=0).shape[0]
+    if distinct < product_map.num_classes:
+        raise HdsimError(f"{field}: the codebooks (D={cfg.D}, B={cfg.B}, seed={cfg.codebook_seed}) give only "
+                         f"{distinct} distinct targets for {product_map.num_classes} classes; {remedy}")
+    return codebooks, targets
+
+
 class BCFHead:
     """Targets, loss and brute-force decoding of a BCF head (the projection lives in the network)."""
 
@@ -133,14 +149,7 @@ class BCFHead:
         cfg.validate()
         self.cfg = cfg
         self.product_map = product_map
-        self.codebooks: BlockCodebooks = random_codebooks(product_map.F, product_map.sizes, cfg.D, cfg.B,
-                                                          cfg.codebook_seed)
-        # Target SBC (offset form) of every class, (K, B).
-        self.class_targets = self.codebooks.product(product_map.digits(torch.arange(product_map.num_classes)))
-        distinct = torch.unique(self.class_targets, dim=0).shape[0]
-        if distinct < product_map.num_classes:
-            raise HdsimError(f"D: the codebooks (D={cfg.D}, B={cfg.B}, seed={cfg.codebook_seed}) give only "
-                             f"{distinct} distinct targets for {product_map.num_classes} classes; raise D or B")
+        self.codebooks, self.class_targets = class_codes(cfg, product_map, "D", "raise D or B")
 
     @property
     def outputs(self) -> int:
@@ -202,12 +211,7 @@ class SparseResonatorHead:
         cfg.validate()
         self.cfg = cfg
         self.product_map = product_map
-        self.codebooks: BlockCodebooks = random_codebooks(product_map.F, product_map.sizes, cfg.D, cfg.B,
-                                                          cfg.codebook_seed)
-        self.class_targets = self.codebooks.product(product_map.digits(torch.arange(product_map.num_classes)))
-        if torch.unique(self.class_targets, dim=0).shape[0] < product_map.num_classes:
-            raise HdsimError(f"B: the segment codes (D={cfg.D}, B={cfg.B}, seed={cfg.codebook_seed}) do not give "
-                             f"{product_map.num_classes} distinct class targets; raise B")
+        self.codebooks, self.class_targets = class_codes(cfg, product_map, "B", "raise B")
 
     @property
     def outputs(self) -> int:

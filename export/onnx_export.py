@@ -293,8 +293,7 @@ def calibrate_export_decode(model_path: Path, data, head, decode: dict, given: d
         res = calibrate_sparse_resonator(thin_queries(q, cb.B), yv.numpy(), classes_of,
                                          [x.numpy() for x in cb.indices], cb.L, calibration, default=default,
                                          fixed=given, seed=int(decode["seed"]))
-    decode.update({k: (float(v) if isinstance(v, float) else v if isinstance(v, bool) else int(v))
-                   for k, v in res["settings"].items()})
+    decode.update(res["settings"])
     return {"method": "optuna-tpe", "validation_images": int(xv.shape[0]),
             "validation": "composed from digit images held out of training and test (val_fraction)",
             "default": default} | {k: v for k, v in res.items() if k != "settings"}
@@ -408,7 +407,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
 
     Decode settings: with ``calibration`` (a :class:`hdsim.calibrate.CalibrationConfig`, the default)
     and a checkpoint whose data has a validation split, the BCF's ``(T, A, Tc, max_iter)``
-    or the sparse resonator's ``(a, max_iter)`` are searched on the exported model's
+    or the sparse resonator's ``(a, max_iter, Tc)`` are searched on the exported model's
     validation queries (:mod:`hdsim.calibrate`); a value given here is held fixed. Without
     calibration (``None``, or no validation split) they are the given values or the
     defaults (published ``(T, A)`` table, ``Tc`` 0.9, SPEC ``max_iter``), and the

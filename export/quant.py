@@ -298,17 +298,18 @@ class QuantMobileNetV2(nn.Module):
         self.input_pad += extra
         return extra
 
-    def embed(self, x: Tensor):
+    def feature_map(self, x: Tensor) -> Tensor:
+        """The last feature map ``(N, features, h, w)`` (float values of the quantized activations)."""
         if self.input_pad:
             x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.input_pad))
-        x = self.features(self.quant_inp(x))
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(_value(x), 1), 1)
+        return _value(self.features(self.quant_inp(x)))
+
+    def embed(self, x: Tensor):
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.feature_map(x), 1), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.pool_size:
-            if self.input_pad:
-                x = nn.functional.pad(x, (0, 0, 0, 0, 0, self.input_pad))
-            return self.quant_out(self.pool(_value(self.features(self.quant_inp(x)))))
+            return self.quant_out(self.pool(self.feature_map(x)))
         x = self.classifier[0](self.embed(x))
         return self.quant_out(self.classifier[1](self.quant_pool(x)))
 

@@ -51,7 +51,8 @@ from hdsim.errors import HdsimError
 from hdsim.hashing import MASK32, counter_bits, mix32, seed_key
 from hdsim.validation import check_int, check_seed
 
-__all__ = ["thin_queries", "sparse_resonator_decode", "content_ids", "RESTART_SALT", "CONTENT_SALT"]
+__all__ = ["thin_queries", "sparse_resonator_decode", "bruteforce_offsets", "content_ids", "RESTART_SALT",
+           "CONTENT_SALT"]
 
 RESTART_SALT = 0x5BD1_E995  # MurmurHash2's multiplier: the restart stream's key is seed_key(seed) ^ RESTART_SALT
 CONTENT_SALT = 0x27D4_EB2F  # xxHash's PRIME32_3: start of the content_ids chain (XOR B)
@@ -88,6 +89,32 @@ def thin_queries(x: np.ndarray, B: int, name: str = "queries") -> np.ndarray:
     if not np.isfinite(x).all():
         raise HdsimError(f"{name}: NaN or inf entries are not allowed")
     return x.reshape(N, B, D // B).argmax(axis=-1).astype(np.int64)
+
+
+def bruteforce_offsets(offsets: np.ndarray, codebooks: Sequence[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
+    """The product sharing the most segments with each query, by exhaustive search (the NumPy twin of
+    :func:`hdsim.factorizers.bruteforce.bruteforce_decode` with ``dot`` similarity on one-hot blocks).
+
+    Products are enumerated in mixed-radix order (last factor fastest); the lowest product wins ties.
+
+    Shapes:
+        offsets: ``(N, B)`` int in ``[0, L)``; codebooks: ``F`` arrays ``(M_f, B)``
+        returns: factor indices ``(N, F)`` int64 and the best product's overlap fraction ``(N,)`` in ``[0, 1]``
+
+    Example:
+        >>> X = [np.array([[0, 1], [2, 3]]), np.array([[1, 1], [0, 2]])]
+        >>> bruteforce_offsets(np.array([[2, 1], [1, 2]]), X, L=4)   # (X0[1] + X1[1]) mod 4 = [2, 1]
+        (array([[1, 1],
+               [0, 0]]), array([1., 1.]))
+    """
+    X = _check_codebooks(codebooks, L)
+    q = _check_queries(offsets, X[0].shape[1], L)
+    grids = np.meshgrid(*(np.arange(x.shape[0]) for x in X), indexing="ij")
+    digits = np.stack([g.reshape(-1) for g in grids], axis=1)  # (P, F), last factor fastest
+    products = sum(x[digits[:, f]] for f, x in enumerate(X)) % L  # (P, B): bound offsets
+    overlap = (q[:, None, :] == products[None]).sum(axis=2)  # (N, P)
+    best = overlap.argmax(axis=1)  # the first maximum: the lowest product
+    return digits[best].astype(np.int64), overlap[np.arange(q.shape[0]), best] / q.shape[1]
 
 
 def _check_codebooks(codebooks: Sequence[np.ndarray], L: int) -> list[np.ndarray]:
