@@ -1,13 +1,33 @@
-"""Float reference factorizers (batched, device-agnostic torch)."""
+"""Float reference factorizers (batched, device-agnostic torch).
 
-from hdsim.factorizers.base import FactorizationResult, RandomSampler, Sampler, accuracy
-from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
-from hdsim.factorizers.resonator import BipolarCodebooks, ResonatorConfig, ResonatorNetwork, random_bipolar_codebooks
-from hdsim.factorizers.sparse_resonator import SparseResonatorConfig, SparseResonatorNetwork
-from hdsim.factorizers.stochastic import GaussianSimilarityNoise, StochasticConfig, StochasticFactorizer
+The names load lazily (PEP 562): :class:`BCFConfig` and :func:`default_max_iter`
+(``hdsim.factorizers.config``) import no torch, so the torch-free edge runner reads a
+decode configuration without it; the factorizers import torch when first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["FactorizationResult", "RandomSampler", "Sampler", "accuracy",
            "BCFConfig", "BlockCodeFactorizer", "default_max_iter",
            "BipolarCodebooks", "ResonatorConfig", "ResonatorNetwork", "random_bipolar_codebooks",
            "SparseResonatorConfig", "SparseResonatorNetwork",
            "GaussianSimilarityNoise", "StochasticConfig", "StochasticFactorizer"]
+
+_HOME = {"FactorizationResult": "base", "RandomSampler": "base", "Sampler": "base", "accuracy": "base",
+         "BCFConfig": "config", "default_max_iter": "config", "BlockCodeFactorizer": "bcf",
+         "BipolarCodebooks": "resonator", "ResonatorConfig": "resonator", "ResonatorNetwork": "resonator",
+         "random_bipolar_codebooks": "resonator", "SparseResonatorConfig": "sparse_resonator",
+         "SparseResonatorNetwork": "sparse_resonator", "GaussianSimilarityNoise": "stochastic",
+         "StochasticConfig": "stochastic", "StochasticFactorizer": "stochastic"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"hdsim.factorizers.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'hdsim.factorizers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,6 +1,25 @@
-"""Bit-accurate fixed-point BCF model (SPEC section 5): the RTL's golden reference."""
+"""Bit-accurate fixed-point BCF model (SPEC section 5): the RTL's golden reference.
 
-from hdsim.fixed.bcf import FactorStep, FixedBCF, IterationState, quantize_query
-from hdsim.fixed.widths import Datapath, FixedWidths
+The names load lazily (PEP 562): ``hdsim.fixed.widths`` (word widths, the datapath table) and
+``hdsim.fixed.compiled`` (the numba decoder) import no torch, so the torch-free edge runner
+can use them; :class:`FixedBCF` (the torch model) imports torch when first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "quantize_query", "Datapath", "FixedWidths"]
+
+_HOME = {"FixedBCF": "bcf", "FactorStep": "bcf", "IterationState": "bcf", "quantize_query": "bcf",
+         "Datapath": "widths", "FixedWidths": "widths"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"hdsim.fixed.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'hdsim.fixed' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

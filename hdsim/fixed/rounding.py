@@ -9,8 +9,10 @@ round half to even (we never use them), ``>>`` on negative integers floors
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the helpers take tensors; importing this module needs no torch (widths.py uses it)
+    from torch import Tensor
 
 __all__ = ["shift_floor", "shift_round_half_up", "saturate_unsigned", "saturate_signed", "wrap_unsigned",
            "unsigned_max", "bit_length", "quantize_unsigned"]
@@ -25,6 +27,7 @@ def shift_floor(x: Tensor, shift: int) -> Tensor:
     """``floor(x / 2^shift)`` (arithmetic right shift; floors negative values too).
 
     Example:
+        >>> import torch
         >>> shift_floor(torch.tensor([7, -7]), 1)
         tensor([ 3, -4])
     """
@@ -35,6 +38,7 @@ def shift_round_half_up(x: Tensor, shift: int) -> Tensor:
     """``floor(x / 2^shift + 1/2)``: round to nearest, ties toward +infinity.
 
     Example:
+        >>> import torch
         >>> shift_round_half_up(torch.tensor([5, 6, -5, -6]), 2)
         tensor([ 1,  2, -1, -1])
     """
@@ -47,6 +51,7 @@ def saturate_unsigned(x: Tensor, bits: int) -> Tensor:
     """Clip to ``[0, 2^bits - 1]``.
 
     Example:
+        >>> import torch
         >>> saturate_unsigned(torch.tensor([-3, 5, 300]), 8)
         tensor([  0,   5, 255])
     """
@@ -57,6 +62,7 @@ def saturate_signed(x: Tensor, bits: int) -> Tensor:
     """Clip to ``[-2^(bits-1), 2^(bits-1) - 1]``.
 
     Example:
+        >>> import torch
         >>> saturate_signed(torch.tensor([-300, 5, 300]), 8)
         tensor([-128,    5,  127])
     """
@@ -67,6 +73,7 @@ def wrap_unsigned(x: Tensor, bits: int) -> Tensor:
     """Keep the low ``bits`` bits (modulo ``2^bits``), as a hardware register would.
 
     Example:
+        >>> import torch
         >>> wrap_unsigned(torch.tensor([257, -1]), 8)
         tensor([  1, 255])
     """
@@ -81,11 +88,14 @@ def bit_length(x: Tensor) -> Tensor:
     and a float64 holds such integers exactly. Larger values are an error.
 
     Example:
+        >>> import torch
         >>> bit_length(torch.tensor([0, 1, 2, 3, 4, 255, 256]))
         tensor([0, 1, 2, 2, 3, 8, 9])
     """
     if x.numel() and int(x.max()) >= (1 << 53):
         raise ValueError("bit_length: values must be < 2^53")
+    import torch
+
     return torch.frexp(x.double()).exponent.long()
 
 
