@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
-from hdsim.validation import check_seed
+from hdsim.validation import check_seed, gsbc_shape  # gsbc_shape: re-exported (it lived here)
 
 __all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "gsbc_shape", "seeded_generator"]
 
@@ -135,33 +134,6 @@ def random_codebooks(F: int, M: int | tuple[int, ...], D: int, B: int, seed: int
     L = D // B
     g = seeded_generator(seed)
     return BlockCodebooks(tuple(random_sbc(m, B, L, g) for m in sizes), L)
-
-
-def gsbc_shape(q, B: int, L: int, name: str = "query"):
-    """Check the shape of a batch of GSBC queries and view it as ``(N, B, L)`` (no data is read).
-
-    Accepts a torch tensor or a numpy array (returned as the same kind), ``(N, D)`` or
-    ``(N, B, L)`` (or a single ``(D,)`` / ``(B, L)`` query).
-
-    Raises:
-        HdsimError: neither a tensor nor an array, a wrong shape, or no query (``N = 0``).
-    """
-    if not isinstance(q, (Tensor, np.ndarray)):
-        raise HdsimError(f"{name}: expected a torch.Tensor or numpy array, got {type(q).__name__}")
-    D = B * L
-    shape = tuple(q.shape)
-    if q.ndim == 1 or shape == (B, L):
-        q = q[None]
-        shape = (1,) + shape
-    if len(shape) == 2:
-        if shape[1] != D:
-            raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
-        q = q.reshape(shape[0], B, L)
-    elif len(shape) != 3 or shape[1:] != (B, L):
-        raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
-    if shape[0] == 0:  # as every factorizer's check: an empty batch is a caller's mistake, not a result
-        raise HdsimError(f"{name}: expected at least 1 query, got 0")
-    return q
 
 
 def check_gsbc(q: Tensor, B: int, L: int, name: str = "query") -> Tensor:

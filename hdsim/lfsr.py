@@ -76,9 +76,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:  # the sampler takes tensors; the LFSR itself (and the compiled decoder) needs no torch
+    from torch import Tensor
 
 from hdsim.errors import HdsimError
 
@@ -571,6 +574,7 @@ class LFSRSampler:
         seed: global seed, in ``[1, 2^32 - 1]``.
 
     Example:
+        >>> import torch
         >>> s = LFSRSampler(seed=1)
         >>> s(torch.tensor([0, 1]), factor=0, M=10, A=3).shape
         torch.Size([2, 3])
@@ -595,7 +599,9 @@ class LFSRSampler:
             query_ids: ``(k,)`` integer, distinct, in ``[0, 2^32 - 2]``
             returns: ``(k, A)`` int64 on the CPU
         """
-        if not isinstance(query_ids, Tensor) or query_ids.dim() != 1 \
+        import torch
+
+        if not isinstance(query_ids, torch.Tensor) or query_ids.dim() != 1 \
                 or query_ids.is_floating_point() or query_ids.dtype == torch.bool:
             raise HdsimError("query_ids: expected a 1-D integer tensor")
         M, A = _check_M_A(M, A)

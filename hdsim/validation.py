@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hdsim.errors import HdsimError
 
 __all__ = ["check_int", "check_ints", "check_blocks", "check_device", "check_seed", "check_threads", "output_dir",
-           "SEED_MAX", "THREADS_MAX"]
+           "gsbc_shape", "SEED_MAX", "THREADS_MAX"]
 
 SEED_MAX = 2**32 - 1  # numpy's RandomState and Optuna's samplers take 32-bit seeds; torch takes these too
 THREADS_MAX = 256  # far above any core count here; beyond it OpenMP fails to create threads and crashes
@@ -84,3 +87,31 @@ def check_threads(name: str, value: Any, *, minimum: int = 1, optional: bool = F
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= THREADS_MAX:
         default = " (or 0 for the default)" if minimum == 0 else ""
         raise HdsimError(f"{name}: must be an integer in [1, {THREADS_MAX}]{default}, got {value!r}")
+
+
+def gsbc_shape(q, B: int, L: int, name: str = "query"):
+    """Check the shape of a batch of GSBC queries and view it as ``(N, B, L)`` (no data is read).
+
+    Accepts a torch tensor or a numpy array (returned as the same kind), ``(N, D)`` or
+    ``(N, B, L)`` (or a single ``(D,)`` / ``(B, L)`` query).
+
+    Raises:
+        HdsimError: neither a tensor nor an array, a wrong shape, or no query (``N = 0``).
+    """
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported: no import here
+    if not (isinstance(q, np.ndarray) or (torch is not None and isinstance(q, torch.Tensor))):
+        raise HdsimError(f"{name}: expected a torch.Tensor or numpy array, got {type(q).__name__}")
+    D = B * L
+    shape = tuple(q.shape)
+    if q.ndim == 1 or shape == (B, L):
+        q = q[None]
+        shape = (1,) + shape
+    if len(shape) == 2:
+        if shape[1] != D:
+            raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
+        q = q.reshape(shape[0], B, L)
+    elif len(shape) != 3 or shape[1:] != (B, L):
+        raise HdsimError(f"{name}: expected shape (N, {D}) or (N, {B}, {L}), got {shape}")
+    if shape[0] == 0:  # as every factorizer's check: an empty batch is a caller's mistake, not a result
+        raise HdsimError(f"{name}: expected at least 1 query, got 0")
+    return q
