@@ -18,9 +18,8 @@ Preprocessing (recorded in the export manifest): pixel / 255, then
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,198 +27,13 @@ import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
+# the export-folder format owns these (torch-free, the runner reads them); re-exported here
+from hdsim.export_folder import IMAGE_SUFFIXES, Preprocessing, ProductMap
 
 __all__ = ["cache_root", "ProductMap", "Preprocessing", "DigitSplit", "MultiDigitMNIST", "ImageFolder", "load_mnist_digits",
            "split_digits", "IMAGE_SUFFIXES"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-@dataclass(frozen=True)
-class ProductMap:
-    """Classes <-> factor digits, mixed radix with the first factor most significant.
-
-    ``class = sum_f d_f * prod_{g > f} M_g`` (the order of
-    :func:`hdsim.factorizers.bruteforce.all_products`). Products at or above
-    ``num_classes`` are null labels: never a training target, and a decode that
-    lands on one is a wrong answer (class ``-1``).
-    """
-
-    sizes: tuple[int, ...]
-    num_classes: int
-
-    def __post_init__(self) -> None:
-        if not self.sizes or any(m < 1 for m in self.sizes):
-            raise HdsimError(f"M: codebook sizes must be >= 1, got {self.sizes}")
-        if not 1 <= self.num_classes <= self.products:
-            raise HdsimError(f"classes: {self.num_classes} classes do not fit {self.products} products "
-                             f"(M={list(self.sizes)})")
-
-    @classmethod
-    def for_classes(cls, num_classes: int, F: int) -> ProductMap:
-        """Smallest equal radix ``M`` with ``M^F >= num_classes``."""
-        if F < 1:
-            raise HdsimError(f"F: expected at least 1 factor, got {F}")
-        if num_classes < 1:
-            raise HdsimError(f"classes: need at least 1 class, got {num_classes}")
-        M = max(1, math.ceil(num_classes ** (1.0 / F) - 1e-9))
-        while M ** F < num_classes:
-            M += 1
-        while M > 1 and (M - 1) ** F >= num_classes:
-            M -= 1
-        return cls((M,) * F, num_classes)
-
-    @property
-    def F(self) -> int:
-        return len(self.sizes)
-
-    @property
-    def products(self) -> int:
-        return math.prod(self.sizes)
-
-    @property
-    def null_products(self) -> int:
-        return self.products - self.num_classes
-
-    def digits(self, classes: Tensor) -> Tensor:
-        """``(N,)`` class indices -> ``(N, F)`` digits."""
-        c = classes.long().clone()
-        out = torch.empty(c.shape[0], self.F, dtype=torch.long)
-        for f in range(self.F - 1, -1, -1):
-            out[:, f] = c % self.sizes[f]
-            c = c // self.sizes[f]
-        return out
-
-    def place_values(self) -> tuple[int, ...]:
-        """``prod_{g > f} M_g`` per factor ``f``: ``class = sum_f d_f * place_values()[f]``."""
-        return tuple(math.prod(self.sizes[f + 1:]) for f in range(self.F))
-
-    def classes(self, digits: Tensor | np.ndarray) -> Tensor | np.ndarray:
-        """``(N, F)`` digits (tensor, or integer array for the runner) -> ``(N,)`` class of the same
-        kind, ``-1`` for a null product."""
-        if isinstance(digits, np.ndarray):
-            c = digits.astype(np.int64) @ np.array(self.place_values(), dtype=np.int64)
-            return np.where(c < self.num_classes, c, -1)
-        c = digits.long().cpu() @ torch.tensor(self.place_values(), dtype=torch.long)
-        return torch.where(c < self.num_classes, c, torch.full_like(c, -1))
-
-    def as_dict(self) -> dict:
-        return {"radices": list(self.sizes), "num_classes": self.num_classes, "products": self.products,
-                "null_products": self.null_products,
-                "order": "mixed radix, first factor most significant: class = sum_f d_f * prod_{g>f} M_g; "
-                         "products >= num_classes are null labels"}
-
-
-RESIZE_MODES = ("stretch", "shorter-side-crop", "none")
-MAX_RESIZED_PIXELS = 50_000_000  # an intermediate resize larger than this is refused (extreme aspect ratios)
-
-
-def _to_8bit(im, name: str):
-    """8-bit PIL modes pass; 16-bit integer images (``I;16*``, and ``I`` within ``[0, 65535]``) are
-    scaled to 8 bits (``round(v / 257)``) instead of being clipped at 255 by ``convert``."""
-    from PIL import Image
-
-    if im.mode.startswith("I;16") or im.mode == "I":
-        a = np.asarray(im).astype(np.int64)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise HdsimError(f"{name}: 32-bit integer pixels outside the 16-bit range are not supported")
-        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    if im.mode == "F":
-        raise HdsimError(f"{name}: floating-point images (PIL mode F) are not supported; save 8- or 16-bit")
-    return im
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw pixels become the network input (recorded in the manifest).
-
-    ``resize`` says what happens to an image whose size is not ``height x width``:
-    ``"stretch"`` resizes it to exactly that size (bilinear); ``"shorter-side-crop"``
-    resizes its shorter side to ``resize_shorter`` pixels (bilinear, aspect kept) and
-    takes the center ``height x width`` crop (torchvision's ImageNet evaluation
-    transform); ``"none"`` forbids other sizes (an error names the image).
-    ``"shorter-side-crop"`` is applied to every image, whatever its size.
-    """
-
-    channels: int
-    height: int
-    width: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    scale: float = 1.0 / 255.0
-    resize: str = "stretch"
-    resize_shorter: int = 0
-
-    def normalize(self, pixels: Tensor) -> Tensor:
-        """``(N, C, H, W)`` pixels in [0, 255] -> network input."""
-        m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (pixels.float() * self.scale - m) / s
-
-    def denormalize(self, x: Tensor) -> Tensor:
-        """Inverse of :meth:`normalize` for inputs made from 8-bit pixels: ``(N, C, H, W)`` uint8."""
-        m = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return ((x * s + m) / self.scale).round().clamp(0, 255).to(torch.uint8)
-
-    def pixels(self, im, name: str = "image") -> Tensor:
-        """A PIL image -> ``(C, H, W)`` uint8 pixels: mode converted (L / RGB), resized per :attr:`resize`.
-
-        Raises:
-            HdsimError: the image's size differs and ``resize`` is ``"none"``.
-        """
-        from PIL import Image
-
-        im = _to_8bit(im, name).convert("L" if self.channels == 1 else "RGB")
-        H, W = self.height, self.width
-        if self.resize == "shorter-side-crop":
-            w, h = im.size
-            s = self.resize_shorter / min(w, h)
-            size = (max(W, round(w * s)), max(H, round(h * s)))
-            if size[0] * size[1] > MAX_RESIZED_PIXELS:
-                raise HdsimError(f"{name}: aspect ratio {h}x{w} (HxW) too extreme: the shorter-side resize would make "
-                                 f"{size[1]}x{size[0]} pixels (limit {MAX_RESIZED_PIXELS:,})")
-            im = im.resize(size, Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - W) // 2, (h - H) // 2
-            im = im.crop((left, top, left + W, top + H))
-        elif im.size != (W, H):
-            if self.resize == "none":
-                raise HdsimError(f"{name}: size {im.size[1]}x{im.size[0]} (HxW), expected {H}x{W}")
-            im = im.resize((W, H), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        return torch.from_numpy(a.copy())
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["layout"] = "NCHW float32"
-        d["formula"] = "x = (pixel * scale - mean[c]) / std[c]"
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        """Inverse of :meth:`as_dict` (manifests written before ``resize`` existed stretch)."""
-        try:
-            p = cls(int(d["channels"]), int(d["height"]), int(d["width"]), tuple(float(v) for v in d["mean"]),
-                    tuple(float(v) for v in d["std"]), float(d.get("scale", 1.0 / 255.0)),
-                    str(d.get("resize", "stretch")), int(d.get("resize_shorter", 0)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise HdsimError(f"preprocessing: incomplete or malformed ({e.__class__.__name__}: {e})") from None
-        if p.channels not in (1, 3) or p.height < 1 or p.width < 1:
-            raise HdsimError(f"preprocessing: channels must be 1 or 3 and sizes >= 1, got {p.channels}x{p.height}x"
-                             f"{p.width}")
-        if len(p.mean) != p.channels or len(p.std) != p.channels:
-            raise HdsimError(f"preprocessing: mean and std need {p.channels} values each")
-        if not all(math.isfinite(v) for v in p.mean) or not all(math.isfinite(s) and s > 0 for s in p.std) \
-                or not (math.isfinite(p.scale) and p.scale > 0):
-            raise HdsimError(f"preprocessing: std and scale must be finite and > 0, mean finite "
-                             f"(mean {p.mean}, std {p.std}, scale {p.scale})")
-        if p.resize not in RESIZE_MODES or \
-                (p.resize == "shorter-side-crop" and p.resize_shorter < max(p.height, p.width)):
-            raise HdsimError(f"preprocessing: resize {p.resize!r} (shorter side {p.resize_shorter}) is not valid")
-        return p
 
 
 _MNIST_CACHE: tuple[np.ndarray, np.ndarray] | None = None
@@ -515,7 +329,7 @@ class ImageFolder:
         try:
             with Image.open(path) as im:
                 try:
-                    return self.preprocessing.pixels(im, f"image {path}")
+                    return torch.from_numpy(self.preprocessing.pixels(im, f"image {path}"))
                 except HdsimError as e:
                     raise HdsimError(f"{e}; pass --resize to resize") from None
         except (UnidentifiedImageError, OSError) as e:

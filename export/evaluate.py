@@ -27,7 +27,6 @@ other settings the manifest's: ``OUT/coverage_curve.csv`` and ``.png``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,117 +35,10 @@ import torch
 
 from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
-from export.onnx_export import MANIFEST_FORMAT, run_onnx, sha256_file
+from hdsim.export_folder import ExportFolder
+from export.onnx_export import run_onnx
 
-__all__ = ["load_manifest", "load_codebooks", "decode_settings", "sparse_decode_settings", "evaluate_export",
-           "run_onnx", "dataset_from_manifest", "write_coverage_curve"]
-
-
-def load_manifest(folder: str | Path, verify: bool = True) -> dict:
-    """Read ``folder/manifest.json`` and check the model file's sha256.
-
-    Raises:
-        HdsimError: missing folder or files, unreadable manifest, or a hash mismatch.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise HdsimError(f"export dir: {'is a file, not a folder' if folder.exists() else 'not found'}: {folder}")
-    mpath = folder / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text())
-    except FileNotFoundError:
-        raise HdsimError(f"export dir {folder}: no manifest.json") from None
-    except json.JSONDecodeError as e:
-        raise HdsimError(f"manifest {mpath}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise HdsimError(f"manifest {mpath}: not an hdsim export manifest (format {MANIFEST_FORMAT})")
-    _check_fields(manifest, mpath)
-    model = folder / manifest["model"]["file"]
-    if not model.is_file():
-        raise HdsimError(f"export dir {folder}: model file {manifest['model']['file']} is missing")
-    if verify:
-        digest = sha256_file(model)
-        if digest != manifest["model"]["sha256"]:
-            raise HdsimError(f"model {model}: sha256 {digest[:12]}... does not match the manifest's "
-                             f"{manifest['model']['sha256'][:12]}...")
-    return manifest
-
-
-# Fields every consumer reads (runner, evaluation, bench, co-simulation), checked once at load:
-# a hand-edited or truncated manifest is a one-line error, not a KeyError deep inside.
-_FIELDS = ("model.file", "model.sha256", "model.output.name", "preprocessing", "head.kind", "classes.radices",
-           "classes.num_classes")
-_CODE_FIELDS = ("head.F", "head.B", "head.L", "head.D", "head.M", "head.codebooks.file", "checks.codebooks_sha256",
-                "decode.max_iter")
-_HEAD_FIELDS = {"fc": (),
-                "bcf": _CODE_FIELDS + ("decode.T", "decode.A", "decode.Tc", "decode.similarity", "decode.fixed_widths"),
-                "sparse-resonator": _CODE_FIELDS + ("decode.a",)}
-
-
-def _check_fields(manifest: dict, mpath: Path) -> None:
-    from export.data import Preprocessing
-
-    kind = (manifest.get("head") or {}).get("kind") if isinstance(manifest.get("head"), dict) else None
-    if kind not in _HEAD_FIELDS:
-        raise HdsimError(f"manifest {mpath}: unknown head kind {kind!r} (expected one of {sorted(_HEAD_FIELDS)})")
-    for field in _FIELDS + _HEAD_FIELDS[kind]:
-        node = manifest
-        for key in field.split("."):
-            if not isinstance(node, dict) or key not in node:
-                raise HdsimError(f"manifest {mpath}: missing field {field}")
-            node = node[key]
-    try:
-        Preprocessing.from_dict(manifest["preprocessing"])
-    except HdsimError as e:
-        raise HdsimError(f"manifest {mpath}: {e}") from None
-
-
-def load_codebooks(folder: str | Path, manifest: dict) -> BlockCodebooks:
-    """The export's codebooks, checked against the manifest (sha256, shapes, offsets in ``[0, L)``)."""
-    path = Path(folder) / manifest["head"]["codebooks"]["file"]
-    if not path.is_file():
-        raise HdsimError(f"codebooks {path}: missing")
-    digest = sha256_file(path)
-    if digest != manifest["checks"]["codebooks_sha256"]:
-        raise HdsimError(f"codebooks {path}: sha256 {digest[:12]}... does not match the manifest's "
-                         f"{str(manifest['checks']['codebooks_sha256'])[:12]}...")
-    try:
-        with np.load(path) as z:
-            F = int(manifest["head"]["F"])
-            X = tuple(torch.from_numpy(z[f"X{f}"]).long() for f in range(F))
-            L = int(z["L"])
-    except Exception as e:  # zip, pickle and key errors of a damaged file alike
-        raise HdsimError(f"codebooks {path}: unreadable ({e.__class__.__name__})") from None
-    if any(x.dim() != 2 or x.shape[1] != X[0].shape[1] or bool(((x < 0) | (x >= L)).any()) for x in X):
-        raise HdsimError(f"codebooks {path}: offsets must be (M, B) arrays with values in [0, {L})")
-    cb = BlockCodebooks(X, L)
-    head = manifest["head"]
-    if (cb.D, cb.B, cb.L) != (head["D"], head["B"], head["L"]) or list(cb.sizes) != list(head["M"]):
-        raise HdsimError(f"codebooks {path}: D={cb.D}, B={cb.B}, L={cb.L}, M={list(cb.sizes)} disagree with the "
-                         f"manifest's head (D={head['D']}, B={head['B']}, L={head['L']}, M={list(head['M'])})")
-    if list(cb.sizes) != [int(m) for m in manifest["classes"]["radices"]]:
-        raise HdsimError(f"codebooks {path}: M={list(cb.sizes)} do not fit the class radices "
-                         f"{list(manifest['classes']['radices'])}")
-    return cb
-
-
-def decode_settings(manifest: dict):
-    """The manifest's BCF decode: ``(BCFConfig, FixedWidths, LFSR seed)``, as every decoder of an export uses it."""
-    from hdsim.factorizers import BCFConfig
-    from hdsim.fixed import FixedWidths
-
-    dec = manifest["decode"]
-    try:
-        cfg = BCFConfig(T=float(dec["T"]), A=int(dec["A"]), Tc=float(dec["Tc"]), max_iter=int(dec["max_iter"]),
-                        similarity=dec["similarity"])
-        widths = FixedWidths(**dec["fixed_widths"])
-        cfg.validate(int(manifest["head"]["B"]))
-        widths.validate()
-        return cfg, widths, int(dec.get("lfsr_seed", 1))
-    except (KeyError, TypeError, ValueError) as e:
-        raise HdsimError(f"manifest: decode settings malformed ({e.__class__.__name__}: {e})") from None
-    except HdsimError as e:
-        raise HdsimError(f"manifest: decode settings: {e}") from None
+__all__ = ["evaluate_export", "run_onnx", "dataset_from_manifest", "write_coverage_curve"]
 
 
 def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
@@ -165,22 +57,6 @@ def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
     return build_data(cfg)
 
 
-def sparse_decode_settings(manifest: dict) -> dict:
-    """The manifest's sparse-resonator decode, checked: keyword arguments ``a``, ``max_iter``, ``seed``,
-    ``Tc``, ``restarts`` of :func:`hdsim.sparse_resonator_numpy.sparse_resonator_decode`."""
-    dec = manifest["decode"]
-    try:
-        out = {"a": int(dec["a"]), "max_iter": int(dec["max_iter"]), "seed": int(dec.get("seed", 0)),
-               "Tc": float(dec.get("Tc", 0.0)), "restarts": dec.get("restarts", False)}
-    except (KeyError, TypeError, ValueError) as e:
-        raise HdsimError(f"manifest: decode settings malformed ({e.__class__.__name__}: {e})") from None
-    if out["a"] < 1 or out["max_iter"] < 1 or out["seed"] < 0 or not 0.0 <= out["Tc"] <= 1.0 \
-            or not isinstance(out["restarts"], bool):
-        raise HdsimError(f"manifest: decode settings: need a, max_iter >= 1, seed >= 0, Tc in [0, 1] and a bool "
-                         f"restarts, got {out}")
-    return out
-
-
 def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, data_dir: str | None = None,
                     limit: int | None = None, optimize: bool = True, batch: int = 256,
                     decisions: bool = False, coverage_curve: str | Path | None = None) -> dict:
@@ -192,11 +68,11 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     """
     from hdsim.calibrate import selective_metrics
     from hdsim.validation import output_dir
-    from export.data import ProductMap
 
     folder = Path(folder)
-    manifest = load_manifest(folder)
-    kind = manifest["head"]["kind"]
+    export = ExportFolder(folder)  # the format's checks, the same the runner makes
+    manifest = export.manifest
+    kind = export.head
     if coverage_curve is not None:
         if kind != "bcf":
             raise HdsimError(f"coverage-curve: the {kind} head has no convergence threshold Tc to vary")
@@ -217,11 +93,10 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     out = run_onnx(folder / manifest["model"]["file"], x, optimize, batch)
     result["onnx_seconds"] = round(time.time() - t0, 3)
     yn = y.numpy()
-    pm = ProductMap(tuple(manifest["classes"]["radices"]), int(manifest["classes"]["num_classes"]))
     if kind == "bcf":
-        result.update(_evaluate_bcf(folder, manifest, out, y, pm, batch, decisions, coverage_curve))
+        result.update(_evaluate_bcf(export, out, y, batch, decisions, coverage_curve))
     elif kind == "sparse-resonator":
-        result.update(_evaluate_sparse(folder, manifest, out, yn, pm, decisions))
+        result.update(_evaluate_sparse(export, out, yn, decisions))
     else:
         t0 = time.perf_counter()
         pred = out.argmax(axis=1)
@@ -232,7 +107,7 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     result.pop("accuracy_last_estimate", None)
     result.pop("queries", None)
     if baseline is not None:
-        bman = load_manifest(baseline)
+        bman = ExportFolder(baseline).manifest
         if bman["head"]["kind"] != "fc":
             raise HdsimError(f"baseline {baseline}: expected an FC-head export, got a {bman['head']['kind']} head")
         if bman["model"]["input"]["shape"] != manifest["model"]["input"]["shape"]:
@@ -247,15 +122,16 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
     return result
 
 
-def _evaluate_bcf(folder: Path, manifest: dict, out: np.ndarray, y: torch.Tensor, pm, batch: int, decisions: bool,
+def _evaluate_bcf(export: ExportFolder, out: np.ndarray, y: torch.Tensor, batch: int, decisions: bool,
                   coverage_curve: Path | None) -> dict:
     from hdsim.calibrate import bcf_decoder, coverage_curve as curve, selective_metrics
     from hdsim.factorizers import BlockCodeFactorizer
     from hdsim.factorizers.bruteforce import bruteforce_decode
 
-    cb = load_codebooks(folder, manifest)
+    manifest, pm = export.manifest, export.classes
+    cb = BlockCodebooks.from_arrays(export.codebooks)
     q = torch.from_numpy(out).float()
-    cfg, widths, lfsr_seed = decode_settings(manifest)
+    cfg, widths, lfsr_seed = export.bcf_settings()
     settings = {"T": cfg.T, "A": cfg.A, "Tc": cfg.resolved_Tc(cb.B), "max_iter": cfg.resolved_max_iter(cb.sizes)}
     decode = bcf_decoder(out, cb, widths, lfsr_seed=lfsr_seed, similarity=cfg.similarity)
     bcf_decoder(out[:1], cb, widths, lfsr_seed=lfsr_seed, similarity=cfg.similarity)(settings)  # compile outside the timing
@@ -288,12 +164,13 @@ def _evaluate_bcf(folder: Path, manifest: dict, out: np.ndarray, y: torch.Tensor
     return res
 
 
-def _evaluate_sparse(folder: Path, manifest: dict, out: np.ndarray, yn: np.ndarray, pm, decisions: bool) -> dict:
+def _evaluate_sparse(export: ExportFolder, out: np.ndarray, yn: np.ndarray, decisions: bool) -> dict:
     from hdsim.calibrate import selective_metrics
     from hdsim.sparse_resonator_numpy import bruteforce_offsets, content_ids, sparse_resonator_decode, thin_queries
 
-    cb = load_codebooks(folder, manifest)
-    settings = sparse_decode_settings(manifest)
+    manifest, pm = export.manifest, export.classes
+    cb = BlockCodebooks.from_arrays(export.codebooks)
+    settings = export.sparse_settings()
     offsets = thin_queries(out, cb.B, "query")
     X = [x.numpy() for x in cb.indices]
     t0 = time.perf_counter()

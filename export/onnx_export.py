@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -26,15 +25,16 @@ import torch
 from torch import nn
 
 from hdsim.calibrate import CalibrationConfig
+from hdsim import export_folder as export_format
 from hdsim.errors import HdsimError
+from hdsim.export_folder import CODEBOOKS_FILE, MANIFEST_FORMAT, MODEL_FILE, sha256_file, write_manifest
 from hdsim.validation import output_dir
 from export.heads import BCFHead, SparseResonatorHead, blockwise_softmax
 
 __all__ = ["ExportNet", "export_checkpoint", "export_onnx", "sha256_file", "ort_session", "ort_optimized_ops",
-           "decode_config", "sparse_decode_config", "calibrate_export_decode", "run_onnx", "MANIFEST_FORMAT",
+           "decode_config", "sparse_decode_config", "calibrate_export_decode", "run_onnx",
            "OPSET"]
 
-MANIFEST_FORMAT = "hdsim-export-manifest/1"
 ACTIVATION_SCHEMES = {
     "po2": "8 bits per tensor, power-of-two scales, all uint8: zero point 0 and range [0, 255/64] after ReLU6, "
            "zero point 128 (the int8 grid) for signed ranges (input, bottlenecks, residual stream, logits); "
@@ -65,14 +65,6 @@ class ExportNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.model(x)
         return blockwise_softmax(z, self.B, self.beta) if self.bcf else z
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _need(module: str):
@@ -306,14 +298,11 @@ def run_onnx(path: Path, x: torch.Tensor, optimize: bool = True, batch: int = 25
     return np.concatenate([sess.run(None, {"image": x[i:i + batch].numpy()})[0] for i in range(0, x.shape[0], batch)])
 
 
-def write_codebooks(head: BCFHead | SparseResonatorHead, path: Path) -> None:
-    cb = head.codebooks
-    arrays = {f"X{f}": x.cpu().numpy().astype(np.int64) for f, x in enumerate(cb.indices)}
-    arrays["L"] = np.array(cb.L, dtype=np.int64)
-    arrays["class_digits"] = head.product_map.digits(torch.arange(head.product_map.num_classes)).numpy()
-    arrays["class_targets"] = head.class_targets.cpu().numpy().astype(np.int64)
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+def write_codebooks(head: BCFHead | SparseResonatorHead, path: Path) -> str:
+    """The head's codebooks through the format's writer (:func:`hdsim.export_folder.write_codebooks`); its sha256."""
+    pm = head.product_map
+    return export_format.write_codebooks(path, [x.cpu().numpy() for x in head.codebooks.indices], head.codebooks.L,
+                                         pm.digits(np.arange(pm.num_classes)), head.class_targets.cpu().numpy())
 
 
 @torch.no_grad()
@@ -381,7 +370,7 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
         cb = head.codebooks
         m["head"].update({"D": cb.D, "B": cb.B, "L": cb.L, "F": cb.F, "M": list(cb.sizes),
                           "codebook_seed": head.cfg.codebook_seed,
-                          "codebooks": {"file": "codebooks.npz", "generator": "hdsim.codes.random_codebooks"
+                          "codebooks": {"file": CODEBOOKS_FILE, "generator": "hdsim.codes.random_codebooks"
                                         f"(F={cb.F}, M={list(cb.sizes)}, D={cb.D}, B={cb.B}, "
                                         f"seed={head.cfg.codebook_seed})"}})
         if bcf:
@@ -432,7 +421,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
     net = ExportNet(model, head).eval()
     xt, yt = data.test_set()
     example = xt[:1]
-    model_path = out / "model.onnx"
+    model_path = out / MODEL_FILE
     export_onnx(net, example, model_path, quantized=quantized)
     checks = {"onnx_checker": "passed"}
     with warnings.catch_warnings():
@@ -440,8 +429,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
         checks["parity"] = parity_check(net, model_path, xt[:parity_images], head)
     decode = None
     if isinstance(head, (BCFHead, SparseResonatorHead)):
-        write_codebooks(head, out / "codebooks.npz")
-        checks["codebooks_sha256"] = sha256_file(out / "codebooks.npz")
+        checks["codebooks_sha256"] = write_codebooks(head, out / CODEBOOKS_FILE)
         if isinstance(head, BCFHead):
             decode = decode_config(head, T, A, widths, Tc, max_iter)
             given = {k: v for k, v in (("T", T), ("A", A), ("Tc", Tc), ("max_iter", max_iter)) if v is not None}
@@ -457,5 +445,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, float_model: b
         source={"checkpoint": str(Path(checkpoint).resolve()), "phase": state["phase"], "epoch": state["epoch"],
                 "post_training_quantization": ptq},
         class_names=getattr(data, "classes", None))
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_manifest(out, manifest)  # checked by the reader's own rules before it is written
     return manifest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -78,6 +79,11 @@ class BlockCodebooks:
         for m in self.sizes:
             size *= m
         return size
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "BlockCodebooks":
+        """Wrap numpy offsets (:class:`hdsim.export_folder.CodebookArrays`: ``indices``, ``L``) as tensors."""
+        return cls(tuple(torch.from_numpy(np.asarray(x, dtype=np.int64)) for x in arrays.indices), int(arrays.L))
 
     def to(self, device: torch.device | str) -> "BlockCodebooks":
         return BlockCodebooks(tuple(x.to(device) for x in self.indices), self.L)

@@ -1,7 +1,8 @@
 """The numba kernel of :mod:`hdsim.fixed.compiled` (imports numba; loaded only when used).
 
 Module-level so that numba caches the compiled code (``cache=True``: next to this file, or
-under ``$NUMBA_CACHE_DIR``) and a new process skips the seconds of compilation.
+under ``$NUMBA_CACHE_DIR``) and a new process skips the seconds of compilation. No torch, and
+no constant of its own: the datapath's and the LFSR's constants come in through ``params``.
 """
 
 import math
@@ -10,9 +11,9 @@ import numba
 import numpy as np
 
 
-# params of decode (one int64 array: one argument to type per call instead of twelve)
-P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K = range(11)
-N_PARAMS = 11
+# params of decode (one int64 array: one argument to type per call instead of thirteen)
+P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_A, P_TAPS = range(13)
+N_PARAMS = 13
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -71,10 +72,41 @@ def quantize(qf, bits, K, out):
     return -1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _draw_distinct(state, taps, Mf, A, w):
+    """:func:`hdsim.lfsr.draw_distinct` from the register ``state`` (a Galois right shift by
+    ``taps``), marking the ``A`` drawn indices of ``[0, Mf)`` with 1 in ``w`` (which must be 0
+    there on entry; ``1 <= A < Mf``). Returns the register's new state.
+
+    ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first (MSB); a word
+    is accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced).
+    """
+    k = 0
+    while ((Mf - 1) >> k) > 0:
+        k += 1
+    count = 0
+    while count < A:
+        word = 0
+        for _ in range(k):
+            out = state & 1
+            state >>= 1
+            if out:
+                state ^= taps
+            word = (word << 1) | out
+        if word < Mf and w[word] == 0:
+            w[word] = 1
+            count += 1
+    return state
+
+
 @numba.njit(cache=True, nogil=True)
-def decode(q, qf, X, M, pos, npos, x0, params):
+def decode(q, qf, X, M, pos, npos, x0, seeds, params):
     """Decode every query of ``q`` ``(N, B, L)`` (words), or with ``params[P_QUANTIZE]`` of
     ``qf`` (floats, quantized query by query).
+
+    With ``A = params[P_A] > 0``, ``seeds`` ``(N,)`` holds each query's LFSR start state
+    (:func:`hdsim.lfsr.query_seeds` of its position); its register serves all its draws, every
+    factor, in order. With ``A = 0`` it is not read (may be empty).
 
     Outputs are allocated here (fewer arguments to type per call: the batch-1 latency):
     returns ``(status, indices (N, F), iterations (N,), converged (N,), amax (N, F),
@@ -84,6 +116,7 @@ def decode(q, qf, X, M, pos, npos, x0, params):
     Wq, Wx, Wu, G = params[P_WQ], params[P_WX], params[P_WU], params[P_G]
     T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
     dot, trace, quant = params[P_DOT] != 0, params[P_TRACE] != 0, params[P_QUANTIZE] != 0
+    A, taps = params[P_A], params[P_TAPS]
     if quant:
         q = np.empty(qf.shape, x0.dtype)
     N, B, L = q.shape
@@ -116,6 +149,7 @@ def decode(q, qf, X, M, pos, npos, x0, params):
             if status >= 0:
                 break
         x[:] = x0
+        state = seeds[n] if A > 0 else 0  # this query's register (int64: a 32-bit state)
         for it in range(1, max_iter + 1):
             all_pulled = True
             for f in range(F):
@@ -148,6 +182,12 @@ def decode(q, qf, X, M, pos, npos, x0, params):
                             for l in range(L):
                                 tb[l] = min(max((accb[l] + half) >> sh, 0), umax)
                     w_in = Wu
+                if w_in != Wu:  # F = 1: the query itself, in the u format (floor, saturate)
+                    sh = w_in - Wu
+                    for b in range(B):
+                        tb = t[b]
+                        for l in range(L):
+                            tb[l] = min((tb[l] >> sh) if sh > 0 else (tb[l] << (-sh)), umax)
                 # similarities (linf: min over blocks; dot: sum), first maximum
                 Mf = M[f]
                 best = -1
@@ -165,19 +205,30 @@ def decode(q, qf, X, M, pos, npos, x0, params):
                     if v > best:
                         best = v
                         barg = m
-                # weights: similarities >= T (all of them when none is), or the pulled-up winner
-                any_kept = False
-                for m in range(Mf):
-                    if a[m] >= T_int:
-                        any_kept = True
-                pulled = best >= Tc_int
-                for m in range(Mf):
-                    if pulled:
-                        w[m] = 1 if m == barg else 0
-                    elif any_kept and a[m] < T_int:
-                        w[m] = 0
+                # weights: similarities >= T (all of them when none is), or the pulled-up winner;
+                # with A > 0 and no similarity above T: 1 at A LFSR-drawn indices (all when A >= M)
+                if A > 0 and best <= T_int:
+                    pulled = False
+                    if A >= Mf:
+                        for m in range(Mf):
+                            w[m] = 1
                     else:
-                        w[m] = a[m]
+                        for m in range(Mf):
+                            w[m] = 0
+                        state = _draw_distinct(state, taps, Mf, A, w)
+                else:
+                    any_kept = False
+                    for m in range(Mf):
+                        if a[m] >= T_int:
+                            any_kept = True
+                    pulled = best >= Tc_int
+                    for m in range(Mf):
+                        if pulled:
+                            w[m] = 1 if m == barg else 0
+                        elif any_kept and a[m] < T_int:
+                            w[m] = 0
+                        else:
+                            w[m] = a[m]
                 # bundle and normalize with one reciprocal: x = sat((s R) >> (p + G - Wx)); s, and
                 # so x, is zero outside the positions f's codevectors occupy: only those are touched
                 for b in range(B):

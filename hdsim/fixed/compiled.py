@@ -1,4 +1,4 @@
-"""A compiled (numba) decoder for :class:`hdsim.fixed.FixedBCF`: same integers, ~100x less overhead.
+"""A compiled (numba) decoder for :class:`hdsim.fixed.FixedBCF`: same integers, ~100x less overhead, no torch.
 
 :class:`FixedBCF` is the bit-accurate model: torch integer ops, batched, with
 ``observe`` / ``perturb`` hooks; per query and factor step it issues ~45 tensor
@@ -6,31 +6,58 @@ ops, so a single query costs about a millisecond of framework overhead. The
 edge runner decodes with this module instead: one loop nest per query,
 compiled by numba, computing exactly the model's integers (the same datapath
 constants from :class:`hdsim.fixed.widths.Datapath`, the same rounding rules
-as :mod:`hdsim.fixed.rounding`, the same first-maximum tie rule). Like the
-RTL, it is an implementation checked against the model: ``tests/test_fixed.py``
-compares every iteration's estimates, similarities and weights, and the
-results, with :class:`FixedBCF` on exact, noisy, random and zero queries, and
-the query words of its in-kernel quantization (:func:`hdsim.fixed.quantize_query`'s
-rule, whose integer block sums make it independent of summation order).
+as :mod:`hdsim.fixed.rounding`, the same first-maximum tie rule, the same
+conditional sampling from :mod:`hdsim.lfsr`'s per-query registers). Like the
+RTL, it is an implementation checked against the model: ``tests/test_fixed_compiled.py``
+and ``tests/test_fixed.py`` compare every iteration's estimates, similarities and weights,
+and the results, with :class:`FixedBCF` on exact, noisy, random and zero queries, with and
+without sampling, and the query words of its in-kernel quantization
+(:func:`hdsim.fixed.quantize_query`'s rule, whose integer block sums make it independent of
+summation order).
 
-Supported: every configuration with ``F >= 2`` factors, without conditional
-sampling (``A = 0``, the published tuned table's choice for ``M <= 348``) and
-without perturbations;
-:func:`compiled_decoder` returns ``None`` otherwise (or when numba is not
-installed), and the caller keeps :class:`FixedBCF`.
+Supported: every configuration (any ``F >= 1``, ``linf`` and ``dot``, conditional sampling
+``A >= 0`` drawn as :class:`hdsim.lfsr.LFSRSampler` draws, the model's default sampler), without
+perturbations. Built from numpy arrays (:meth:`CompiledFixedBCF.from_arrays`) this module
+imports no torch (only numpy, numba and the torch-free :mod:`hdsim.fixed.widths`,
+:mod:`hdsim.factorizers.config`, :mod:`hdsim.lfsr`); :meth:`CompiledFixedBCF.factorize` and
+tensor queries use torch where the caller has it. :func:`compiled_decoder` builds one from a
+:class:`FixedBCF` and returns ``None`` where it does not apply (numba not installed, or
+``A > 0`` with a sampler other than :class:`~hdsim.lfsr.LFSRSampler`): the caller keeps the model.
+
+Example:
+    >>> import numpy as np
+    >>> from hdsim.factorizers.config import BCFConfig
+    >>> from hdsim.fixed.widths import FixedWidths
+    >>> X = [np.array([[0, 1], [2, 3], [1, 0]]), np.array([[3, 3], [0, 2]])]  # F=2, B=2, L=4
+    >>> dec = CompiledFixedBCF.from_arrays(X, 4, BCFConfig(), FixedWidths())
+    >>> q = np.zeros((1, 2, 4))
+    >>> q[0, 0, (0 + 3) % 4] = q[0, 1, (1 + 3) % 4] = 1.0  # codevector 0 of factor 0 bound to 0 of factor 1
+    >>> dec.decode_arrays(q)[0].tolist()
+    [[0, 0]]
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Sequence
+
 import numpy as np
-import torch
 
-from hdsim.codes import gsbc_shape
 from hdsim.errors import HdsimError
-from hdsim.factorizers.base import FactorizationResult
-from hdsim.fixed.bcf import QUERY_PRESCALE_BITS, codevector_positions
+from hdsim.factorizers.config import BCFConfig
+from hdsim.fixed.widths import Datapath, FixedWidths
+from hdsim.lfsr import LFSR, LFSR_TAPS, LFSR_WIDTH, LFSRSampler, query_seeds
+from hdsim.validation import check_int, gsbc_shape
 
-__all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available"]
+__all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available", "codevector_positions",
+           "initial_estimates", "QUERY_PRESCALE_BITS"]
+
+# hdsim.fixed.bcf.QUERY_PRESCALE_BITS (that module imports torch; tests/test_fixed_compiled.py
+# checks the two are equal): float queries are floored to integers of this many bits per block.
+QUERY_PRESCALE_BITS = 31
+
+if LFSR_WIDTH > 62:  # the kernel holds a register in an int64
+    raise ImportError(f"hdsim.fixed.compiled: a {LFSR_WIDTH}-bit LFSR does not fit the kernel's int64 state")
 
 
 def numba_available() -> bool:
@@ -48,42 +75,165 @@ def _kernel():
     return decode, quantize
 
 
+def _is_tensor(q) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here
+    return torch is not None and isinstance(q, torch.Tensor)
+
+
+def _check_indices(indices, L) -> tuple[list[np.ndarray], int]:
+    """The offset codebooks as int64 ``(M_f, B)`` arrays, checked; and ``L`` as an int."""
+    if isinstance(L, np.integer):
+        L = int(L)
+    check_int("L", L)
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__len__"):
+        raise HdsimError(f"indices: expected a sequence of (M, B) integer arrays, got {type(indices).__name__}")
+    if len(indices) == 0:
+        raise HdsimError("indices: expected at least one codebook, got 0")
+    out = []
+    for f, X in enumerate(indices):
+        X = X.detach().cpu().numpy() if _is_tensor(X) else np.asarray(X)
+        if X.ndim != 2 or X.dtype.kind not in "iu" or 0 in X.shape:
+            raise HdsimError(f"indices[{f}]: expected a non-empty (M, B) integer array, "
+                             f"got shape {X.shape} dtype {X.dtype}")
+        if out and X.shape[1] != out[0].shape[1]:
+            raise HdsimError(f"indices[{f}]: expected B={out[0].shape[1]} blocks as indices[0], got shape {X.shape}")
+        lo, hi = X.min(), X.max()
+        if lo < 0 or hi >= L:
+            bad = lo if lo < 0 else hi
+            raise HdsimError(f"indices[{f}]: offsets must be in [0, {L}) (L={L}), found {int(bad)}")
+        out.append(np.ascontiguousarray(X, dtype=np.int64))
+    return out, L
+
+
+def codevector_positions(indices: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per factor, the distinct positions its codevectors occupy in each block (numpy twin of
+    :func:`hdsim.fixed.bcf.codevector_positions`).
+
+    Returns ``(pos, count)`` per factor: ``pos`` ``(B, P)`` int64, block ``b``'s distinct
+    ``X[m, b]`` in ascending order in its first ``count[b]`` entries (zero-padded to the
+    largest count ``P``), ``count`` ``(B,)`` int64.
+
+    Example:
+        >>> pos, count = codevector_positions([np.array([[3, 0], [1, 0], [3, 2]])])[0]
+        >>> pos.tolist(), count.tolist()
+        ([[1, 3], [0, 2]], [2, 2])
+    """
+    out = []
+    for X in indices:
+        cols = [np.unique(X[:, b]) for b in range(X.shape[1])]
+        P = max(c.size for c in cols)
+        pos = np.zeros((X.shape[1], P), np.int64)
+        for b, c in enumerate(cols):
+            pos[b, :c.size] = c
+        out.append((pos, np.array([c.size for c in cols], np.int64)))
+    return out
+
+
+def initial_estimates(indices: Sequence[np.ndarray], L: int, widths: FixedWidths) -> np.ndarray:
+    """Every codevector with weight 1, bundled and normalized: ``(F, B, L)`` int64 (numpy twin
+    of :meth:`FixedBCF.initial_estimates`: ``s[b, l]`` = how many codevectors have offset ``l``
+    in block ``b``, ``S = M``, ``x = saturate((s R) >> (p + G - Wx), Wx)``, ``R = floor(2^(p+G) / S)``,
+    ``p = bit_length(S)``).
+
+    Example:
+        >>> initial_estimates([np.array([[0], [0], [1]])], 2, FixedWidths(8, 8, 8, 10)).tolist()  # 2/3, 1/3
+        [[[170, 85]]]
+    """
+    G, Wx = widths.recip_guard, widths.estimate
+    out = []
+    for X in indices:
+        M, B = X.shape
+        s = np.stack([np.bincount(X[:, b], minlength=L) for b in range(B)]).astype(np.int64)
+        p = M.bit_length()
+        R = (1 << (p + G)) // M
+        out.append(np.minimum((s * R) >> (p + G - Wx), (1 << Wx) - 1))
+    return np.stack(out)
+
+
 class CompiledFixedBCF:
-    """:class:`FixedBCF`'s decode (no sampling, no hooks) as one compiled loop nest per query.
+    """:class:`FixedBCF`'s decode (default LFSR sampler, no hooks) as one compiled loop nest per query.
+
+    Build it from numpy arrays with :meth:`from_arrays` (no torch), or from a :class:`FixedBCF`
+    (``CompiledFixedBCF(model)``; :func:`compiled_decoder` gives one only where it applies).
 
     Args:
-        model: the :class:`FixedBCF` whose datapath (codebooks, widths, ``T``, ``Tc``,
-            ``max_iter``, similarity) is compiled. Use :func:`compiled_decoder` to get one
-            only where it applies.
+        model: the :class:`FixedBCF` whose datapath (codebooks, config, widths, LFSR seed) is
+            compiled. Its sampler must be an :class:`~hdsim.lfsr.LFSRSampler` when ``A > 0``
+            (with ``A = 0`` no sampler is called).
+
+    Raises:
+        HdsimError: ``A > 0`` with another sampler.
     """
 
     def __init__(self, model) -> None:
+        sampler = getattr(model, "sampler", None)
+        lfsr = type(sampler) is LFSRSampler  # a subclass may draw differently
+        if model.config.A > 0 and not lfsr:
+            raise HdsimError(f"model: conditional sampling (A={model.config.A}) compiles only with the default "
+                             f"hdsim.lfsr.LFSRSampler, got {type(sampler).__name__}")
         cb = model.codebooks
+        self._setup([X.detach().cpu().numpy() for X in cb.indices], cb.L, model.config, model.widths,
+                    sampler.seed if lfsr else 1)
         self.model = model
-        self.F, self.B, self.L = cb.F, cb.B, cb.L
-        self.M = np.array(cb.sizes, dtype=np.int64)
-        X = np.zeros((cb.F, max(cb.sizes), cb.B), dtype=np.int64)
-        for f, Xf in enumerate(cb.indices):
-            X[f, :Xf.shape[0]] = Xf.cpu().numpy()
+
+    @classmethod
+    def from_arrays(cls, indices: Sequence[np.ndarray], L: int, config: BCFConfig, widths: FixedWidths,
+                    seed: int = 1) -> "CompiledFixedBCF":
+        """The decoder of ``FixedBCF(codebooks, config, widths, seed=seed)``, from numpy arrays (no torch).
+
+        Args:
+            indices: per factor ``f``, the ``(M_f, B)`` integer offsets in ``[0, L)`` of its SBC
+                codebook (codevector ``m`` has a 1 at offset ``indices[f][m, b]`` of block ``b``).
+            L: block length.
+            config: the BCF hyper-parameters (``T``, ``A``, ``Tc``, ``max_iter``, similarity).
+            widths: the datapath's word widths.
+            seed: the global seed of the conditional sampling's LFSRs (:class:`~hdsim.lfsr.LFSRSampler`'s).
+
+        Raises:
+            HdsimError: a bad shape, offset, configuration, width or seed (one line naming it).
+        """
+        obj = cls.__new__(cls)
+        obj._setup(indices, L, config, widths, seed)
+        obj.model = None
+        return obj
+
+    def _setup(self, indices, L, config, widths, seed) -> None:
+        indices, L = _check_indices(indices, L)
+        if not isinstance(config, BCFConfig):
+            raise HdsimError(f"config: expected a BCFConfig, got {type(config).__name__}")
+        if not isinstance(widths, FixedWidths):
+            raise HdsimError(f"widths: expected a FixedWidths, got {type(widths).__name__}")
+        B = indices[0].shape[1]
+        config.validate(B)
+        sizes = tuple(int(X.shape[0]) for X in indices)
+        dp = Datapath.build(widths, B, L, sizes, config.similarity, config.T, config.resolved_Tc(B), config.A)
+        self.seed = LFSR(seed).state  # checked as LFSRSampler checks it (nonzero, 32-bit)
+        self.indices, self.config, self.widths, self.dp = indices, config, widths, dp
+        self.max_iter = config.resolved_max_iter(sizes)
+        self.F, self.B, self.L = len(indices), B, L
+        self.M = np.array(sizes, dtype=np.int64)
+        X = np.zeros((self.F, max(sizes), B), dtype=np.int64)
+        for f, Xf in enumerate(indices):
+            X[f, :Xf.shape[0]] = Xf
         self.X = X
-        w, dp = model.widths, model.dp
         # int32 words (twice the SIMD lanes) when every signal fits; s * R is formed in int64
         self.dtype = np.int32 if max(dp.acc_bits, dp.s_bits, dp.a_bits) + 2 <= 31 else np.int64
-        self.x0 = model.initial_estimates(1)[0].cpu().numpy().astype(self.dtype)
+        self.x0 = initial_estimates(indices, L, widths).astype(self.dtype)
         # per factor and block, the positions its codevectors occupy (an estimate is zero elsewhere)
-        positions = codevector_positions(cb)
+        positions = codevector_positions(indices)
         P = max(pos.shape[1] for pos, _ in positions)
-        self.pos = np.zeros((cb.F, cb.B, P), np.int64)
-        self.npos = np.zeros((cb.F, cb.B), np.int64)
+        self.pos = np.zeros((self.F, B, P), np.int64)
+        self.npos = np.zeros((self.F, B), np.int64)
         for f, (pos, count) in enumerate(positions):
-            self.pos[f, :, :pos.shape[1]] = pos.numpy()
-            self.npos[f] = count.numpy()
+            self.pos[f, :, :pos.shape[1]] = pos
+            self.npos[f] = count
         from hdsim.fixed import _compiled_kernel as k
 
         base = np.zeros(k.N_PARAMS, np.int64)  # the kernel's scalar arguments, one array
-        for i, v in ((k.P_WQ, w.query), (k.P_WX, w.estimate), (k.P_WU, w.unbound), (k.P_G, w.recip_guard),
-                     (k.P_T, dp.T_int), (k.P_TC, dp.Tc_int), (k.P_MAX_ITER, model.max_iter),
-                     (k.P_DOT, model.config.similarity == "dot"), (k.P_K, QUERY_PRESCALE_BITS)):
+        for i, v in ((k.P_WQ, widths.query), (k.P_WX, widths.estimate), (k.P_WU, widths.unbound),
+                     (k.P_G, widths.recip_guard), (k.P_T, dp.T_int), (k.P_TC, dp.Tc_int),
+                     (k.P_MAX_ITER, self.max_iter), (k.P_DOT, config.similarity == "dot"),
+                     (k.P_K, QUERY_PRESCALE_BITS), (k.P_A, config.A), (k.P_TAPS, LFSR_TAPS)):
             base[i] = int(v)
         self._params: dict[tuple[int, int], np.ndarray] = {}  # by (trace, quantize)
         for trace in (0, 1):
@@ -91,9 +241,10 @@ class CompiledFixedBCF:
                 self._params[trace, quantize] = base.copy()
                 self._params[trace, quantize][[k.P_TRACE, k.P_QUANTIZE]] = trace, quantize
         self.kernel, self._quantize = _kernel()
-        self._similarity_unit = 1.0 / (1 << int(w.unbound))  # a power of two: exact scaling
-        self._no_floats = np.zeros((0, cb.B, cb.L), np.float32)
-        self._no_words = np.zeros((0, cb.B, cb.L), self.dtype)
+        self._similarity_unit = 1.0 / (1 << int(widths.unbound))  # a power of two: exact scaling
+        self._no_floats = np.zeros((0, B, L), np.float32)
+        self._no_words = np.zeros((0, B, L), self.dtype)
+        self._no_seeds = np.zeros(0, np.int64)
 
     def _float_queries(self, queries) -> np.ndarray | None:
         """Float queries (tensor or array) as a float32/float64 ``(N, B, L)`` array (shape checked);
@@ -101,10 +252,10 @@ class CompiledFixedBCF:
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
             q = gsbc_shape(queries, self.B, self.L)
             return np.ascontiguousarray(q if q.dtype in (np.float32, np.float64) else q.astype(np.float64))
-        if not (isinstance(queries, torch.Tensor) and queries.is_floating_point()):
+        if not (_is_tensor(queries) and queries.is_floating_point()):
             return None
         q = gsbc_shape(queries, self.B, self.L).detach()
-        if q.dtype not in (torch.float32, torch.float64):
+        if q.dtype not in (sys.modules["torch"].float32, sys.modules["torch"].float64):
             q = q.double()  # exact
         return np.ascontiguousarray(q.cpu().numpy())
 
@@ -115,26 +266,46 @@ class CompiledFixedBCF:
             raise HdsimError(f"query: contains NaN or infinite values (query {n})")
         raise HdsimError(f"query: GSBC entries must be non-negative, found {float(qf[n].min()):.4g} (query {n})")
 
-    def prepare_queries(self, queries: torch.Tensor | np.ndarray) -> np.ndarray:
+    def _integer_queries(self, queries) -> np.ndarray:
+        """Integer queries as ``(N, B, L)`` words, checked against the query width as
+        :meth:`FixedBCF.prepare_queries` checks them (same message)."""
+        q = gsbc_shape(queries, self.B, self.L)
+        if _is_tensor(q):
+            if q.is_complex():
+                raise HdsimError(f"query: expected float or integer entries, got dtype {q.dtype}")
+            q = q.detach().cpu().numpy()
+        if q.dtype.kind not in "biu":
+            raise HdsimError(f"query: expected float or integer entries, got dtype {q.dtype}")
+        Wq = self.widths.query
+        hi = (1 << Wq) - 1
+        if q.min() < 0 or q.max() > hi:
+            raise HdsimError(f"query: integer entries must be in [0, {hi}] for {Wq}-bit words")
+        return np.ascontiguousarray(q, dtype=self.dtype)
+
+    def prepare_queries(self, queries) -> np.ndarray:
         """:meth:`FixedBCF.prepare_queries` (same checks, same words), float queries quantized compiled.
+
+        Args:
+            queries: ``(N, D)`` or ``(N, B, L)`` numpy array or torch tensor: float GSBCs, or
+                ``Q0.Wq`` integer words.
 
         Returns ``(N, B, L)`` in the kernel's word type.
         """
         qf = self._float_queries(queries)
         if qf is None:
-            if isinstance(queries, np.ndarray):
-                queries = torch.from_numpy(queries)
-            return np.ascontiguousarray(self.model.prepare_queries(queries).cpu().numpy().astype(self.dtype))
+            return self._integer_queries(queries)
         out = np.empty(qf.shape, self.dtype)
-        bad = self._quantize(qf, int(self.model.widths.query), QUERY_PRESCALE_BITS, out)
+        bad = self._quantize(qf, int(self.widths.query), QUERY_PRESCALE_BITS, out)
         if bad >= 0:
             self._raise_bad(qf, bad)
         return out
 
-    def decode_arrays(self, queries: torch.Tensor | np.ndarray, trace: bool = False) -> tuple:
+    def decode_arrays(self, queries, trace: bool = False) -> tuple:
         """:meth:`factorize` as numpy arrays, without the tensor wrapping (the runner's hot path).
 
-        Float queries are quantized inside the kernel, query by query.
+        Float queries are quantized inside the kernel, query by query. Query ``n`` (its row in
+        ``queries``) draws from the LFSR started at ``hdsim.lfsr.query_seed(seed, n)``, as
+        :meth:`FixedBCF.factorize` draws (every call starts from the seeds).
 
         Returns:
             ``indices`` ``(N, F)`` int64, ``iterations`` ``(N,)`` int64, ``converged`` ``(N,)``
@@ -144,31 +315,42 @@ class CompiledFixedBCF:
         """
         qf = self._float_queries(queries)
         if qf is None:
-            q, qf = self.prepare_queries(queries), self._no_floats
+            q, qf = self._integer_queries(queries), self._no_floats
         else:
             q = self._no_words
+        N = max(q.shape[0], qf.shape[0])
+        seeds = query_seeds(self.seed, np.arange(N)).astype(np.int64) if self.config.A > 0 else self._no_seeds
         status, indices, iterations, converged, amax, *tr = self.kernel(
-            q, qf, self.X, self.M, self.pos, self.npos, self.x0, self._params[int(trace), int(qf.shape[0] > 0)])
+            q, qf, self.X, self.M, self.pos, self.npos, self.x0, seeds,
+            self._params[int(trace), int(qf.shape[0] > 0)])
         if status >= 0:
             self._raise_bad(qf, status)
         out = (indices, iterations, converged, amax * self._similarity_unit)
         return out + (tuple(tr),) if trace else out
 
-    def factorize(self, queries: torch.Tensor, trace: bool = False):
+    def factorize(self, queries, trace: bool = False):
         """Decode ``queries`` (float GSBCs or ``Q0.Wq`` integers, as :meth:`FixedBCF.factorize`).
 
+        Imports torch (the result holds tensors); :meth:`decode_arrays` does not.
+
         Returns:
-            :class:`FactorizationResult` (identical to :class:`FixedBCF`'s), and with
-            ``trace=True`` also the ``(x, a, w)`` of :meth:`decode_arrays`.
+            :class:`~hdsim.factorizers.base.FactorizationResult` (identical to :class:`FixedBCF`'s),
+            and with ``trace=True`` also the ``(x, a, w)`` of :meth:`decode_arrays`.
         """
+        import torch
+
+        from hdsim.factorizers.base import FactorizationResult
+
         out = self.decode_arrays(queries, trace)
         res = FactorizationResult(*(torch.from_numpy(a) for a in out[:4]))
         return (res, out[4]) if trace else res
 
 
 def compiled_decoder(model) -> CompiledFixedBCF | None:
-    """A :class:`CompiledFixedBCF` for ``model`` when it applies (numba installed, ``A = 0``, ``F >= 2``),
-    else ``None``."""
-    if model.config.A != 0 or model.codebooks.F < 2 or not numba_available():
+    """A :class:`CompiledFixedBCF` for the :class:`FixedBCF` ``model`` where it applies (numba
+    installed; ``A = 0`` or the model's sampler an :class:`~hdsim.lfsr.LFSRSampler`), else ``None``."""
+    if not numba_available():
+        return None
+    if model.config.A > 0 and type(getattr(model, "sampler", None)) is not LFSRSampler:
         return None
     return CompiledFixedBCF(model)
