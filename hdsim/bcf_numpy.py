@@ -1,0 +1,168 @@
+"""The float BCF and the exhaustive search in NumPy, torch-free: the edge runner's ``float`` and
+``bruteforce`` decodes.
+
+:func:`bcf_decode` follows :class:`hdsim.factorizers.BlockCodeFactorizer` step for step (SPEC
+section 3; queries and estimates block-normalized, sequential factor updates, conditional
+sampling when no similarity exceeds ``T``, pull-up at ``Tc``, converged queries dropped) in
+float64, with the conditional sampling drawn by :class:`hdsim.lfsr.LFSRSampler` (the sampler of
+the fixed-point model and the RTL; query ids are the rows of the call). Given the float reference
+with ``dtype=torch.float64`` and the same sampler it takes the same decisions
+(``tests/test_bcf_numpy.py``); the sums are not in the same order, so the similarities agree to
+rounding, not bit for bit.
+
+:func:`bruteforce_decode` is :func:`hdsim.factorizers.bruteforce.bruteforce_decode`: the best of
+all ``prod(M)`` products by the similarity (lowest product index on ties), the decode's upper bound.
+
+Example:
+    >>> from hdsim.factorizers.config import BCFConfig
+    >>> X = [np.array([[0, 1], [2, 3], [1, 1]]), np.array([[3, 0], [1, 3]])]
+    >>> q = np.zeros((1, 2, 4)); q[0, 0, (2 + 1) % 4] = 1; q[0, 1, (3 + 3) % 4] = 1  # product (1, 1)
+    >>> bcf_decode(q, X, 4, BCFConfig())[0].tolist(), bruteforce_decode(q, X, 4)[0].tolist()
+    ([[1, 1]], [[1, 1]])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from hdsim.errors import HdsimError
+from hdsim.factorizers.config import BCFConfig
+from hdsim.validation import gsbc_shape
+
+__all__ = ["bcf_decode", "bruteforce_decode", "product_offsets"]
+
+
+def _block_normalize(x: np.ndarray) -> np.ndarray:
+    s = x.sum(axis=-1, keepdims=True)
+    return np.divide(x, s, out=np.zeros_like(x), where=s > 0)
+
+
+def _check_queries(queries, B: int, L: int) -> np.ndarray:
+    q = np.asarray(gsbc_shape(np.asarray(queries), B, L), dtype=np.float64)
+    if not np.isfinite(q).all():
+        raise HdsimError("query: contains NaN or infinite values")
+    if (q < 0).any():
+        raise HdsimError(f"query: GSBC entries must be non-negative, found {float(q.min()):.4g}")
+    return q
+
+
+def _check_codebooks(X: Sequence[np.ndarray], L: int) -> tuple[list[np.ndarray], int]:
+    X = [np.asarray(x) for x in X]
+    if not X or any(x.ndim != 2 or x.shape[1] != X[0].shape[1] or x.shape[0] < 1 for x in X) \
+            or any(not np.issubdtype(x.dtype, np.integer) or ((x < 0) | (x >= L)).any() for x in X):
+        raise HdsimError(f"codebooks: expected F >= 1 integer (M_f, B) offset arrays with values in [0, {L})")
+    return [x.astype(np.int64) for x in X], int(X[0].shape[1])
+
+
+def _similarity(u: np.ndarray, X: np.ndarray, mode: str) -> np.ndarray:
+    """``(k, B, L)`` x ``(M, B)`` offsets -> ``(k, M)``: ``min_b`` (``linf``) or ``sum_b`` (``dot``) of ``u[b, X[m, b]]``."""
+    g = u[:, np.arange(X.shape[1])[None, :], X]  # (k, M, B)
+    return g.min(axis=2) if mode == "linf" else g.sum(axis=2)
+
+
+def bcf_decode(queries, X: Sequence[np.ndarray], L: int, config: BCFConfig, seed: int = 1
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode float GSBC queries with the BCF (module docstring).
+
+    Args:
+        queries: ``(N, D)`` or ``(N, B, L)`` non-negative floats (blocks are l1-normalized here).
+        X: the ``F`` codebooks, ``(M_f, B)`` integer offsets in ``[0, L)``.
+        config: :class:`~hdsim.factorizers.config.BCFConfig` (validated here).
+        seed: seed of the :class:`~hdsim.lfsr.LFSRSampler` (``A > 0``).
+
+    Returns:
+        ``indices (N, F)`` int64, ``iterations (N,)`` int64, ``converged (N,)`` bool,
+        ``max_similarity (N, F)`` float64 (the last iteration's best similarity per factor).
+    """
+    from hdsim.lfsr import LFSRSampler
+
+    X, B = _check_codebooks(X, L)
+    config.validate(B)
+    q = _block_normalize(_check_queries(queries, B, L))
+    N, F = q.shape[0], len(X)
+    sizes = tuple(x.shape[0] for x in X)
+    Tc, max_iter = config.resolved_Tc(B), config.resolved_max_iter(sizes)
+    onehot = [np.eye(L)[x].reshape(x.shape[0], B * L) for x in X]  # (M_f, B*L): bundling as one matrix product
+    x = np.stack([_block_normalize(o.sum(axis=0).reshape(B, L)) for o in onehot])[None].repeat(N, axis=0)
+    sampler = LFSRSampler(seed)
+    indices = np.zeros((N, F), np.int64)
+    iterations = np.zeros(N, np.int64)
+    converged = np.zeros(N, bool)
+    amax_out = np.zeros((N, F))
+    active = np.arange(N)
+    for it in range(1, max_iter + 1):
+        k = active.size
+        all_pulled = np.ones(k, bool)
+        arg = np.empty((k, F), np.int64)
+        amax_it = np.empty((k, F))
+        for f in range(F):
+            u = q
+            if F > 1:  # unbind the bound other estimates: correlation with their circular convolution
+                spec = np.prod(np.fft.rfft(x[:, [g for g in range(F) if g != f]], axis=-1), axis=1)
+                u = np.fft.irfft(np.fft.rfft(q, axis=-1) * spec.conj(), n=L, axis=-1)
+            u = np.clip(u, 0.0, None)  # the exact value is >= 0: drop FFT round-off below 0
+            a = _similarity(u, X[f], config.similarity)
+            M = X[f].shape[0]
+            aarg = a.argmax(axis=1)  # first maximum
+            amax = a[np.arange(k), aarg]
+            keep = a >= config.T
+            w = np.where(keep | ~keep.any(axis=1, keepdims=True), a, 0.0)
+            sampled = (amax <= config.T) & (config.A > 0)
+            if sampled.any():
+                rows = np.flatnonzero(sampled)
+                w[rows] = 0.0
+                if config.A >= M:
+                    w[rows] = 1.0
+                else:
+                    w[rows[:, None], sampler.draw(active[rows], M, config.A)] = 1.0
+            pulled = ~sampled & (amax >= Tc)
+            w[pulled] = 0.0
+            w[pulled, aarg[pulled]] = 1.0
+            x[:, f] = _block_normalize((w @ onehot[f]).reshape(k, B, L))
+            all_pulled &= pulled
+            arg[:, f], amax_it[:, f] = aarg, amax
+        indices[active], amax_out[active], iterations[active] = arg, amax_it, it
+        if all_pulled.any():
+            converged[active[all_pulled]] = True
+            active, q, x = active[~all_pulled], q[~all_pulled], x[~all_pulled]
+            if active.size == 0:
+                break
+    return indices, iterations, converged, amax_out
+
+
+def product_offsets(X: Sequence[np.ndarray], L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every product of the codebooks in offset form, in mixed-radix order (first factor most significant).
+
+    Returns ``offsets (prod M, B)`` (``sum_f X_f[d_f] mod L``) and ``digits (prod M, F)``.
+    """
+    X, _ = _check_codebooks(X, L)
+    sizes = [x.shape[0] for x in X]
+    digits = np.stack(np.unravel_index(np.arange(math.prod(sizes)), sizes), axis=1).astype(np.int64)
+    offsets = sum(x[digits[:, f]] for f, x in enumerate(X)) % L
+    return offsets, digits
+
+
+def bruteforce_decode(queries, X: Sequence[np.ndarray], L: int, mode: str = "linf", chunk: int = 4096
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The best product per query by exhaustive search (lowest product index on ties).
+
+    Shapes:
+        queries: ``(N, D)`` or ``(N, B, L)``; returns factor indices ``(N, F)`` int64, best similarity ``(N,)``.
+    """
+    if mode not in ("linf", "dot"):
+        raise HdsimError(f"similarity: expected 'linf' or 'dot', got {mode!r}")
+    offsets, digits = product_offsets(X, L)
+    q = _block_normalize(_check_queries(queries, offsets.shape[1], L))
+    best = np.full(q.shape[0], -np.inf)
+    arg = np.zeros(q.shape[0], np.int64)
+    for s in range(0, offsets.shape[0], chunk):
+        sim = _similarity(q, offsets[s:s + chunk], mode)
+        i = sim.argmax(axis=1)
+        v = sim[np.arange(q.shape[0]), i]
+        better = v > best  # strict: an earlier chunk keeps ties
+        best = np.where(better, v, best)
+        arg = np.where(better, i + s, arg)
+    return digits[arg], best

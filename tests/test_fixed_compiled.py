@@ -1,0 +1,247 @@
+"""The compiled decoder (hdsim.fixed.compiled) against the torch model FixedBCF: conditional sampling
+(A > 0) bit for bit with the default LFSRSampler, F = 1, construction from numpy arrays without
+torch, and its input errors. (tests/test_fixed.py compares the A = 0 decode and the query words.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hdsim.codes import random_codebooks
+from hdsim.errors import HdsimError
+from hdsim.factorizers import BCFConfig
+from hdsim.fixed import FixedBCF, FixedWidths
+from hdsim.fixed.bcf import QUERY_PRESCALE_BITS, codevector_positions
+from hdsim.lfsr import LFSRSampler
+from hdsim.queries import QueryNoise, make_queries
+
+pytest.importorskip("numba", reason="numba is not installed (export extra)")
+
+from hdsim.fixed import compiled  # noqa: E402
+from hdsim.fixed.compiled import CompiledFixedBCF, compiled_decoder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ("indices", "iterations", "converged", "max_similarity")
+
+
+def mixed_queries(cb, n: int, seed: int) -> torch.Tensor:
+    """Exact, noisy (two levels), uniform random and all-zero queries (zero ones sample every step)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([make_queries(cb, n, seed=seed).queries,
+                      make_queries(cb, n, seed=seed + 1, noise=QueryNoise("gaussian", 0.05)).queries,
+                      make_queries(cb, n, seed=seed + 2, noise=QueryNoise("gaussian", 0.2)).queries,
+                      torch.rand(n, cb.B, cb.L, generator=g), torch.zeros(2, cb.B, cb.L)])
+
+
+def assert_same_decode(model: FixedBCF, dec: CompiledFixedBCF, q) -> list:
+    """The model's result and every iteration's (x, a, w) equal the compiled trace; returns the states."""
+    states = []
+    ref = model.factorize(q, observe=states.append)
+    got, (x_tr, a_tr, w_tr) = dec.factorize(q, trace=True)
+    for name in RESULTS:
+        assert torch.equal(getattr(ref, name), getattr(got, name)), name
+    assert x_tr.shape[1] == model.max_iter
+    for state in states:
+        ids, i = state.query_ids, state.iteration - 1
+        for f, step in enumerate(state.factors):
+            m = step.a.shape[1]
+            assert np.array_equal(step.a, a_tr[ids, i, f, :m]), (state.iteration, f)
+            assert np.array_equal(step.w, w_tr[ids, i, f, :m]), (state.iteration, f)
+            assert np.array_equal(step.x, x_tr[ids, i, f]), (state.iteration, f)
+    return states
+
+
+def sampled_steps(states) -> tuple[int, int]:
+    """(factor steps that sampled, factor steps in all)."""
+    return (sum(int(fs.sampled.sum()) for s in states for fs in s.factors),
+            sum(fs.sampled.size for s in states for fs in s.factors))
+
+
+# (F, M, D, B, config, widths, LFSR seed): A < M (several), A = 1, A = M and A > M, linf and dot, F = 1..3
+SAMPLING = [
+    (2, 10, 256, 4, BCFConfig(T=0.05, A=3, max_iter=12), FixedWidths(), 1),
+    (2, 10, 256, 4, BCFConfig(T=0.05, A=3, max_iter=12), FixedWidths(), 0xDEADBEEF),
+    (2, 12, 256, 4, BCFConfig(T=0.05, A=1, max_iter=12), FixedWidths(), 7),
+    (2, 6, 256, 4, BCFConfig(T=0.05, A=6, max_iter=10), FixedWidths(), 3),  # A = M: every codevector
+    (2, 6, 256, 4, BCFConfig(T=0.05, A=9, max_iter=10), FixedWidths(), 3),  # A > M
+    (3, 8, 256, 4, BCFConfig(T=0.03, A=3, Tc=0.7, max_iter=10), FixedWidths(), 12345),
+    (2, 20, 240, 3, BCFConfig(T=0.15, A=5, similarity="dot", Tc=2.0, max_iter=12), FixedWidths(8, 8, 10, 12), 5),
+    (2, 150, 512, 4, BCFConfig(T=0.01, A=30, Tc=0.6, max_iter=10), FixedWidths.uniform(8), 9),  # int32 words
+    (2, 40, 256, 4, BCFConfig(T=0.02, A=7, max_iter=8), FixedWidths.uniform(14), 2),  # int64 words
+    (1, 30, 256, 4, BCFConfig(T=0.05, A=4, max_iter=5), FixedWidths(10, 8, 8, 10), 11),  # F = 1, Wq > Wu
+    (1, 30, 256, 4, BCFConfig(T=0.05, A=4, max_iter=5), FixedWidths(6, 8, 8, 10), 13),  # F = 1, Wq < Wu
+]
+
+
+@pytest.mark.parametrize("F, M, D, B, cfg, widths, seed", SAMPLING)
+def test_sampling_decode_matches_the_model_every_iteration(F, M, D, B, cfg, widths, seed):
+    cb = random_codebooks(F, M, D, B, seed=seed % 1000)
+    model = FixedBCF(cb, cfg, widths, seed=seed)
+    dec = compiled_decoder(model)
+    assert isinstance(dec, CompiledFixedBCF) and dec.seed == seed
+    q = mixed_queries(cb, 8, seed % 100)
+    states = assert_same_decode(model, dec, q)
+    n_sampled, n_steps = sampled_steps(states)
+    assert n_sampled >= max(20, n_steps // 5), (n_sampled, n_steps)  # the LFSR path ran, often
+    # decoded in slices the query ids (row positions) restart from 0, in the model and here
+    assert_same_decode(model, dec, q[5:12])
+
+
+def test_the_draws_depend_on_the_seed_and_the_query_position():
+    """A wrong seed or query id would go unnoticed if the draws did not change the decode: they do."""
+    cb = random_codebooks(2, 10, 256, 4, seed=1)
+    cfg = BCFConfig(T=0.05, A=3, max_iter=12)
+    q = mixed_queries(cb, 8, 1)
+    _, (_, _, w1) = CompiledFixedBCF(FixedBCF(cb, cfg, seed=1)).factorize(q, trace=True)
+    _, (_, _, w2) = CompiledFixedBCF(FixedBCF(cb, cfg, seed=2)).factorize(q, trace=True)
+    assert not np.array_equal(w1, w2)
+    zero = torch.zeros(2, 4, 64)  # two identical queries: only their ids differ
+    _, (_, _, wz) = CompiledFixedBCF(FixedBCF(cb, cfg, seed=1)).factorize(zero, trace=True)
+    assert not np.array_equal(wz[0], wz[1])
+    assert (wz[0, 0, 0] == 1).sum() == 3  # A codevectors drawn, weight 1
+
+
+def test_from_arrays_equals_the_model_built_decoder():
+    cb = random_codebooks(3, (9, 14, 5), 384, 4, seed=4)
+    cfg, widths = BCFConfig(T=0.04, A=4, Tc=0.8, max_iter=9), FixedWidths(9, 8, 8, 10)
+    model = FixedBCF(cb, cfg, widths, seed=77)
+    arrays = CompiledFixedBCF.from_arrays([X.numpy().astype(np.int32) for X in cb.indices], cb.L, cfg, widths,
+                                          seed=77)
+    assert arrays.model is None and arrays.max_iter == model.max_iter
+    assert (arrays.dp.T_int, arrays.dp.Tc_int) == (model.dp.T_int, model.dp.Tc_int)
+    q = mixed_queries(cb, 6, 3)
+    assert_same_decode(model, arrays, q)
+    a, b = arrays.decode_arrays(q.numpy(), trace=True), compiled_decoder(model).decode_arrays(q, trace=True)
+    for u, v in zip(a[:4] + a[4], b[:4] + b[4]):
+        assert np.array_equal(u, v)
+    words = model.prepare_queries(q)  # integer queries: the same decode
+    for got, want in zip(arrays.decode_arrays(words.numpy().astype(np.uint16)), a[:4]):
+        assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("F, M, D, B", [(2, 10, 256, 4), (3, (7, 30, 3), 96, 3), (1, 200, 128, 4), (2, 5, 8, 2)])
+def test_numpy_initial_estimates_and_positions_equal_the_model(F, M, D, B):
+    cb = random_codebooks(F, M, D, B, seed=D)  # M > L too: repeated offsets in a block
+    X = [x.numpy() for x in cb.indices]
+    for widths in (FixedWidths(), FixedWidths(6, 5, 8, 4), FixedWidths.uniform(16)):
+        model = FixedBCF(cb, BCFConfig(), widths)
+        assert np.array_equal(compiled.initial_estimates(X, cb.L, widths), model.initial_estimates(1)[0].numpy())
+    for (pos, count), (tpos, tcount) in zip(compiled.codevector_positions(X), codevector_positions(cb)):
+        assert np.array_equal(pos, tpos.numpy()) and np.array_equal(count, tcount.numpy())
+    assert compiled.QUERY_PRESCALE_BITS == QUERY_PRESCALE_BITS
+
+
+def test_from_arrays_decodes_without_importing_torch(tmp_path):
+    cb = random_codebooks(2, 12, 256, 4, seed=2)
+    cfg, widths, seed = BCFConfig(T=0.05, A=3, max_iter=10), FixedWidths(), 99
+    q = mixed_queries(cb, 5, 4)
+    model = FixedBCF(cb, cfg, widths, seed=seed)
+    words = model.prepare_queries(q).numpy()
+    np.savez(tmp_path / "in.npz", X0=cb.indices[0].numpy(), X1=cb.indices[1].numpy(), q=q.numpy(), words=words)
+    code = f"""
+import json, sys
+import numpy as np
+from hdsim.factorizers.config import BCFConfig
+from hdsim.fixed.compiled import CompiledFixedBCF
+from hdsim.fixed.widths import FixedWidths
+z = np.load(sys.argv[1])
+dec = CompiledFixedBCF.from_arrays([z["X0"], z["X1"]], {cb.L}, {cfg!r}, {widths!r}, seed={seed})
+out = {{}}
+for kind in ("q", "words"):
+    idx, it, conv, amax = dec.decode_arrays(z[kind])
+    out[kind] = [idx.tolist(), it.tolist(), conv.tolist(), amax.tolist()]
+assert "torch" not in sys.modules, "torch imported"
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "in.npz")], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    ref = model.factorize(q)
+    want = [ref.indices.tolist(), ref.iterations.tolist(), ref.converged.tolist(), ref.max_similarity.tolist()]
+    out = json.loads(proc.stdout)
+    assert out["q"] == want and out["words"] == want
+    assert ref.iterations.max() > 1
+
+
+def test_compiled_decoder_declines_only_a_custom_sampler_with_sampling():
+    cb = random_codebooks(2, 10, 256, 4, seed=0)
+
+    class Fixed:  # any Sampler: a custom one cannot be compiled
+        def __call__(self, ids, factor, M, A):
+            return torch.arange(A).expand(len(ids), A)
+
+    class Sub(LFSRSampler):  # might draw otherwise
+        pass
+
+    for sampler in (Fixed(), Sub(3)):
+        model = FixedBCF(cb, BCFConfig(T=0.01, A=4), sampler=sampler)
+        assert compiled_decoder(model) is None
+        with pytest.raises(HdsimError, match="^model: conditional sampling"):
+            CompiledFixedBCF(model)
+        assert isinstance(compiled_decoder(FixedBCF(cb, BCFConfig(), sampler=sampler)), CompiledFixedBCF)  # A = 0
+    assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4), seed=5)).seed == 5
+
+
+def _one_line_error(fn, match: str) -> None:
+    with pytest.raises(HdsimError, match=match) as e:
+        fn()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("indices, L, match", [
+    ([], 8, r"^indices: expected at least one codebook"),
+    (np.zeros((3, 2), np.int64), 8, r"^indices\[0\]: expected a non-empty \(M, B\) integer array"),
+    ([np.zeros((3, 2, 1), np.int64)], 8, r"^indices\[0\]: expected a non-empty \(M, B\)"),
+    ([np.zeros((0, 2), np.int64)], 8, r"^indices\[0\]: expected a non-empty"),
+    ([np.zeros((3, 2), np.float32)], 8, r"^indices\[0\]: .*dtype float32"),
+    ([np.zeros((3, 2), np.int64), np.zeros((3, 3), np.int64)], 8, r"^indices\[1\]: expected B=2 blocks"),
+    ([np.zeros((3, 2), np.int64), np.full((3, 2), 8)], 8, r"^indices\[1\]: offsets must be in \[0, 8\).*found 8"),
+    ([np.full((3, 2), -1)], 8, r"^indices\[0\]: offsets must be in \[0, 8\).*found -1"),
+    ("ab", 8, r"^indices: expected a sequence"),
+    ([np.zeros((3, 2), np.int64)], 0, r"^L: must be an integer >= 1"),
+    ([np.zeros((3, 2), np.int64)], 8.0, r"^L: must be an integer >= 1"),
+])
+def test_from_arrays_rejects_bad_codebooks(indices, L, match):
+    _one_line_error(lambda: CompiledFixedBCF.from_arrays(indices, L, BCFConfig(), FixedWidths()), match)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(config=BCFConfig(T=1.5)), r"^T: threshold must be in"),
+    (dict(config=BCFConfig(A=-1)), r"^A: sampling width"),
+    (dict(config={"T": 0.1}), r"^config: expected a BCFConfig"),
+    (dict(widths=FixedWidths(1, 8, 8, 10)), r"^widths.query"),
+    (dict(widths=FixedWidths(8, 8, 2, 10)), r"^widths.unbound: Tc="),
+    (dict(widths=(8, 8, 8, 10)), r"^widths: expected a FixedWidths"),
+    (dict(seed=0), r"^seed: must be nonzero"),
+    (dict(seed=2 ** 32), r"^seed: must be in \[1, 2\^32 - 1\]"),
+])
+def test_from_arrays_rejects_bad_settings(kw, match):
+    args = dict(config=BCFConfig(), widths=FixedWidths(), seed=1) | kw
+    X = [np.array([[0, 1], [2, 3]]), np.array([[1, 1], [0, 2], [3, 0]])]
+    _one_line_error(lambda: CompiledFixedBCF.from_arrays(X, 4, **args), match)
+
+
+def test_bad_queries_are_one_line_errors_like_the_model():
+    cb = random_codebooks(2, 10, 256, 4, seed=0)
+    model = FixedBCF(cb, BCFConfig(T=0.01, A=2), FixedWidths.uniform(8))
+    dec = CompiledFixedBCF.from_arrays(cb.as_numpy(), cb.L, model.config, model.widths)
+    over = np.full((2, 4, 64), 255, np.int64)
+    over[1, 2, 3] = 256
+    for q in (over, over.astype(np.uint16), torch.from_numpy(over), -over.astype(np.int32)):
+        msg = r"^query: integer entries must be in \[0, 255\] for 8-bit words$"
+        _one_line_error(lambda: dec.decode_arrays(q), msg)
+        _one_line_error(lambda: model.factorize(torch.as_tensor(q)), msg)
+    ok = np.full((2, 256), 255, np.int64)  # the top word is allowed, in either shape, as bool too
+    assert np.array_equal(dec.decode_arrays(ok)[0], model.factorize(torch.from_numpy(ok)).indices.numpy())
+    assert np.array_equal(dec.prepare_queries(ok > 0), model.prepare_queries(torch.from_numpy(ok > 0)).numpy())
+    _one_line_error(lambda: dec.decode_arrays(np.zeros((2, 4, 63), np.int64)), r"^query: expected shape \(N, 256\)")
+    _one_line_error(lambda: dec.decode_arrays(np.zeros((0, 256), np.float32)), r"^query: expected at least 1 query")
+    _one_line_error(lambda: dec.decode_arrays([[0.0] * 256]), r"^query: expected a torch.Tensor or numpy array")
+    _one_line_error(lambda: dec.decode_arrays(np.zeros((1, 256), complex)), r"^query: expected float or integer")
+    nan = np.ones((3, 256))
+    nan[2, 5] = np.nan
+    _one_line_error(lambda: dec.decode_arrays(nan), r"^query: contains NaN or infinite values \(query 2\)")
