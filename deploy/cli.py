@@ -1,4 +1,4 @@
-"""``hdsim run`` and ``hdsim bench deploy``: typer commands registered on the hdsim app.
+"""``hdsim run``: the typer command registered on the hdsim app (torch-free, like the runner).
 
 ``run`` streams one result per input (jsonl, csv or an aligned table) on stdout;
 per-input errors also go to stderr as one line each, a progress bar and a
@@ -73,8 +73,8 @@ def run_cmd(
     ort_optimize: Annotated[bool, typer.Option(help="onnxruntime default graph optimizations; "
                                                "--no-ort-optimize = ORT_DISABLE_ALL.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (more than 8 inputs).")] = True,
-    compiled: Annotated[bool, typer.Option(help="Fixed decode with the compiled (numba) kernel where it "
-                                           "applies; --no-compiled runs the torch model.")] = True,
+    compiled: Annotated[bool, typer.Option(help="Fixed decode with the compiled (numba) kernel; "
+                                           "--no-compiled runs the torch model (needs the core extra).")] = True,
 ) -> None:
     """Classify images with an export: onnxruntime, then the (fixed-point) BCF decode; one line per input."""
     from deploy.inputs import expand_inputs
@@ -128,33 +128,6 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def bench_deploy_cmd(
-    folder: Annotated[Path, typer.Argument(help="int8 export folder.")],
-    float_dir: Annotated[Optional[Path], typer.Option(help="Float export of the same network (default: "
-                                                     "exported here from the float reference).")] = None,
-    batch: Annotated[int, typer.Option(help="Images per CNN call in the latency runs.")] = 1,
-    runs: Annotated[int, typer.Option(help="Timed calls per backend.")] = 200,
-    warmup: Annotated[int, typer.Option(help="Untimed calls per backend first.")] = 20,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op and torch threads.")] = 2,
-    decode_batch: Annotated[int, typer.Option(help="Queries per decode call (batched figures; default: "
-                                                   "the runner's batch).")] = DEFAULT_BATCH,
-    decode_queries: Annotated[int, typer.Option(help="Queries decoded for the batched figures.")] = 1024,
-    images: Annotated[int, typer.Option(help="Test images used as inputs.")] = 256,
-    profile: Annotated[bool, typer.Option(help="Add onnxruntime's per-op profile of both ONNX models "
-                                                "(profile_ms_per_call).")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
-    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
-) -> None:
-    """Latency of int8 ONNX vs float ONNX vs PyTorch, and decode vs CNN time (JSON)."""
-    from deploy.bench import DeployBenchConfig, run_deploy_bench
-
-    cfg = DeployBenchConfig(folder=str(folder), float_dir=None if float_dir is None else str(float_dir),
-                            batch=batch, runs=runs, warmup=warmup, threads=threads, decode_batch=decode_batch,
-                            decode_queries=decode_queries, images=images, profile=profile)
-    typer.echo(json.dumps(run_deploy_bench(cfg, progress=progress)))
-
-
-def register(app: typer.Typer, bench_app: typer.Typer) -> None:
-    """Add ``run`` to the ``hdsim`` app and ``deploy`` to ``hdsim bench``."""
+def register(app: typer.Typer) -> None:
+    """Add ``run`` to the ``hdsim`` app."""
     app.command("run")(run_cmd)
-    bench_app.command("deploy")(bench_deploy_cmd)

@@ -2,7 +2,7 @@
 
 Every input becomes zero or more :class:`Loaded` items, each either pixels
 ``(C, H, W)`` uint8 at the model's input size (via the manifest's
-:class:`export.data.Preprocessing`) or an error string. Nothing here raises for
+:class:`hdsim.export_folder.Preprocessing`) or an error string. Nothing here raises for
 a bad input: the runner reports the error on that input's line and goes on.
 
 Rules (``docs/deploy.md``):
@@ -32,10 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch import Tensor
 
 from hdsim.errors import HdsimError
-from export.data import IMAGE_SUFFIXES, Preprocessing
+from hdsim.export_folder import IMAGE_SUFFIXES, Preprocessing
 
 __all__ = ["Loaded", "expand_inputs", "load_inputs", "pixels_from_array", "pixels_from_image", "INPUT_SUFFIXES"]
 
@@ -49,7 +48,7 @@ class Loaded:
     """One input after loading: ``pixels`` ``(C, H, W)`` uint8, or ``error`` (one line)."""
 
     name: str
-    pixels: Tensor | None = None
+    pixels: np.ndarray | None = None
     error: str | None = None
     seconds: float = 0.0
 
@@ -76,7 +75,7 @@ def expand_inputs(specs: list[str]) -> list[tuple[str, Path | None, str | None]]
     return out
 
 
-def pixels_from_image(im, pp: Preprocessing, name: str) -> Tensor:
+def pixels_from_image(im, pp: Preprocessing, name: str) -> np.ndarray:
     """A PIL image -> ``(C, H, W)`` uint8 at the model's size (decoded fully first)."""
     try:
         im.load()
@@ -113,7 +112,7 @@ def _split_array(a: np.ndarray, name: str, channels: int) -> list[tuple[str, np.
                      "(expected (H,W), (H,W,C), (C,H,W), (N,H,W), (N,H,W,C) or (N,C,H,W))")
 
 
-def pixels_from_array(a: np.ndarray, pp: Preprocessing, name: str) -> Tensor:
+def pixels_from_array(a: np.ndarray, pp: Preprocessing, name: str) -> np.ndarray:
     """One ``(H, W)`` / ``(H, W, C)`` pixel array in ``[0, 255]`` -> ``(C, H, W)`` uint8 at the model's size."""
     from PIL import Image
 

@@ -9,17 +9,14 @@ onnxruntime has it) and one decoder, then classifies batches:
 * ``run(specs)``: files / folders / globs / ``.npy`` -> a stream of predictions in
   input order (what ``hdsim run`` prints), bad inputs as error predictions.
 
-BCF decoders (``decode``): ``fixed`` — :class:`hdsim.fixed.FixedBCF`, the
-bit-accurate integer model of the RTL, with the manifest's widths, ``(T, A)``
-and LFSR seed (run by its compiled twin :class:`hdsim.fixed.compiled.CompiledFixedBCF`,
-the same integers, where that applies); ``float`` — :class:`hdsim.factorizers.BlockCodeFactorizer`;
-``bruteforce`` — the best product by exhaustive search. ``imc`` runs the fixed
-decoder's similarities on a PCM crossbar (:class:`hdsim.imc.FixedPointPerturbation`;
-``dot`` similarity, the crossbar's product). An FC-head export is classified by
-argmax (confidence: softmax probability). A sparse-resonator export is decoded by
-:class:`deploy.sparse_decode.SparseDecoder` (NumPy only: per-segment argmax, then the
-sparse resonator with the manifest's settings; ``bruteforce`` searches every
-product); ``float`` and ``imc`` are BCF decodes and are refused for it.
+Nothing here imports torch or training code: the export is read through
+:class:`hdsim.export_folder.ExportFolder`, images through :mod:`deploy.inputs` (Pillow), the
+network runs in onnxruntime and the heads decode in NumPy / numba (:mod:`deploy.decoders`:
+``fixed`` — the compiled twin of :class:`hdsim.fixed.FixedBCF`, the bit-accurate integer model of
+the RTL, with the manifest's widths, ``(T, A, Tc)`` and LFSR seed; ``float`` — the float BCF;
+``bruteforce`` — the best product by exhaustive search; ``imc`` — the fixed decode on a PCM
+crossbar). An FC-head export is classified by argmax (confidence: softmax probability). A
+sparse-resonator export is decoded by its sparse resonator (``fixed``, the default) or by brute force.
 
 A decode that does not converge within the manifest's ``max_iter`` is reported
 with ``status="not-converged"`` and no class (its last estimate is kept apart),
@@ -30,26 +27,24 @@ one that lands on a null product (a product >= the class count) with
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from hdsim.errors import HdsimError
-from hdsim.threads import torch_threads
+from hdsim.export_folder import ExportFolder, ort_session
+from hdsim.extras import require
 from hdsim.validation import check_int, check_threads
-from export.data import Preprocessing, ProductMap
+from deploy.decoders import DECODES, build_decoder
 from deploy.inputs import Loaded, load_inputs, pixels_from_array, pixels_from_image
 
 DEFAULT_BATCH = 32  # images per onnxruntime call and per decode call (runner and bench defaults)
 
 __all__ = ["RunnerConfig", "Prediction", "Runner", "DECODERS", "summarize"]
 
-DECODERS = ("fixed", "float", "bruteforce")
+DECODERS = DECODES
 
 
 @dataclass(frozen=True)
@@ -67,14 +62,14 @@ class RunnerConfig:
             ``pcm-chip`` at 20 s on the two-digit export), and at 0.9 half of the decodes
             would never stop; at 0.75 96% converge (digital: 97%), docs/deploy.md.
         threads: onnxruntime intra-op threads (0: onnxruntime's default). The decoders
-            run with one torch thread (tiny tensors).
+            run on the calling thread.
         batch: images per onnxruntime call and per decode call.
         optimize: onnxruntime graph optimizations (``ORT_ENABLE_ALL``); ``False`` is
             ``ORT_DISABLE_ALL`` (bit-parity with the PyTorch model, slower).
         device: ``auto`` (CUDA when onnxruntime has it), ``cpu`` or ``cuda``.
         compiled: decode ``fixed`` with :class:`hdsim.fixed.compiled.CompiledFixedBCF` (numba;
             the same integers as :class:`hdsim.fixed.FixedBCF`, checked bit for bit in the
-            tests) where it applies (no sampling, no crossbar); ``False`` runs the torch model.
+            tests); ``False`` runs the torch model itself (needs torch: the ``core`` extra).
     """
 
     decode: str = "fixed"
@@ -88,7 +83,7 @@ class RunnerConfig:
     compiled: bool = True
 
     def validate(self) -> "RunnerConfig":
-        from hdsim.imc import preset_names
+        from hdsim.imc.config import preset_names
 
         if self.decode not in DECODERS:
             raise HdsimError(f"decode: expected one of {list(DECODERS)}, got {self.decode!r}")
@@ -132,7 +127,7 @@ class Prediction:
 
 
 def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
+    ort = require("onnxruntime", purpose="the edge runner")
 
     have = ort.get_available_providers()
     if device == "cuda":
@@ -162,152 +157,58 @@ class Runner:
     """
 
     def __init__(self, folder: str | Path, config: RunnerConfig = RunnerConfig()) -> None:
-        from export.evaluate import load_codebooks, load_manifest
-        from export.onnx_export import ort_session
-
         self.config = config.validate()
         self.folder = Path(folder)
-        self.manifest = load_manifest(self.folder)  # format, fields, preprocessing, sha256: before anything runs
-        m = self.manifest
-        try:
-            self.preprocessing = Preprocessing.from_dict(m["preprocessing"])
-            self.head = m["head"]["kind"]
-            self.classes = ProductMap(tuple(m["classes"]["radices"]), int(m["classes"]["num_classes"]))
-            self.names = m["classes"].get("names")
-            self.output = m["model"]["output"]["name"]
-        except HdsimError as e:
-            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: {e}") from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: incomplete ({e.__class__.__name__}: {e})"
-                             ) from None
+        # format, fields, hashes, codebooks against the manifest: before anything runs
+        self.export = ExportFolder(self.folder)
+        ex = self.export
+        self.manifest, self.preprocessing, self.head, self.classes = ex.manifest, ex.preprocessing, ex.head, ex.classes
+        self.names, self.output = ex.names, ex.output_name
+        self.codebooks = ex.codebooks
         self.providers = _providers(config.device)
-        self.session = ort_session(self.folder / m["model"]["file"], optimize=config.optimize,
-                                   threads=config.threads, providers=self.providers)
+        self.session = ort_session(ex.model_path, optimize=config.optimize, threads=config.threads,
+                                    providers=self.providers)
         pp = self.preprocessing
         shape = list(self.session.get_inputs()[0].shape)[1:]  # [C, H, W]; the batch axis is symbolic
         if shape != [pp.channels, pp.height, pp.width]:
-            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: preprocessing "
-                             f"{pp.channels}x{pp.height}x{pp.width} does not match the model's input {shape}")
+            raise HdsimError(f"{ex.where}: preprocessing {pp.channels}x{pp.height}x{pp.width} does not match the "
+                             f"model's input {shape}")
         width = self.session.get_outputs()[0].shape[-1]
-        want = m["model"]["output"].get("shape", [None, None])[-1]
-        if isinstance(width, int) and isinstance(want, int) and width != want:
-            raise HdsimError(f"manifest {self.folder / 'manifest.json'}: the model's output has width {width}, the "
-                             f"manifest says {want}")
-        self.codebooks = load_codebooks(self.folder, m) if self.head != "fc" else None
+        if isinstance(width, int) and ex.output_width is not None and width != ex.output_width:
+            raise HdsimError(f"{ex.where}: the model's output has width {width}, the manifest says {ex.output_width}")
         if self.codebooks is not None and isinstance(width, int) and width != self.codebooks.D:
             raise HdsimError(f"codebooks {self.folder}: D={self.codebooks.D} differs from the model's output width "
                              f"{width}")
-        if self.head == "sparse-resonator" and (config.imc or config.decode == "float"):
-            raise HdsimError(f"decode: the sparse-resonator head decodes with its sparse resonator ('fixed', the "
-                             f"default) or by brute force, not {'on a crossbar' if config.imc else 'float'}")
-        self._decoder = self._build_decoder() if self.head != "fc" else None
-        self._imagenet_names = (m.get("dataset") or {}).get("name") == "imagenet-1k"
+        if self.head == "fc" and isinstance(width, int) and width != self.classes.num_classes:
+            raise HdsimError(f"{ex.where}: the model's output has width {width}, not one logit per class "
+                             f"({self.classes.num_classes})")
+        self.decoder = build_decoder(ex, config.decode, imc=config.imc, imc_t=config.imc_t, imc_tc=config.imc_tc,
+                                     compiled=config.compiled)
 
     @property
     def decoder_name(self) -> str:
-        """Which implementation decodes: ``CompiledFixedBCF``, ``FixedBCF``, ``BlockCodeFactorizer``,
-        ``bruteforce`` or ``argmax`` (FC head)."""
-        if self._decoder is None:
-            return "argmax"
-        if getattr(self._decoder[0], "brute", False):
-            return "bruteforce"
-        return type(self._decoder[0]).__name__ if self._decoder[0] is not None else "bruteforce"
+        """Which implementation decodes: ``CompiledFixedBCF``, ``FixedBCF``, ``FixedBCF+crossbar``, ``bcf_numpy``,
+        ``SparseResonator``, ``bruteforce`` or ``argmax`` (FC head)."""
+        return "argmax" if self.decoder is None else self.decoder.name
 
-    # ---- decoding ------------------------------------------------------------------------------
-    def _build_decoder(self):
-        from dataclasses import replace
-
-        from export.evaluate import decode_settings
-        from hdsim.factorizers import BlockCodeFactorizer
-        from hdsim.fixed import FixedBCF
-
-        cfg = self.config
-        if self.head == "sparse-resonator":
-            from export.evaluate import sparse_decode_settings
-
-            from deploy.sparse_decode import SparseDecoder
-
-            cb = self.codebooks
-            X = [x.numpy() for x in cb.indices]
-            return SparseDecoder(X, cb.B, cb.L, sparse_decode_settings(self.manifest),
-                                 brute=cfg.decode == "bruteforce"), None
-        bcf, widths, lfsr_seed = decode_settings(self.manifest)
-        if cfg.imc:  # the crossbar computes the dot similarity; Tc in its units (docs/deploy.md)
-            bcf = replace(bcf, similarity="dot", Tc=cfg.imc_tc * self.codebooks.B)
-        if cfg.decode == "fixed":
-            model = FixedBCF(self.codebooks, bcf, widths, seed=lfsr_seed)
-            if cfg.compiled and not cfg.imc:
-                from hdsim.fixed.compiled import compiled_decoder
-
-                fast = compiled_decoder(model)
-                if fast is not None:
-                    # load (or compile) the kernel now, on the path decode() takes (float32 ONNX
-                    # output), not inside the first image's latency
-                    fast.decode_arrays(np.zeros((1, self.codebooks.D), np.float32))
-                    return fast, widths
-            return model, widths
-        if cfg.decode == "float":
-            return BlockCodeFactorizer(self.codebooks, bcf, seed=0), None
-        return None, None
-
-    def decode(self, queries: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """BCF queries ``(N, D)`` (array or tensor; the ONNX model outputs arrays) -> numpy
-        ``indices (N, F)`` int64, ``iterations (N,)`` int64, ``converged (N,)`` bool, ``confidence (N,)``.
-
-        Confidence: the weakest factor's final similarity (``linf``: in [0, 1]); brute force: the
-        best product's similarity (iterations 1, always converged).
-        """
-        decoder = self._decoder[0]
-        if self.head == "sparse-resonator":
-            return decoder.decode(np.asarray(queries))
-        if hasattr(decoder, "decode_arrays"):  # compiled: no torch work to pin to one thread, nothing to silence
-            idx, iters, conv, amax = decoder.decode_arrays(queries)
-            return idx, iters, conv, amax.min(axis=1)
-        if isinstance(queries, np.ndarray):
-            queries = torch.from_numpy(queries)
-        with torch_threads(1):
-            return tuple(t.numpy() for t in self._decode(queries.float()))
-
-    def _decode(self, queries: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        from hdsim.factorizers.bruteforce import bruteforce_decode
-
-        decoder, widths = self._decoder
-        if decoder is None:
-            idx, best = bruteforce_decode(queries, self.codebooks, self.manifest["decode"]["similarity"])
-            n = idx.shape[0]
-            return idx, torch.ones(n, dtype=torch.long), torch.ones(n, dtype=torch.bool), best.float()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if self.config.imc:
-                from hdsim.imc import FixedPointPerturbation
-
-                perturb = FixedPointPerturbation(self.codebooks, widths, self.config.imc, t=self.config.imc_t,
-                                                 record=False)
-                res = decoder.factorize(queries, perturb=perturb)
-            else:
-                res = decoder.factorize(queries)
-        conf = res.max_similarity.float().min(dim=1).values
-        if self.config.imc:
-            conf = conf / self.codebooks.B  # dot similarity: in units of B blocks
-        return res.indices, res.iterations, res.converged, conf
+    def decode(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Factorizer-head queries ``(N, D)`` -> numpy ``indices (N, F)`` int64, ``iterations (N,)`` int64,
+        ``converged (N,)`` bool, ``confidence (N,)`` (see :mod:`deploy.decoders`)."""
+        if self.decoder is None:
+            raise HdsimError("decode: an FC-head export has no factorizer to decode with (its logits are argmaxed)")
+        return self.decoder.decode(np.asarray(queries))
 
     # ---- inference -----------------------------------------------------------------------------
-    def cnn(self, x: Tensor) -> np.ndarray:
+    def cnn(self, x: np.ndarray) -> np.ndarray:
         """Network inputs ``(N, C, H, W)`` float32 -> the ONNX output (query or logits), in ``config.batch`` chunks."""
         b = self.config.batch
-        xs = x.numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
+        xs = np.asarray(x, dtype=np.float32)
         return np.concatenate([self.session.run(None, {"image": xs[i:i + b]})[0] for i in range(0, xs.shape[0], b)])
 
     def _label(self, c: int) -> str:
-        if self.names:
-            return str(self.names[c])
-        if self._imagenet_names:
-            from export.imagenet import class_name
+        return self.export.label(c)
 
-            return class_name(c)
-        return str(c)
-
-    def predict_batch(self, x: Tensor, names: Sequence[str] | None = None,
+    def predict_batch(self, x: np.ndarray, names: Sequence[str] | None = None,
                       preprocess_s: Sequence[float] | None = None) -> list[Prediction]:
         """Classify network inputs ``(N, C, H, W)`` float32 (normalized per the manifest)."""
         n = int(x.shape[0])
@@ -363,7 +264,7 @@ class Runner:
 
         A bad image gives an ``error`` prediction; the others are still classified.
         """
-        from PIL import Image
+        Image = require("PIL.Image", "deploy", "reading images")
 
         loaded: list[Loaded] = []
         for i, im in enumerate(images):
@@ -386,7 +287,7 @@ class Runner:
         good = [it for it in items if it.error is None]
         done: dict[int, Prediction] = {}
         if good:
-            x = self.preprocessing.normalize(torch.stack([it.pixels for it in good]))
+            x = self.preprocessing.normalize(np.stack([it.pixels for it in good]))
             for it, p in zip(good, self.predict_batch(x, [it.name for it in good], [it.seconds for it in good])):
                 done[id(it)] = p
         return [done[id(it)] if it.error is None else Prediction(it.name, "error", error=it.error) for it in items]

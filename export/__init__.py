@@ -15,9 +15,20 @@ Heavy dependencies (brevitas, onnx, onnxruntime, mlxtend) are imported where use
 install the ``export`` extra. See ``docs/export.md``.
 """
 
-from export.data import ProductMap
-from export.heads import HeadConfig, blockwise_cross_entropy, blockwise_softmax
-from export.mobilenet import BackboneConfig, MobileNetV2
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["ProductMap", "HeadConfig", "blockwise_cross_entropy", "blockwise_softmax", "BackboneConfig",
            "MobileNetV2"]
+
+# loaded when first touched (PEP 562): registering the commands on the hdsim app imports no torch
+_HOME = {"ProductMap": "hdsim.export_folder", "HeadConfig": "export.heads",
+         "blockwise_cross_entropy": "export.heads", "blockwise_softmax": "export.heads",
+         "BackboneConfig": "export.mobilenet", "MobileNetV2": "export.mobilenet"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'export' has no attribute {name!r}")

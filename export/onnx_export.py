@@ -27,7 +27,8 @@ from torch import nn
 from hdsim.calibrate import CalibrationConfig
 from hdsim import export_folder as export_format
 from hdsim.errors import HdsimError
-from hdsim.export_folder import CODEBOOKS_FILE, MANIFEST_FORMAT, MODEL_FILE, sha256_file, write_manifest
+from hdsim.export_folder import (CODEBOOKS_FILE, MANIFEST_FORMAT, MODEL_FILE, ort_session, session_options as
+                                 _session_options, sha256_file, write_manifest)
 from hdsim.validation import output_dir
 from export.heads import BCFHead, SparseResonatorHead, blockwise_softmax
 
@@ -72,35 +73,6 @@ def _need(module: str):
         return __import__(module)
     except ImportError as e:
         raise HdsimError(f"{module}: not installed ({e}); install the 'export' extra") from None
-
-
-def _session_options(optimize: bool, threads: int = 1, optimized_path: Path | None = None):
-    """onnxruntime session options of every session here (quiet log, one inter-op thread);
-    ``optimized_path``: where onnxruntime writes the graph it runs."""
-    ort = _need("onnxruntime")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    if optimized_path is not None:
-        so.optimized_model_filepath = str(optimized_path)
-    return so
-
-
-def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, providers: list[str] | None = None):
-    """An onnxruntime session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting).
-
-    ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
-    """
-    ort = _need("onnxruntime")
-    try:
-        return ort.InferenceSession(str(path), _session_options(optimize, threads),
-                                    providers=providers or ["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) live in its C binding
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise HdsimError(f"model {path}: onnxruntime cannot load it ({reason[:200]})") from None
 
 
 def ort_optimized_ops(path: str | Path) -> dict[str, int]:

@@ -178,7 +178,7 @@ def demo(
         if missing:  # checked by name: an import error inside the packages is not hidden
             raise HdsimError(f"demo: the pipeline needs the export extra (missing {', '.join(missing)}): "
                              "pip install -e '.[export,rtl]'; --no-pipeline runs the factorizer steps only")
-        from deploy.pipeline import PipelineConfig, run_pipeline
+        from workflows.pipeline import PipelineConfig, run_pipeline
 
         cfg = PipelineConfig(workdir=str(workdir), checkpoint=None if checkpoint is None else str(checkpoint),
                              images=images, cosim_queries=cosim_queries, threads=threads).validate()
@@ -374,14 +374,36 @@ def cosim(
 
 def _register_export_commands() -> None:
     """``hdsim train`` / ``export`` / ``evaluate`` live in the ``export`` package (``docs/export.md``),
-    ``hdsim run`` / ``bench deploy`` in ``deploy`` (``docs/deploy.md``). Both ship with hdsim, and
-    their command modules import their extras lazily, so an ImportError here is a real bug: it is
-    not caught (it used to be, which made the commands vanish silently)."""
+    ``hdsim run`` in ``deploy`` (``docs/deploy.md``), ``hdsim bench deploy`` in ``workflows``. All
+    ship with hdsim, and their command modules import their extras lazily, so an ImportError here
+    is a real bug: it is not caught (it used to be, which made the commands vanish silently)."""
     from export.cli import register
     from deploy.cli import register as register_deploy
+    from workflows.cli import register as register_workflows
 
     register(app)
-    register_deploy(app, bench_app)
+    register_deploy(app)
+    register_workflows(bench_app)
+
+
+# The extra each command needs beyond the torch-free base (``hdsim.extras``): named in the
+# one-line error when one of its modules is missing.
+COMMAND_EXTRA = {"train": "export", "export": "export", "evaluate": "export", "demo": "export", "deploy": "export",
+                 "cosim": "rtl", "run": "deploy"}
+
+
+def _missing_extra(e: ModuleNotFoundError) -> str | None:
+    """The one-line message for a missing optional module, or ``None`` (then it is a bug: re-raised)."""
+    from hdsim.extras import EXTRA_OF
+
+    root = (e.name or "").split(".")[0]
+    if root not in EXTRA_OF:
+        return None
+    # the app and its groups take no options of their own: the command's name comes first
+    words = sys.argv[1:3] if sys.argv[1:2] in (["bench"], ["sweep"]) else sys.argv[1:2]
+    command = " ".join(words)
+    extra = COMMAND_EXTRA.get(words[-1] if words else "", EXTRA_OF[root])
+    return f"hdsim {command} needs {root}, which is not installed: pip install 'hdsim[{extra}]'"
 
 
 _register_export_commands()
@@ -399,6 +421,12 @@ def main() -> None:
         code = app(standalone_mode=False)
     except HdsimError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:  # an optional dependency of this command: name the extra
+        message = _missing_extra(e)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
         sys.exit(2)
     except cx.NoArgsIsHelpError:
         sys.exit(2)  # the help is printed already

@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 
 from hdsim.errors import HdsimError
+from hdsim.extras import require
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "MODEL_FILE", "CODEBOOKS_FILE", "HEAD_KINDS", "IMAGE_SUFFIXES",
            "RESIZE_MODES", "Preprocessing", "ProductMap", "CodebookArrays", "ExportFolder", "sha256_file",
            "check_manifest", "write_manifest", "write_codebooks", "read_codebooks", "bcf_settings",
-           "sparse_settings"]
+           "sparse_settings", "session_options", "ort_session"]
 
 MANIFEST_FORMAT = "hdsim-export-manifest/1"  # the version: a reader refuses any other
 MANIFEST_FILE = "manifest.json"
@@ -500,3 +501,33 @@ class ExportFolder:
     def label(self, c: int) -> str:
         """The name of class ``c`` (the manifest's names, else the index)."""
         return str(self.names[c]) if self.names else str(c)
+
+
+# ---- the model -----------------------------------------------------------------------------------
+def session_options(optimize: bool, threads: int = 1, optimized_path: Path | None = None):
+    """onnxruntime session options of every session here (quiet log, one inter-op thread);
+    ``optimized_path``: where onnxruntime writes the graph it runs."""
+    ort = require("onnxruntime", purpose="running the exported model")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if optimized_path is not None:
+        so.optimized_model_filepath = str(optimized_path)
+    return so
+
+
+def ort_session(path: str | Path, optimize: bool = False, threads: int = 1, providers: list[str] | None = None):
+    """An onnxruntime session; ``optimize=False`` is ``ORT_DISABLE_ALL`` (the reference-parity setting).
+
+    ``providers`` defaults to the CPU; the edge runner passes CUDA first when onnxruntime has it.
+    """
+    ort = require("onnxruntime", purpose="running the exported model")
+    try:
+        return ort.InferenceSession(str(path), session_options(optimize, threads),
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) live in its C binding
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise HdsimError(f"model {path}: onnxruntime cannot load it ({reason[:200]})") from None

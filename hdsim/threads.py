@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 
-import torch
-
 __all__ = ["torch_threads", "set_torch_threads"]
 
 
@@ -24,6 +22,8 @@ def set_torch_threads(n: int | None) -> None:
 
     check_threads("threads", n, minimum=0, optional=True)
     if n:
+        import torch  # here, not at import: the torch-free commands (hdsim run) import this module too
+
         torch.set_num_threads(n)
 
 
@@ -32,10 +32,13 @@ def torch_threads(n: int | None):
     """Run a block with ``n`` torch threads (``None`` or 0: unchanged), then restore the previous count.
 
     Example:
+        >>> import torch
         >>> with torch_threads(1):
         ...     torch.get_num_threads()
         1
     """
+    import torch
+
     before = torch.get_num_threads()
     set_torch_threads(n)
     try:

@@ -26,11 +26,11 @@ def write_test_images(folder: str | Path, out: str | Path, limit: int | None = N
     """Write the export's test images to ``out/<index>_<class>.png``; returns ``(path, class)`` pairs."""
     from PIL import Image
 
-    from export.data import Preprocessing
-    from export.evaluate import dataset_from_manifest, load_manifest
+    from hdsim.export_folder import ExportFolder
+    from export.evaluate import dataset_from_manifest
 
-    manifest = load_manifest(folder)
-    pp = Preprocessing.from_dict(manifest["preprocessing"])
+    export = ExportFolder(folder)
+    manifest, pp = export.manifest, export.preprocessing
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x, y = dataset_from_manifest(manifest).test_set()

@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hdsim.errors import HdsimError
@@ -122,21 +123,23 @@ def cosim_export_queries(folder: str | Path, queries: torch.Tensor, workdir: str
     LFSR seed, codebook seed); its codebooks must equal ``codebooks.npz``. The bench
     compares every iteration's state with :class:`hdsim.fixed.FixedBCF` bit for bit.
     """
-    from export.evaluate import decode_settings, load_codebooks, load_manifest
+    from hdsim.codes import BlockCodebooks
+    from hdsim.export_folder import ExportFolder
     from hdsim.fixed import FixedBCF
     from hdsim.rtl import RtlConfig, run_cosim
 
-    m = load_manifest(folder)
+    export = ExportFolder(folder)
+    m = export.manifest
     head = m["head"]
     if len(set(head["M"])) != 1:
         raise HdsimError(f"cosim: the RTL needs the same M for every factor, the export has {head['M']}")
     M, L = int(head["M"][0]), int(head["L"])
     lanes = max(p for p in (1, 2, 4, 8) if L % p == 0 and p <= M)
-    bcf, widths, lfsr_seed = decode_settings(m)
+    bcf, widths, lfsr_seed = export.bcf_settings()
     rcfg = RtlConfig(name="export", B=int(head["B"]), L=L, M=M, F=int(head["F"]), widths=widths, lanes=lanes,
                      T=bcf.T, A=bcf.A, Tc=bcf.Tc, max_iter=bcf.max_iter, similarity=bcf.similarity,
                      lfsr_seed=lfsr_seed, codebook_seed=int(head["codebook_seed"]))
-    cb = load_codebooks(folder, m)
+    cb = BlockCodebooks.from_arrays(export.codebooks)
     if not all(torch.equal(a, b) for a, b in zip(rcfg.codebooks().indices, cb.indices)):
         raise HdsimError(f"cosim: {folder}/codebooks.npz is not random_codebooks(seed={head['codebook_seed']}), "
                          "which the RTL configuration regenerates")
@@ -153,7 +156,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
     from export.onnx_export import export_checkpoint
     from hdsim.calibrate import CalibrationConfig
     from hdsim.rtl import simulator_status
-    from deploy.check import evaluation_agreement, write_test_images
+    from workflows.agreement import evaluation_agreement, write_test_images
     from deploy.runner import Runner, RunnerConfig
 
     cfg = cfg.validate()
@@ -193,7 +196,7 @@ def run_pipeline(cfg: PipelineConfig, log=print) -> dict:
             files = sorted(images.glob("*.png"))[:cfg.cosim_queries]
             from deploy.inputs import load_inputs
 
-            px = torch.stack([it.pixels for it in load_inputs([str(f) for f in files], runner.preprocessing)])
+            px = np.stack([it.pixels for it in load_inputs([str(f) for f in files], runner.preprocessing)])
             q = torch.from_numpy(runner.cnn(runner.preprocessing.normalize(px)))
             out["rtl"] = cosim_export_queries(work / "export", q, work / "rtl")
     out["seconds"] = round(time.perf_counter() - t0, 1)

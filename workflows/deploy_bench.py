@@ -119,12 +119,12 @@ def _inputs(manifest: dict, n: int) -> tuple[torch.Tensor, str]:
 
 def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
     """Run the deployment benchmark (see the module docstring); returns a JSON-ready dict."""
-    from export.evaluate import load_manifest
+    from hdsim.export_folder import ExportFolder
     from export.onnx_export import export_onnx, ort_optimized_ops, ort_session
 
     cfg = cfg.validate()
     folder = Path(cfg.folder)
-    manifest = load_manifest(folder)
+    manifest = ExportFolder(folder).manifest
     if manifest["model"]["kind"] != "int8-qcdq":
         raise HdsimError(f"bench deploy: {folder} holds a {manifest['model']['kind']} model; give the int8 export")
     x, inputs_desc = _inputs(manifest, cfg.images)
@@ -134,7 +134,7 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
                     "onnxruntime": "ORT_ENABLE_ALL (default optimizations), CPUExecutionProvider"}
     with contextlib.ExitStack() as stack:
         if cfg.float_dir is not None:
-            fman = load_manifest(cfg.float_dir)
+            fman = ExportFolder(cfg.float_dir).manifest
             if fman["model"]["kind"] != "float32" or fman["model"]["input"] != manifest["model"]["input"]:
                 raise HdsimError(f"float-dir {cfg.float_dir}: not a float export of the same input "
                                  f"({fman['model']['kind']}, {fman['model']['input']['shape']})")
@@ -236,7 +236,8 @@ def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenc
     out["decoders"] = {name: r.decoder_name for name, r in runners.items()}
     r = runners["fixed"]
     with torch_threads(1):  # tiny integer tensors: one thread, no OpenMP spin against onnxruntime
-        q = r.cnn(x[:n])  # the ONNX output, as the runner hands it to the decoder
+        xn = x[:n].numpy()
+        q = r.cnn(xn)  # the ONNX output, as the runner hands it to the decoder
 
         def stream(run, b: int, count: int, passes: int) -> tuple[list[float], list[float]]:
             """The runner's loop: the CNN of ``b`` images, then their decode, alternating, so that each
@@ -245,7 +246,7 @@ def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenc
             for rep in range(passes):
                 for i in range(0, count - b + 1, b):
                     t0 = time.perf_counter()
-                    r.cnn(x[i:i + b])
+                    r.cnn(xn[i:i + b])
                     t1 = time.perf_counter()
                     run.decode(q[i:i + b])
                     t2 = time.perf_counter()
