@@ -193,7 +193,7 @@ class Preprocessing:
     Example:
         >>> pp = Preprocessing(1, 2, 2, (0.5,), (0.5,))
         >>> pp.normalize(np.array([[[[0, 255], [51, 102]]]], np.uint8)).tolist()
-        [[[[-1.0, 1.0], [-0.6000000238418579, -0.19999998807907104]]]]
+        [[[[-1.0, 1.0], [-0.5999999642372131, -0.19999992847442627]]]]
     """
 
     channels: int
@@ -402,10 +402,10 @@ def bcf_settings(manifest: dict, where: str = "manifest"):
         cfg.validate(int(manifest["head"]["B"]))
         widths.validate()
         seed = int(dec.get("lfsr_seed", 1))
+    except HdsimError as e:  # before ValueError: HdsimError is one
+        raise HdsimError(f"{where}: decode settings: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise HdsimError(f"{where}: decode settings malformed ({e.__class__.__name__}: {e})") from None
-    except HdsimError as e:
-        raise HdsimError(f"{where}: decode settings: {e}") from None
     if not 1 <= seed <= 2**32 - 1:
         raise HdsimError(f"{where}: decode settings: lfsr_seed must be in [1, 2^32 - 1], got {seed}")
     return cfg, widths, seed

@@ -20,7 +20,7 @@ for _mod in ("brevitas", "onnx", "onnxruntime", "mlxtend", "PIL"):
 from conftest import hdsim_cli
 from hdsim.errors import HdsimError
 from export.data import Preprocessing
-from deploy.check import evaluation_agreement, write_test_images
+from workflows.agreement import evaluation_agreement, write_test_images
 from deploy.inputs import expand_inputs, load_inputs
 from deploy.runner import Runner, RunnerConfig
 
@@ -48,11 +48,13 @@ def test_runner_decisions_equal_the_evaluation(tiny_export, images):
     assert abs(res["runner_accuracy"] - res["evaluation_accuracy"]) <= 0.005
     assert res["runner_status"]["error"] == 0
     # written PNGs hold the exact pixels the test tensors came from
-    x, _ = __import__("export.evaluate", fromlist=["x"]).dataset_from_manifest(
-        __import__("export.evaluate", fromlist=["x"]).load_manifest(folder)).test_set()
+    from hdsim.export_folder import ExportFolder
+
+    x, _ = __import__("export.evaluate", fromlist=["x"]).dataset_from_manifest(ExportFolder(folder).manifest).test_set()
     runner = Runner(folder)
-    px = torch.stack([it.pixels for it in load_inputs([str(files[0][0])], runner.preprocessing)])
-    assert torch.equal(runner.preprocessing.normalize(px), x[:1])
+    px = np.stack([it.pixels for it in load_inputs([str(files[0][0])], runner.preprocessing)])
+    # the torch-free preprocessing gives the training pipeline's tensors bit for bit
+    np.testing.assert_array_equal(runner.preprocessing.normalize(px), x[:1].numpy())
 
 
 def test_python_api_matches_the_file_runner(tiny_export, images):
@@ -82,7 +84,7 @@ def test_fc_head_classifies_by_argmax_with_the_softmax_probability(tiny_export, 
     _, files = images
     runner = Runner(folder)
     runner.head = "fc"
-    x = runner.preprocessing.normalize(torch.stack([it.pixels for it in load_inputs(
+    x = runner.preprocessing.normalize(np.stack([it.pixels for it in load_inputs(
         [str(p) for p, _ in files[:12]], runner.preprocessing)]))
     logits = torch.from_numpy(runner.cnn(x)).double()
     logits[0, :] = 0.0
@@ -425,7 +427,7 @@ def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
 
 
 def test_bench_deploy_refuses_a_float_export_of_another_network(tiny_export, tmp_path):
-    from deploy.bench import DeployBenchConfig, run_deploy_bench
+    from workflows.deploy_bench import DeployBenchConfig, run_deploy_bench
 
     folder, _ = tiny_export
     other = _variant(folder, tmp_path, "other_float", edit_manifest=lambda m: (
@@ -488,7 +490,7 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
     assert sum(g == t for g, t in zip(got, truth)) / 64 == pytest.approx(ev["accuracy"])
     brute = Runner(folder, RunnerConfig(decode="bruteforce"))
     assert brute.decoder_name == "bruteforce"
-    bp = brute.predict_batch(runner.preprocessing.normalize(torch.stack(
+    bp = brute.predict_batch(runner.preprocessing.normalize(np.stack(
         [it.pixels for it in load_inputs([str(tmp_path / "img")], runner.preprocessing)])))
     assert sum(p.cls == t for p, t in zip(bp, truth)) / 64 == pytest.approx(ev["accuracy_bruteforce"])
     for bad in (RunnerConfig(decode="float"), RunnerConfig(imc="pcm-chip")):
@@ -499,17 +501,18 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
                      "--images", "32", "--threads", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
-    assert r["decoders"] == {"fixed": "SparseDecoder", "bruteforce": "bruteforce"}
+    assert r["decoders"] == {"fixed": "SparseResonator", "bruteforce": "bruteforce"}
     for k in ("decode_fixed_ms_per_image", "decode_bruteforce_ms_per_image"):
         assert r[k]["batch1"] > 0 and r[k]["batched"] > 0
     assert r["decode_over_cnn"] == pytest.approx(r["decode_fixed_ms_per_image"]["batched"]
                                                  / r["cnn_int8_ms_per_image"]["batched"], rel=1e-3)
     # the decode path imports no torch
-    code = ("import sys, numpy as np; from deploy.sparse_decode import SparseDecoder; "
-            "z = np.load(sys.argv[1]); X = [z['X0'], z['X1']]; "
+    code = ("import sys, numpy as np; sys.modules['torch'] = None; from deploy.decoders import SparseResonator; "
+            "from hdsim.export_folder import CodebookArrays; "
+            "z = np.load(sys.argv[1]); cb = CodebookArrays((z['X0'], z['X1']), 32); "
             "q = np.random.default_rng(0).random((5, 128)).astype(np.float32); "
-            "idx, it, conv, conf = SparseDecoder(X, 4, 32, dict(a=3, max_iter=20, seed=0, Tc=0.5, restarts=True)).decode(q); "
-            "assert idx.shape == (5, 2) and 'torch' not in sys.modules, sorted(sys.modules)")
+            "idx, it, conv, conf = SparseResonator(cb, dict(a=3, max_iter=20, seed=0, Tc=0.5, restarts=True)).decode(q); "
+            "assert idx.shape == (5, 2)")
     proc = subprocess.run([sys.executable, "-c", code, str(folder / "codebooks.npz")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -537,7 +540,7 @@ def test_non_finite_network_outputs_are_per_image_errors(tiny_export, images):
     for head in ("bcf", "fc"):
         runner = Runner(folder)
         runner.head = head
-        x = runner.preprocessing.normalize(torch.stack([it.pixels for it in load_inputs(
+        x = runner.preprocessing.normalize(np.stack([it.pixels for it in load_inputs(
             [str(p) for p, _ in files[:6]], runner.preprocessing)]))
         clean = runner.predict_batch(x)
         out = runner.cnn(x)

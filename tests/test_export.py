@@ -194,7 +194,9 @@ def test_weighted_pooling_and_the_segment_cosine_loss_by_hand():
 def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tiny_sr_export, tmp_path):
     from hdsim.factorizers import SparseResonatorConfig, SparseResonatorNetwork
     from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
-    from export.evaluate import evaluate_export, load_codebooks
+    from hdsim.codes import BlockCodebooks
+    from hdsim.export_folder import ExportFolder
+    from export.evaluate import evaluate_export
     from export.onnx_export import ExportNet, ort_session
     from export.quant import merge_batchnorm
     from export.train import restore_model
@@ -218,7 +220,7 @@ def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tin
     got = ort_session(out / "model.onnx", optimize=True).run(None, {"image": x[:128].numpy()})[0]
     assert np.abs(got - ref).max() <= 1e-5
     # the NumPy decode equals the torch reference on the same draws
-    cb = load_codebooks(out, manifest)
+    cb = BlockCodebooks.from_arrays(ExportFolder(out).codebooks)
     offsets = thin_queries(got, 4)
     ids = content_ids(offsets)
     a = sparse_resonator_decode(offsets, [t.numpy() for t in cb.indices], 32, a=dec["a"], max_iter=dec["max_iter"],

@@ -27,6 +27,8 @@ def bench_deploy_cmd(
     images: Annotated[int, typer.Option(help="Test images used as inputs.")] = 256,
     profile: Annotated[bool, typer.Option(help="Add onnxruntime's per-op profile of both ONNX models "
                                                 "(profile_ms_per_call).")] = False,
+    footprint: Annotated[bool, typer.Option(help="Add the runner's footprint: installed size, cold start and "
+                                                  "throughput, torch-free vs with torch.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
 ) -> None:
@@ -35,7 +37,8 @@ def bench_deploy_cmd(
 
     cfg = DeployBenchConfig(folder=str(folder), float_dir=None if float_dir is None else str(float_dir),
                             batch=batch, runs=runs, warmup=warmup, threads=threads, decode_batch=decode_batch,
-                            decode_queries=decode_queries, images=images, profile=profile)
+                            decode_queries=decode_queries, images=images, profile=profile,
+                            footprint=footprint)
     typer.echo(json.dumps(run_deploy_bench(cfg, progress=progress)))
 
 

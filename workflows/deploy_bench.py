@@ -19,12 +19,14 @@ alternating, so that each stage meets the caches the other leaves it. At batch
 1 (p50 per call) and at ``decode_batch`` (mean per call / batch). Ratios:
 ``int8_over_float_onnx`` and ``int8_over_torch`` (p50 latency),
 ``decode_over_cnn`` (fixed decode / int8 CNN per image at ``decode_batch``)
-and ``decode_over_cnn_batch1``.
+and ``decode_over_cnn_batch1``. ``footprint``: the runner's installed size, cold start and
+throughput, torch-free vs with torch (:mod:`workflows.footprint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 import warnings
@@ -62,6 +64,7 @@ class DeployBenchConfig:
     stream_queries: int = 64
     images: int = 256
     profile: bool = False
+    footprint: bool = True  # installed size, cold start, throughput: torch-free runner vs with torch
 
     def validate(self) -> "DeployBenchConfig":
         check_ints(self, ("batch", "runs", "decode_batch", "decode_queries", "stream_queries", "images"))
@@ -217,7 +220,28 @@ def run_deploy_bench(cfg: DeployBenchConfig, progress: bool = False) -> dict:
                                                     "QuantizeLinear", "DequantizeLinear") if k in ops}
     if manifest["head"]["kind"] != "fc":
         result.update(_decode_bench(folder, manifest, x, cfg))
+    if cfg.footprint:
+        result["footprint"] = _footprint(folder, x, cfg, progress)
     return result
+
+
+def _footprint(folder: Path, x: torch.Tensor, cfg: DeployBenchConfig, progress: bool) -> dict:
+    """:func:`workflows.footprint.footprint` on the bench's inputs written as PNG files (the runner reads files)."""
+    from PIL import Image
+
+    from hdsim.export_folder import ExportFolder
+    from workflows.footprint import footprint
+
+    px = ExportFolder(folder).preprocessing.denormalize(x.numpy())  # the exact 8-bit pixels of the inputs
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, a in enumerate(px):
+            a = a.transpose(1, 2, 0)
+            files.append(str(Path(tmp) / f"{i:05d}.png"))
+            Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(files[-1])
+        if progress:
+            print(f"bench deploy: footprint (cold starts, throughput on {len(files)} images)", file=sys.stderr)
+        return footprint(folder, files, threads=cfg.threads, batch=DEFAULT_BATCH)
 
 
 def _decode_bench(folder: Path, manifest: dict, x: torch.Tensor, cfg: DeployBenchConfig) -> dict:
