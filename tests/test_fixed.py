@@ -399,7 +399,10 @@ def test_compiled_decoder_rejects_bad_queries_like_the_model(bad, match):
 
 def test_compiled_decoder_declines_what_it_does_not_implement():
     pytest.importorskip("numba", reason="numba is not installed (export extra)")
-    from hdsim.fixed.compiled import compiled_decoder
+    from hdsim.factorizers.base import RandomSampler
+    from hdsim.fixed.compiled import CompiledFixedBCF, compiled_decoder
 
     cb = random_codebooks(2, 10, 256, 4, seed=0)
-    assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4))) is None  # conditional sampling: the model
+    # conditional sampling compiles with the default LFSR sampler only (tests/test_fixed_compiled.py)
+    assert isinstance(compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4))), CompiledFixedBCF)
+    assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4), sampler=RandomSampler(0))) is None

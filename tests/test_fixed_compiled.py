@@ -24,6 +24,8 @@ pytest.importorskip("numba", reason="numba is not installed (export extra)")
 from hdsim.fixed import compiled  # noqa: E402
 from hdsim.fixed.compiled import CompiledFixedBCF, compiled_decoder  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the model's many small ops: ~10x faster on 2 cores
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ("indices", "iterations", "converged", "max_similarity")
 
@@ -71,9 +73,11 @@ SAMPLING = [
     (3, 8, 256, 4, BCFConfig(T=0.03, A=3, Tc=0.7, max_iter=10), FixedWidths(), 12345),
     (2, 20, 240, 3, BCFConfig(T=0.15, A=5, similarity="dot", Tc=2.0, max_iter=12), FixedWidths(8, 8, 10, 12), 5),
     (2, 150, 512, 4, BCFConfig(T=0.01, A=30, Tc=0.6, max_iter=10), FixedWidths.uniform(8), 9),  # int32 words
-    (2, 40, 256, 4, BCFConfig(T=0.02, A=7, max_iter=8), FixedWidths.uniform(14), 2),  # int64 words
+    (2, 40, 256, 4, BCFConfig(T=0.02, A=7, max_iter=8), FixedWidths.uniform(16), 2),  # int64 words
     (1, 30, 256, 4, BCFConfig(T=0.05, A=4, max_iter=5), FixedWidths(10, 8, 8, 10), 11),  # F = 1, Wq > Wu
     (1, 30, 256, 4, BCFConfig(T=0.05, A=4, max_iter=5), FixedWidths(6, 8, 8, 10), 13),  # F = 1, Wq < Wu
+    (2, 10, 256, 4, BCFConfig(T=0.6, A=2, Tc=0.5, max_iter=10), FixedWidths(), 21),  # Tc < T: sampled, never pulled
+    (2, (5, 12), 256, 4, BCFConfig(T=0.05, A=5, max_iter=10), FixedWidths(), 8),  # A = M_0 (no draw), A < M_1
 ]
 
 
@@ -89,6 +93,27 @@ def test_sampling_decode_matches_the_model_every_iteration(F, M, D, B, cfg, widt
     assert n_sampled >= max(20, n_steps // 5), (n_sampled, n_steps)  # the LFSR path ran, often
     # decoded in slices the query ids (row positions) restart from 0, in the model and here
     assert_same_decode(model, dec, q[5:12])
+
+
+def _random_settings(k: int):
+    rng = np.random.default_rng(k)
+    F, B = int(rng.integers(1, 4)), int(rng.choice([2, 4]))
+    M = tuple(int(m) for m in rng.integers(2, 25, F))
+    sim = str(rng.choice(["linf", "dot"]))
+    top = 1.0 if sim == "linf" else float(B)
+    T, Tc = float(rng.uniform(0.0, 0.12)) * top, float(rng.uniform(0.4, 0.95)) * top
+    cfg = BCFConfig(T=T, A=int(rng.integers(1, max(M) + 3)), Tc=Tc, max_iter=int(rng.integers(2, 9)), similarity=sim)
+    widths = FixedWidths(*(int(b) for b in rng.integers(6, 13, 3)), 12)
+    return F, M, B * int(rng.choice([8, 32])), B, cfg, widths, int(rng.integers(1, 2 ** 32))
+
+
+@pytest.mark.parametrize("k", range(16))
+def test_sampling_decode_matches_the_model_on_random_settings(k):
+    F, M, D, B, cfg, widths, seed = _random_settings(k)
+    cb = random_codebooks(F, M, D, B, seed=k)
+    model = FixedBCF(cb, cfg, widths, seed=seed)
+    states = assert_same_decode(model, compiled_decoder(model), mixed_queries(cb, 6, k))
+    assert sampled_steps(states)[0] > 0
 
 
 def test_the_draws_depend_on_the_seed_and_the_query_position():
