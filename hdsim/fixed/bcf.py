@@ -46,7 +46,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.base import FactorizationResult, Sampler, reset_sampler
 from hdsim.factorizers.bcf import BCFConfig
 from hdsim.fixed.rounding import bit_length, saturate_unsigned, shift_floor, shift_round_half_up
-from hdsim.fixed.widths import Datapath, FixedWidths
+from hdsim.fixed.widths import QUERY_PRESCALE_BITS, Datapath, FixedWidths
 from hdsim.functional import similarity
 from hdsim.validation import check_int
 
@@ -58,10 +58,6 @@ __all__ = ["FixedBCF", "FactorStep", "IterationState", "SimilarityPerturbation",
 SimilarityPerturbation = Callable[[int, int, Tensor, Tensor, Tensor], Tensor]
 
 
-# Query quantization first floors every entry to an integer of QUERY_PRESCALE_BITS bits relative to
-# its block's largest power of two; the block sum is then an exact integer, so every implementation
-# (this model, the compiled decoder, device code) gets the same words whatever its summation order.
-QUERY_PRESCALE_BITS = 31  # v < 2^31; with Wq <= 30 every intermediate stays below 2^63
 
 
 def _pow2(n: Tensor) -> Tensor:
@@ -105,22 +101,18 @@ def quantize_query(q: Tensor, bits: int) -> Tensor:
 
 
 def codevector_positions(codebooks: BlockCodebooks) -> list[tuple[Tensor, Tensor]]:
-    """Per factor, the distinct positions its codevectors occupy in each block.
+    """Per factor, the distinct positions its codevectors occupy in each block, as tensors
+    (:func:`hdsim.fixed.compiled.codevector_positions`, the one definition, on the codebooks' offsets).
 
     Returns ``(pos, count)`` per factor: ``pos`` ``(B, P)`` int64, block ``b``'s distinct
     ``X[m, b]`` in ascending order in its first ``count[b]`` entries (zero-padded to the
     largest count ``P``), ``count`` ``(B,)`` int64. Any bundle of the factor's codevectors
     (hence any estimate) is zero outside them.
     """
-    out = []
-    for X in codebooks.indices:
-        cols = [torch.unique(X[:, b].cpu()) for b in range(codebooks.B)]
-        P = max(c.numel() for c in cols)
-        pos = torch.zeros(codebooks.B, P, dtype=torch.long)
-        for b, c in enumerate(cols):
-            pos[b, :c.numel()] = c
-        out.append((pos, torch.tensor([c.numel() for c in cols], dtype=torch.long)))
-    return out
+    from hdsim.fixed.compiled import codevector_positions as positions
+
+    return [(torch.from_numpy(p), torch.from_numpy(c))
+            for p, c in positions([X.cpu().numpy() for X in codebooks.indices])]
 
 
 @dataclass

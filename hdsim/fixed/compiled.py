@@ -34,16 +34,13 @@ import numpy as np
 
 from hdsim.errors import HdsimError
 from hdsim.factorizers.config import BCFConfig
-from hdsim.fixed.widths import Datapath, FixedWidths
+from hdsim.fixed.widths import QUERY_PRESCALE_BITS, Datapath, FixedWidths
 from hdsim.lfsr import LFSR, LFSR_TAPS, LFSR_WIDTH, LFSRSampler, query_seeds
 from hdsim.validation import check_int, gsbc_shape
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available", "codevector_positions",
            "initial_estimates", "QUERY_PRESCALE_BITS"]
 
-# hdsim.fixed.bcf.QUERY_PRESCALE_BITS (that module imports torch; tests/test_fixed_compiled.py
-# checks the two are equal): float queries are floored to integers of this many bits per block.
-QUERY_PRESCALE_BITS = 31
 
 if LFSR_WIDTH > 62:  # the kernel holds a register in an int64
     raise ImportError(f"hdsim.fixed.compiled: a {LFSR_WIDTH}-bit LFSR does not fit the kernel's int64 state")
@@ -95,8 +92,8 @@ def _check_indices(indices, L) -> tuple[list[np.ndarray], int]:
 
 
 def codevector_positions(indices: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per factor, the distinct positions its codevectors occupy in each block (numpy twin of
-    :func:`hdsim.fixed.bcf.codevector_positions`).
+    """Per factor, the distinct positions its codevectors occupy in each block (the model's
+    :func:`hdsim.fixed.bcf.codevector_positions` wraps this one as tensors).
 
     Returns ``(pos, count)`` per factor: ``pos`` ``(B, P)`` int64, block ``b``'s distinct
     ``X[m, b]`` in ascending order in its first ``count[b]`` entries (zero-padded to the

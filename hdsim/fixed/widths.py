@@ -23,7 +23,7 @@ from pathlib import Path
 from hdsim.errors import HdsimError
 from hdsim.fixed.rounding import quantize_unsigned
 
-__all__ = ["FixedWidths", "Datapath", "FLOAT32_EXACT_BITS", "FLOAT64_EXACT_BITS"]
+__all__ = ["FixedWidths", "Datapath", "FLOAT32_EXACT_BITS", "FLOAT64_EXACT_BITS", "QUERY_PRESCALE_BITS"]
 
 # The unbinding accumulator is computed by a BLAS-backed correlation in a float
 # container; it is exact because every product and partial sum is an integer
@@ -31,6 +31,10 @@ __all__ = ["FixedWidths", "Datapath", "FLOAT32_EXACT_BITS", "FLOAT64_EXACT_BITS"
 FLOAT32_EXACT_BITS = 24
 FLOAT64_EXACT_BITS = 53
 MAX_WORD = 30  # per-width cap: keeps every derived signal well inside int64
+# Query quantization first floors every entry to an integer of QUERY_PRESCALE_BITS bits relative to
+# its block's largest power of two; the block sum is then an exact integer, so every implementation
+# (the model, the compiled decoder, device code) gets the same words whatever its summation order.
+QUERY_PRESCALE_BITS = 31  # v < 2^31; with Wq <= 30 every intermediate stays below 2^63
 
 
 @dataclass(frozen=True)
