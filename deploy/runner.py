@@ -83,11 +83,11 @@ class RunnerConfig:
     compiled: bool = True
 
     def validate(self) -> "RunnerConfig":
-        from hdsim.imc.config import preset_names
-
         if self.decode not in DECODERS:
             raise HdsimError(f"decode: expected one of {list(DECODERS)}, got {self.decode!r}")
         if self.imc is not None:
+            from hdsim.imc.config import preset_names
+
             if self.imc not in preset_names():
                 raise HdsimError(f"imc: unknown preset {self.imc!r}; expected one of {preset_names()}")
             if self.decode != "fixed":

@@ -9,6 +9,8 @@ import csv
 import io
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -560,3 +562,24 @@ def test_an_output_width_that_differs_from_the_manifest_is_refused(tiny_export, 
     out = _variant(folder, tmp_path, "width", edit_manifest=lambda m: m["model"]["output"].update(shape=["N", 100]))
     with pytest.raises(HdsimError, match="the model's output has width 256, the manifest says 100"):
         Runner(out)
+
+
+def test_every_default_decode_runs_with_torch_blocked(tiny_export, images):
+    """The runner, its inputs and the fixed (compiled, sampling included), float and brute-force decodes in a
+    process where importing torch fails; the decisions equal this process's (torch loaded)."""
+    folder, manifest = tiny_export
+    _, files = images
+    paths = [str(p) for p, _ in files[:16]]
+    code = ("import sys, json; sys.modules['torch'] = None\n"
+            "from deploy.runner import Runner, RunnerConfig\n"
+            "out = {d: [(p.status, p.cls, p.factors, p.iterations, p.confidence) for p in "
+            "Runner(sys.argv[1], RunnerConfig(decode=d)).predict(sys.argv[2:])] for d in ('fixed', 'float', 'bruteforce')}\n"
+            "print(json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), *paths], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    for d in ("fixed", "float", "bruteforce"):
+        want = [[p.status, p.cls, p.factors, p.iterations, p.confidence]
+                for p in Runner(folder, RunnerConfig(decode=d)).predict(paths)]
+        assert got[d] == want, d
+    assert Runner(folder).decoder_name == "CompiledFixedBCF"  # whatever A the calibration chose
