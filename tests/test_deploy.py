@@ -415,6 +415,28 @@ def test_bench_deploy_reports_ratios_measured_in_one_run(tiny_export):
     assert "QLinearConv" in prof["int8_onnx"]["by_op"] and "QLinearConv" not in prof["float_onnx"]["by_op"]
     assert prof["int8_convs_over_float_total"] == pytest.approx(
         (prof["int8_onnx"]["depthwise_conv"] + prof["int8_onnx"]["other_conv"]) / prof["float_onnx"]["total"], rel=1e-2)
+    # the footprint: what each variant installs (the deploy extra pulls no torch), both decide alike
+    fp = r["footprint"]
+    tf, wt = fp["variants"]["torch_free"], fp["variants"]["with_torch"]
+    assert not tf["has_torch"] and wt["has_torch"] and tf["installed_mb"] < wt["installed_mb"]
+    assert tf["decoder"] == "CompiledFixedBCF" and fp["identical_decisions"] is True and fp["images"] == 64
+    for v in (tf, wt):
+        assert v["cold_start_s"] > 0 and v["images_per_s"] > 0
+    assert fp["installed_ratio"] == pytest.approx(tf["installed_mb"] / wt["installed_mb"], rel=1e-2)
+    assert fp["throughput_ratio"] == pytest.approx(tf["images_per_s"] / wt["images_per_s"], rel=1e-2)
+
+
+def test_requirement_closure_follows_extras_and_markers():
+    from importlib import metadata
+
+    from workflows.footprint import requirement_closure
+
+    deploy, full = requirement_closure(["hdsim[deploy]"]), requirement_closure(["hdsim[core,export]"])
+    # oracle: the extras' own lists in the installed metadata, one level down
+    direct = {r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+              for r in metadata.requires("hdsim") if 'extra == "deploy"' in r}
+    assert direct and direct <= deploy and "torch" not in deploy
+    assert {"torch", "brevitas", "onnxruntime"} <= full and deploy < full
 
 
 def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
@@ -500,7 +522,7 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
             Runner(folder, bad)
     # hdsim bench deploy times the sparse decode too
     proc = hdsim_cli("bench", "deploy", str(folder), "--runs", "4", "--warmup", "1", "--decode-queries", "64",
-                     "--images", "32", "--threads", "1", "--no-progress")
+                     "--images", "32", "--threads", "1", "--no-progress", "--no-footprint")
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["decoders"] == {"fixed": "SparseResonator", "bruteforce": "bruteforce"}
@@ -560,7 +582,8 @@ def test_non_finite_network_outputs_are_per_image_errors(tiny_export, images):
 def test_an_output_width_that_differs_from_the_manifest_is_refused(tiny_export, tmp_path):
     folder, _ = tiny_export
     out = _variant(folder, tmp_path, "width", edit_manifest=lambda m: m["model"]["output"].update(shape=["N", 100]))
-    with pytest.raises(HdsimError, match="the model's output has width 256, the manifest says 100"):
+    # the format's own check (manifest vs codebooks) fires first; the runner then checks the real ONNX output
+    with pytest.raises(HdsimError, match="the model output's width 100 differs from the codebooks' D=256"):
         Runner(out)
 
 
