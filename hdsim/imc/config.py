@@ -17,7 +17,7 @@ from typing import Literal
 
 from hdsim.errors import HdsimError
 
-__all__ = ["PCMNoiseConfig", "PRESETS", "get_preset", "preset_names"]
+__all__ = ["PCMNoiseConfig", "PRESETS", "get_preset", "preset_names", "imc_config"]
 
 ProgModel = Literal["polynomial", "relative"]
 DriftModel = Literal["pcm", "gaussian"]
@@ -220,3 +220,33 @@ def get_preset(name: str) -> PCMNoiseConfig:
     if name not in PRESETS:
         raise HdsimError(f"preset: unknown IMC noise preset {name!r}; valid: {', '.join(preset_names())}")
     return PRESETS[name]
+
+
+def imc_config(preset: str | PCMNoiseConfig, *, noise_scale: float = 1.0,
+               drift_compensation: bool = False) -> PCMNoiseConfig:
+    """The preset with its programming, read and output noise multiplied by ``noise_scale``
+    and drift compensation set (validated).
+
+    Raises:
+        HdsimError: unknown preset, ``noise_scale`` not a finite number >= 0,
+            ``drift_compensation`` not a bool.
+
+    Example:
+        >>> cfg = imc_config("pcm-default", noise_scale=2.0, drift_compensation=True)
+        >>> cfg.prog_scale, cfg.read_scale, cfg.out_noise, cfg.drift_compensation
+        (2.0, 2.0, 0.12, True)
+    """
+    if isinstance(preset, str):
+        cfg = get_preset(preset)
+    elif isinstance(preset, PCMNoiseConfig):
+        cfg = preset
+    else:
+        raise HdsimError(f"preset: expected a preset name or a PCMNoiseConfig, got {type(preset).__name__}")
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) \
+            or not math.isfinite(noise_scale) or noise_scale < 0:
+        raise HdsimError(f"noise_scale: must be a finite number >= 0, got {noise_scale!r}")
+    if not isinstance(drift_compensation, bool):
+        raise HdsimError(f"drift_compensation: expected a bool, got {drift_compensation!r}")
+    s = float(noise_scale)
+    return cfg.replace(prog_scale=cfg.prog_scale * s, read_scale=cfg.read_scale * s,
+                       out_noise=cfg.out_noise * s, drift_compensation=drift_compensation)

@@ -30,18 +30,16 @@ compensation factor (1 when off). Without a DAC ``c = clip(x / s, ±dac_bound)``
 in units of 1, without an ADC ``y = clip(S * d_in, ±adc_bound)``.
 
 Randomness: programming noise and drift exponents from
-``seeded_generator(seed)`` at construction; per-MVM noise from a second CPU
-generator seeded with ``derive_seed(seed, "read")``; drift-compensation reads
-from generators seeded per time point. Draws are made on the CPU in float32
-and moved to the device, so a seed gives the same numbers on every backend.
+``np.random.Generator(np.random.PCG64(seed))`` at construction
+(:func:`hdsim.imc.pcm.program`, the device model shared with the fixed-point
+crossbar); per-MVM noise from a CPU torch generator seeded with
+``derive_seed(seed, "read")``; drift-compensation reads from generators seeded
+per time point. The device state is computed in float64 on the CPU and moved
+to the device, and noise draws are made on the CPU in float32, so a seed gives
+the same numbers on every backend.
 """
 
 from __future__ import annotations
-
-import hashlib
-import math
-from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -49,7 +47,9 @@ from torch import Tensor
 
 from hdsim.codes import seeded_generator
 from hdsim.errors import HdsimError
-from hdsim.imc.config import PCMNoiseConfig, get_preset
+from hdsim.imc import pcm
+from hdsim.imc.config import PCMNoiseConfig
+from hdsim.imc.pcm import adc_format, derive_seed, save_adc_perturbations
 
 __all__ = [
     "PCMCrossbar",
@@ -59,17 +59,7 @@ __all__ = [
     "save_adc_perturbations",
 ]
 
-_LN_CLIP = 1e-7  # floor of g' inside ln() of the drift fit (public PCM model)
-
-
-def derive_seed(seed: int, tag: str) -> int:
-    """A 63-bit seed for an independent stream: the first 8 bytes of ``sha256("hdsim.imc:{seed}:{tag}")``."""
-    digest = hashlib.sha256(f"hdsim.imc:{int(seed)}:{tag}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def _code_max(bits: int) -> int:
-    return (1 << (bits - 1)) - 1
+_code_max = pcm.code_max
 
 
 def _round_half_up(v: Tensor) -> Tensor:
@@ -89,63 +79,6 @@ def quantize(x: Tensor, bits: int, bound: float) -> Tensor:
     """
     C = _code_max(bits)
     return torch.clamp(_round_half_up(x * (C / bound)), -C, C)
-
-
-def _rational(v: float) -> Fraction:
-    # Bounds are taken as rationals with small denominators so that the ADC of an
-    # integer DAC-code sum is exact (floor((2 S P + Q) / (2 Q)) in integer-valued floats).
-    return Fraction(v).limit_denominator(1 << 20)
-
-
-def adc_format(config: PCMNoiseConfig | str) -> dict:
-    """How ADC codes (and the exported perturbations) are encoded.
-
-    Returns a dict: ``bits``, ``bound``, ``code_min``/``code_max`` (``∓(2^(bits-1) - 1)``),
-    ``lsb`` (output units per code, ``bound / code_max``), ``lsb_input_ratio``
-    (``[P, Q]``: one DAC-code unit of column sum is ``P/Q`` ADC codes), ``rounding``,
-    ``out_noise_lsb`` and ``dtype`` of the exported arrays.
-    """
-    cfg = get_preset(config) if isinstance(config, str) else config
-    cfg.validate()
-    if cfg.adc_bits is None:
-        raise HdsimError("adc_bits: the configuration has no ADC (adc_bits=None): no ADC code format")
-    C = _code_max(cfg.adc_bits)
-    ratio = _ratio(cfg)
-    return {
-        "bits": cfg.adc_bits,
-        "bound": cfg.adc_bound,
-        "code_min": -C,
-        "code_max": C,
-        "lsb": cfg.adc_bound / C,
-        "lsb_input_ratio": [ratio.numerator, ratio.denominator],
-        "rounding": "half-up: floor(v + 1/2)",
-        "out_noise_lsb": cfg.out_noise * C / cfg.adc_bound,
-        "dtype": "int32",
-    }
-
-
-def _ratio(cfg: PCMNoiseConfig) -> Fraction:
-    """``d_in / d_out``: ADC codes per unit of the pre-ADC sum (unit: one DAC LSB, or 1 without a DAC)."""
-    C_out = _code_max(cfg.adc_bits)  # type: ignore[arg-type]
-    unit_in = _rational(cfg.dac_bound) / _code_max(cfg.dac_bits) if cfg.dac_bits is not None else Fraction(1)
-    return unit_in * C_out / _rational(cfg.adc_bound)
-
-
-def save_adc_perturbations(path: str | Path, perturbations: Tensor | np.ndarray) -> Path:
-    """Save integer ADC perturbations as an ``int32`` ``.npy`` file (``np.load`` reads it back).
-
-    Shapes:
-        perturbations: ``(N, cols)`` (or any shape) integer
-    """
-    arr = perturbations.detach().cpu().numpy() if isinstance(perturbations, Tensor) else np.asarray(perturbations)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise HdsimError(f"perturbations: expected an integer array, got dtype {arr.dtype}")
-    info = np.iinfo(np.int32)
-    if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise HdsimError("perturbations: values do not fit int32")
-    path = Path(path)
-    np.save(path, arr.astype(np.int32))
-    return path if path.suffix == ".npy" else path.with_name(path.name + ".npy")
 
 
 class PCMCrossbar:
@@ -178,10 +111,7 @@ class PCMCrossbar:
     def __init__(self, weights: Tensor, config: PCMNoiseConfig | str = "pcm-default", *, seed: int = 0,
                  differential: bool | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        cfg = get_preset(config) if isinstance(config, str) else config
-        if not isinstance(cfg, PCMNoiseConfig):
-            raise HdsimError(f"config: expected a PCMNoiseConfig or a preset name, got {type(config).__name__}")
-        self.config = cfg.validate()
+        self.config = pcm.resolve_config(config)
         if dtype not in (torch.float32, torch.float64):
             raise HdsimError(f"dtype: expected float32 or float64, got {dtype}")
         if not isinstance(weights, Tensor):
@@ -205,27 +135,14 @@ class PCMCrossbar:
         self.weights = W  # exact targets (CPU, float64): the ideal MVM of the perturbation export
         self.rows, self.cols = int(W.shape[0]), int(W.shape[1])
 
-        g_max = cfg.g_max
-        targets = [W.clamp_min(0) * g_max] + ([(-W).clamp_min(0) * g_max] if self.differential else [])
-        g_t = torch.stack(targets)
-        gen = seeded_generator(self.seed)
-        # Fixed draw order (programming, then drift) whatever the config, so that
-        # switching one noise source off leaves the other draws unchanged.
-        z_prog = torch.randn(g_t.shape, generator=gen).to(torch.float64)
-        z_nu = torch.randn(g_t.shape, generator=gen).to(torch.float64)
-        g_prog = (g_t + cfg.prog_scale * self._sigma_prog(g_t) * z_prog).clamp_min(0.0)
-        mu, sd = self._drift_params(g_t)
-        nu = cfg.drift_scale * (mu + sd * z_nu).abs()
-        # Q of the 1/f read noise depends on the programmed state only (public PCM model): precompute.
-        q = self._read_q(g_prog)
+        # The device model (programming noise, drift exponents, read-noise Q) is hdsim.imc.pcm's,
+        # evaluated in float64 NumPy; the tensors below are its values on the crossbar's device.
+        g_t = pcm.target_conductances(W.numpy(), self.config.g_max, self.differential)
+        self._g_prog, self._nu, self._q = pcm.program(self.config, g_t, self.seed)
 
-        def dev(t: Tensor) -> Tensor:
-            return t.to(self.device, self.dtype)
-
-        self.g_target = dev(g_t)
-        self.g_prog = dev(g_prog)
-        self.nu = dev(nu)
-        self._q = dev(q)
+        self.g_target = self._dev(g_t)
+        self.g_prog = self._dev(self._g_prog)
+        self.nu = self._dev(self._nu)
         self._cache_t: float | None = None
         self._cache: tuple[Tensor, Tensor] | None = None
         self._alpha: dict[float, float] = {}
@@ -234,47 +151,11 @@ class PCMCrossbar:
 
     # ------------------------------------------------------------------ device model
 
-    def _sigma_prog(self, g_t: Tensor) -> Tensor:
-        """Programming-noise std in µS for targets ``g_t`` (µS)."""
-        cfg = self.config
-        if cfg.prog_model == "relative":
-            return cfg.prog_rel_std * g_t
-        gp = g_t / cfg.g_max
-        c0, c1, c2 = cfg.prog_coeffs
-        return (c0 + c1 * gp + c2 * gp * gp) * (cfg.g_max / cfg.prog_g_ref)
-
-    def _drift_params(self, g_t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and std of the drift exponent for targets ``g_t`` (µS)."""
-        cfg = self.config
-        if cfg.drift_model == "gaussian":
-            return torch.full_like(g_t, cfg.drift_nu_mean), torch.full_like(g_t, cfg.drift_nu_std)
-        # ln of the relative target conductance, as in the public PCM model's fit.
-        ln_g = torch.log((g_t / cfg.g_max).abs().clamp_min(_LN_CLIP))
-        a_mu, b_mu = cfg.drift_mean_coeffs
-        a_sd, b_sd = cfg.drift_std_coeffs
-        mu = (a_mu * ln_g + b_mu).clamp(*cfg.drift_mean_clip)
-        sd = (a_sd * ln_g + b_sd).clamp(*cfg.drift_std_clip)
-        return mu, sd
-
-    def _read_q(self, g_prog: Tensor) -> Tensor:
-        cfg = self.config
-        if cfg.read_model == "relative":
-            return torch.full_like(g_prog, cfg.read_rel_std)
-        gp = (g_prog / cfg.g_max).abs()
-        return (cfg.read_q_coeff / (gp ** cfg.read_q_exponent).clamp_min(cfg.read_q_floor)).clamp_max(cfg.read_q_max)
-
-    def _read_time_factor(self, t: float) -> float:
-        cfg = self.config
-        if cfg.read_model == "relative":
-            return 1.0  # measured per-read std: no 1/f growth with time
-        # Below t = t_read the log is negative: no accumulated 1/f noise yet.
-        return math.sqrt(max(0.0, math.log((t + cfg.t_read) / (2.0 * cfg.t_read))))
+    def _dev(self, a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
 
     def _check_time(self, t_inference: float) -> float:
-        if isinstance(t_inference, bool) or not isinstance(t_inference, (int, float)) \
-                or not math.isfinite(t_inference) or t_inference < 0:
-            raise HdsimError(f"t_inference: must be a finite time >= 0 s (since programming), got {t_inference!r}")
-        return float(t_inference)
+        return pcm.check_time(t_inference)
 
     def conductances(self, t_inference: float) -> Tensor:
         """Drifted conductances ``g(t) = g_prog * (max(t, t0) / t0)^(-nu)`` in µS, no read noise.
@@ -283,10 +164,7 @@ class PCMCrossbar:
             returns: ``(P, rows, cols)``
         """
         t = self._check_time(t_inference)
-        ratio = max(t, self.config.t0) / self.config.t0
-        if ratio == 1.0:
-            return self.g_prog.clone()
-        return self.g_prog * torch.pow(torch.as_tensor(ratio, dtype=self.dtype, device=self.device), -self.nu)
+        return self._dev(pcm.conductances(self.config, self._g_prog, self._nu, t))
 
     def read_noise_std(self, t_inference: float) -> Tensor:
         """Per-device read-noise std at ``t`` in µS (``sigma_read`` of the config docstring).
@@ -294,16 +172,14 @@ class PCMCrossbar:
         Shapes:
             returns: ``(P, rows, cols)``
         """
-        g = self.conductances(t_inference)
-        return self.config.read_scale * g.abs() * self._q * self._read_time_factor(float(t_inference))
+        t = self._check_time(t_inference)
+        return self._dev(pcm.read_noise_std(self.config, self._g_prog, self._nu, self._q, t))
 
     def _state(self, t: float) -> tuple[Tensor, Tensor]:
         """Effective weights ``w(t)`` and read variance ``r(t)^2`` in weight units, cached per ``t``."""
         if self._cache_t != t or self._cache is None:
-            g = self.conductances(t)
-            w = g[0] - g[1] if self.differential else g[0]
-            r = self.read_noise_std(t) / self.config.g_max
-            self._cache = (w / self.config.g_max, (r * r).sum(dim=0))
+            w, r2 = pcm.effective_state(self.config, self._g_prog, self._nu, self._q, t)
+            self._cache = (self._dev(w), self._dev(r2))
             self._cache_t = t
         return self._cache
 
@@ -356,7 +232,7 @@ class PCMCrossbar:
         """ADC code of pre-ADC sums ``S`` (in input units): ``clip(floor((2 S P + Q) / (2 Q)), ±C)``."""
         cfg = self.config
         C = _code_max(cfg.adc_bits)  # type: ignore[arg-type]
-        r = _ratio(cfg)
+        r = pcm.adc_ratio(cfg)
         P, Q = float(r.numerator), float(r.denominator)
         return torch.clamp(torch.floor((2.0 * P * S + Q) / (2.0 * Q)), -C, C)
 

@@ -33,15 +33,16 @@ Common choices:
   computes the same numbers as the digital one, and a DAC code carries the most
   resolution it can. (A zero vector is not shifted.)
 * **Seeds.** Factor ``f``'s crossbar is programmed with
-  ``derive_seed(seed, "factor<f>")``. Its read-noise streams restart at every
-  :meth:`reset` (the factorizers call it at the start of every ``factorize``),
-  so a decode is a function of the queries and ``seed``.
+  ``derive_seed(seed, "factor<f>")``. The float adapters' read-noise streams
+  restart at every :meth:`reset` (the factorizers call it at the start of
+  every ``factorize``), so a decode is a function of the queries and ``seed``;
+  :class:`FixedPointPerturbation`'s noise is counter-based (keyed by query id,
+  iteration, factor and column), so each query's is also independent of its batch.
 """
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,10 @@ from torch import Tensor
 
 from hdsim.codes import BlockCodebooks
 from hdsim.errors import HdsimError
-from hdsim.imc.config import PCMNoiseConfig, get_preset
-from hdsim.imc.crossbar import PCMCrossbar, derive_seed, save_adc_perturbations
+from hdsim.imc import pcm
+from hdsim.imc.config import PCMNoiseConfig, imc_config
+from hdsim.imc.crossbar import PCMCrossbar, derive_seed
+from hdsim.imc.fixed_crossbar import PERTURBATION_HEADER, FixedPointCrossbar, PerturbationLog, onehot_weights
 
 __all__ = [
     "imc_config",
@@ -65,34 +68,7 @@ __all__ = [
 
 
 def _check_time(t) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-        raise HdsimError(f"t: time since programming must be a finite number of seconds >= 0, got {t!r}")
-    return float(t)
-
-
-def imc_config(preset: str | PCMNoiseConfig, *, noise_scale: float = 1.0,
-               drift_compensation: bool = False) -> PCMNoiseConfig:
-    """The preset with its programming, read and output noise multiplied by ``noise_scale``
-    and drift compensation set (validated).
-
-    Raises:
-        HdsimError: unknown preset, ``noise_scale`` not a finite number >= 0,
-            ``drift_compensation`` not a bool.
-    """
-    if isinstance(preset, str):
-        cfg = get_preset(preset)
-    elif isinstance(preset, PCMNoiseConfig):
-        cfg = preset
-    else:
-        raise HdsimError(f"preset: expected a preset name or a PCMNoiseConfig, got {type(preset).__name__}")
-    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) \
-            or not math.isfinite(noise_scale) or noise_scale < 0:
-        raise HdsimError(f"noise_scale: must be a finite number >= 0, got {noise_scale!r}")
-    if not isinstance(drift_compensation, bool):
-        raise HdsimError(f"drift_compensation: expected a bool, got {drift_compensation!r}")
-    s = float(noise_scale)
-    return cfg.replace(prog_scale=cfg.prog_scale * s, read_scale=cfg.read_scale * s,
-                       out_noise=cfg.out_noise * s, drift_compensation=drift_compensation)
+    return pcm.check_time(t, "t")
 
 
 def pow2_prescale(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,11 +101,8 @@ def _bipolar_codebooks(codebooks):
 
 
 def _onehot_weights(X: Tensor, L: int) -> Tensor:
-    """``onehot(X)^T``: ``(D, M)`` with ``W[b L + X[m, b], m] = 1``."""
-    M, B = X.shape
-    W = torch.zeros(B, L, M, dtype=torch.float64)
-    W.scatter_(1, X.t().long().cpu().unsqueeze(1), 1.0)
-    return W.reshape(B * L, M)
+    """``onehot(X)^T``: ``(D, M)`` with ``W[b L + X[m, b], m] = 1`` (:func:`~hdsim.imc.fixed_crossbar.onehot_weights`)."""
+    return torch.from_numpy(onehot_weights(X.cpu().numpy(), L))
 
 
 class CrossbarMVMs:
@@ -307,37 +280,32 @@ class BlockCrossbarMVMs:
         return torch.ldexp(y.to(w.dtype), e.to(w.device)).to(w.device, w.dtype).reshape(-1, self.B, self.L)
 
 
-PERTURBATION_HEADER = ("iteration", "factor", "query_id")
-"""The first three columns of an exported perturbation array; the rest are ``p_0 .. p_{M-1}``."""
-
-
 class FixedPointPerturbation:
     """IMC noise for the integer BCF's ``dot`` similarity, as integer perturbations of ``a``.
 
     The ``perturb`` callable of :meth:`hdsim.fixed.bcf.FixedBCF.factorize`:
     ``perturb(iteration, factor, query_ids (k,), u (k, B, L), a (k, M_f)) -> p (k, M_f)``,
-    all int64. Per call:
+    all int64. A thin torch adapter over the torch-free
+    :class:`~hdsim.imc.fixed_crossbar.FixedPointCrossbar` (``self.crossbar``), which
+    defines the computation (its module docstring has every step):
 
-    1. ``u`` is ``Q0.Wu`` (``Wu = widths.unbound``). Each query's ``u`` is shifted
-       left by ``e = Wu - bitlen(max u)`` bits (its largest entry into
-       ``[2^(Wu-1), 2^Wu)``; ``e = 0`` for ``u = 0``) and driven into the crossbar
-       as ``x = u 2^e / 2^Wu`` (in ``[0, 1)``, the DAC range; the 7-bit DAC keeps
-       its top bits).
-    2. The crossbar of factor ``f`` (``onehot(X_f)^T``, unipolar) returns the ADC
-       codes ``k`` of ``x @ W`` (noise, drift, DAC and ADC quantization;
-       with drift compensation the digitally rescaled codes, see
-       :meth:`PCMCrossbar.adc_codes`).
-    3. Back to the ``a`` word (``Q.Wu``): one ADC code is ``d_out = adc_bound / C_out``
-       output units (``12/255`` for the SPEC 6 ADC) of ``x``, i.e. ``d_out 2^(Wu - e)``
-       LSBs of ``a``::
+    1. ``u`` (``Q0.Wu``) is shifted left by ``e = Wu - bitlen(max u)`` bits and driven
+       into factor ``f``'s crossbar (``onehot(X_f)^T``, unipolar) as ``x = u 2^e / 2^Wu``.
+    2. The crossbar's column sums are exact integers on a fine grid (effective weights
+       on ``2^-32``, read variances on ``2^-48``); read and output noise are Irwin-Hall
+       Gaussians from counter-based hash words keyed by ``(seed, query id, iteration,
+       factor, column)``; the ADC code (and with drift compensation the digitally
+       rescaled code) is converted back to the ``a`` word::
 
            a_imc = floor(k * d_out * 2^(Wu - e) + 1/2)          (exact rational, half-up)
            p     = a_imc - a
 
        so the model's ``saturate(a + p, a_bits)`` is the crossbar's reading in the
-       ``a`` word (clipped at 0 and at the top of the word). Without an ADC
-       (``adc_bits=None``, preset ``ideal``) ``k d_out`` is replaced by the float
-       output, and ``p = 0`` for the ideal crossbar.
+       ``a`` word. Without an ADC (preset ``ideal``) ``p = 0``.
+
+    A query's ``p`` depends only on ``(seed, query id, iteration, factor, u)``: not on the
+    batch it is decoded in, nor on earlier calls; the compiled kernel
+    :func:`hdsim.imc._fixed_crossbar_kernel.crossbar_perturbation` computes the same integers.
 
     Every returned ``p`` is recorded (iteration, factor, query ids);
     :meth:`records` / :meth:`save` export them as one int array and
@@ -346,7 +314,8 @@ class FixedPointPerturbation:
     Args:
         codebooks: the BCF's codebooks.
         widths: the model's :class:`~hdsim.fixed.widths.FixedWidths` (only ``unbound`` is used).
-        preset, t, seed, drift_compensation, noise_scale: as :class:`CrossbarMVMs`.
+        preset, t, seed, drift_compensation, noise_scale: as :class:`BlockCrossbarMVMs`
+            (factor ``f``'s devices are programmed from ``derive_seed(seed, "factor<f>")``).
         record: keep the returned perturbations (default ``True``).
 
     Raises:
@@ -365,115 +334,64 @@ class FixedPointPerturbation:
         if not isinstance(widths, FixedWidths):
             raise HdsimError(f"widths: expected FixedWidths, got {type(widths).__name__}")
         widths.validate()
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise HdsimError(f"seed: expected an integer, got {seed!r}")
-        self.t = _check_time(t)
-        self.config = imc_config(preset, noise_scale=noise_scale, drift_compensation=drift_compensation)
         self.codebooks = codebooks.to("cpu")
+        self.crossbar = FixedPointCrossbar([X.numpy() for X in self.codebooks.indices], codebooks.L,
+                                           widths.unbound, preset, t=t, seed=seed,
+                                           drift_compensation=drift_compensation, noise_scale=noise_scale)
+        self.t = self.crossbar.t
+        self.config = self.crossbar.config
         self.Wu = widths.unbound
         self.seed = seed
         self.record = bool(record)
-        self.xbars = [PCMCrossbar(_onehot_weights(X, codebooks.L), self.config,
-                                  seed=derive_seed(seed, f"factor{f}"), differential=False, dtype=torch.float64)
-                      for f, X in enumerate(self.codebooks.indices)]
-        cfg = self.config
-        if cfg.adc_bits is not None:
-            d_out = Fraction(cfg.adc_bound).limit_denominator(1 << 20) / ((1 << (cfg.adc_bits - 1)) - 1)
-            self._d_out = (d_out.numerator, d_out.denominator)
-        else:
-            self._d_out = None
-        self._log: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+        self._log = PerturbationLog(self.codebooks.sizes)
 
     def reset(self) -> None:
-        """Restart the read-noise streams and clear the record."""
-        for xb in self.xbars:
-            xb.reset_read_noise()
+        """Clear the record (the noise is keyed by query, iteration and factor: nothing to rewind)."""
         self._log.clear()
 
     def lsb_per_code(self, e: int = 0) -> float:
         """``a`` LSBs per ADC code for an input shifted by ``e`` bits: ``d_out 2^(Wu - e)``."""
-        if self._d_out is None:
-            raise HdsimError("adc_bits: the configuration has no ADC (adc_bits is None)")
-        n, d = self._d_out
-        return n / d * 2.0 ** (self.Wu - e)
+        return self.crossbar.lsb_per_code(e)
 
-    def imc_similarity(self, u: Tensor, factor: int) -> Tensor:
-        """The crossbar's ``dot`` similarity of integer ``u`` ``(k, B, L)`` in ``a`` LSBs, int64 ``(k, M_f)``."""
+    def imc_similarity(self, u: Tensor, factor: int, iteration: int = 1, query_ids: Tensor | None = None) -> Tensor:
+        """The crossbar's ``dot`` similarity of integer ``u`` ``(k, B, L)`` in ``a`` LSBs, int64 ``(k, M_f)``
+        (queries ``0..k-1`` unless ``query_ids`` are given)."""
         u = u.to("cpu", torch.long)
-        k = u.shape[0]
-        flat = u.reshape(k, -1)
-        top = flat.amax(dim=1, keepdim=True)
-        bits = torch.where(top > 0, torch.floor(torch.log2(top.clamp_min(1).double())).long() + 1,
-                           torch.zeros_like(top))
-        e = torch.where(top > 0, self.Wu - bits, torch.zeros_like(top))  # (k, 1) >= 0
-        x = torch.ldexp(flat.double(), (e - self.Wu).double())  # u 2^e / 2^Wu, exact
-        xb = self.xbars[factor]
-        if self._d_out is None:
-            y = xb.forward(x, self.t).double()
-            return torch.floor(torch.ldexp(y, (self.Wu - e).double()) + 0.5).long()
-        codes = xb.adc_codes(x, self.t).cpu().long()
-        n, d = self._d_out
-        # a_imc = floor(codes * n 2^Wu / (d 2^e) + 1/2) = floor((2 codes n 2^Wu + d 2^e) / (2 d 2^e))
-        if (codes.abs().max() if codes.numel() else 0) * n >= (1 << (62 - self.Wu - 2)):
-            raise HdsimError("widths.unbound: perturbation arithmetic would overflow int64; narrow unbound")
-        num = 2 * codes * n * (1 << self.Wu) + d * (1 << e)
-        return torch.div(num, 2 * d * (1 << e), rounding_mode="floor")
+        ids = np.arange(u.shape[0]) if query_ids is None else query_ids.to("cpu", torch.long).numpy()
+        return torch.from_numpy(self.crossbar.reading(iteration, factor, ids, u.numpy()))
 
     def __call__(self, iteration: int, factor: int, query_ids: Tensor, u: Tensor, a: Tensor) -> Tensor:
-        X = self.codebooks.indices[factor]
-        uc, ac = u.to("cpu", torch.long), a.to("cpu", torch.long)
-        k, B, _ = uc.shape
-        exact = torch.gather(uc, 2, X.t().unsqueeze(0).expand(k, B, X.shape[0])).sum(dim=1)
-        if not torch.equal(exact, ac):
-            raise HdsimError("perturb: FixedPointPerturbation models the dot similarity; "
-                             "a is not sum_b u[b, X[m, b]] (is the model running similarity='linf'?)")
-        p = self.imc_similarity(uc, factor) - ac
+        ids = query_ids.to("cpu", torch.long).numpy()
+        p = self.crossbar.perturbation(int(iteration), int(factor), ids, u.to("cpu", torch.long).numpy(),
+                                       a.to("cpu", torch.long).numpy())
         if self.record:
-            ids = query_ids.to("cpu", torch.long).numpy().copy()
-            self._log.append((int(iteration), int(factor), ids, p.numpy().copy()))
-        return p.to(a.device)
+            self._log.add(iteration, factor, ids, p)
+        return torch.from_numpy(p).to(a.device)
 
     def records(self) -> np.ndarray:
         """Every perturbation returned so far, one row per (call, query), int64.
 
         Columns: ``iteration, factor, query_id, p_0, ..., p_{Mmax-1}`` (rows of a factor
-        with ``M_f < Mmax`` are padded with 0), in call order.
+        with ``M_f < Mmax`` are padded with 0), in call order
+        (:meth:`~hdsim.imc.fixed_crossbar.PerturbationLog.records`).
 
         Shapes:
             returns: ``(rows, 3 + max_f M_f)``
         """
-        width = max(self.codebooks.sizes)
-        rows = []
-        for it, f, ids, p in self._log:
-            block = np.zeros((len(ids), 3 + width), dtype=np.int64)
-            block[:, 0], block[:, 1], block[:, 2] = it, f, ids
-            block[:, 3:3 + p.shape[1]] = p
-            rows.append(block)
-        return np.concatenate(rows) if rows else np.zeros((0, 3 + width), dtype=np.int64)
+        return self._log.records()
 
     def table(self, n_queries: int, max_iter: int) -> np.ndarray:
-        """The recorded perturbations as a dense ``(n_queries, max_iter, F, Mmax)`` int64 table.
-
-        Entry ``[q, it - 1, f, m]`` is the value returned for query ``q``, iteration ``it``,
-        factor ``f``; never-requested entries (queries that stopped earlier) are 0. This is
-        the layout of the RTL bench's perturbation table (``hdsim.rtl.write_perturbation_hex``).
+        """The recorded perturbations as a dense ``(n_queries, max_iter, F, Mmax)`` int64 table
+        (:meth:`~hdsim.imc.fixed_crossbar.PerturbationLog.table`: the RTL bench's layout).
 
         Raises:
             HdsimError: a recorded query id or iteration does not fit the table.
         """
-        rec = self.records()
-        F = self.codebooks.F
-        out = np.zeros((n_queries, max_iter, F, rec.shape[1] - 3), dtype=np.int64)
-        if len(rec):
-            if rec[:, 2].max() >= n_queries or rec[:, 0].max() > max_iter:
-                raise HdsimError(f"table: records reach query {int(rec[:, 2].max())} and iteration "
-                                 f"{int(rec[:, 0].max())}; table is ({n_queries}, {max_iter})")
-            out[rec[:, 2], rec[:, 0] - 1, rec[:, 1]] = rec[:, 3:]
-        return out
+        return self._log.table(n_queries, max_iter)
 
     def save(self, path: str | Path) -> Path:
         """:meth:`records` as an ``int32`` ``.npy`` file (``np.load`` reads it back)."""
-        return save_adc_perturbations(path, self.records())
+        return self._log.save(path)
 
 
 class ReplayPerturbation:
