@@ -7,8 +7,9 @@ Torch-free on every path the runner offers by default:
   :class:`hdsim.fixed.FixedBCF` bit for bit (LFSR sampling included) with the manifest's
   widths, ``(T, A, Tc, max_iter)`` and LFSR seed; ``reference=True`` runs the torch model
   itself (needs torch);
-* BCF ``fixed`` on a crossbar (``imc``): the fixed-point decode with the PCM crossbar's
-  integer perturbations of the ``dot`` similarity (:class:`hdsim.imc.FixedPointPerturbation`);
+* BCF ``fixed`` on a crossbar (``imc``): the same compiled decode with the PCM crossbar's
+  integer perturbations of the ``dot`` similarity (:class:`hdsim.imc.fixed_crossbar.FixedPointCrossbar`,
+  bit for bit :class:`hdsim.imc.FixedPointPerturbation` on the torch model);
 * BCF ``float``: :func:`hdsim.bcf_numpy.bcf_decode` (float64, LFSR sampling);
 * ``bruteforce``: the best product by exhaustive search (:func:`hdsim.bcf_numpy.bruteforce_decode`,
   :func:`hdsim.sparse_resonator_numpy.bruteforce_offsets` for the sparse-resonator head);
@@ -51,30 +52,42 @@ class Decoder:
 
 
 class CompiledFixed(Decoder):
+    """The compiled fixed-point decode, optionally on a PCM crossbar (``imc``: a preset name)."""
+
     name = "CompiledFixedBCF"
 
-    def __init__(self, cb: CodebookArrays, cfg, widths, seed: int) -> None:
+    def __init__(self, cb: CodebookArrays, cfg, widths, seed: int, imc: str | None = None, imc_t: float = 20.0
+                 ) -> None:
         require("numba", purpose="the fixed-point decode")
         from hdsim.fixed.compiled import CompiledFixedBCF
 
         self.model = CompiledFixedBCF.from_arrays(cb.indices, cb.L, cfg, widths, seed)
+        self.crossbar, self.B = None, cb.B
+        if imc:
+            from hdsim.imc.fixed_crossbar import FixedPointCrossbar
+
+            # seed 0: FixedPointPerturbation's default, so --no-compiled decodes on the same devices
+            self.crossbar = FixedPointCrossbar(cb.indices, cb.L, widths.unbound, imc, t=imc_t, seed=0)
+            self.name = "CompiledFixedBCF+crossbar"
         # load (or compile) the kernel now, on the path decode() takes (float32 ONNX output),
         # not inside the first image's latency
-        self.model.decode_arrays(np.zeros((1, cb.D), np.float32))
+        self.model.decode_arrays(np.zeros((1, cb.D), np.float32), crossbar=self.crossbar)
 
     def decode(self, queries: np.ndarray) -> Decoded:
-        idx, iters, conv, amax = self.model.decode_arrays(queries)
-        return idx, iters, conv, amax.min(axis=1)
+        idx, iters, conv, amax = self.model.decode_arrays(queries, crossbar=self.crossbar)
+        conf = amax.min(axis=1)
+        return idx, iters, conv, conf / self.B if self.crossbar is not None else conf  # dot: in units of B
 
 
 class TorchFixed(Decoder):
-    """The torch model :class:`hdsim.fixed.FixedBCF` itself (``--no-compiled``), optionally on a crossbar."""
+    """The torch model :class:`hdsim.fixed.FixedBCF` itself (``--no-compiled``), optionally on a crossbar
+    (:class:`hdsim.imc.FixedPointPerturbation`, seed 0: the devices the compiled crossbar decode reads)."""
 
     name = "FixedBCF"
 
     def __init__(self, cb: CodebookArrays, cfg, widths, seed: int, imc: str | None = None, imc_t: float = 20.0
                  ) -> None:
-        what = "decoding on a crossbar (--imc)" if imc else "the reference fixed-point model (--no-compiled)"
+        what = "the reference fixed-point model (--no-compiled)"
         self.torch = require("torch", purpose=what)
         from hdsim.codes import BlockCodebooks
         from hdsim.fixed import FixedBCF
@@ -95,7 +108,8 @@ class TorchFixed(Decoder):
             if self.imc:
                 from hdsim.imc import FixedPointPerturbation
 
-                perturb = FixedPointPerturbation(self.codebooks, self.widths, self.imc, t=self.imc_t, record=False)
+                perturb = FixedPointPerturbation(self.codebooks, self.widths, self.imc, t=self.imc_t, seed=0,
+                                                 record=False)
                 res = self.model.factorize(q, perturb=perturb)
             else:
                 res = self.model.factorize(q)
@@ -172,7 +186,7 @@ def build_decoder(export: ExportFolder, decode: str = "fixed", *, imc: str | Non
     if decode == "float":
         return FloatBCF(cb, cfg, seed)
     if imc:  # the crossbar computes the dot similarity; Tc in its units (docs/deploy.md)
-        return TorchFixed(cb, replace(cfg, similarity="dot", Tc=imc_tc * cb.B), widths, seed, imc, imc_t)
+        cfg = replace(cfg, similarity="dot", Tc=imc_tc * cb.B)
     if not compiled:
-        return TorchFixed(cb, cfg, widths, seed)
-    return CompiledFixed(cb, cfg, widths, seed)
+        return TorchFixed(cb, cfg, widths, seed, imc, imc_t)
+    return CompiledFixed(cb, cfg, widths, seed, imc, imc_t)

@@ -588,21 +588,30 @@ def test_an_output_width_that_differs_from_the_manifest_is_refused(tiny_export, 
 
 
 def test_every_default_decode_runs_with_torch_blocked(tiny_export, images):
-    """The runner, its inputs and the fixed (compiled, sampling included), float and brute-force decodes in a
-    process where importing torch fails; the decisions equal this process's (torch loaded)."""
+    """The runner, its inputs and the fixed (compiled, sampling included), crossbar, float and brute-force decodes
+    in a process where importing torch fails; the decisions equal this process's, and the compiled ones equal
+    the torch model FixedBCF's (--no-compiled; on the crossbar with FixedPointPerturbation) to the last bit."""
     folder, manifest = tiny_export
     _, files = images
     paths = [str(p) for p, _ in files[:16]]
+    configs = {"fixed": {}, "crossbar": {"imc": "pcm-chip"}, "float": {"decode": "float"},
+               "bruteforce": {"decode": "bruteforce"}}
     code = ("import sys, json; sys.modules['torch'] = None\n"
             "from deploy.runner import Runner, RunnerConfig\n"
-            "out = {d: [(p.status, p.cls, p.factors, p.iterations, p.confidence) for p in "
-            "Runner(sys.argv[1], RunnerConfig(decode=d)).predict(sys.argv[2:])] for d in ('fixed', 'float', 'bruteforce')}\n"
+            f"configs = {configs!r}\n"
+            "out = {k: [(p.status, p.cls, p.factors, p.last_estimate, p.iterations, p.confidence) for p in "
+            "Runner(sys.argv[1], RunnerConfig(**kw)).predict(sys.argv[2:])] for k, kw in configs.items()}\n"
             "print(json.dumps(out))")
     proc = subprocess.run([sys.executable, "-c", code, str(folder), *paths], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout)
-    for d in ("fixed", "float", "bruteforce"):
-        want = [[p.status, p.cls, p.factors, p.iterations, p.confidence]
-                for p in Runner(folder, RunnerConfig(decode=d)).predict(paths)]
-        assert got[d] == want, d
+    for k, kw in configs.items():
+        ref = kw | ({"compiled": False} if k in ("fixed", "crossbar") else {})  # the torch model for the fixed decodes
+        runner = Runner(folder, RunnerConfig(**ref))
+        assert runner.decoder_name in ("FixedBCF", "FixedBCF+crossbar", "bcf_numpy", "bruteforce")
+        want = [[p.status, p.cls, p.factors, p.last_estimate, p.iterations, p.confidence]
+                for p in runner.predict(paths)]
+        assert got[k] == want, k
     assert Runner(folder).decoder_name == "CompiledFixedBCF"  # whatever A the calibration chose
+    assert Runner(folder, RunnerConfig(imc="pcm-chip")).decoder_name == "CompiledFixedBCF+crossbar"
+    assert got["crossbar"] != got["fixed"]  # the crossbar's readings changed some decodes

@@ -272,3 +272,51 @@ def test_bad_queries_are_one_line_errors_like_the_model():
     nan = np.ones((3, 256))
     nan[2, 5] = np.nan
     _one_line_error(lambda: dec.decode_arrays(nan), r"^query: contains NaN or infinite values \(query 2\)")
+
+
+@pytest.mark.parametrize("preset,A,noise", [("pcm-default", 0, 0.0), ("pcm-chip", 0, 0.01), ("pcm-chip", 3, 0.02),
+                                            ("ideal-periphery", 0, 0.0)])
+def test_the_crossbar_decode_equals_the_model_with_its_perturbation_bit_for_bit(preset, A, noise):
+    from hdsim.imc import FixedPointPerturbation
+    from hdsim.imc.fixed_crossbar import FixedPointCrossbar
+    from hdsim.queries import QueryNoise
+
+    cb = random_codebooks(F=2, M=24, D=256, B=4, seed=1)
+    qs = make_queries(cb, 48, seed=2, noise=QueryNoise("gaussian", noise) if noise else QueryNoise())
+    cfg, widths = BCFConfig(T=0.4, A=A, Tc=0.75 * 4, similarity="dot", max_iter=25), FixedWidths()
+    states: list = []
+    ref = FixedBCF(cb, cfg, widths, seed=5).factorize(
+        qs.queries, perturb=FixedPointPerturbation(cb, widths, preset, t=20.0, seed=3, record=False),
+        observe=states.append)
+    X = [x.numpy() for x in cb.indices]
+    xb = FixedPointCrossbar(X, cb.L, widths.unbound, preset, t=20.0, seed=3)
+    idx, iters, conv, amax, (x_tr, a_tr, w_tr) = CompiledFixedBCF.from_arrays(X, cb.L, cfg, widths, seed=5) \
+        .decode_arrays(qs.queries.numpy(), trace=True, crossbar=xb)
+    for got, want in ((idx, ref.indices), (iters, ref.iterations), (conv, ref.converged), (amax, ref.max_similarity)):
+        np.testing.assert_array_equal(got, want.numpy())
+    steps = 0
+    for st in states:  # every iteration's perturbed similarities, weights and estimates
+        for f, step in enumerate(st.factors):
+            M = step.a.shape[1]
+            np.testing.assert_array_equal(a_tr[st.query_ids, st.iteration - 1, f, :M], step.a)
+            np.testing.assert_array_equal(w_tr[st.query_ids, st.iteration - 1, f, :M], step.w)
+            np.testing.assert_array_equal(x_tr[st.query_ids, st.iteration - 1, f], step.x)
+            steps += len(st.query_ids)
+    assert steps >= 4 * 48  # query-factor steps compared
+    if preset != "ideal-periphery":  # the crossbar really moved the similarities
+        exact = CompiledFixedBCF.from_arrays(X, cb.L, cfg, widths, seed=5).decode_arrays(qs.queries.numpy())
+        assert not np.array_equal(exact[3], amax)
+
+
+def test_a_crossbar_of_other_codebooks_or_similarity_is_refused():
+    from hdsim.imc.fixed_crossbar import FixedPointCrossbar
+
+    cb = random_codebooks(F=2, M=8, D=64, B=4, seed=1)
+    X = [x.numpy() for x in cb.indices]
+    xb = FixedPointCrossbar(X, cb.L, 8, "pcm-default")
+    q = make_queries(cb, 2, seed=0).queries.numpy()
+    with pytest.raises(HdsimError, match="^crossbar: a crossbar computes the dot similarity"):
+        CompiledFixedBCF.from_arrays(X, cb.L, BCFConfig(), FixedWidths(), 1).decode_arrays(q, crossbar=xb)
+    with pytest.raises(HdsimError, match="^crossbar: built for M=\\[8, 8\\], Wu=8"):
+        CompiledFixedBCF.from_arrays(X, cb.L, BCFConfig(similarity="dot"), FixedWidths(8, 8, 9, 10), 1) \
+            .decode_arrays(q, crossbar=xb)

@@ -10,10 +10,13 @@ import math
 import numba
 import numpy as np
 
+# The crossbar's per-query perturbation (``decode_crossbar``). numba's cache of this module does
+# not notice edits to that one: a change there needs ``NUMBA_CACHE_DIR`` cleared (or this file touched).
+from hdsim.imc._fixed_crossbar_kernel import crossbar_perturbation
 
-# params of decode (one int64 array: one argument to type per call instead of thirteen)
-P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_A, P_TAPS = range(13)
-N_PARAMS = 13
+# params of decode (one int64 array: one argument to type per call instead of fourteen)
+P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_A, P_TAPS, P_ABITS = range(14)
+N_PARAMS = 14
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -101,6 +104,22 @@ def _draw_distinct(state, taps, Mf, A, w):
 
 @numba.njit(cache=True, nogil=True)
 def decode(q, qf, X, M, pos, npos, x0, seeds, params):
+    """:func:`_decode` without a crossbar (the runner's hot path: the fewest arguments to type)."""
+    none = np.zeros((0, 0, 0), np.int64)
+    return _decode(q, qf, X, M, pos, npos, x0, seeds, params, none, none, np.zeros(0, np.int64),
+                   np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+
+@numba.njit(cache=True, nogil=True)
+def decode_crossbar(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp):
+    """:func:`_decode` with every similarity read from a PCM crossbar: ``W .. fp`` are
+    :meth:`hdsim.imc.fixed_crossbar.FixedPointCrossbar.kernel_args`; the perturbation of query
+    ``n`` (its row, as ``FixedBCF`` numbers it) is added to ``a`` and saturated to the ``a`` word."""
+    return _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp)
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp):
     """Decode every query of ``q`` ``(N, B, L)`` (words), or with ``params[P_QUANTIZE]`` of
     ``qf`` (floats, quantized query by query).
 
@@ -117,6 +136,8 @@ def decode(q, qf, X, M, pos, npos, x0, seeds, params):
     T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
     dot, trace, quant = params[P_DOT] != 0, params[P_TRACE] != 0, params[P_QUANTIZE] != 0
     A, taps = params[P_A], params[P_TAPS]
+    crossbar = W.shape[0] > 0
+    amax_word = (1 << params[P_ABITS]) - 1
     if quant:
         q = np.empty(qf.shape, x0.dtype)
     N, B, L = q.shape
@@ -143,6 +164,7 @@ def decode(q, qf, X, M, pos, npos, x0, seeds, params):
     s = np.empty((B, L), q.dtype)
     arg = np.empty(F, np.int64)
     amx = np.empty(F, np.int64)
+    pert = np.zeros(Mmax, np.int64)
     for n in range(N):
         if quant:
             status = _quantize_query(qf, n, Wq, params[P_K], q, vbuf)
@@ -205,6 +227,15 @@ def decode(q, qf, X, M, pos, npos, x0, seeds, params):
                     if v > best:
                         best = v
                         barg = m
+                if crossbar:  # the ADC's reading: a + p, saturated to the a word; then the first maximum again
+                    crossbar_perturbation(t, a, f, n, it, W, R2, MX, keys, alpha, ip, fp, pert)
+                    best = -1
+                    for m in range(Mf):
+                        v = min(max(a[m] + pert[m], 0), amax_word)
+                        a[m] = v
+                        if v > best:
+                            best = v
+                            barg = m
                 # weights: similarities >= T (all of them when none is), or the pulled-up winner;
                 # with A > 0 and no similarity above T: 1 at A LFSR-drawn indices (all when A >= M)
                 if A > 0 and best <= T_int:

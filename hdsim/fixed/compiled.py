@@ -16,8 +16,10 @@ without sampling, and the query words of its in-kernel quantization
 summation order).
 
 Supported: every configuration (any ``F >= 1``, ``linf`` and ``dot``, conditional sampling
-``A >= 0`` drawn as :class:`hdsim.lfsr.LFSRSampler` draws, the model's default sampler), without
-perturbations. Built from numpy arrays (:meth:`CompiledFixedBCF.from_arrays`) this module
+``A >= 0`` drawn as :class:`hdsim.lfsr.LFSRSampler` draws, the model's default sampler), and
+on a PCM crossbar (``decode_arrays(..., crossbar=FixedPointCrossbar(...))``: the similarities
+perturbed as ``FixedBCF`` with :class:`hdsim.imc.FixedPointPerturbation` perturbs them, bit for
+bit; the kernel calls :func:`hdsim.imc._fixed_crossbar_kernel.crossbar_perturbation`). Built from numpy arrays (:meth:`CompiledFixedBCF.from_arrays`) this module
 imports no torch (only numpy, numba and the torch-free :mod:`hdsim.fixed.widths`,
 :mod:`hdsim.factorizers.config`, :mod:`hdsim.lfsr`); :meth:`CompiledFixedBCF.factorize` and
 tensor queries use torch where the caller has it. :func:`compiled_decoder` builds one from a
@@ -56,9 +58,9 @@ def numba_available() -> bool:
 
 def _kernel():
     """The numba kernels (compiled on first use, then cached on disk by numba)."""
-    from hdsim.fixed._compiled_kernel import decode, quantize
+    from hdsim.fixed._compiled_kernel import decode, decode_crossbar, quantize
 
-    return decode, quantize
+    return decode, quantize, decode_crossbar
 
 
 def _is_tensor(q) -> bool:
@@ -219,14 +221,15 @@ class CompiledFixedBCF:
         for i, v in ((k.P_WQ, widths.query), (k.P_WX, widths.estimate), (k.P_WU, widths.unbound),
                      (k.P_G, widths.recip_guard), (k.P_T, dp.T_int), (k.P_TC, dp.Tc_int),
                      (k.P_MAX_ITER, self.max_iter), (k.P_DOT, config.similarity == "dot"),
-                     (k.P_K, QUERY_PRESCALE_BITS), (k.P_A, config.A), (k.P_TAPS, LFSR_TAPS)):
+                     (k.P_K, QUERY_PRESCALE_BITS), (k.P_A, config.A), (k.P_TAPS, LFSR_TAPS),
+                     (k.P_ABITS, dp.a_bits)):
             base[i] = int(v)
         self._params: dict[tuple[int, int], np.ndarray] = {}  # by (trace, quantize)
         for trace in (0, 1):
             for quantize in (0, 1):
                 self._params[trace, quantize] = base.copy()
                 self._params[trace, quantize][[k.P_TRACE, k.P_QUANTIZE]] = trace, quantize
-        self.kernel, self._quantize = _kernel()
+        self.kernel, self._quantize, self._crossbar_kernel = _kernel()
         self._similarity_unit = 1.0 / (1 << int(widths.unbound))  # a power of two: exact scaling
         self._no_floats = np.zeros((0, B, L), np.float32)
         self._no_words = np.zeros((0, B, L), self.dtype)
@@ -286,7 +289,21 @@ class CompiledFixedBCF:
             self._raise_bad(qf, bad)
         return out
 
-    def decode_arrays(self, queries, trace: bool = False) -> tuple:
+    def _check_crossbar(self, crossbar) -> tuple:
+        from hdsim.imc.fixed_crossbar import FixedPointCrossbar
+
+        if not isinstance(crossbar, FixedPointCrossbar):
+            raise HdsimError(f"crossbar: expected a hdsim.imc.fixed_crossbar.FixedPointCrossbar, got "
+                             f"{type(crossbar).__name__}")
+        if self.config.similarity != "dot":
+            raise HdsimError("crossbar: a crossbar computes the dot similarity; the decoder runs "
+                             f"{self.config.similarity!r}")
+        if tuple(crossbar.sizes) != tuple(self.M.tolist()) or crossbar.Wu != self.widths.unbound:
+            raise HdsimError(f"crossbar: built for M={list(crossbar.sizes)}, Wu={crossbar.Wu}; the decoder has "
+                             f"M={self.M.tolist()}, Wu={self.widths.unbound}")
+        return crossbar.kernel_args()
+
+    def decode_arrays(self, queries, trace: bool = False, crossbar=None) -> tuple:
         """:meth:`factorize` as numpy arrays, without the tensor wrapping (the runner's hot path).
 
         Float queries are quantized inside the kernel, query by query. Query ``n`` (its row in
@@ -298,7 +315,12 @@ class CompiledFixedBCF:
             bool, ``max_similarity`` ``(N, F)`` float64 (units of 1), and with ``trace=True``
             also ``(x, a, w)`` per iteration: ``(N, max_iter, F, B, L)``, ``(N, max_iter, F, max M)``
             twice (valid up to each query's ``iterations``).
+
+        ``crossbar``: a :class:`hdsim.imc.fixed_crossbar.FixedPointCrossbar` of these codebooks and
+        ``Wu``: every similarity is the crossbar's reading, as ``FixedBCF.factorize(q,
+        perturb=FixedPointPerturbation(...))`` computes it (``dot`` similarity only).
         """
+        xargs = self._check_crossbar(crossbar) if crossbar is not None else None
         qf = self._float_queries(queries)
         if qf is None:
             q, qf = self._integer_queries(queries), self._no_floats
@@ -306,9 +328,9 @@ class CompiledFixedBCF:
             q = self._no_words
         N = max(q.shape[0], qf.shape[0])
         seeds = query_seeds(self.seed, np.arange(N)).astype(np.int64) if self.config.A > 0 else self._no_seeds
-        status, indices, iterations, converged, amax, *tr = self.kernel(
-            q, qf, self.X, self.M, self.pos, self.npos, self.x0, seeds,
-            self._params[int(trace), int(qf.shape[0] > 0)])
+        args = (q, qf, self.X, self.M, self.pos, self.npos, self.x0, seeds, self._params[int(trace), int(qf.shape[0] > 0)])
+        status, indices, iterations, converged, amax, *tr = (self.kernel(*args) if xargs is None
+                                                             else self._crossbar_kernel(*args, *xargs))
         if status >= 0:
             self._raise_bad(qf, status)
         out = (indices, iterations, converged, amax * self._similarity_unit)
