@@ -17,7 +17,7 @@ install the ``export`` extra. See ``docs/export.md``.
 
 from __future__ import annotations
 
-import importlib
+from hdsim.lazy import lazy_exports
 
 __all__ = ["ProductMap", "HeadConfig", "blockwise_cross_entropy", "blockwise_softmax", "BackboneConfig",
            "MobileNetV2"]
@@ -28,7 +28,4 @@ _HOME = {"ProductMap": "hdsim.export_folder", "HeadConfig": "export.heads",
          "BackboneConfig": "export.mobilenet", "MobileNetV2": "export.mobilenet"}
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name]), name)
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports("export", {name: module for name, module in _HOME.items()})

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from hdsim.errors import HdsimError
+from hdsim.export_folder import CodebookShape  # F, B, D, sizes: one definition
 from hdsim.validation import check_seed, gsbc_shape  # gsbc_shape: re-exported (it lived here)
 
 __all__ = ["BlockCodebooks", "random_sbc", "random_codebooks", "codebook_sizes", "check_gsbc", "gsbc_shape", "seeded_generator"]
@@ -45,7 +46,7 @@ def random_sbc(n: int, B: int, L: int, generator: torch.Generator) -> Tensor:
 
 
 @dataclass(frozen=True)
-class BlockCodebooks:
+class BlockCodebooks(CodebookShape):
     """``F`` SBC codebooks over ``B`` blocks of length ``L``.
 
     Attributes:
@@ -55,22 +56,6 @@ class BlockCodebooks:
 
     indices: tuple[Tensor, ...]
     L: int
-
-    @property
-    def F(self) -> int:
-        return len(self.indices)
-
-    @property
-    def B(self) -> int:
-        return int(self.indices[0].shape[1])
-
-    @property
-    def D(self) -> int:
-        return self.B * self.L
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return tuple(int(x.shape[0]) for x in self.indices)
 
     @property
     def problem_size(self) -> int:

@@ -40,7 +40,7 @@ from hdsim.errors import HdsimError
 from hdsim.extras import require
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "MODEL_FILE", "CODEBOOKS_FILE", "HEAD_KINDS", "IMAGE_SUFFIXES",
-           "RESIZE_MODES", "Preprocessing", "ProductMap", "CodebookArrays", "ExportFolder", "sha256_file",
+           "RESIZE_MODES", "Preprocessing", "ProductMap", "CodebookShape", "CodebookArrays", "ExportFolder", "sha256_file",
            "check_manifest", "write_manifest", "write_codebooks", "read_codebooks", "bcf_settings",
            "sparse_settings", "session_options", "ort_session"]
 
@@ -285,16 +285,11 @@ class Preprocessing:
 
 
 # ---- codebooks ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CodebookArrays:
-    """The ``F`` SBC codebooks of a factorizer head as numpy offsets (what ``codebooks.npz`` holds).
+class CodebookShape:
+    """``F``, ``B``, ``D``, ``sizes`` of codebooks held as ``indices`` (``F`` arrays or tensors ``(M_f, B)``) and
+    ``L``: shared by :class:`CodebookArrays` and the torch :class:`hdsim.codes.BlockCodebooks`."""
 
-    ``indices[f]``: ``(M_f, B)`` int64, codevector ``m`` of factor ``f`` has its one in block ``b``
-    at offset ``indices[f][m, b]`` (in ``[0, L)``). Torch code wraps them as
-    :class:`hdsim.codes.BlockCodebooks` (``BlockCodebooks.from_arrays``).
-    """
-
-    indices: tuple[np.ndarray, ...]
+    indices: tuple
     L: int
 
     @property
@@ -312,6 +307,19 @@ class CodebookArrays:
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(int(x.shape[0]) for x in self.indices)
+
+
+@dataclass(frozen=True)
+class CodebookArrays(CodebookShape):
+    """The ``F`` SBC codebooks of a factorizer head as numpy offsets (what ``codebooks.npz`` holds).
+
+    ``indices[f]``: ``(M_f, B)`` int64, codevector ``m`` of factor ``f`` has its one in block ``b``
+    at offset ``indices[f][m, b]`` (in ``[0, L)``). Torch code wraps them as
+    :class:`hdsim.codes.BlockCodebooks` (``BlockCodebooks.from_arrays``).
+    """
+
+    indices: tuple[np.ndarray, ...]
+    L: int
 
 
 def write_codebooks(path: str | Path, indices, L: int, class_digits: np.ndarray, class_targets: np.ndarray) -> str:

@@ -16,23 +16,28 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """The project's wheel (built without network: no build isolation) unpacked into a fresh folder."""
+def _wheel(tmp: Path) -> str:
+    """The project's wheel, built without network (no build isolation) from a copy of the checkout
+    (setuptools writes build/ and *.egg-info beside the sources)."""
     pytest.importorskip("setuptools", reason="setuptools builds the wheel")
-    tmp = tmp_path_factory.mktemp("wheel")
-    # build from a copy: setuptools writes build/ and *.egg-info beside the sources
     src = tmp / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs",
                                                              "out", ".pytest_cache", ".hypothesis"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                             "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
-    wheel = glob.glob(str(tmp / "dist" / "hdsim-*.whl"))
-    assert len(wheel) == 1
+    wheels = glob.glob(str(tmp / "dist" / "hdsim-*.whl"))
+    assert len(wheels) == 1
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project's wheel (built without network: no build isolation) unpacked into a fresh folder."""
+    tmp = tmp_path_factory.mktemp("wheel")
     target = tmp / "site"
     inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                           wheel[0]], capture_output=True, text=True, timeout=300)
+                           _wheel(tmp)], capture_output=True, text=True, timeout=300)
     assert inst.returncode == 0, inst.stderr
     return target
 
@@ -60,13 +65,7 @@ _NO_INDEX = ("No matching distribution", "Could not find a version", "NewConnect
 def deploy_venv(tmp_path_factory) -> Path:
     """A fresh venv (no system site-packages) with ``pip install 'hdsim-*.whl[deploy]'``: no torch in it."""
     tmp = tmp_path_factory.mktemp("deploy_venv")
-    src = tmp / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs",
-                                                             "out", ".pytest_cache", ".hypothesis"))
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp / "dist")], capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, build.stderr
-    wheel = glob.glob(str(tmp / "dist" / "hdsim-*.whl"))[0]
+    wheel = _wheel(tmp)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     inst = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[deploy]"], capture_output=True,

@@ -7,7 +7,7 @@ decode configuration without it; the factorizers import torch when first touched
 
 from __future__ import annotations
 
-import importlib
+from hdsim.lazy import lazy_exports
 
 __all__ = ["FactorizationResult", "RandomSampler", "Sampler", "accuracy",
            "BCFConfig", "BlockCodeFactorizer", "default_max_iter",
@@ -23,11 +23,4 @@ _HOME = {"FactorizationResult": "base", "RandomSampler": "base", "Sampler": "bas
          "StochasticConfig": "stochastic", "StochasticFactorizer": "stochastic"}
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"hdsim.factorizers.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'hdsim.factorizers' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("hdsim.factorizers", {name: "hdsim.factorizers." + module for name, module in _HOME.items()})

@@ -7,7 +7,7 @@ can use them; :class:`FixedBCF` (the torch model) imports torch when first touch
 
 from __future__ import annotations
 
-import importlib
+from hdsim.lazy import lazy_exports
 
 __all__ = ["FixedBCF", "FactorStep", "IterationState", "quantize_query", "Datapath", "FixedWidths"]
 
@@ -15,11 +15,4 @@ _HOME = {"FixedBCF": "bcf", "FactorStep": "bcf", "IterationState": "bcf", "quant
          "Datapath": "widths", "FixedWidths": "widths"}
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"hdsim.fixed.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'hdsim.fixed' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("hdsim.fixed", {name: "hdsim.fixed." + module for name, module in _HOME.items()})

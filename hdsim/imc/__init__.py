@@ -9,7 +9,7 @@ use them; :class:`PCMCrossbar` and the factorizer adapters import torch when fir
 
 from __future__ import annotations
 
-import importlib
+from hdsim.lazy import lazy_exports
 
 __all__ = [
     "PCMNoiseConfig",
@@ -42,11 +42,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"hdsim.imc.{_HOME[name]}"), name)
-    raise AttributeError(f"module 'hdsim.imc' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("hdsim.imc", {name: "hdsim.imc." + module for name, module in _HOME.items()})
