@@ -494,9 +494,6 @@ def test_an_empty_npy_stack_is_an_error_not_zero_inputs():
 def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path):
     """The sparse-resonator export through the runner: the same decisions as the evaluation's decode,
     a brute-force decoder, and BCF-only decodes refused."""
-    import subprocess
-    import sys
-
     from export.evaluate import evaluate_export
 
     root, manifest = tiny_sr_export
@@ -530,15 +527,17 @@ def test_sparse_resonator_head_runs_like_its_evaluation(tiny_sr_export, tmp_path
         assert r[k]["batch1"] > 0 and r[k]["batched"] > 0
     assert r["decode_over_cnn"] == pytest.approx(r["decode_fixed_ms_per_image"]["batched"]
                                                  / r["cnn_int8_ms_per_image"]["batched"], rel=1e-3)
-    # the decode path imports no torch
-    code = ("import sys, numpy as np; sys.modules['torch'] = None; from deploy.decoders import SparseResonator; "
-            "from hdsim.export_folder import CodebookArrays; "
-            "z = np.load(sys.argv[1]); cb = CodebookArrays((z['X0'], z['X1']), 32); "
-            "q = np.random.default_rng(0).random((5, 128)).astype(np.float32); "
-            "idx, it, conv, conf = SparseResonator(cb, dict(a=3, max_iter=20, seed=0, Tc=0.5, restarts=True)).decode(q); "
-            "assert idx.shape == (5, 2)")
-    proc = subprocess.run([sys.executable, "-c", code, str(folder / "codebooks.npz")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    # the runner on this export with torch blocked: the same predictions as here (sparse resonator, brute force)
+    paths = [str(p) for p, _ in files[:12]]
+    code = ("import sys, json; sys.modules['torch'] = None; from deploy.runner import Runner, RunnerConfig; "
+            "print(json.dumps({d: [(p.status, p.cls, p.factors, p.iterations, p.confidence) for p in "
+            "Runner(sys.argv[1], RunnerConfig(decode=d)).predict(sys.argv[2:])] for d in ('fixed', 'bruteforce')}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), *paths], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    for d in ("fixed", "bruteforce"):
+        assert got[d] == [[p.status, p.cls, p.factors, p.iterations, p.confidence]
+                          for p in Runner(folder, RunnerConfig(decode=d)).predict(paths)]
 
 
 def test_gray_alpha_arrays_are_one_image_and_black_floats_pass(tiny_export, images, tmp_path):
