@@ -110,3 +110,65 @@ def test_the_sample_count_of_a_fraction_and_bad_fractions():
         sample_weights(np.array([[np.nan, 1.0]]), 2, np.random.default_rng(0))
     with pytest.raises(HdsimError, match="^n: samples per row"):
         sample_weights(np.ones((1, 3)), 0, np.random.default_rng(0))
+
+
+# ---- the network evaluation modes (export side) ---------------------------------------------------
+def _tiny_net():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+                        nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8)),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, so folding matters
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def test_the_sampled_network_is_integer_weights_times_a_row_scale_and_exports_them(tmp_path):
+    import torch
+
+    pytest.importorskip("onnxruntime")
+    from export.stochastic import SampledConv2d, SampledLinear, _export, _onnx_integer_weights, stochastic_network
+
+    net = _tiny_net()
+    x = torch.randn(4, 3, 6, 6)
+    sampled, stats = stochastic_network(net, 0.5, seed=1)
+    layers = [m for m in sampled.modules() if isinstance(m, (SampledConv2d, SampledLinear))]
+    assert len(layers) == stats["layers"] == 3 and stats["weights"] == 8 * 27 + 8 * 9 + 5 * 8
+    # n = ceil(0.5 * fan_in) draws per row: 14 (fan-in 27), 5 (9), 4 (8)
+    assert stats["samples"] == 8 * 14 + 8 * 5 + 5 * 4
+    for m, n in zip(layers, (14, 5, 4)):
+        q = m.q.reshape(m.q.shape[0], -1)
+        assert q.dtype == torch.int8 and (q.abs().sum(dim=1) == n).all()
+    # BN folded: the exact network equals the original; each sampled layer is conv(x, q * scale)
+    conv = layers[0]
+    ref = torch.nn.functional.conv2d(x, conv.q.float() * conv.scale.view(-1, 1, 1, 1), conv.bias, padding=1)
+    assert torch.allclose(conv(x), ref)
+    _export(sampled, x[:1], tmp_path / "s.onnx", "logits")
+    assert _onnx_integer_weights(tmp_path / "s.onnx") == 3  # the file holds the integers
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(tmp_path / "s.onnx")).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - sampled(x).numpy()).max() < 1e-5
+
+
+def test_min_fan_in_keeps_small_layers_exact_and_folding_keeps_the_function():
+    import torch
+
+    from export.stochastic import SampledConv2d, fold_batchnorm, stochastic_network
+
+    net = _tiny_net()
+    x = torch.randn(2, 3, 6, 6)
+    folded = __import__("copy").deepcopy(net)
+    assert fold_batchnorm(folded) == 2
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-5)
+    sampled, stats = stochastic_network(net, 0.25, seed=0, min_fan_in=10)
+    assert stats["layers"] == 1 and isinstance(sampled[0][0], SampledConv2d)  # only the fan-in 27 layer
+    with pytest.raises(HdsimError, match=r"^stochastic_fraction: must be in \(0, 1\]"):
+        stochastic_network(net, 1.5)
