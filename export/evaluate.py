@@ -216,3 +216,28 @@ def write_coverage_curve(rows: list[dict], folder: Path, manifest: dict) -> Path
     ax2.set_title(f"{manifest['head']['kind']} head, {manifest['classes']['num_classes']} classes")
     save_figure(fig, folder / "coverage_curve.png")
     return path
+
+
+def score_outputs(export: ExportFolder, out: np.ndarray, y: np.ndarray) -> dict:
+    """``accuracy`` and ``classified`` of network outputs ``out`` (the export's ONNX output on its test images,
+    or a variant's: :mod:`export.stochastic`) under the export's own decode, as the runner decides:
+    BCF — the fixed-point decode with the manifest's settings; sparse resonator — its NumPy decode;
+    FC — argmax. An abstention counts as wrong."""
+    from hdsim.calibrate import bcf_decoder, selective_metrics
+    from hdsim.sparse_resonator_numpy import content_ids, sparse_resonator_decode, thin_queries
+
+    pm, cb = export.classes, export.codebooks
+    if export.head == "bcf":
+        cfg, widths, lfsr_seed = export.bcf_settings()
+        settings = {"T": cfg.T, "A": cfg.A, "Tc": cfg.resolved_Tc(cb.B), "max_iter": cfg.resolved_max_iter(cb.sizes)}
+        idx, _, conv = bcf_decoder(out, BlockCodebooks.from_arrays(cb), widths, lfsr_seed=lfsr_seed,
+                                   similarity=cfg.similarity)(settings)
+        res = selective_metrics(pm.classes(np.asarray(idx)), np.asarray(conv), y)
+    elif export.head == "sparse-resonator":
+        offsets = thin_queries(out, cb.B, "query")
+        idx, _, conv, _ = sparse_resonator_decode(offsets, list(cb.indices), cb.L, ids=content_ids(offsets),
+                                                  **export.sparse_settings())
+        res = selective_metrics(pm.classes(idx), conv, y)
+    else:
+        res = selective_metrics(out.argmax(axis=1), np.ones(len(y), bool), y)
+    return {"accuracy": float(res["accuracy"]), "classified": float(res["classified"])}
