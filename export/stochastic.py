@@ -203,7 +203,7 @@ def stochastic_sweep(folder: str | Path, fractions, out_dir: str | Path, seed: i
     keys = ("fraction", "accuracy", "relative_accuracy", "classified", "samples_per_weight", "ternary_fraction",
             "max_abs_q")
     csv = write_csv(out_dir / "stochastic_sweep.csv", [{k: r[k] for k in keys} for r in res["rows"]])
-    fig, (ax,) = new_figure(1)
+    fig, ax = new_figure(1, width=6.5)
     fr = [r["fraction"] for r in res["rows"]]
     ax.plot(fr, [r["accuracy"] for r in res["rows"]], "o-", label="sampled weights")
     ax.axhline(res["full"]["accuracy"], color="k", ls="--", label="full network")
