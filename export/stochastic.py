@@ -212,7 +212,7 @@ def stochastic_sweep(folder: str | Path, fractions, out_dir: str | Path, seed: i
     ax.set_xlabel("sampled fraction f (samples per row / fan-in)")
     ax.set_ylabel("test accuracy (abstention = wrong)")
     ax.set_title("stochastic scalar products (seed 004)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     save_figure(fig, out_dir / "stochastic_sweep.png")
     res["csv"], res["png"] = str(csv), str(out_dir / "stochastic_sweep.png")
     return res
