@@ -115,6 +115,8 @@ def bench_fixed(
     queries: Annotated[int, typer.Option(help="Number of queries.")] = 1024,
     batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and the LFSR.")] = 0,
+    compiled: Annotated[bool, typer.Option(help="Fixed-point decode on the compiled twin (numba, the same "
+                                           "integers); --no-compiled runs the torch model.")] = True,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = True,
 ) -> None:
@@ -123,7 +125,8 @@ def bench_fixed(
 
     set_torch_threads(threads)
     cfg = FixedBenchConfig(bits=bits, widths_file=None if widths is None else str(widths), D=D, B=B, F=F,
-                           M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed)
+                           M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed,
+                           compiled=compiled)
     emit(run_fixed_bench(cfg))
 
 
