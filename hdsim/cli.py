@@ -130,6 +130,29 @@ def bench_fixed(
     emit(run_fixed_bench(cfg))
 
 
+@bench_app.command("assoc-memory")
+def bench_assoc_memory(
+    c_in: Annotated[int, typer.Option(help="Input code: clusters.")] = 8,
+    l_in: Annotated[int, typer.Option(help="Input code: units per cluster.")] = 64,
+    c_out: Annotated[int, typer.Option(help="Output code: clusters.")] = 8,
+    l_out: Annotated[int, typer.Option(help="Output code: units per cluster (the recall's WTA size).")] = 64,
+    grid: Annotated[Optional[list[str]], typer.Option(help="Stored pair counts, repeatable or comma list "
+                                                      "(default: 13 around the analytic capacity).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stored pairs.")] = 0,
+    timing: Annotated[bool, typer.Option(help="Time store and recall against the dense float32 baseline.")] = True,
+    repeats: Annotated[int, typer.Option(help="Timing runs (the best counts).")] = 5,
+    out: Annotated[Path, typer.Option(help="Output folder (assoc_memory.csv, .png, .json).")]
+    = Path("out/bench_assoc_memory"),
+) -> None:
+    """Willshaw memory: exact recall vs stored pairs, measured and analytic (CSV + PNG; JSON on stdout)."""
+    from hdsim.bench.assoc_memory import AssocMemoryBenchConfig, run_assoc_memory_bench
+    from hdsim.sweep.output import parse_list
+
+    cfg = AssocMemoryBenchConfig(c_in=c_in, l_in=l_in, c_out=c_out, l_out=l_out, grid=parse_list(grid, "grid"),
+                                 seed=seed, timing=timing, repeats=repeats, out=str(out))
+    emit(run_assoc_memory_bench(cfg))
+
+
 @sweep_app.command("widths")
 def sweep_widths(
     bits_min: Annotated[int, typer.Option(help="Smallest word width.")] = 4,
@@ -386,7 +409,7 @@ def _register_export_commands() -> None:
 
     register(app)
     register_deploy(app)
-    register_workflows(bench_app)
+    register_workflows(bench_app, sweep_app)
 
 
 # The extra each command needs beyond the torch-free base (``hdsim.extras``): named in the
