@@ -24,7 +24,8 @@ FORBIDDEN = {  # package -> top-level modules it must never import
 }
 TORCH_FREE = ("hdsim.export_folder", "hdsim.extras", "hdsim.bcf_numpy", "hdsim.hashing",
               "hdsim.sparse_resonator_numpy", "hdsim.fixed.compiled", "hdsim.fixed.widths", "hdsim.factorizers.config",
-              "hdsim.lfsr", "hdsim.validation", "deploy.runner", "deploy.decoders", "deploy.inputs", "deploy.cli")
+              "hdsim.lfsr", "hdsim.validation", "hdsim.imc.fixed_crossbar", "hdsim.assoc_memory",
+              "hdsim.partition_dropout", "hdsim.stochastic_products", "hdsim.lazy", "deploy.runner", "deploy.decoders", "deploy.inputs", "deploy.cli")
 
 
 def _imported_modules(path: Path) -> set[str]:
