@@ -31,6 +31,11 @@ class Scales(str, Enum):
     float = "float"
 
 
+class Activation(str, Enum):
+    relu6 = "relu6"
+    wta = "wta"
+
+
 class Pretrained(str, Enum):
     imagenet = "imagenet"
 
@@ -92,6 +97,15 @@ def train_cmd(
     = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads per process; 0 = torch's setting.")] = 1,
+    # ---- blockwise winner-take-all (seed 001_*) ----
+    activation: Annotated[Activation, typer.Option(help="Backbone activation: relu6, or wta (every ReLU6 a "
+                                                   "blockwise winner-take-all over --wta-group channels).")]
+    = Activation.relu6,
+    wta_group: Annotated[int, typer.Option(help="WTA: channels per group (l); must divide every activation's "
+                                           "channel count.")] = 2,
+    wta_t_init: Annotated[float, typer.Option(help="WTA: temperature of the first training step.")] = 1.0,
+    wta_t_final: Annotated[float, typer.Option(help="WTA: temperature of the last training step (exponential "
+                                               "schedule over float and QAT steps).")] = 1000.0,
 ) -> None:
     """Train MobileNetV2 with a BCF, sparse-resonator or FC head: float epochs, then QAT; torchrun-ready (gloo)."""
     from export.train import TrainConfig, train
@@ -105,7 +119,8 @@ def train_cmd(
                       channels=channels, resize=resize, epochs=epochs, qat_epochs=qat_epochs,
                       train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, val_fraction=val_fraction, val_size=val_size, batch=batch,
                       lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
-                      scales=scales.value, seed=seed)
+                      scales=scales.value, seed=seed,
+                      activation=activation.value, wta_group=wta_group, wta_t_init=wta_t_init, wta_t_final=wta_t_final)
     metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
     import os
 
@@ -186,13 +201,15 @@ def evaluate_cmd(
                                                            "varies (coverage_curve.csv, .png).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+    multiplications: Annotated[bool, typer.Option(help="Count the multiplications per test image (zero "
+                                                  "activations skipped) and the dense count.")] = True,
 ) -> None:
     """Accuracy of an export (every head kind, the runner's decode; abstentions count as wrong), vs the FC baseline."""
     from export.evaluate import evaluate_export
 
     set_torch_threads(threads)
     _emit(evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
-                          optimize=ort_optimize, coverage_curve=coverage_curve))
+                          optimize=ort_optimize, coverage_curve=coverage_curve, multiplications=multiplications))
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,11 @@ with the manifest's ``(a, max_iter, seed)``; FC, argmax. The BCF also reports
 ``accuracy_bcf_fixed`` / ``accuracy_bcf_float`` (class of the last estimate whether or not
 it converged) and ``converged_bcf_fixed``.
 
+Every export also reports ``multiplications`` (mean per test image, zero activations
+skipped, counted on the exported graph: :mod:`export.multiplications`) and
+``multiplications_dense`` (the same layer shapes with every input counted), as the seed
+``001_*`` compares WTA networks (``docs/export.md``).
+
 ``--baseline`` names an FC-head export: ``accuracy_fc_baseline`` and ``head_parameters_fc``.
 ``coverage_curve=OUT`` (BCF) writes the risk-coverage curve as ``Tc`` varies, with the
 other settings the manifest's: ``OUT/coverage_curve.csv`` and ``.png``.
@@ -59,12 +64,19 @@ def dataset_from_manifest(manifest: dict, data_dir: str | None = None):
 
 def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, data_dir: str | None = None,
                     limit: int | None = None, optimize: bool = True, batch: int = 256,
-                    decisions: bool = False, coverage_curve: str | Path | None = None) -> dict:
+                    decisions: bool = False, coverage_curve: str | Path | None = None,
+                    multiplications: bool = True) -> dict:
     """Accuracies of an export folder (and of an FC baseline export) on the test set (module docstring).
 
     ``decisions=True`` (factorizer heads) adds ``decisions``: the decode's class per test image
     (``-1`` for a null product; BCF: also as ``decisions_bcf_fixed``), whether or not it
     converged, and ``converged_per_image``.
+
+    ``multiplications`` (default): also the multiplications per test image of the exported
+    graph, zeros skipped, and the dense count of the same shapes
+    (:func:`export.multiplications.count_onnx_multiplications`; keys ``multiplications``,
+    ``multiplications_dense``, ``multiplications_ratio``, ``input_zero_fraction``, ...),
+    with the backbone's ``activation`` and ``wta_group``.
     """
     from hdsim.calibrate import selective_metrics
     from hdsim.validation import output_dir
@@ -106,6 +118,14 @@ def evaluate_export(folder: str | Path, *, baseline: str | Path | None = None, d
         result["head_parameters_fc"] = manifest["head"]["parameters"]
     result.pop("accuracy_last_estimate", None)
     result.pop("queries", None)
+    if multiplications:  # seed 001_* table 1: per input, zeros skipped vs every input counted
+        from export.multiplications import count_onnx_multiplications
+
+        counted = count_onnx_multiplications(folder / manifest["model"]["file"], x.numpy(), batch=batch)
+        counted.pop("layers")
+        result.update(counted)
+        result["activation"] = manifest.get("backbone", {}).get("activation", "relu6")
+        result["wta_group"] = manifest.get("backbone", {}).get("wta_group")
     if baseline is not None:
         bman = ExportFolder(baseline).manifest
         if bman["head"]["kind"] != "fc":

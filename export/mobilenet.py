@@ -18,6 +18,13 @@ variant of seed ``000_*`` (SPEC section 7): ``pool`` is a :class:`WeightedPool2d
 with ``pool_size`` weights shared by every channel (49 on ImageNet's 7x7 map;
 ``feature_map_size(H, W)`` positions on another input), no classifier: the
 output is the ``last_channel`` pooled features themselves.
+
+``BackboneConfig(activation="wta", wta_group=l)`` builds the blockwise winner-take-all
+variant of seed ``001_*`` (SPEC section 8, :mod:`hdsim.wta`): **every** ReLU6 of the
+network (stem, expansion 1x1, depthwise 3x3, last 1x1) becomes a :class:`WTA` over groups
+of ``l`` channels, soft (annealed temperature) in training mode and hard in eval mode;
+the projections stay linear (MobileNetV2's linear bottlenecks). Module names and
+parameters are unchanged (a WTA has none), so ``l = 1`` is the ReLU6 network itself.
 """
 
 from __future__ import annotations
@@ -30,7 +37,10 @@ from torch import Tensor, nn
 from hdsim.errors import HdsimError
 
 __all__ = ["make_divisible", "InvertedResidual", "MobileNetV2", "BackboneConfig", "INVERTED_RESIDUAL_SETTING",
-           "block_plan", "load_state_dict_strict", "WeightedPool2d", "feature_map_size"]
+           "block_plan", "load_state_dict_strict", "WeightedPool2d", "feature_map_size", "ACTIVATIONS", "WTA",
+           "activation_layers", "set_wta_temperature"]
+
+ACTIVATIONS = ("relu6", "wta")
 
 # (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -55,12 +65,18 @@ class BackboneConfig:
         last_channel: features out of ``features.18``; ``None`` = torchvision's
             ``make_divisible(1280 * max(1, width))`` (1280 at width <= 1).
         round_nearest: channel rounding multiple.
+        activation: ``relu6`` (MobileNetV2) or ``wta`` (every ReLU6 becomes a blockwise
+            winner-take-all, :class:`WTA`; seed ``001_*``).
+        wta_group: ``l``, channels per WTA group (``wta`` only); must divide the channel
+            count of every activation (:func:`activation_layers`).
     """
 
     width: float = 1.0
     in_channels: int = 3
     last_channel: int | None = None
     round_nearest: int = 8
+    activation: str = "relu6"
+    wta_group: int = 1
 
     def validate(self) -> None:
         if not self.width > 0:
@@ -69,6 +85,16 @@ class BackboneConfig:
             raise HdsimError(f"in_channels: must be >= 1, got {self.in_channels}")
         if self.last_channel is not None and self.last_channel < 1:
             raise HdsimError(f"last_channel: must be >= 1, got {self.last_channel}")
+        if self.activation not in ACTIVATIONS:
+            raise HdsimError(f"activation: expected one of {list(ACTIVATIONS)}, got {self.activation!r}")
+        if self.activation == "wta":
+            from hdsim.wta import check_group
+
+            check_group(self.wta_group, name="wta_group")
+            for name, channels in activation_layers(self):
+                if channels % self.wta_group:
+                    raise HdsimError(f"wta_group: groups of {self.wta_group} do not divide the {channels} channels "
+                                     f"of {name} (every activation's channel count must be a multiple)")
 
     @property
     def stem_channels(self) -> int:
@@ -96,6 +122,24 @@ def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
             cin = cout
             idx += 1
     return plan
+
+
+def activation_layers(cfg: BackboneConfig) -> list[tuple[str, int]]:
+    """``(module name, channels)`` of every ReLU6 / WTA activation, in forward order.
+
+    Example:
+        >>> layers = activation_layers(BackboneConfig(width=0.25, in_channels=1, last_channel=128))
+        >>> layers[:4], layers[-1], len(layers)
+        ([('features.0.2', 8), ('features.1.conv.0.2', 8), ('features.2.conv.0.2', 48), ('features.2.conv.1.2', 48)], ('features.18.2', 128), 35)
+    """
+    out = [("features.0.2", cfg.stem_channels)]
+    for idx, cin, _, _, expand in block_plan(cfg):
+        hidden = int(round(cin * expand))
+        if expand != 1:
+            out.append((f"features.{idx}.conv.0.2", hidden))
+        out.append((f"features.{idx}.conv.{int(expand != 1)}.2", hidden))
+    out.append((f"features.{len(block_plan(cfg)) + 1}.2", cfg.features))
+    return out
 
 
 def feature_map_size(height: int, width: int) -> tuple[int, int]:
@@ -141,19 +185,64 @@ def check_pool_input(x: Tensor, n: int) -> None:
                          f"{tuple(x.shape[2:])} (the sparse-resonator head is trained for one input size)")
 
 
-def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    """``Sequential(Conv2d(bias=False), BatchNorm2d, ReLU6)`` — torchvision's ``Conv2dNormActivation``."""
+# ---- blockwise winner-take-all (seed 001_*) -----------------------------------------------------
+class WTA(nn.Module):
+    """ReLU6 as a blockwise winner-take-all over groups of ``l`` channels (:mod:`hdsim.wta`).
+
+    ``y = soft_wta(min(x, 6), l, t)`` in training mode (temperature ``t``, set every step by
+    the training loop through :func:`set_wta_temperature`), ``y = hard_wta(min(x, 6), l)`` in
+    eval mode (one winner per group and pixel, lowest channel on ties). The cap at 6 keeps
+    ReLU6's range, so ``l = 1`` is exactly ``ReLU6`` (the WTA functions apply the ``relu``).
+    No parameters: the state dict of a WTA net is that of the ReLU6 net.
+
+    Shapes:
+        input ``(N, C, H, W)`` with ``C`` a multiple of ``l`` -> the same shape
+    """
+
+    def __init__(self, l: int, t: float = 1.0) -> None:
+        super().__init__()
+        self.l = int(l)
+        self.t = float(t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from hdsim.wta import hard_wta, soft_wta
+
+        x = torch.clamp(x, max=6.0)
+        return soft_wta(x, self.l, self.t) if self.training else hard_wta(x, self.l)
+
+    def extra_repr(self) -> str:
+        return f"l={self.l}, t={self.t:g}"
+
+
+def set_wta_temperature(model: nn.Module, t: float) -> int:
+    """Set the temperature of every WTA activation of ``model`` (float or quantized); returns how many."""
+    n = 0
+    for m in model.modules():
+        if getattr(m, "is_wta", False) or isinstance(m, WTA):
+            m.t = float(t)
+            n += 1
+    return n
+
+
+def _activation(backbone: BackboneConfig) -> nn.Module:
+    return WTA(backbone.wta_group) if backbone.activation == "wta" else nn.ReLU6(inplace=True)
+
+
+def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                  backbone: BackboneConfig | None = None) -> nn.Sequential:
+    """``Sequential(Conv2d(bias=False), BatchNorm2d, ReLU6)`` — torchvision's ``Conv2dNormActivation``;
+    with ``backbone.activation == "wta"`` the activation is a :class:`WTA`."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
-        nn.ReLU6(inplace=True),
+        _activation(backbone) if backbone is not None else nn.ReLU6(inplace=True),
     )
 
 
 class InvertedResidual(nn.Module):
     """Expand (1x1) -> depthwise (3x3) -> linear project (1x1); identity shortcut when shapes allow."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, backbone: BackboneConfig | None = None) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise HdsimError(f"stride: expected 1 or 2, got {stride}")
@@ -162,9 +251,9 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(conv_bn_relu6(cin, hidden, kernel=1))
+            layers.append(conv_bn_relu6(cin, hidden, kernel=1, backbone=backbone))
         layers += [
-            conv_bn_relu6(hidden, hidden, kernel=3, stride=stride, groups=hidden),
+            conv_bn_relu6(hidden, hidden, kernel=3, stride=stride, groups=hidden, backbone=backbone),
             nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
             nn.BatchNorm2d(cout),
         ]
@@ -198,12 +287,13 @@ class MobileNetV2(nn.Module):
         if num_outputs < 1:
             raise HdsimError(f"num_outputs: must be >= 1, got {num_outputs}")
         self.backbone_config = backbone
-        layers: list[nn.Module] = [conv_bn_relu6(backbone.in_channels, backbone.stem_channels, 3, 2)]
+        layers: list[nn.Module] = [conv_bn_relu6(backbone.in_channels, backbone.stem_channels, 3, 2,
+                                                 backbone=backbone)]
         cin = backbone.stem_channels
         for _, bin_, bout, stride, t in block_plan(backbone):
-            layers.append(InvertedResidual(bin_, bout, stride, t))
+            layers.append(InvertedResidual(bin_, bout, stride, t, backbone))
             cin = bout
-        layers.append(conv_bn_relu6(cin, backbone.features, kernel=1))
+        layers.append(conv_bn_relu6(cin, backbone.features, kernel=1, backbone=backbone))
         self.features = nn.Sequential(*layers)
         self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
         if pool_size:

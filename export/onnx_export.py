@@ -10,7 +10,7 @@
   offset-form codebooks, ``L``, ``class_digits`` ``(K, F)``, ``class_targets`` ``(K, B)``.
   The sparse-resonator head's output ``query`` is its pooled features ``(N, D)``; the
   decoder thins each of the ``B`` segments to its argmax.
-* ``manifest.json``: see :func:`build_manifest` and ``docs/export.md``.
+* ``manifest.json``: written through :mod:`hdsim.export_folder` (:func:`build_manifest`; ``docs/export_format.md``).
 """
 
 from __future__ import annotations
@@ -297,6 +297,16 @@ def _logits_like(output: np.ndarray, net: ExportNet) -> np.ndarray:
     return output
 
 
+def _activation_fields(cfg_dict: dict) -> dict:
+    """The manifest's description of the backbone activation (descriptive; a checkpoint from before
+    the option is ``relu6``). WTA (seed ``001_*``): the graph's hard WTA ops, ``docs/export.md``."""
+    if cfg_dict.get("activation", "relu6") != "wta":
+        return {"activation": "relu6", "wta_group": None}
+    return {"activation": "wta", "wta_group": int(cfg_dict["wta_group"]),
+            "wta": "hard blockwise winner-take-all after every ReLU6 (lowest channel wins ties): Relu, Reshape "
+                   "(N, C/l, l, H, W), ArgMax(axis=2, select_last_index=0), Equal(range(l)), Cast, Mul, Reshape"}
+
+
 def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, data, head, cfg_dict: dict,
                    features: int, net: ExportNet, decode: dict | None, checks: dict, source: dict,
                    class_names: list[str] | None, extra: dict | None = None) -> dict:
@@ -325,7 +335,7 @@ def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, dat
         "preprocessing": pp.as_dict(),
         "backbone": {"arch": "mobilenet_v2", "width": cfg_dict.get("width"), "features": features,
                      "last_channel": cfg_dict.get("last_channel") or None,
-                     "in_channels": pp.channels},
+                     "in_channels": pp.channels, **_activation_fields(cfg_dict)},
         "head": {"kind": head.kind, "parameters": head.parameters_count(features),
                  "fc_equivalent_parameters": features * head.product_map.num_classes + head.product_map.num_classes},
         "classes": head.product_map.as_dict(),

@@ -19,6 +19,10 @@ Quantization scheme (SPEC section 7):
   (:func:`merge_batchnorm`) before export. Per-channel weight scales follow the
   merged weights (max statistics), so the merge does not move the integer grid.
 
+With ``BackboneConfig(activation="wta")`` (seed ``001_*``) every ``QuantReLU6`` is a
+:class:`QuantWTA` (the twin of :class:`export.mobilenet.WTA`): ``Q(wta(Q(relu6(x))))`` with
+one unsigned quantizer used twice (module docstring of :func:`QuantWTA`).
+
 Every quant layer has the name of its ``torch.nn`` twin (``features.3.conv.1.0``
 is a ``QuantConv2d`` where the float net has a ``Conv2d``), so a float state
 dict loads unchanged; the quantizers' own parameters are the only extra keys.
@@ -34,7 +38,7 @@ from torch import Tensor, nn
 from hdsim.errors import HdsimError
 from export.mobilenet import BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size
 
-__all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantInvertedResidual", "QuantMobileNetV2",
+__all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantWTA", "QuantInvertedResidual", "QuantMobileNetV2",
            "merge_batchnorm", "has_batchnorm", "calibrate", "load_float_weights", "quant_only_key"]
 
 
@@ -170,8 +174,8 @@ class ClampReLU6(nn.Module):
 _RELU6 = None
 
 
-def QuantReLU6(act_quant, return_quant_tensor: bool = True):
-    """ReLU6 followed by an unsigned asymmetric int8 quantizer (returns a ``QuantTensor``)."""
+def _quant_relu6_class():
+    """The ``QuantReLU6`` class (Brevitas is imported on first use)."""
     global _RELU6
     if _RELU6 is None:
         _, QNLAL = _brevitas()
@@ -183,7 +187,63 @@ def QuantReLU6(act_quant, return_quant_tensor: bool = True):
 
         _QuantReLU6.__name__ = _QuantReLU6.__qualname__ = "QuantReLU6"
         _RELU6 = _QuantReLU6
-    return _RELU6(act_quant, return_quant_tensor)
+    return _RELU6
+
+
+def QuantReLU6(act_quant, return_quant_tensor: bool = True):
+    """ReLU6 followed by an unsigned asymmetric int8 quantizer (returns a ``QuantTensor``)."""
+    return _quant_relu6_class()(act_quant, return_quant_tensor)
+
+
+# ---- blockwise winner-take-all (seed 001_*) -----------------------------------------------------
+_WTA = None
+
+
+def QuantWTA(act_quant, l: int, t: float = 1.0, return_quant_tensor: bool = True):
+    """Quantized :class:`export.mobilenet.WTA`: ``Q(wta(Q(relu6(x))))`` with **one** unsigned quantizer ``Q``.
+
+    A :func:`QuantReLU6` (same state-dict keys, so ``l = 1`` is the ReLU6 twin) whose forward
+    applies itself, the WTA (soft with temperature ``t`` in training mode, hard in eval mode;
+    :mod:`hdsim.wta`), then itself again. Why twice: the WTA then compares quantized values
+    (PyTorch and onnxruntime see the same integers, so the same winners, ties included),
+    its hard output (winners kept, the rest 0) lies on ``Q``'s grid so the second ``Q`` is
+    exact, and in the ONNX graph both convolutions around it keep a ``QuantizeLinear`` /
+    ``DequantizeLinear`` neighbour, so onnxruntime still fuses them into ``QLinearConv``
+    (the WTA runs in float between ``DequantizeLinear`` and ``QuantizeLinear``). The soft
+    WTA of training is off the grid; the second ``Q`` puts it back (QAT sees what inference does).
+    """
+    global _WTA
+    if _WTA is None:
+        relu6 = _quant_relu6_class()
+
+        class _QuantWTA(relu6):
+            is_wta = True
+
+            def __init__(self, act_quant, l: int, t: float = 1.0, return_quant_tensor: bool = True) -> None:
+                relu6.__init__(self, act_quant, return_quant_tensor)
+                self.l = int(l)
+                self.t = float(t)
+
+            def forward(self, x):
+                from hdsim.wta import hard_wta, soft_wta
+
+                y = _value(relu6.forward(self, x))
+                y = soft_wta(y, self.l, self.t) if self.training else hard_wta(y, self.l)
+                return relu6.forward(self, y)
+
+            def extra_repr(self) -> str:
+                return f"l={self.l}, t={self.t:g}"
+
+        _QuantWTA.__name__ = _QuantWTA.__qualname__ = "QuantWTA"
+        _WTA = _QuantWTA
+    return _WTA(act_quant, l, t, return_quant_tensor)
+
+
+def _qact(q: dict, backbone: BackboneConfig | None) -> nn.Module:
+    """The activation after a convolution: ``QuantReLU6``, or ``QuantWTA`` for a WTA backbone."""
+    if backbone is not None and backbone.activation == "wta":
+        return QuantWTA(q["unsigned"], backbone.wta_group)
+    return QuantReLU6(q["unsigned"])
 
 
 def _qconv(q: dict, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Module:
@@ -192,9 +252,9 @@ def _qconv(q: dict, cin: int, cout: int, kernel: int, stride: int = 1, groups: i
                            weight_quant=q["weight"], bias_quant=q["bias"], return_quant_tensor=False)
 
 
-def _qconv_bn_relu6(q: dict, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(_qconv(q, cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout),
-                         QuantReLU6(q["unsigned"]))
+def _qconv_bn_relu6(q: dict, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
+                    backbone: BackboneConfig | None = None) -> nn.Sequential:
+    return nn.Sequential(_qconv(q, cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout), _qact(q, backbone))
 
 
 def _act(q: dict, kind: str, return_quant_tensor: bool = True) -> nn.Module:
@@ -209,15 +269,16 @@ class QuantInvertedResidual(nn.Module):
     ``x`` already carries ``Q``'s scale (the previous block of the stage).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int, out_quant: nn.Module, q: dict) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, out_quant: nn.Module, q: dict,
+                 backbone: BackboneConfig | None = None) -> None:
         super().__init__()
         self.stride = stride
         hidden = int(round(cin * expand))
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(_qconv_bn_relu6(q, cin, hidden, kernel=1))
-        layers += [_qconv_bn_relu6(q, hidden, hidden, 3, stride, groups=hidden),
+            layers.append(_qconv_bn_relu6(q, cin, hidden, kernel=1, backbone=backbone))
+        layers += [_qconv_bn_relu6(q, hidden, hidden, 3, stride, groups=hidden, backbone=backbone),
                    _qconv(q, hidden, cout, 1), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
         self.out_channels = cout
@@ -250,17 +311,18 @@ class QuantMobileNetV2(nn.Module):
         self.scales = scales
         self.input_pad = 0  # zero channels appended to the input (see pad_input_channels)
         self.quant_inp = _act(q, "signed")
-        layers: list[nn.Module] = [_qconv_bn_relu6(q, backbone.in_channels, backbone.stem_channels, 3, 2)]
+        layers: list[nn.Module] = [_qconv_bn_relu6(q, backbone.in_channels, backbone.stem_channels, 3, 2,
+                                                   backbone=backbone)]
         stage_quant: nn.Module | None = None
         cin = backbone.stem_channels
         prev_out = None
         for _, bin_, bout, stride, t in block_plan(backbone):
             if stage_quant is None or bout != prev_out or stride != 1:
                 stage_quant = _act(q, "signed")
-            layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q))
+            layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q, backbone))
             prev_out = bout
             cin = bout
-        layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1))
+        layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1, backbone=backbone))
         self.features = nn.Sequential(*layers)
         self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
         if pool_size:

@@ -33,10 +33,10 @@ from hdsim.errors import HdsimError
 from hdsim.validation import output_dir
 from export.data import ImageFolder, MultiDigitMNIST
 from export.heads import HeadConfig, make_head
-from export.mobilenet import BackboneConfig, MobileNetV2
+from export.mobilenet import BackboneConfig, MobileNetV2, set_wta_temperature
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "build_data", "build_model", "evaluate_model",
-           "CHECKPOINT_FORMAT"]
+           "CHECKPOINT_FORMAT", "wta_step_temperature"]
 
 CHECKPOINT_FORMAT = "hdsim-export-checkpoint/1"
 
@@ -69,6 +69,14 @@ class TrainConfig:
         eval_size: test images evaluated after every epoch (0 = all).
         scales: quantizer scales, ``po2`` (power of two: bit-exact PyTorch/onnxruntime parity) or ``float``.
         seed: seed of data, init and codebooks.
+        activation: ``relu6`` or ``wta`` (blockwise winner-take-all, seed ``001_*``: every ReLU6
+            of the backbone, :class:`export.mobilenet.WTA`). Checkpoints written before the
+            option load as ``relu6``.
+        wta_group: ``l``, channels per WTA group; must divide every activation's channel count.
+        wta_t_init, wta_t_final: the soft WTA's temperature, exponential from ``wta_t_init`` at the
+            first training step to ``wta_t_final`` at the last (float and QAT steps on one
+            schedule, :func:`wta_step_temperature`); defaults from the seed's table 3 (1 -> 1000
+            is among its best for ``l`` = 2 and 4, a final 100 was worse).
     """
 
     dataset: str = "mnist2"
@@ -101,9 +109,25 @@ class TrainConfig:
     eval_size: int = 1000
     scales: str = "po2"
     seed: int = 0
+    # ---- blockwise winner-take-all (seed 001_*, SPEC section 8) ----
+    activation: str = "relu6"
+    wta_group: int = 2
+    wta_t_init: float = 1.0
+    wta_t_final: float = 1000.0
+
+    @property
+    def backbone(self) -> BackboneConfig:
+        """The backbone's shape and activation (input channels 1: they change no channel count checked here)."""
+        return BackboneConfig(self.width, 1, self.last_channel or None, activation=self.activation,
+                              wta_group=self.wta_group if self.activation == "wta" else 1)
 
     def validate(self) -> None:
-        BackboneConfig(self.width, 1, self.last_channel or None).validate()
+        self.backbone.validate()
+        if self.activation == "wta":
+            for name in ("wta_t_init", "wta_t_final"):
+                v = getattr(self, name)
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                    raise HdsimError(f"{name}: temperature must be a finite number > 0, got {v!r}")
         if self.head == "sparse-resonator" and self.D not in (0, self.features):
             raise HdsimError(f"D: the sparse-resonator head has no projection, so D is the backbone's "
                              f"{self.features} features (last_channel); got D={self.D}")
@@ -190,7 +214,9 @@ def build_data(cfg: TrainConfig):
 
 
 def backbone_config(cfg: TrainConfig, data) -> BackboneConfig:
-    return BackboneConfig(cfg.width, data.preprocessing.channels, cfg.last_channel or None)
+    from dataclasses import replace
+
+    return replace(cfg.backbone, in_channels=data.preprocessing.channels)
 
 
 def build_model(cfg: TrainConfig, data, head, quant: bool) -> nn.Module:
@@ -324,6 +350,25 @@ def _make_optimizer(params, lr: float, wd: float):
     return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
 
 
+# ---- blockwise winner-take-all: the temperature follows the training step -------------------------
+def wta_step_temperature(cfg: TrainConfig, epoch: int, step: int, steps: dict[str, int]) -> float:
+    """The soft WTA's temperature at batch ``step`` of ``epoch``: one exponential schedule over
+    every training step, float epochs then QAT epochs (``steps``: steps per epoch of each phase).
+
+    The QAT phase continues the schedule rather than restarting it: the quantized twin
+    fine-tunes the nearly hard activation that inference uses.
+    """
+    from hdsim.wta import wta_temperature
+
+    n_float = cfg.epochs * steps.get("float", 0)
+    total = n_float + cfg.qat_epochs * steps.get("qat", 0)
+    if epoch < cfg.epochs:
+        done = epoch * steps["float"] + step
+    else:
+        done = n_float + (epoch - cfg.epochs) * steps["qat"] + step
+    return wta_temperature(done, max(total, 1), cfg.wta_t_init, cfg.wta_t_final)
+
+
 def _make_scheduler(opt, phase: str, cfg: TrainConfig, steps_per_epoch: int):
     if phase == "float":
         total = max(1, cfg.epochs * steps_per_epoch)
@@ -409,6 +454,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             ddp = nn.parallel.DistributedDataParallel(model)
         net = ddp if ddp is not None else model
         shard, steps = plan(phase)
+        wta_steps = ({p: plan(p)[1] for p, n in (("float", cfg.epochs), ("qat", cfg.qat_epochs)) if n}
+                     if cfg.activation == "wta" else None)
         x, y = data.train_epoch(epoch, cfg.epoch_size(phase))
         x, y = x[rank * shard:(rank + 1) * shard], y[rank * shard:(rank + 1) * shard]
         model.train()
@@ -419,6 +466,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
             warnings.simplefilter("ignore")
             for i in range(steps):
                 xb, yb = x[i * local_batch:(i + 1) * local_batch], y[i * local_batch:(i + 1) * local_batch]
+                if wta_steps is not None:
+                    wta_t = wta_step_temperature(cfg, epoch, i, wta_steps)
+                    set_wta_temperature(model, wta_t)
                 loss = head.loss(net(xb), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -429,6 +479,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                 bar.set_postfix(loss=f"{float(loss):.3f}")
         epoch += 1
         record = {"epoch": epoch, "phase": phase, "loss": running / steps, "seconds": time.time() - t0}
+        if wta_steps is not None:
+            record["wta_t"] = wta_t  # the temperature of the epoch's last step
         if rank == 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
