@@ -409,7 +409,7 @@ def _register_export_commands() -> None:
 
     register(app)
     register_deploy(app)
-    register_workflows(bench_app)
+    register_workflows(bench_app, sweep_app)
 
 
 # The extra each command needs beyond the torch-free base (``hdsim.extras``): named in the

@@ -1,4 +1,5 @@
-"""``hdsim bench deploy``: the typer command registered on ``hdsim bench`` (needs export and deploy)."""
+"""``hdsim bench deploy`` and ``hdsim sweep wta``: typer commands registered on ``hdsim bench`` and
+``hdsim sweep`` (they need export, and deploy or training)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,47 @@ def bench_deploy_cmd(
     typer.echo(json.dumps(run_deploy_bench(cfg, progress=progress)))
 
 
-def register(bench_app: typer.Typer) -> None:
-    """Add ``deploy`` to ``hdsim bench``."""
+# ---- hdsim sweep wta (seed 001_*) ----------------------------------------------------------------
+def sweep_wta_cmd(
+    groups: Annotated[Optional[list[str]], typer.Option(help="Group sizes l, repeatable or comma list (default "
+                                                         "1,2,4,8; l = 1 is the ReLU6 network).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: wta_sweep.csv, .png, runs/, exports/.")]
+    = Path("out/sweep_wta"),
+    head: Annotated[str, typer.Option(help="Head of every network: fc (default), bcf or sparse-resonator.")] = "fc",
+    dataset: Annotated[str, typer.Option(help="mnist2 / mnist3 or a folder dataset.")] = "mnist2",
+    epochs: Annotated[int, typer.Option(help="Float epochs per network.")] = 8,
+    qat_epochs: Annotated[int, typer.Option(help="QAT epochs per network.")] = 1,
+    train_size: Annotated[int, typer.Option(help="Training images per float epoch.")] = 6400,
+    qat_train_size: Annotated[int, typer.Option(help="Training images per QAT epoch (0 = --train-size).")] = 3200,
+    test_size: Annotated[int, typer.Option(help="Composed test images (accuracy and multiplications).")] = 1000,
+    width: Annotated[float, typer.Option(help="MobileNetV2 width multiplier.")] = 0.25,
+    last_channel: Annotated[int, typer.Option(help="Backbone features.")] = 128,
+    lr: Annotated[float, typer.Option(help="Float peak learning rate.")] = 4e-3,
+    wta_t_init: Annotated[float, typer.Option(help="WTA temperature of the first training step.")] = 1.0,
+    wta_t_final: Annotated[float, typer.Option(help="WTA temperature of the last training step.")] = 1000.0,
+    seed: Annotated[int, typer.Option(help="Seed of data and init (the same for every network).")] = 0,
+    calibration_trials: Annotated[int, typer.Option(help="Decode calibration trials of a factorizer head "
+                                                    "(0: none).")] = 16,
+    threads: Annotated[int, typer.Option(help="torch threads of the trainings.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Progress on stderr.")] = True,
+) -> None:
+    """Blockwise winner-take-all vs ReLU6: accuracy and multiplications per input by group size (CSV + PNG + JSON)."""
+    from hdsim.sweep.output import parse_list
+    from workflows.wta_sweep import WTASweepConfig, run_wta_sweep
+
+    train = dict(dataset=dataset, head=head, width=width, last_channel=last_channel, epochs=epochs,
+                 qat_epochs=qat_epochs, train_size=train_size, qat_train_size=qat_train_size, test_size=test_size,
+                 eval_size=min(test_size, 500), batch=64, lr=lr, seed=seed, wta_t_init=wta_t_init,
+                 wta_t_final=wta_t_final)
+    if head == "sparse-resonator":
+        train["D"] = 0
+    cfg = WTASweepConfig(out=str(out), groups=parse_list(groups, "groups") or (1, 2, 4, 8), train=train,
+                         calibration_trials=calibration_trials, threads=threads)
+    typer.echo(json.dumps(run_wta_sweep(cfg, progress=progress)))
+
+
+def register(bench_app: typer.Typer, sweep_app: typer.Typer | None = None) -> None:
+    """Add ``deploy`` to ``hdsim bench`` and ``wta`` to ``hdsim sweep``."""
     bench_app.command("deploy")(bench_deploy_cmd)
+    if sweep_app is not None:
+        sweep_app.command("wta")(sweep_wta_cmd)
