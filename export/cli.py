@@ -88,6 +88,8 @@ def train_cmd(
     channels: Annotated[int, typer.Option(help="Folder dataset: 1 (grayscale) or 3 (RGB).")] = 3,
     resize: Annotated[bool, typer.Option(help="Folder dataset: resize images to the input size.")] = False,
     dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.0,
+    partition_dropout: Annotated[int, typer.Option(help="Partition dropout with P >= 2 LFSR partitions before "
+                                                   "the classifier (seed 004; rate 1/P); 0: off.")] = 0,
     scales: Annotated[Scales, typer.Option(help="Quantizer scales: po2 (bit-exact ONNX parity) or float.")]
     = Scales.po2,
     calib_batches: Annotated[int, typer.Option(help="Batches that initialize the activation quantizers.")] = 4,
@@ -115,7 +117,8 @@ def train_cmd(
         D = 0 if head is Head.sparse_resonator else 256
     cfg = TrainConfig(dataset=dataset, head=head.value, D=D, B=B, beta=beta, codebook_seed=codebook_seed,
                       cosine_scale=cosine_scale, F=F,
-                      width=width, last_channel=last_channel, dropout=dropout, input_size=parse_size(input_size),
+                      width=width, last_channel=last_channel, dropout=dropout, partition_dropout=partition_dropout,
+                      input_size=parse_size(input_size),
                       channels=channels, resize=resize, epochs=epochs, qat_epochs=qat_epochs,
                       train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, val_fraction=val_fraction, val_size=val_size, batch=batch,
                       lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
@@ -203,13 +206,27 @@ def evaluate_cmd(
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
     multiplications: Annotated[bool, typer.Option(help="Count the multiplications per test image (zero "
                                                   "activations skipped) and the dense count.")] = True,
+    stochastic_fraction: Annotated[Optional[float], typer.Option(help="Also evaluate the float network with "
+                                                                 "stochastic scalar products (seed 004): f in "
+                                                                 "(0, 1] samples per row / fan-in.")] = None,
+    stochastic_seed: Annotated[int, typer.Option(help="Seed of the stochastic samples.")] = 0,
 ) -> None:
     """Accuracy of an export (every head kind, the runner's decode; abstentions count as wrong), vs the FC baseline."""
     from export.evaluate import evaluate_export
 
     set_torch_threads(threads)
-    _emit(evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
-                          optimize=ort_optimize, coverage_curve=coverage_curve, multiplications=multiplications))
+    if stochastic_fraction is not None:
+        from hdsim.stochastic_products import check_fraction
+
+        check_fraction(stochastic_fraction)  # before the long evaluation
+    result = evaluate_export(folder, baseline=baseline, data_dir=None if data is None else str(data), limit=limit,
+                             optimize=ort_optimize, coverage_curve=coverage_curve, multiplications=multiplications)
+    if stochastic_fraction is not None:
+        from export.stochastic import evaluate_stochastic
+
+        st = evaluate_stochastic(folder, [stochastic_fraction], seed=stochastic_seed, limit=limit)
+        result["stochastic"] = st["rows"][0] | {"full_accuracy": st["full"]["accuracy"]}
+    _emit(result)
 
 
 def register(app: typer.Typer) -> None:

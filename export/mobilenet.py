@@ -272,7 +272,8 @@ class MobileNetV2(nn.Module):
         num_outputs: size of the classifier output (classes for an FC head, ``D`` for a BCF projection);
             with ``pool_size`` it must equal ``backbone.features`` (no classifier).
         backbone: :class:`BackboneConfig`.
-        dropout: dropout probability before the classifier.
+        dropout: dropout probability before the classifier, or the dropout module itself
+            (:class:`export.partition_dropout.PartitionDropout`).
         pool_size: ``0``: global average pooling and the classifier; ``n > 0``: a
             :class:`WeightedPool2d` of ``n`` weights and no classifier (sparse-resonator head).
 
@@ -281,7 +282,7 @@ class MobileNetV2(nn.Module):
     """
 
     def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
-                 dropout: float = 0.2, pool_size: int = 0) -> None:
+                 dropout: float | nn.Module = 0.2, pool_size: int = 0) -> None:
         super().__init__()
         backbone.validate()
         if num_outputs < 1:
@@ -299,7 +300,8 @@ class MobileNetV2(nn.Module):
         if pool_size:
             self.pool = WeightedPool2d(pool_size)
         else:
-            self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(backbone.features, num_outputs))
+            drop = dropout if isinstance(dropout, nn.Module) else nn.Dropout(p=dropout)  # a module: e.g. PartitionDropout
+            self.classifier = nn.Sequential(drop, nn.Linear(backbone.features, num_outputs))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -302,7 +302,7 @@ class QuantMobileNetV2(nn.Module):
     """
 
     def __init__(self, num_outputs: int = 1000, backbone: BackboneConfig = BackboneConfig(),
-                 dropout: float = 0.2, scales: str = "po2", pool_size: int = 0) -> None:
+                 dropout: float | nn.Module = 0.2, scales: str = "po2", pool_size: int = 0) -> None:
         super().__init__()
         backbone.validate()
         qnn, _ = _brevitas()
@@ -330,7 +330,7 @@ class QuantMobileNetV2(nn.Module):
         else:
             self.quant_pool = _act(q, "unsigned")
             self.classifier = nn.Sequential(
-                nn.Dropout(p=dropout),
+                dropout if isinstance(dropout, nn.Module) else nn.Dropout(p=dropout),
                 qnn.QuantLinear(backbone.features, num_outputs, bias=True, weight_quant=q["weight"],
                                 bias_quant=q["bias"], return_quant_tensor=False))
         self.quant_out = _act(q, "output", return_quant_tensor=False)

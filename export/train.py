@@ -54,6 +54,9 @@ class TrainConfig:
         cosine_scale: ``s`` of the sparse-resonator head's segment-wise cosine loss.
         F: factors for a folder dataset (MNIST: the number of digits).
         width, last_channel, dropout: MobileNetV2 shape (``last_channel`` 0 = torchvision's 1280 rule).
+        partition_dropout: ``P`` >= 2: partition dropout before the classifier instead of Bernoulli
+            dropout (seed ``004_*``: LFSR partitions, every feature dropped once per ``P`` steps, rate
+            ``1 / P``; :class:`export.partition_dropout.PartitionDropout`); 0: off.
         input_size: ``(H, W)``; empty = the dataset's natural size (MNIST) or 224x224 (folder).
         channels, resize: folder datasets: 1 or 3 channels; resize images of another size.
         epochs, qat_epochs: float and QAT epochs.
@@ -90,6 +93,7 @@ class TrainConfig:
     width: float = 0.25
     last_channel: int = 128
     dropout: float = 0.0
+    partition_dropout: int = 0
     input_size: tuple[int, ...] = ()
     channels: int = 3
     resize: bool = False
@@ -157,6 +161,16 @@ class TrainConfig:
                 raise HdsimError(f"{name}: learning rate must be finite and > 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise HdsimError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.partition_dropout:
+            from hdsim.partition_dropout import check_partitions
+
+            check_partitions(self.partition_dropout)
+            if self.dropout > 0:
+                raise HdsimError(f"partition_dropout: replaces Bernoulli dropout; give one of dropout "
+                                 f"({self.dropout}) and partition_dropout ({self.partition_dropout})")
+            if self.head == "sparse-resonator":
+                raise HdsimError("partition_dropout: the sparse-resonator head has no classifier layer to drop "
+                                 "features before")
         if self.scales not in ("po2", "float"):
             raise HdsimError(f"scales: expected 'po2' or 'float', got {self.scales!r}")
 
@@ -222,11 +236,17 @@ def backbone_config(cfg: TrainConfig, data) -> BackboneConfig:
 def build_model(cfg: TrainConfig, data, head, quant: bool) -> nn.Module:
     bb = backbone_config(cfg, data)
     pool = head.cfg.pool_size if head.kind == "sparse-resonator" else 0
+    dropout = cfg.dropout
+    if cfg.partition_dropout:
+        from export.partition_dropout import PartitionDropout
+
+        # the LFSR's start state from the run's seed (nonzero); the QAT twin starts a fresh schedule
+        dropout = PartitionDropout(bb.features, cfg.partition_dropout, seed=cfg.seed + 1)
     if quant:
         from export.quant import QuantMobileNetV2
 
-        return QuantMobileNetV2(head.outputs, bb, cfg.dropout, scales=cfg.scales, pool_size=pool)
-    return MobileNetV2(head.outputs, bb, cfg.dropout, pool_size=pool)
+        return QuantMobileNetV2(head.outputs, bb, dropout, scales=cfg.scales, pool_size=pool)
+    return MobileNetV2(head.outputs, bb, dropout, pool_size=pool)
 
 
 # ---- distributed -----------------------------------------------------------------------------

@@ -172,3 +172,41 @@ def test_min_fan_in_keeps_small_layers_exact_and_folding_keeps_the_function():
     assert stats["layers"] == 1 and isinstance(sampled[0][0], SampledConv2d)  # only the fan-in 27 layer
     with pytest.raises(HdsimError, match=r"^stochastic_fraction: must be in \(0, 1\]"):
         stochastic_network(net, 1.5)
+
+
+def test_training_with_partition_dropout_drops_one_partition_per_step(tmp_path):
+    """One tiny float epoch: the classifier's first layer is the partition dropout, it took one step per
+    batch (every feature covered within P steps, checked on its schedule), and the run evaluates."""
+    import torch
+
+    pytest.importorskip("brevitas")
+    from export.partition_dropout import PartitionDropout
+    from export.train import TrainConfig, build_data, build_model, train
+    from export.heads import make_head
+
+    cfg = TrainConfig(dataset="mnist2", head="bcf", width=0.25, last_channel=128, epochs=1, qat_epochs=0,
+                      train_size=256, test_size=64, eval_size=64, val_fraction=0.0, batch=64, partition_dropout=3,
+                      seed=2)
+    data = build_data(cfg)
+    model = build_model(cfg, data, make_head(cfg.head_config, data.product_map), quant=False)
+    drop = model.classifier[0]
+    assert isinstance(drop, PartitionDropout) and drop.P == 3 and drop.schedule.units == 128
+    model.train()
+    feats = torch.ones(5, 128)
+    outs = [drop(feats) for _ in range(3)]
+    assert all(((o == 0).all(dim=0) | (o == 1.5).all(dim=0)).all() for o in outs)  # whole batch, scaled P/(P-1)
+    assert (sum((o[0] == 0).long() for o in outs) == 1).all()  # each feature dropped once in 3 steps
+    metrics = train(cfg, tmp_path / "run", progress=False, threads=1, log=lambda s: None)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"partition_dropout": 1}, "P must be an integer >= 2"),
+    ({"partition_dropout": 2, "dropout": 0.5}, "replaces Bernoulli dropout"),
+    ({"partition_dropout": 2, "head": "sparse-resonator", "D": 0}, "no classifier layer"),
+])
+def test_bad_partition_dropout_settings_are_one_line_errors(kw, message):
+    from export.train import TrainConfig
+
+    with pytest.raises(HdsimError, match=message):
+        TrainConfig(**kw).validate()

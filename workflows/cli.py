@@ -1,5 +1,5 @@
-"""``hdsim bench deploy`` and ``hdsim sweep wta``: typer commands registered on ``hdsim bench`` and
-``hdsim sweep`` (they need export, and deploy or training)."""
+"""``hdsim bench deploy``, ``hdsim sweep wta|stochastic|dropout``: typer commands registered on ``hdsim
+bench`` and ``hdsim sweep`` (they need export, and deploy or training)."""
 
 from __future__ import annotations
 
@@ -82,8 +82,53 @@ def sweep_wta_cmd(
     typer.echo(json.dumps(run_wta_sweep(cfg, progress=progress)))
 
 
+def sweep_stochastic_cmd(
+    folder: Annotated[Path, typer.Argument(help="Export folder (its checkpoint gives the float weights).")],
+    fractions: Annotated[Optional[list[str]], typer.Option(help="Sampled fractions f in (0, 1] (samples per row / "
+                                                           "fan-in), comma-separated.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for stochastic_sweep.csv and .png.")] = Path("out/stochastic_sweep"),
+    seed: Annotated[int, typer.Option(help="Seed of the samples.")] = 0,
+    min_fan_in: Annotated[int, typer.Option(help="Sample only layers with at least this fan-in (1: all).")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N test images.")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress on stderr.")] = True,
+) -> None:
+    """Stochastic scalar products (seed 004): accuracy vs sampled fraction of an export's network (CSV + PNG + JSON)."""
+    from hdsim.sweep.output import parse_list
+    from export.stochastic import stochastic_sweep
+
+    fr = parse_list(fractions, "fractions", float) or (0.05, 0.1, 0.25, 0.5, 1.0)
+    typer.echo(json.dumps(stochastic_sweep(folder, fr, out, seed=seed, limit=limit, progress=progress,
+                                           min_fan_in=min_fan_in)))
+
+
+def sweep_dropout_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the runs, dropout_sweep.csv and .png.")]
+    = Path("out/dropout_sweep"),
+    partitions: Annotated[Optional[list[str]], typer.Option(help="P values (>= 2), comma-separated; Bernoulli "
+                                                            "dropout runs at rate 1/P.")] = None,
+    seeds: Annotated[Optional[list[str]], typer.Option(help="Seeds (at least two), comma-separated.")] = None,
+    dataset: Annotated[str, typer.Option(help="mnist2 (default), mnist3, or a folder dataset.")] = "mnist2",
+    head: Annotated[str, typer.Option(help="bcf or fc.")] = "bcf",
+    epochs: Annotated[int, typer.Option(help="Float epochs per network.")] = 8,
+    qat_epochs: Annotated[int, typer.Option(help="QAT epochs per network.")] = 0,
+    train_size: Annotated[int, typer.Option(help="Training images per epoch.")] = 6400,
+    threads: Annotated[int, typer.Option(help="torch threads of the trainings.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Progress on stderr.")] = True,
+) -> None:
+    """Partition vs Bernoulli dropout at the matched rate (seed 004): accuracy mean and std over seeds."""
+    from hdsim.sweep.output import parse_list
+    from workflows.dropout_sweep import DropoutSweepConfig, run_dropout_sweep
+
+    cfg = DropoutSweepConfig(out=str(out), partitions=parse_list(partitions, "partitions") or (2,),
+                             seeds=parse_list(seeds, "seeds") or (0, 1, 2, 3, 4), dataset=dataset, head=head,
+                             epochs=epochs, qat_epochs=qat_epochs, train_size=train_size, threads=threads)
+    typer.echo(json.dumps(run_dropout_sweep(cfg, progress=progress)))
+
+
 def register(bench_app: typer.Typer, sweep_app: typer.Typer | None = None) -> None:
-    """Add ``deploy`` to ``hdsim bench`` and ``wta`` to ``hdsim sweep``."""
+    """Add ``deploy`` to ``hdsim bench``; ``wta``, ``stochastic`` and ``dropout`` to ``hdsim sweep``."""
     bench_app.command("deploy")(bench_deploy_cmd)
     if sweep_app is not None:
         sweep_app.command("wta")(sweep_wta_cmd)
+        sweep_app.command("stochastic")(sweep_stochastic_cmd)
+        sweep_app.command("dropout")(sweep_dropout_cmd)
