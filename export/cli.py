@@ -210,6 +210,10 @@ def evaluate_cmd(
                                                                  "stochastic scalar products (seed 004): f in "
                                                                  "(0, 1] samples per row / fan-in.")] = None,
     stochastic_seed: Annotated[int, typer.Option(help="Seed of the stochastic samples.")] = 0,
+    assoc_memory: Annotated[bool, typer.Option(help="Also classify with a sparse associative memory over the "
+                                               "network's last WTA feature map (seed 001).")] = False,
+    assoc_train_images: Annotated[int, typer.Option(help="Training images stored in the associative "
+                                                    "memory.")] = 6400,
 ) -> None:
     """Accuracy of an export (every head kind, the runner's decode; abstentions count as wrong), vs the FC baseline."""
     from export.evaluate import evaluate_export
@@ -226,6 +230,10 @@ def evaluate_cmd(
 
         st = evaluate_stochastic(folder, [stochastic_fraction], seed=stochastic_seed, limit=limit)
         result["stochastic"] = st["rows"][0] | {"full_accuracy": st["full"]["accuracy"]}
+    if assoc_memory:
+        from export.assoc_head import evaluate_assoc_head
+
+        result["assoc_memory"] = evaluate_assoc_head(folder, train_images=assoc_train_images, limit=limit)
     _emit(result)
 
 
