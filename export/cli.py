@@ -105,6 +105,9 @@ def train_cmd(
     = Activation.relu6,
     wta_group: Annotated[int, typer.Option(help="WTA: channels per group (l); must divide every activation's "
                                            "channel count.")] = 2,
+    wta_layers: Annotated[str, typer.Option(help="WTA: which ReLU6 become WTAs: blocks (after every expansion "
+                                            "and depthwise conv), depthwise, all (stem and last 1x1 too).")]
+    = "blocks",
     wta_t_init: Annotated[float, typer.Option(help="WTA: temperature of the first training step.")] = 1.0,
     wta_t_final: Annotated[float, typer.Option(help="WTA: temperature of the last training step (exponential "
                                                "schedule over float and QAT steps).")] = 1000.0,
@@ -123,7 +126,8 @@ def train_cmd(
                       train_size=train_size, qat_train_size=qat_train_size, test_size=test_size, val_fraction=val_fraction, val_size=val_size, batch=batch,
                       lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
                       scales=scales.value, seed=seed,
-                      activation=activation.value, wta_group=wta_group, wta_t_init=wta_t_init, wta_t_final=wta_t_final)
+                      activation=activation.value, wta_group=wta_group, wta_layers=wta_layers,
+                      wta_t_init=wta_t_init, wta_t_final=wta_t_final)
     metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
     import os
 

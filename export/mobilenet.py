@@ -20,11 +20,13 @@ with ``pool_size`` weights shared by every channel (49 on ImageNet's 7x7 map;
 output is the ``last_channel`` pooled features themselves.
 
 ``BackboneConfig(activation="wta", wta_group=l)`` builds the blockwise winner-take-all
-variant of seed ``001_*`` (SPEC section 8, :mod:`hdsim.wta`): **every** ReLU6 of the
-network (stem, expansion 1x1, depthwise 3x3, last 1x1) becomes a :class:`WTA` over groups
-of ``l`` channels, soft (annealed temperature) in training mode and hard in eval mode;
-the projections stay linear (MobileNetV2's linear bottlenecks). Module names and
-parameters are unchanged (a WTA has none), so ``l = 1`` is the ReLU6 network itself.
+variant of seed ``001_*`` (SPEC section 8, :mod:`hdsim.wta`): the ReLU6 after every
+expansion 1x1 and depthwise 3x3 convolution (``wta_layers="blocks"``, the default; ``"all"``
+adds the stem and the last 1x1, ``"depthwise"`` keeps only the depthwise ones) becomes a
+:class:`WTA` over groups of ``l`` channels, soft (annealed temperature) in training mode
+and hard in eval mode; the projections stay linear (MobileNetV2's linear bottlenecks).
+Module names and parameters are unchanged (a WTA has none), so ``l = 1`` is the ReLU6
+network itself.
 """
 
 from __future__ import annotations
@@ -38,9 +40,15 @@ from hdsim.errors import HdsimError
 
 __all__ = ["make_divisible", "InvertedResidual", "MobileNetV2", "BackboneConfig", "INVERTED_RESIDUAL_SETTING",
            "block_plan", "load_state_dict_strict", "WeightedPool2d", "feature_map_size", "ACTIVATIONS", "WTA",
-           "activation_layers", "set_wta_temperature"]
+           "activation_layers", "set_wta_temperature", "WTA_LAYERS", "wta_layers"]
 
 ACTIVATIONS = ("relu6", "wta")
+# Which ReLU6 positions a WTA backbone turns into WTAs. "blocks" (default): inside the inverted
+# residuals, where the seed's per-layer competition applies; the stem (8 channels at width 0.25)
+# and the last 1x1 (the head's features) stay ReLU6: with them too ("all") the two-digit CI
+# network lost 7 more points at l = 2 (docs/export.md).
+WTA_LAYERS = {"blocks": ("expand", "depthwise"), "depthwise": ("depthwise",),
+              "all": ("stem", "expand", "depthwise", "last")}
 
 # (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -68,7 +76,9 @@ class BackboneConfig:
         activation: ``relu6`` (MobileNetV2) or ``wta`` (every ReLU6 becomes a blockwise
             winner-take-all, :class:`WTA`; seed ``001_*``).
         wta_group: ``l``, channels per WTA group (``wta`` only); must divide the channel
-            count of every activation (:func:`activation_layers`).
+            count of every WTA activation (:func:`wta_layers`).
+        wta_layers: which ReLU6 become WTAs (:data:`WTA_LAYERS`): ``blocks`` (after every
+            expansion and depthwise convolution), ``depthwise``, or ``all`` (stem and last 1x1 too).
     """
 
     width: float = 1.0
@@ -77,6 +87,7 @@ class BackboneConfig:
     round_nearest: int = 8
     activation: str = "relu6"
     wta_group: int = 1
+    wta_layers: str = "blocks"
 
     def validate(self) -> None:
         if not self.width > 0:
@@ -90,8 +101,10 @@ class BackboneConfig:
         if self.activation == "wta":
             from hdsim.wta import check_group
 
+            if self.wta_layers not in WTA_LAYERS:
+                raise HdsimError(f"wta_layers: expected one of {list(WTA_LAYERS)}, got {self.wta_layers!r}")
             check_group(self.wta_group, name="wta_group")
-            for name, channels in activation_layers(self):
+            for name, channels in wta_layers(self):
                 if channels % self.wta_group:
                     raise HdsimError(f"wta_group: groups of {self.wta_group} do not divide the {channels} channels "
                                      f"of {name} (every activation's channel count must be a multiple)")
@@ -124,22 +137,37 @@ def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
     return plan
 
 
-def activation_layers(cfg: BackboneConfig) -> list[tuple[str, int]]:
-    """``(module name, channels)`` of every ReLU6 / WTA activation, in forward order.
+def activation_layers(cfg: BackboneConfig) -> list[tuple[str, int, str]]:
+    """``(module name, channels, position)`` of every ReLU6 position in forward order; position is
+    ``stem``, ``expand``, ``depthwise`` or ``last``.
 
     Example:
         >>> layers = activation_layers(BackboneConfig(width=0.25, in_channels=1, last_channel=128))
-        >>> layers[:4], layers[-1], len(layers)
-        ([('features.0.2', 8), ('features.1.conv.0.2', 8), ('features.2.conv.0.2', 48), ('features.2.conv.1.2', 48)], ('features.18.2', 128), 35)
+        >>> layers[:3], layers[-1], len(layers)
+        ([('features.0.2', 8, 'stem'), ('features.1.conv.0.2', 8, 'depthwise'), ('features.2.conv.0.2', 48, 'expand')], ('features.18.2', 128, 'last'), 35)
     """
-    out = [("features.0.2", cfg.stem_channels)]
+    out = [("features.0.2", cfg.stem_channels, "stem")]
     for idx, cin, _, _, expand in block_plan(cfg):
         hidden = int(round(cin * expand))
         if expand != 1:
-            out.append((f"features.{idx}.conv.0.2", hidden))
-        out.append((f"features.{idx}.conv.{int(expand != 1)}.2", hidden))
-    out.append((f"features.{len(block_plan(cfg)) + 1}.2", cfg.features))
+            out.append((f"features.{idx}.conv.0.2", hidden, "expand"))
+        out.append((f"features.{idx}.conv.{int(expand != 1)}.2", hidden, "depthwise"))
+    out.append((f"features.{len(block_plan(cfg)) + 1}.2", cfg.features, "last"))
     return out
+
+
+def wta_layers(cfg: BackboneConfig) -> list[tuple[str, int]]:
+    """``(module name, channels)`` of the activations that are WTAs (none for ``relu6``).
+
+    Example:
+        >>> cfg = BackboneConfig(width=0.25, in_channels=1, last_channel=128, activation="wta", wta_group=2)
+        >>> layers = wta_layers(cfg)
+        >>> len(layers), layers[0], sorted({c for _, c in layers})
+        (33, ('features.1.conv.0.2', 8), [8, 48, 96, 144, 240])
+    """
+    if cfg.activation != "wta":
+        return []
+    return [(n, c) for n, c, pos in activation_layers(cfg) if pos in WTA_LAYERS[cfg.wta_layers]]
 
 
 def feature_map_size(height: int, width: int) -> tuple[int, int]:
@@ -224,18 +252,20 @@ def set_wta_temperature(model: nn.Module, t: float) -> int:
     return n
 
 
-def _activation(backbone: BackboneConfig) -> nn.Module:
-    return WTA(backbone.wta_group) if backbone.activation == "wta" else nn.ReLU6(inplace=True)
+def is_wta_position(backbone: BackboneConfig | None, position: str) -> bool:
+    """Whether the ReLU6 at ``position`` (stem, expand, depthwise, last) is a WTA in ``backbone``."""
+    return (backbone is not None and backbone.activation == "wta"
+            and position in WTA_LAYERS.get(backbone.wta_layers, ()))
 
 
 def conv_bn_relu6(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                  backbone: BackboneConfig | None = None) -> nn.Sequential:
+                  backbone: BackboneConfig | None = None, position: str = "stem") -> nn.Sequential:
     """``Sequential(Conv2d(bias=False), BatchNorm2d, ReLU6)`` — torchvision's ``Conv2dNormActivation``;
-    with ``backbone.activation == "wta"`` the activation is a :class:`WTA`."""
+    the activation is a :class:`WTA` where ``backbone`` makes ``position`` one (:func:`is_wta_position`)."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
-        _activation(backbone) if backbone is not None else nn.ReLU6(inplace=True),
+        WTA(backbone.wta_group) if is_wta_position(backbone, position) else nn.ReLU6(inplace=True),
     )
 
 
@@ -251,9 +281,10 @@ class InvertedResidual(nn.Module):
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(conv_bn_relu6(cin, hidden, kernel=1, backbone=backbone))
+            layers.append(conv_bn_relu6(cin, hidden, kernel=1, backbone=backbone, position="expand"))
         layers += [
-            conv_bn_relu6(hidden, hidden, kernel=3, stride=stride, groups=hidden, backbone=backbone),
+            conv_bn_relu6(hidden, hidden, kernel=3, stride=stride, groups=hidden, backbone=backbone,
+                          position="depthwise"),
             nn.Conv2d(hidden, cout, 1, 1, 0, bias=False),
             nn.BatchNorm2d(cout),
         ]
@@ -294,7 +325,7 @@ class MobileNetV2(nn.Module):
         for _, bin_, bout, stride, t in block_plan(backbone):
             layers.append(InvertedResidual(bin_, bout, stride, t, backbone))
             cin = bout
-        layers.append(conv_bn_relu6(cin, backbone.features, kernel=1, backbone=backbone))
+        layers.append(conv_bn_relu6(cin, backbone.features, kernel=1, backbone=backbone, position="last"))
         self.features = nn.Sequential(*layers)
         self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
         if pool_size:

@@ -302,9 +302,11 @@ def _activation_fields(cfg_dict: dict) -> dict:
     the option is ``relu6``). WTA (seed ``001_*``): the graph's hard WTA ops, ``docs/export.md``."""
     if cfg_dict.get("activation", "relu6") != "wta":
         return {"activation": "relu6", "wta_group": None}
-    return {"activation": "wta", "wta_group": int(cfg_dict["wta_group"]),
-            "wta": "hard blockwise winner-take-all after every ReLU6 (lowest channel wins ties): Relu, Reshape "
-                   "(N, C/l, l, H, W), ArgMax(axis=2, select_last_index=0), Equal(range(l)), Cast, Mul, Reshape"}
+    layers = cfg_dict.get("wta_layers", "all")
+    return {"activation": "wta", "wta_group": int(cfg_dict["wta_group"]), "wta_layers": layers,
+            "wta": f"hard blockwise winner-take-all in place of the ReLU6 of {layers} (export.mobilenet.WTA_LAYERS), "
+                   "lowest channel wins ties: Relu, Reshape (N, C/l, l, H, W), ArgMax(axis=2, select_last_index=0), "
+                   "Equal(range(l)), Cast, Mul, Reshape"}
 
 
 def build_manifest(*, model_path: Path, quantized: bool, scales: str | None, data, head, cfg_dict: dict,

@@ -19,7 +19,8 @@ Quantization scheme (SPEC section 7):
   (:func:`merge_batchnorm`) before export. Per-channel weight scales follow the
   merged weights (max statistics), so the merge does not move the integer grid.
 
-With ``BackboneConfig(activation="wta")`` (seed ``001_*``) every ``QuantReLU6`` is a
+With ``BackboneConfig(activation="wta")`` (seed ``001_*``) each ``QuantReLU6`` that the
+float net makes a WTA (``wta_layers``) is a
 :class:`QuantWTA` (the twin of :class:`export.mobilenet.WTA`): ``Q(wta(Q(relu6(x))))`` with
 one unsigned quantizer used twice (module docstring of :func:`QuantWTA`).
 
@@ -36,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from hdsim.errors import HdsimError
-from export.mobilenet import BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size
+from export.mobilenet import (BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size,
+                              is_wta_position)
 
 __all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantWTA", "QuantInvertedResidual", "QuantMobileNetV2",
            "merge_batchnorm", "has_batchnorm", "calibrate", "load_float_weights", "quant_only_key"]
@@ -239,9 +241,10 @@ def QuantWTA(act_quant, l: int, t: float = 1.0, return_quant_tensor: bool = True
     return _WTA(act_quant, l, t, return_quant_tensor)
 
 
-def _qact(q: dict, backbone: BackboneConfig | None) -> nn.Module:
-    """The activation after a convolution: ``QuantReLU6``, or ``QuantWTA`` for a WTA backbone."""
-    if backbone is not None and backbone.activation == "wta":
+def _qact(q: dict, backbone: BackboneConfig | None, position: str) -> nn.Module:
+    """The activation after a convolution: ``QuantReLU6``, or ``QuantWTA`` where the backbone makes
+    ``position`` a WTA (:func:`export.mobilenet.is_wta_position`)."""
+    if is_wta_position(backbone, position):
         return QuantWTA(q["unsigned"], backbone.wta_group)
     return QuantReLU6(q["unsigned"])
 
@@ -253,8 +256,9 @@ def _qconv(q: dict, cin: int, cout: int, kernel: int, stride: int = 1, groups: i
 
 
 def _qconv_bn_relu6(q: dict, cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                    backbone: BackboneConfig | None = None) -> nn.Sequential:
-    return nn.Sequential(_qconv(q, cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout), _qact(q, backbone))
+                    backbone: BackboneConfig | None = None, position: str = "stem") -> nn.Sequential:
+    return nn.Sequential(_qconv(q, cin, cout, kernel, stride, groups), nn.BatchNorm2d(cout),
+                         _qact(q, backbone, position))
 
 
 def _act(q: dict, kind: str, return_quant_tensor: bool = True) -> nn.Module:
@@ -277,8 +281,9 @@ class QuantInvertedResidual(nn.Module):
         self.use_res_connect = stride == 1 and cin == cout
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(_qconv_bn_relu6(q, cin, hidden, kernel=1, backbone=backbone))
-        layers += [_qconv_bn_relu6(q, hidden, hidden, 3, stride, groups=hidden, backbone=backbone),
+            layers.append(_qconv_bn_relu6(q, cin, hidden, kernel=1, backbone=backbone, position="expand"))
+        layers += [_qconv_bn_relu6(q, hidden, hidden, 3, stride, groups=hidden, backbone=backbone,
+                                   position="depthwise"),
                    _qconv(q, hidden, cout, 1), nn.BatchNorm2d(cout)]
         self.conv = nn.Sequential(*layers)
         self.out_channels = cout
@@ -322,7 +327,7 @@ class QuantMobileNetV2(nn.Module):
             layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q, backbone))
             prev_out = bout
             cin = bout
-        layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1, backbone=backbone))
+        layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1, backbone=backbone, position="last"))
         self.features = nn.Sequential(*layers)
         self.pool_size = check_pool_size(pool_size, num_outputs, backbone)
         if pool_size:

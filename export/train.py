@@ -72,10 +72,11 @@ class TrainConfig:
         eval_size: test images evaluated after every epoch (0 = all).
         scales: quantizer scales, ``po2`` (power of two: bit-exact PyTorch/onnxruntime parity) or ``float``.
         seed: seed of data, init and codebooks.
-        activation: ``relu6`` or ``wta`` (blockwise winner-take-all, seed ``001_*``: every ReLU6
-            of the backbone, :class:`export.mobilenet.WTA`). Checkpoints written before the
-            option load as ``relu6``.
-        wta_group: ``l``, channels per WTA group; must divide every activation's channel count.
+        activation: ``relu6`` or ``wta`` (blockwise winner-take-all, seed ``001_*``:
+            :class:`export.mobilenet.WTA`). Checkpoints written before the option load as ``relu6``.
+        wta_group: ``l``, channels per WTA group; must divide every WTA activation's channel count.
+        wta_layers: which ReLU6 become WTAs: ``blocks`` (after every expansion and depthwise
+            convolution; default), ``depthwise``, ``all`` (stem and last 1x1 too).
         wta_t_init, wta_t_final: the soft WTA's temperature, exponential from ``wta_t_init`` at the
             first training step to ``wta_t_final`` at the last (float and QAT steps on one
             schedule, :func:`wta_step_temperature`); defaults from the seed's table 3 (1 -> 1000
@@ -116,6 +117,7 @@ class TrainConfig:
     # ---- blockwise winner-take-all (seed 001_*, SPEC section 8) ----
     activation: str = "relu6"
     wta_group: int = 2
+    wta_layers: str = "blocks"
     wta_t_init: float = 1.0
     wta_t_final: float = 1000.0
 
@@ -123,7 +125,8 @@ class TrainConfig:
     def backbone(self) -> BackboneConfig:
         """The backbone's shape and activation (input channels 1: they change no channel count checked here)."""
         return BackboneConfig(self.width, 1, self.last_channel or None, activation=self.activation,
-                              wta_group=self.wta_group if self.activation == "wta" else 1)
+                              wta_group=self.wta_group if self.activation == "wta" else 1,
+                              wta_layers=self.wta_layers)
 
     def validate(self) -> None:
         self.backbone.validate()
@@ -210,6 +213,8 @@ class TrainConfig:
         d = dict(d)
         d["input_size"] = tuple(d.get("input_size") or ())
         d.setdefault("val_fraction", 0.0)  # written before the validation split: no digit was held out
+        if d.get("activation") == "wta":
+            d.setdefault("wta_layers", "all")  # the first WTA checkpoints made every ReLU6 a WTA
         return cls(**d)
 
 

@@ -144,7 +144,10 @@ def test_bad_parameters_are_one_line_errors(call, match):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(activation="wta", wta_group=3), "wta_group: groups of 3 do not divide the 8 channels of features.0.2"),
+    (dict(activation="wta", wta_group=3), "wta_group: groups of 3 do not divide the 8 channels of features.1.conv.0.2"),
+    (dict(activation="wta", wta_group=3, wta_layers="all"), "wta_group: groups of 3 do not divide the 8 channels of "
+                                                            "features.0.2"),
+    (dict(activation="wta", wta_layers="stem"), "wta_layers: expected one of"),
     (dict(activation="wta", wta_group=16), "wta_group: groups of 16 do not divide the 8 channels"),
     (dict(activation="wta", wta_group=0), "wta_group: WTA group size must be an integer >= 1"),
     (dict(activation="wta", wta_t_final=0.0), "wta_t_final: temperature must be"),
@@ -157,7 +160,7 @@ def test_bad_train_configs_are_one_line_errors_at_validation(kw, match):
         TrainConfig(**kw).validate()
     assert "\n" not in str(e.value)
     for l in (1, 2, 4, 8):  # the sweep's groups divide every channel count of the width-0.25 net
-        TrainConfig(activation="wta", wta_group=l).validate()
+        TrainConfig(activation="wta", wta_group=l, wta_layers="all").validate()
 
 
 def test_sweep_config_checks_every_group_before_training(tmp_path):
@@ -187,9 +190,14 @@ def test_wta_net_with_groups_of_one_is_the_relu6_net():
     base = dict(width=0.25, in_channels=1, last_channel=32)
     torch.manual_seed(0)
     relu6 = MobileNetV2(10, BackboneConfig(**base), 0.0)
-    wta = MobileNetV2(10, BackboneConfig(**base, activation="wta", wta_group=1), 0.0)
+    wta = MobileNetV2(10, BackboneConfig(**base, activation="wta", wta_group=1, wta_layers="all"), 0.0)
     wta.load_state_dict(relu6.state_dict())  # same keys: a WTA has no parameters
     assert sum(isinstance(m, WTA) for m in wta.modules()) == 35 == set_wta_temperature(wta, 7.0)
+    # the default: after every expansion and depthwise conv (33), the stem and the last 1x1 stay ReLU6
+    blocks = MobileNetV2(10, BackboneConfig(**base, activation="wta", wta_group=2), 0.0)
+    names = [n for n, m in blocks.named_modules() if isinstance(m, WTA)]
+    assert len(names) == 33 and "features.0.2" not in names and "features.18.2" not in names
+    assert isinstance(blocks.features[0][2], torch.nn.ReLU6) and isinstance(blocks.features[18][2], torch.nn.ReLU6)
     x = torch.randn(3, 1, 32, 64) * 3
     for train in (True, False):
         relu6.train(train), wta.train(train)
@@ -329,7 +337,7 @@ def test_tiny_wta_network_trains_and_its_onnx_export_matches_pytorch(tiny_wta):
     path = root / "int8" / "model.onnx"
     m = onnx.load(path)
     argmax = [n for n in m.graph.node if n.op_type == "ArgMax"]
-    assert len(argmax) == 35 and all(a.i == 0 for n in argmax for a in n.attribute if a.name == "select_last_index")
+    assert len(argmax) == 33 and all(a.i == 0 for n in argmax for a in n.attribute if a.name == "select_last_index")
     consumers = {i: n for n in m.graph.node for i in n.input}
     cast = [consumers[n.output[0]] for n in argmax]  # ArgMax -> Equal -> Cast -> Mul
     muls = [consumers[consumers[c.output[0]].output[0]] for c in cast]
@@ -341,7 +349,7 @@ def test_tiny_wta_network_trains_and_its_onnx_export_matches_pytorch(tiny_wta):
     outs = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
         names, {"image": x.numpy()})
     ties = 0
-    for grouped, kept in zip(outs[:35], outs[35:]):
+    for grouped, kept in zip(outs[:33], outs[33:]):
         n, g, l, h, w = grouped.shape
         flat = grouped.transpose(0, 1, 3, 4, 2).reshape(-1, l)
         expect = np.zeros_like(flat)
@@ -378,6 +386,9 @@ def test_checkpoints_without_the_activation_field_load_as_relu6(tiny_wta):
 
     root, _, _ = tiny_wta
     state = load_checkpoint(root / "run" / "last.pt")
+    del state["config"]["wta_layers"]  # the first WTA checkpoints: every ReLU6 a WTA
+    cfg, _, _, model = restore_model(state)
+    assert cfg.wta_layers == "all" and sum(getattr(m, "is_wta", False) for m in model.modules()) == 35
     for key in ("activation", "wta_group", "wta_t_init", "wta_t_final"):
         del state["config"][key]
     cfg, _, _, model = restore_model(state)

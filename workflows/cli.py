@@ -59,6 +59,8 @@ def sweep_wta_cmd(
     width: Annotated[float, typer.Option(help="MobileNetV2 width multiplier.")] = 0.25,
     last_channel: Annotated[int, typer.Option(help="Backbone features.")] = 128,
     lr: Annotated[float, typer.Option(help="Float peak learning rate.")] = 4e-3,
+    wta_layers: Annotated[str, typer.Option(help="Which ReLU6 become WTAs: blocks (expansion and depthwise), "
+                                            "depthwise, all.")] = "blocks",
     wta_t_init: Annotated[float, typer.Option(help="WTA temperature of the first training step.")] = 1.0,
     wta_t_final: Annotated[float, typer.Option(help="WTA temperature of the last training step.")] = 1000.0,
     seed: Annotated[int, typer.Option(help="Seed of data and init (the same for every network).")] = 0,
@@ -73,8 +75,8 @@ def sweep_wta_cmd(
 
     train = dict(dataset=dataset, head=head, width=width, last_channel=last_channel, epochs=epochs,
                  qat_epochs=qat_epochs, train_size=train_size, qat_train_size=qat_train_size, test_size=test_size,
-                 eval_size=min(test_size, 500), batch=64, lr=lr, seed=seed, wta_t_init=wta_t_init,
-                 wta_t_final=wta_t_final)
+                 eval_size=min(test_size, 500), batch=64, lr=lr, seed=seed, wta_layers=wta_layers,
+                 wta_t_init=wta_t_init, wta_t_final=wta_t_final)
     if head == "sparse-resonator":
         train["D"] = 0
     cfg = WTASweepConfig(out=str(out), groups=parse_list(groups, "groups") or (1, 2, 4, 8), train=train,

@@ -140,6 +140,7 @@ def run_wta_sweep(cfg: WTASweepConfig, progress: bool = True) -> dict:
             "note": "l = 1 is the ReLU6 network (trained once); multiplications: mean per test image of the int8 "
                     "export with zero activations skipped; multiplications_dense: every input counted",
             "config": {"groups": ls, "train": cfg.train, "calibration_trials": cfg.calibration_trials,
+                       "wta_layers": cfg.run_config(ls[-1]).wta_layers,
                        "t_init": base_t(cfg, "wta_t_init"), "t_final": base_t(cfg, "wta_t_final")},
             "seconds": round(time.perf_counter() - t_start, 1)}
 
