@@ -1,7 +1,9 @@
 """The sparse associative memory (seed 001) as a classifier head over a WTA network's codes.
 
-A network trained with ``--activation wta`` ends in a hard-WTA feature map: in each group of
-``l`` channels at each position at most one unit is active. Binarized (active = 1) and flattened,
+A network trained with ``--activation wta --wta-layers all`` ends in a hard-WTA feature map: in each
+group of ``l`` channels at each position at most one unit is active (with the default
+``--wta-layers blocks`` the last 1x1 convolution keeps ReLU6: its map is then a ReLU code, dense, and
+the memory saturates; ``wta_layers`` in the result says which). Binarized (active = 1) and flattened,
 that map is a sparse binary code of the image. :class:`hdsim.assoc_memory.AssocMemoryClassifier`
 stores ``(code(image), label code(class))`` for training images (``W = max_i y_i x_i^T``) and
 classifies a test image by recall (WTA per cluster of the label code) and decoding; a recalled
@@ -68,6 +70,7 @@ def evaluate_assoc_head(folder: str | Path, *, train_images: int = 6400, l_out: 
                                                                                                     ys.numpy())
     res = head.evaluate(ctest, yt.numpy())
     return {"export": str(folder), "activation": cfg.activation, "wta_group": cfg.wta_group,
+            "wta_layers": getattr(cfg, "wta_layers", None),
             "train_images": int(xs.shape[0]), "test_images": int(xt.shape[0]), "code_bits": int(ctrain.shape[1]),
             "code_density": round(float(ctest.mean()), 4), "l_out": l_out,
             "memory_density": round(float(head.W.mean()), 4),
