@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hdsim.errors import HdsimError
 from hdsim.validation import check_int
 
 __all__ = ["wta_codes", "evaluate_assoc_head"]
@@ -45,16 +44,12 @@ def evaluate_assoc_head(folder: str | Path, *, train_images: int = 6400, l_out: 
     """Fit the associative-memory head on training codes, score it on the test codes (module docstring)."""
     from hdsim.assoc_memory import AssocMemoryClassifier, LabelCode
     from hdsim.export_folder import ExportFolder
-    from export.train import TrainConfig, build_data, load_checkpoint, restore_model
+    from export.train import TrainConfig, build_data, load_export_checkpoint, restore_model
 
     check_int("train_images", train_images)
     check_int("l_out", l_out, minimum=2)
     export = ExportFolder(folder)
-    src = (export.manifest.get("source") or {}).get("checkpoint")
-    if not src or not Path(src).is_file():
-        raise HdsimError(f"assoc-memory: the export's checkpoint {src!r} (manifest source.checkpoint) is not there; "
-                         "the codes come from its network")
-    state = load_checkpoint(src)
+    state = load_export_checkpoint(export.manifest, "assoc-memory (the codes come from its network)")
     cfg = TrainConfig.from_dict(state["config"])
     t0 = time.perf_counter()
     with warnings.catch_warnings():

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from hdsim.errors import HdsimError
 from hdsim.stochastic_products import check_fraction, sample_weights, samples_for_fraction
 
 __all__ = ["SampledConv2d", "SampledLinear", "fold_batchnorm", "stochastic_network", "evaluate_stochastic",
@@ -146,20 +145,17 @@ def evaluate_stochastic(folder: str | Path, fractions, seed: int = 0, limit: int
     from hdsim.export_folder import ExportFolder
     from export.evaluate import dataset_from_manifest, run_onnx, score_outputs
     from export.onnx_export import ExportNet
-    from export.train import load_checkpoint, restore_model
+    from export.train import load_export_checkpoint, restore_model
 
     from hdsim.validation import check_int
 
     fractions = [check_fraction(f) for f in fractions]
     check_int("min_fan_in", min_fan_in)
     export = ExportFolder(folder)
-    src = (export.manifest.get("source") or {}).get("checkpoint")
-    if not src or not Path(src).is_file():
-        raise HdsimError(f"stochastic: the export's checkpoint {src!r} (manifest source.checkpoint) is not there; "
-                         "the sampled network is built from its float weights")
+    state = load_export_checkpoint(export.manifest, "stochastic (the sampled network is built from its float weights)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, _, head, model = restore_model(load_checkpoint(src), quant=False)
+        _, _, head, model = restore_model(state, quant=False)
         x, y = dataset_from_manifest(export.manifest).test_set()
     if limit is not None:
         x, y = x[:limit], y[:limit]

@@ -35,7 +35,7 @@ from export.data import ImageFolder, MultiDigitMNIST
 from export.heads import HeadConfig, make_head
 from export.mobilenet import BackboneConfig, MobileNetV2, set_wta_temperature
 
-__all__ = ["TrainConfig", "train", "load_checkpoint", "build_data", "build_model", "evaluate_model",
+__all__ = ["TrainConfig", "train", "load_checkpoint", "load_export_checkpoint", "build_data", "build_model", "evaluate_model",
            "CHECKPOINT_FORMAT", "wta_step_temperature"]
 
 CHECKPOINT_FORMAT = "hdsim-export-checkpoint/1"
@@ -307,6 +307,19 @@ def load_checkpoint(path: str | Path) -> dict:
     if state["phase"] not in ("float", "qat"):
         raise HdsimError(f"checkpoint {path}: corrupt (unknown phase {state['phase']!r})")
     return state
+
+
+def load_export_checkpoint(manifest: dict, purpose: str) -> dict:
+    """The training checkpoint an export was made from (``manifest["source"]["checkpoint"]``), loaded.
+
+    Raises:
+        HdsimError: the manifest names none, or the file is gone (one line naming ``purpose``).
+    """
+    src = (manifest.get("source") or {}).get("checkpoint")
+    if not src or not Path(src).is_file():
+        raise HdsimError(f"{purpose}: needs the export's checkpoint {src!r} (manifest source.checkpoint), which is "
+                         "not there")
+    return load_checkpoint(src)
 
 
 def restore_model(state: dict, *, quant: bool | None = None):

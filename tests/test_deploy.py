@@ -447,7 +447,9 @@ def test_bench_deploy_needs_the_float_reference(tiny_export, tmp_path):
     m["source"]["checkpoint"] = str(tmp_path / "gone.pt")
     (moved / "manifest.json").write_text(json.dumps(m))
     proc = hdsim_cli("bench", "deploy", str(moved), "--runs", "2")
-    assert proc.returncode == 2 and "float reference needs the export's checkpoint" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "bench deploy (the float reference; or pass --float-dir for the float ONNX): needs the export's " \
+        "checkpoint" in proc.stderr
 
 
 def test_bench_deploy_refuses_a_float_export_of_another_network(tiny_export, tmp_path):

@@ -94,16 +94,14 @@ def float_reference(manifest: dict):
         from export.imagenet import imagenet_head, load_imagenet_float
 
         return ExportNet(load_imagenet_float(), imagenet_head()).eval(), "torchvision ImageNet MobileNetV2 weights"
-    ckpt = src.get("checkpoint")
-    if not ckpt or not Path(ckpt).is_file():
-        raise HdsimError(f"bench deploy: the float reference needs the export's checkpoint {ckpt!r} (manifest "
-                         "source.checkpoint), which is not there; pass --float-dir for the float ONNX")
-    from export.train import load_checkpoint, restore_model
+    from export.train import load_export_checkpoint, restore_model
 
+    state = load_export_checkpoint(manifest, "bench deploy (the float reference; or pass --float-dir for the "
+                                             "float ONNX)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, _, head, model = restore_model(load_checkpoint(ckpt), quant=False)
-    return ExportNet(model, head).eval(), f"float weights of {ckpt}"
+        _, _, head, model = restore_model(state, quant=False)
+    return ExportNet(model, head).eval(), f"float weights of {src.get('checkpoint')}"
 
 
 def _inputs(manifest: dict, n: int) -> tuple[torch.Tensor, str]:
