@@ -32,7 +32,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.config import BCFConfig
 from hdsim.validation import gsbc_shape
 
-__all__ = ["bcf_decode", "bruteforce_decode", "product_offsets"]
+__all__ = ["bcf_decode", "bruteforce_decode", "product_offsets", "colliding_products", "MAX_COLLISION_PRODUCTS"]
 
 
 def _block_normalize(x: np.ndarray) -> np.ndarray:
@@ -166,3 +166,44 @@ def bruteforce_decode(queries, X: Sequence[np.ndarray], L: int, mode: str = "lin
         best = np.where(better, v, best)
         arg = np.where(better, i + s, arg)
     return digits[arg], best
+
+
+MAX_COLLISION_PRODUCTS = 1 << 24  # all products tabulated at once up to this many (16.8M rows of B offsets)
+
+
+def colliding_products(X: Sequence[np.ndarray], L: int, factors: np.ndarray) -> np.ndarray:
+    """Which queries' products equal another product of the codebooks (exactly: the same offset in every block).
+
+    A query whose product ``sum_f X_f[d_f] mod L`` is also the product of other digits cannot be
+    decoded to its own digits by any decoder (brute force included): such queries bound the
+    accuracy from above, and a decoder is judged on the others (``accuracy_noncolliding``).
+
+    Exact either way: every product is tabulated (``np.unique`` over the rows) when there are at most
+    :data:`MAX_COLLISION_PRODUCTS`; otherwise, per query, every choice of the first ``F - 1``
+    factors fixes the last factor's offsets, which are looked up among its codevectors.
+
+    Shapes:
+        factors: ``(N, F)`` digits; returns ``(N,)`` bool.
+    """
+    X, B = _check_codebooks(X, L)
+    factors = np.asarray(factors, dtype=np.int64)
+    if factors.ndim != 2 or factors.shape[1] != len(X):
+        raise HdsimError(f"factors: expected shape (N, {len(X)}), got {factors.shape}")
+    sizes = [x.shape[0] for x in X]
+    if ((factors < 0) | (factors >= np.array(sizes))).any():
+        raise HdsimError(f"factors: digits must be in [0, M_f) for M={sizes}")
+    own = sum(x[factors[:, f]] for f, x in enumerate(X)) % L  # (N, B)
+    rows = np.dtype((np.void, 8 * B))
+    if math.prod(sizes) <= MAX_COLLISION_PRODUCTS:
+        offsets, _ = product_offsets(X, L)
+        keys, counts = np.unique(np.ascontiguousarray(offsets).view(rows).ravel(), return_counts=True)
+        where = np.searchsorted(keys, np.ascontiguousarray(own).view(rows).ravel())
+        return counts[where] > 1
+    keys, counts = np.unique(np.ascontiguousarray(X[-1]).view(rows).ravel(), return_counts=True)
+    head_offsets, _ = product_offsets(X[:-1], L)
+    out = np.zeros(factors.shape[0], bool)
+    for n in range(factors.shape[0]):
+        need = np.ascontiguousarray((own[n][None, :] - head_offsets) % L).view(rows).ravel()  # last factor's offsets
+        where = np.minimum(np.searchsorted(keys, need), keys.size - 1)
+        out[n] = counts[where][keys[where] == need].sum() > 1  # the query's own product counts once
+    return out

@@ -80,3 +80,52 @@ def test_numpy_decoders_refuse_bad_queries(bad, msg):
         bruteforce_decode(bad, X, 4)
     with pytest.raises(HdsimError, match="codebooks"):
         bcf_decode(np.ones((1, 8)), [np.array([[0, 4]])], 4, BCFConfig())
+
+
+@pytest.mark.parametrize("F,M,L,B", [(2, 12, 16, 2), (3, 5, 8, 3), (2, 9, 128, 1)])
+def test_colliding_products_equal_a_brute_force_count_on_both_paths(F, M, L, B, monkeypatch):
+    import itertools
+
+    import hdsim.bcf_numpy as bn
+
+    rng = np.random.default_rng(F * 100 + M)
+    X = [rng.integers(0, L, (M, B)) for _ in range(F)]
+    factors = rng.integers(0, M, (40, F))
+    # oracle: every product by explicit loops, counted by its offsets
+    seen: dict[tuple, int] = {}
+    for digits in itertools.product(range(M), repeat=F):
+        key = tuple(sum(X[f][digits[f], b] for f in range(F)) % L for b in range(B))
+        seen[key] = seen.get(key, 0) + 1
+    want = [seen[tuple(sum(X[f][d[f], b] for f in range(F)) % L for b in range(B))] > 1 for d in factors]
+    assert any(want) and not all(want)  # the small problems collide sometimes
+    assert bn.colliding_products(X, L, factors).tolist() == want  # all products tabulated
+    monkeypatch.setattr(bn, "MAX_COLLISION_PRODUCTS", 1)
+    assert bn.colliding_products(X, L, factors).tolist() == want  # per query, over the first F - 1 factors
+
+
+def test_bench_collision_metrics_on_codebooks_with_a_duplicated_codevector():
+    """Factor 0's codevectors 0 and 1 are equal: exactly the queries with digit 0 or 1 there collide."""
+    from hdsim.bench.factorizer import collision_metrics
+    from hdsim.codes import BlockCodebooks
+    from hdsim.factorizers.base import FactorizationResult
+
+    rng = np.random.default_rng(4)
+    X0 = rng.permutation(64)[:10].reshape(10, 1).repeat(2, axis=1)  # distinct rows...
+    X0[1] = X0[0]  # ...but one duplicate
+    X1 = np.arange(10).reshape(10, 1).repeat(2, axis=1)
+    cb = BlockCodebooks((torch.from_numpy(X0), torch.from_numpy(X1)), 64)
+    truth = torch.from_numpy(rng.integers(0, 10, (200, 2)))
+    # products X0[a] + X1[b] collide across different (a, b) only through the duplicate: check by loop
+    offs = {}
+    for a in range(10):
+        for b in range(10):
+            offs.setdefault(tuple((X0[a] + X1[b]) % 64), []).append((a, b))
+    want = np.array([len(offs[tuple((X0[a] + X1[b]) % 64)]) > 1 for a, b in truth.tolist()])
+    guess = truth.clone()
+    guess[:100, 0] = 0  # half the decodes answer digit 0 for factor 0
+    res = FactorizationResult(guess, torch.ones(200, dtype=torch.long), torch.ones(200, dtype=torch.bool),
+                              torch.ones(200, 2))
+    m = collision_metrics(cb, truth, res)
+    assert m["collision_rate"] == pytest.approx(want.mean()) and 0 < want.mean() < 1
+    right = (guess == truth).all(dim=1).numpy()
+    assert m["accuracy_noncolliding"] == pytest.approx(right[~want].mean())

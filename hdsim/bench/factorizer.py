@@ -80,6 +80,19 @@ def summarize(result: FactorizationResult, truth: Tensor, seconds: float) -> dic
     }
 
 
+def collision_metrics(codebooks, truth: Tensor, result: FactorizationResult) -> dict:
+    """``collision_rate``: the fraction of queries whose product is also another product of the codebooks
+    (counted exactly, :func:`hdsim.bcf_numpy.colliding_products`: no decoder can tell them apart), and
+    ``accuracy_noncolliding``: the accuracy on the other queries (``None`` if every query collides)."""
+    from hdsim.bcf_numpy import colliding_products
+
+    cb = codebooks.to("cpu")
+    hit = colliding_products([x.numpy() for x in cb.indices], cb.L, truth.cpu().numpy())
+    right = (result.indices.cpu() == truth.cpu()).all(dim=1).numpy()
+    return {"collision_rate": float(hit.mean()),
+            "accuracy_noncolliding": float(right[~hit].mean()) if (~hit).any() else None}
+
+
 def _batched(decode: Callable[[Tensor, int], FactorizationResult], queries: Tensor, batch: int,
              desc: str) -> FactorizationResult:
     """``decode(queries[s:s + batch], s)`` per batch, with a progress bar; the results joined."""
@@ -108,6 +121,7 @@ def _bcf_bench(cfg: FactorizerBenchConfig) -> dict:
     out = summarize(res, qs.factors, sec)
     out.update(problem_size=codebooks.problem_size, noise_model=qs.noise.describe(),
                config={**asdict(cfg), **bcf_cfg.as_dict(codebooks.B, codebooks.sizes)})
+    out.update(collision_metrics(codebooks, qs.factors, res))
     if cfg.baseline == "numpy":
         from hdsim.bench.numpy_bcf import numpy_bcf
 
@@ -171,7 +185,8 @@ def run_factorizer_bench(cfg: FactorizerBenchConfig) -> dict:
 
     Keys: ``accuracy`` (all F factors right), ``factor_accuracy``,
     ``mean_iterations``, ``p95_iterations``, ``converged`` (fraction),
-    ``queries_per_s``, ``problem_size``, ``config``; with ``baseline='numpy'``
+    ``queries_per_s``, ``problem_size``, ``config``; BCF: ``collision_rate`` and
+    ``accuracy_noncolliding`` (:func:`collision_metrics`); with ``baseline='numpy'``
     also ``numpy_queries_per_s`` and ``speedup_vs_numpy``.
     """
     cfg.validate()
