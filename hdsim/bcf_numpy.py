@@ -30,7 +30,7 @@ import numpy as np
 
 from hdsim.errors import HdsimError
 from hdsim.factorizers.config import BCFConfig
-from hdsim.validation import gsbc_shape
+from hdsim.validation import check_offset_codebooks, gsbc_shape
 
 __all__ = ["bcf_decode", "bruteforce_decode", "product_offsets", "colliding_products", "MAX_COLLISION_PRODUCTS"]
 
@@ -50,11 +50,9 @@ def _check_queries(queries, B: int, L: int) -> np.ndarray:
 
 
 def _check_codebooks(X: Sequence[np.ndarray], L: int) -> tuple[list[np.ndarray], int]:
-    X = [np.asarray(x) for x in X]
-    if not X or any(x.ndim != 2 or x.shape[1] != X[0].shape[1] or x.shape[0] < 1 for x in X) \
-            or any(not np.issubdtype(x.dtype, np.integer) or ((x < 0) | (x >= L)).any() for x in X):
-        raise HdsimError(f"codebooks: expected F >= 1 integer (M_f, B) offset arrays with values in [0, {L})")
-    return [x.astype(np.int64) for x in X], int(X[0].shape[1])
+    """The codebooks checked (:func:`hdsim.validation.check_offset_codebooks`) and their ``B``."""
+    X, _ = check_offset_codebooks(X, L, "codebooks")
+    return X, int(X[0].shape[1])
 
 
 def _similarity(u: np.ndarray, X: np.ndarray, mode: str) -> np.ndarray:

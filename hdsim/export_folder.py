@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from hdsim.errors import HdsimError
 from hdsim.extras import require
+from hdsim.validation import is_tensor
 
 __all__ = ["MANIFEST_FORMAT", "MANIFEST_FILE", "MODEL_FILE", "CODEBOOKS_FILE", "HEAD_KINDS", "IMAGE_SUFFIXES",
            "RESIZE_MODES", "Preprocessing", "ProductMap", "CodebookShape", "CodebookArrays", "ExportFolder", "sha256_file",
@@ -71,11 +71,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _is_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here
-    return torch is not None and isinstance(x, torch.Tensor)
 
 
 # ---- classes ------------------------------------------------------------------------------------
@@ -134,7 +129,7 @@ class ProductMap:
 
     def digits(self, classes):
         """``(N,)`` class indices -> ``(N, F)`` int64 digits (array or tensor, as given)."""
-        if _is_tensor(classes):
+        if is_tensor(classes):
             import torch
 
             return torch.from_numpy(self.digits(classes.detach().cpu().numpy()))
@@ -147,7 +142,7 @@ class ProductMap:
 
     def classes(self, digits):
         """``(N, F)`` digits -> ``(N,)`` int64 class (array or tensor, as given), ``-1`` for a null product."""
-        if _is_tensor(digits):
+        if is_tensor(digits):
             import torch
 
             return torch.from_numpy(self.classes(digits.detach().cpu().numpy()))
@@ -207,7 +202,7 @@ class Preprocessing:
 
     def normalize(self, pixels):
         """``(N, C, H, W)`` pixels in [0, 255] (array or tensor) -> network input, float32, of the same kind."""
-        if _is_tensor(pixels):
+        if is_tensor(pixels):
             import torch
 
             return torch.from_numpy(self.normalize(pixels.detach().cpu().numpy()))
@@ -217,7 +212,7 @@ class Preprocessing:
 
     def denormalize(self, x):
         """Inverse of :meth:`normalize` for inputs made from 8-bit pixels: ``(N, C, H, W)`` uint8 (same kind)."""
-        if _is_tensor(x):
+        if is_tensor(x):
             import torch
 
             return torch.from_numpy(self.denormalize(x.detach().cpu().numpy()))

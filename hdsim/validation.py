@@ -12,7 +12,8 @@ import numpy as np
 from hdsim.errors import HdsimError
 
 __all__ = ["check_int", "check_ints", "check_blocks", "check_device", "check_seed", "check_threads", "output_dir",
-           "gsbc_shape", "SEED_MAX", "THREADS_MAX"]
+           "gsbc_shape", "is_tensor", "check_offset_codebooks",
+           "SEED_MAX", "THREADS_MAX"]
 
 SEED_MAX = 2**32 - 1  # numpy's RandomState and Optuna's samplers take 32-bit seeds; torch takes these too
 THREADS_MAX = 256  # far above any core count here; beyond it OpenMP fails to create threads and crashes
@@ -98,8 +99,7 @@ def gsbc_shape(q, B: int, L: int, name: str = "query"):
     Raises:
         HdsimError: neither a tensor nor an array, a wrong shape, or no query (``N = 0``).
     """
-    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported: no import here
-    if not (isinstance(q, np.ndarray) or (torch is not None and isinstance(q, torch.Tensor))):
+    if not (isinstance(q, np.ndarray) or is_tensor(q)):
         raise HdsimError(f"{name}: expected a torch.Tensor or numpy array, got {type(q).__name__}")
     D = B * L
     shape = tuple(q.shape)
@@ -115,3 +115,36 @@ def gsbc_shape(q, B: int, L: int, name: str = "query"):
     if shape[0] == 0:  # as every factorizer's check: an empty batch is a caller's mistake, not a result
         raise HdsimError(f"{name}: expected at least 1 query, got 0")
     return q
+
+
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (a tensor exists only once torch is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def check_offset_codebooks(indices, L, name: str = "indices") -> tuple[list[np.ndarray], int]:
+    """SBC codebooks in offset form, checked: a non-empty sequence of non-empty ``(M_f, B)`` integer
+    arrays (or tensors) with one ``B`` and offsets in ``[0, L)``. Returns them as int64 arrays and
+    ``L`` as an int; a bad one is a one-line error naming ``name[f]``."""
+    if isinstance(L, np.integer):
+        L = int(L)
+    check_int("L", L)
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__len__"):
+        raise HdsimError(f"{name}: expected a sequence of (M, B) integer arrays, got {type(indices).__name__}")
+    if len(indices) == 0:
+        raise HdsimError(f"{name}: expected at least one codebook, got 0")
+    out = []
+    for f, X in enumerate(indices):
+        X = X.detach().cpu().numpy() if is_tensor(X) else np.asarray(X)
+        if X.ndim != 2 or X.dtype.kind not in "iu" or 0 in X.shape:
+            raise HdsimError(f"{name}[{f}]: expected a non-empty (M, B) integer array, "
+                             f"got shape {X.shape} dtype {X.dtype}")
+        if out and X.shape[1] != out[0].shape[1]:
+            raise HdsimError(f"{name}[{f}]: expected B={out[0].shape[1]} blocks as {name}[0], got shape {X.shape}")
+        lo, hi = X.min(), X.max()
+        if lo < 0 or hi >= L:
+            bad = lo if lo < 0 else hi
+            raise HdsimError(f"{name}[{f}]: offsets must be in [0, {L}) (L={L}), found {int(bad)}")
+        out.append(np.ascontiguousarray(X, dtype=np.int64))
+    return out, L

@@ -38,7 +38,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.config import BCFConfig
 from hdsim.fixed.widths import QUERY_PRESCALE_BITS, Datapath, FixedWidths
 from hdsim.lfsr import LFSR, LFSR_TAPS, LFSR_WIDTH, LFSRSampler, query_seeds
-from hdsim.validation import check_int, gsbc_shape
+from hdsim.validation import check_offset_codebooks, gsbc_shape, is_tensor
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available", "codevector_positions",
            "initial_estimates", "QUERY_PRESCALE_BITS"]
@@ -61,36 +61,6 @@ def _kernel():
     from hdsim.fixed._compiled_kernel import decode, decode_crossbar, quantize
 
     return decode, quantize, decode_crossbar
-
-
-def _is_tensor(q) -> bool:
-    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported: no import here
-    return torch is not None and isinstance(q, torch.Tensor)
-
-
-def _check_indices(indices, L) -> tuple[list[np.ndarray], int]:
-    """The offset codebooks as int64 ``(M_f, B)`` arrays, checked; and ``L`` as an int."""
-    if isinstance(L, np.integer):
-        L = int(L)
-    check_int("L", L)
-    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__len__"):
-        raise HdsimError(f"indices: expected a sequence of (M, B) integer arrays, got {type(indices).__name__}")
-    if len(indices) == 0:
-        raise HdsimError("indices: expected at least one codebook, got 0")
-    out = []
-    for f, X in enumerate(indices):
-        X = X.detach().cpu().numpy() if _is_tensor(X) else np.asarray(X)
-        if X.ndim != 2 or X.dtype.kind not in "iu" or 0 in X.shape:
-            raise HdsimError(f"indices[{f}]: expected a non-empty (M, B) integer array, "
-                             f"got shape {X.shape} dtype {X.dtype}")
-        if out and X.shape[1] != out[0].shape[1]:
-            raise HdsimError(f"indices[{f}]: expected B={out[0].shape[1]} blocks as indices[0], got shape {X.shape}")
-        lo, hi = X.min(), X.max()
-        if lo < 0 or hi >= L:
-            bad = lo if lo < 0 else hi
-            raise HdsimError(f"indices[{f}]: offsets must be in [0, {L}) (L={L}), found {int(bad)}")
-        out.append(np.ascontiguousarray(X, dtype=np.int64))
-    return out, L
 
 
 def codevector_positions(indices: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -186,7 +156,7 @@ class CompiledFixedBCF:
         return obj
 
     def _setup(self, indices, L, config, widths, seed) -> None:
-        indices, L = _check_indices(indices, L)
+        indices, L = check_offset_codebooks(indices, L)
         if not isinstance(config, BCFConfig):
             raise HdsimError(f"config: expected a BCFConfig, got {type(config).__name__}")
         if not isinstance(widths, FixedWidths):
@@ -241,7 +211,7 @@ class CompiledFixedBCF:
         if isinstance(queries, np.ndarray) and queries.dtype.kind == "f":
             q = gsbc_shape(queries, self.B, self.L)
             return np.ascontiguousarray(q if q.dtype in (np.float32, np.float64) else q.astype(np.float64))
-        if not (_is_tensor(queries) and queries.is_floating_point()):
+        if not (is_tensor(queries) and queries.is_floating_point()):
             return None
         q = gsbc_shape(queries, self.B, self.L).detach()
         if q.dtype not in (sys.modules["torch"].float32, sys.modules["torch"].float64):
@@ -259,7 +229,7 @@ class CompiledFixedBCF:
         """Integer queries as ``(N, B, L)`` words, checked against the query width as
         :meth:`FixedBCF.prepare_queries` checks them (same message)."""
         q = gsbc_shape(queries, self.B, self.L)
-        if _is_tensor(q):
+        if is_tensor(q):
             if q.is_complex():
                 raise HdsimError(f"query: expected float or integer entries, got dtype {q.dtype}")
             q = q.detach().cpu().numpy()
