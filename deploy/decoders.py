@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
+from typing import Protocol
 
 import numpy as np
 
@@ -40,18 +41,18 @@ DECODES = ("fixed", "float", "bruteforce")
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-class Decoder:
+class Decoder(Protocol):
     """A head's decode. ``name`` says which implementation runs (the bench and the run summary report it)."""
 
-    name = "decoder"
+    name: str
 
     def decode(self, queries: np.ndarray) -> Decoded:
         """``(N, D)`` float queries -> ``indices (N, F)`` int64, ``iterations (N,)`` int64, ``converged (N,)``
         bool, ``confidence (N,)`` float."""
-        raise NotImplementedError
+        ...
 
 
-class CompiledFixed(Decoder):
+class CompiledFixed:
     """The compiled fixed-point decode, optionally on a PCM crossbar (``imc``: a preset name)."""
 
     name = "CompiledFixedBCF"
@@ -79,7 +80,7 @@ class CompiledFixed(Decoder):
         return idx, iters, conv, conf / self.B if self.crossbar is not None else conf  # dot: in units of B
 
 
-class TorchFixed(Decoder):
+class TorchFixed:
     """The torch model :class:`hdsim.fixed.FixedBCF` itself (``--no-compiled``), optionally on a crossbar
     (:class:`hdsim.imc.FixedPointPerturbation`, seed 0: the devices the compiled crossbar decode reads)."""
 
@@ -119,7 +120,7 @@ class TorchFixed(Decoder):
         return res.indices.numpy(), res.iterations.numpy(), res.converged.numpy(), conf
 
 
-class FloatBCF(Decoder):
+class FloatBCF:
     name = "bcf_numpy"
 
     def __init__(self, cb: CodebookArrays, cfg, seed: int) -> None:
@@ -132,7 +133,7 @@ class FloatBCF(Decoder):
         return idx, iters, conv, amax.min(axis=1)
 
 
-class Bruteforce(Decoder):
+class Bruteforce:
     name = "bruteforce"
 
     def __init__(self, cb: CodebookArrays, similarity: str) -> None:
@@ -146,7 +147,7 @@ class Bruteforce(Decoder):
         return idx, np.ones(n, np.int64), np.ones(n, bool), best
 
 
-class SparseResonator(Decoder):
+class SparseResonator:
     name = "SparseResonator"
 
     def __init__(self, cb: CodebookArrays, settings: dict, brute: bool = False) -> None:
