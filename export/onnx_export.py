@@ -146,13 +146,15 @@ def ort_profile(path: str | Path, x: np.ndarray, *, threads: int, runs: int = 50
     return out
 
 
-def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool) -> None:
+def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized: bool,
+                constant_folding: bool = True) -> None:
     """Export ``net`` (eval mode) to ``path`` at opset 13 and run ``onnx.checker`` on the file.
 
     A quantized net is exported from a copy whose stem convolution takes a multiple of 4
     input channels (:meth:`export.quant.QuantMobileNetV2.pad_input_channels`: the graph
     pads the input with zero channels; same function), so that onnxruntime runs it with
-    its int8 direct-convolution kernel.
+    its int8 direct-convolution kernel. ``constant_folding=False`` keeps computed weights as their
+    inputs (:mod:`export.stochastic`: integer initializers times scales, not a folded float tensor).
     """
     onnx = _need("onnx")
     if quantized and hasattr(net.model, "pad_input_channels"):
@@ -169,7 +171,8 @@ def export_onnx(net: ExportNet, example: torch.Tensor, path: Path, *, quantized:
 
             export_onnx_qcdq(net, args=example, export_path=str(path), dynamo=False, **kwargs)
         else:
-            torch.onnx.export(net, (example,), str(path), dynamo=False, **kwargs)
+            torch.onnx.export(net, (example,), str(path), dynamo=False, do_constant_folding=constant_folding,
+                              **kwargs)
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:

@@ -121,13 +121,11 @@ def stochastic_network(net: nn.Module, fraction: float, seed: int = 0, min_fan_i
     return out, stats
 
 
-def _export(net: nn.Module, example: torch.Tensor, path: Path, output_name: str) -> None:
+def _export(net: nn.Module, example: torch.Tensor, path: Path) -> None:
     # no constant folding: the file keeps the integer weights and the scales as initializers
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net.eval(), (example,), str(path), dynamo=False, input_names=["image"],
-                          output_names=[output_name], opset_version=13, do_constant_folding=False,
-                          dynamic_axes={"image": {0: "N"}, output_name: {0: "N"}})
+    from export.onnx_export import export_onnx
+
+    export_onnx(net, example, path, quantized=False, constant_folding=False)
 
 
 def _onnx_integer_weights(path: Path) -> int:
@@ -165,13 +163,13 @@ def evaluate_stochastic(folder: str | Path, fractions, seed: int = 0, limit: int
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         full = copy.deepcopy(net)
         fold_batchnorm(full)
-        _export(full, x[:1], Path(tmp) / "full.onnx", net.output_name)
+        _export(full, x[:1], Path(tmp) / "full.onnx")
         ref = score_outputs(export, run_onnx(Path(tmp) / "full.onnx", x, True, batch), y.numpy())
         out["full"] = {"accuracy": ref["accuracy"], "classified": ref["classified"]}
         for f in fractions:
             sampled, stats = stochastic_network(net, f, seed, min_fan_in)
             path = Path(tmp) / f"sampled_{f}.onnx"
-            _export(sampled, x[:1], path, net.output_name)
+            _export(sampled, x[:1], path)
             res = score_outputs(export, run_onnx(path, x, True, batch), y.numpy())
             row = {"fraction": f, "accuracy": res["accuracy"], "classified": res["classified"],
                    "relative_accuracy": round(res["accuracy"] / ref["accuracy"], 4) if ref["accuracy"] else None,

@@ -148,7 +148,8 @@ def test_the_sampled_network_is_integer_weights_times_a_row_scale_and_exports_th
     conv = layers[0]
     ref = torch.nn.functional.conv2d(x, conv.q.float() * conv.scale.view(-1, 1, 1, 1), conv.bias, padding=1)
     assert torch.allclose(conv(x), ref)
-    _export(sampled, x[:1], tmp_path / "s.onnx", "logits")
+    sampled.output_name = "logits"  # what export_onnx names the output (an ExportNet's attribute)
+    _export(sampled, x[:1], tmp_path / "s.onnx")
     assert _onnx_integer_weights(tmp_path / "s.onnx") == 3  # the file holds the integers
     import onnxruntime as ort
 
