@@ -48,15 +48,15 @@ from tqdm import tqdm
 
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
-from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
+from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv, write_text_atomic
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
 from hdsim.validation import check_blocks, check_device, check_ints, check_seed, check_threads, output_dir
 
-__all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "parse_int_list",
-           "run_capacity_sweep"]
+__all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "grid", "parse_int_list",
+           "run_capacity_sweep", "write_outputs"]
 
 CSV_COLUMNS = ("F", "M", "problem_size", "T", "A", "max_iter", "accuracy", "factor_accuracy",
                "product_accuracy", "mean_iterations", "p95_iterations", "converged", "queries", "seconds")
@@ -285,9 +285,9 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
     tD, tB = cfg._table.get("D"), cfg._table.get("B")
     if cfg.progress and (tD, tB) not in ((None, None), (cfg.D, cfg.B)):
         tqdm.write(f"note: the tuned table is for D={tD}, B={tB}; sweeping D={cfg.D}, B={cfg.B}", file=sys.stderr)
-    points = [(F, M) for F in cfg.F for M in cfg.sizes(F)]
+    points = grid(cfg)
     rows: list[dict] = []
-    csv_path, png_path, json_path = out / "capacity.csv", out / "capacity.png", out / "capacity.json"
+    csv_path = out / "capacity.csv"
     with torch_threads(cfg.threads):
         bar = tqdm(points, desc="sweep capacity", unit="point", disable=not cfg.progress)
         for F, M in bar:
@@ -298,6 +298,20 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
             if cfg.progress:
                 tqdm.write(f"F={F} M={M}: acc={row['accuracy']:.4f} mean_it={row['mean_iterations']:.1f} "
                            f"conv={row['converged']:.3f} ({row['seconds']:.1f}s)", file=sys.stderr)
+    return write_outputs(cfg, rows)
+
+
+def grid(cfg: CapacitySweepConfig) -> list[tuple[int, int]]:
+    """The sweep's ``(F, M)`` points in CSV order (also the work list of a shared sweep)."""
+    return [(F, M) for F in cfg.F for M in cfg.sizes(F)]
+
+
+def write_outputs(cfg: CapacitySweepConfig, rows: list[dict]) -> dict:
+    """Write ``capacity.csv`` / ``.png`` / ``.json`` for the finished ``rows`` (in :func:`grid` order);
+    returns the summary. Shared by the single-process sweep and :mod:`hdsim.sweep.shared`."""
+    out = Path(cfg.out)
+    csv_path, png_path, json_path = out / "capacity.csv", out / "capacity.png", out / "capacity.json"
+    write_csv(csv_path, rows, CSV_COLUMNS)
     if cfg.plot:
         _plot(png_path, rows, cfg)
     summary = {
@@ -311,5 +325,5 @@ def run_capacity_sweep(cfg: CapacitySweepConfig) -> dict:
         "per_F": _summary_per_F(rows, cfg.D // cfg.B, cfg.B),
         "rows": rows,
     }
-    json_path.write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(json_path, json.dumps(summary, indent=1) + "\n")
     return summary

@@ -1,23 +1,41 @@
-"""Shared output of the sweeps: one CSV writer, one figure saver (headless)."""
+"""Shared output of the sweeps: one CSV writer, one figure saver (headless).
+
+Every file is written to a temporary name beside it and renamed into place
+(``os.replace`` is atomic on POSIX): the workers of a shared sweep
+(:mod:`hdsim.sweep.shared`) may finish together and all write the same
+merged outputs, and a reader never sees a half-written file.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 
 from hdsim.errors import HdsimError
 
-__all__ = ["write_csv", "new_figure", "save_figure", "parse_list"]
+__all__ = ["write_csv", "write_text_atomic", "new_figure", "save_figure", "parse_list"]
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] | None = None) -> Path:
     """Write ``rows`` as a CSV with a header line: ``columns`` in order (default: the first row's keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(columns) if columns is not None else (list(rows[0]) if rows else [])
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file renamed into place (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: writers never share it
+    with tmp.open("w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
     return path
 
 
@@ -58,8 +76,11 @@ def new_figure(ncols: int = 2, width: float = 11.0, height: float = 4.2):  # -> 
 def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
