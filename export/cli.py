@@ -106,11 +106,19 @@ def train_cmd(
     wta_group: Annotated[int, typer.Option(help="WTA: channels per group (l); must divide every activation's "
                                            "channel count.")] = 2,
     wta_layers: Annotated[str, typer.Option(help="WTA: which ReLU6 become WTAs: blocks (after every expansion "
-                                            "and depthwise conv), depthwise, all (stem and last 1x1 too).")]
+                                            "and depthwise conv), depthwise, all (stem and last 1x1 too), "
+                                            "stream (blocks and every block's output).")]
     = "blocks",
     wta_t_init: Annotated[float, typer.Option(help="WTA: temperature of the first training step.")] = 1.0,
     wta_t_final: Annotated[float, typer.Option(help="WTA: temperature of the last training step (exponential "
                                                "schedule over float and QAT steps).")] = 1000.0,
+    # ---- stochastic scalar products (seed 004_*) ----
+    stochastic_fraction: Annotated[float, typer.Option(help="Train through stochastic scalar products: every "
+                                                       "step samples each conv/linear weight row at this "
+                                                       "fraction of its fan-in (straight-through); 0: off.")]
+    = 0.0,
+    stochastic_min_fan_in: Annotated[int, typer.Option(help="With --stochastic-fraction: layers of a smaller "
+                                                       "fan-in keep exact weights.")] = 1,
 ) -> None:
     """Train MobileNetV2 with a BCF, sparse-resonator or FC head: float epochs, then QAT; torchrun-ready (gloo)."""
     from export.train import TrainConfig, train
@@ -127,7 +135,8 @@ def train_cmd(
                       lr=lr, qat_lr=qat_lr, calib_batches=calib_batches, eval_size=eval_size,
                       scales=scales.value, seed=seed,
                       activation=activation.value, wta_group=wta_group, wta_layers=wta_layers,
-                      wta_t_init=wta_t_init, wta_t_final=wta_t_final)
+                      wta_t_init=wta_t_init, wta_t_final=wta_t_final,
+                      stochastic_fraction=stochastic_fraction, stochastic_min_fan_in=stochastic_min_fan_in)
     metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
     import os
 

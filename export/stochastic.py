@@ -30,7 +30,77 @@ from torch import nn
 from hdsim.stochastic_products import check_fraction, sample_weights, samples_for_fraction
 
 __all__ = ["SampledConv2d", "SampledLinear", "fold_batchnorm", "stochastic_network", "evaluate_stochastic",
-           "stochastic_sweep"]
+           "stochastic_sweep", "sample_dense", "sampled_layers", "StochasticTraining"]
+
+
+def sample_dense(w: torch.Tensor, n: int, u: torch.Tensor) -> torch.Tensor:
+    """The sampled estimate ``q * ||w_row||_1 / n`` of every row of ``w``, in torch, from given uniforms ``u``.
+
+    The same draws as :func:`hdsim.stochastic_products.sample_weights` (jittered equidistant
+    points ``xi_j = (j + u_j) / n`` through the CDF of ``|w|``; the last nonzero weight takes a
+    point that rounds up to 1): given that function's uniforms (``rng.random((rows, n))``, its
+    first and only draw) it returns the same counts, in float64 the same estimate (tested).
+    Used by :class:`StochasticTraining` on every training step.
+
+    Shapes:
+        w: ``(rows, m)``; u: ``(rows, n)`` in ``[0, 1)``; returns ``(rows, m)``, dtype of ``w``
+    """
+    a = w.abs()
+    norm = a.sum(dim=1)
+    cdf = torch.cumsum(a, dim=1) / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
+    cdf[:, -1] = 1.0
+    xi = (torch.arange(n, dtype=w.dtype, device=w.device)[None, :] + u.to(w.dtype)) / n
+    idx = torch.searchsorted(cdf.contiguous(), xi.contiguous(), right=True)
+    positions = torch.arange(w.shape[1], device=w.device)
+    last = torch.where(a > 0, positions, torch.zeros_like(positions)).amax(dim=1)  # a zero row: never read
+    idx = torch.minimum(idx, last[:, None])
+    counts = torch.zeros_like(w).scatter_add_(1, idx, torch.ones_like(xi))
+    return torch.sign(w) * counts * (norm / n)[:, None]
+
+
+def sampled_layers(model: nn.Module, min_fan_in: int = 1) -> list[tuple[str, nn.Module]]:
+    """``(parameter name of the weight, module)`` of every ``Conv2d`` / ``Linear`` (Brevitas' quantized twins
+    included: they subclass them) whose fan-in is at least ``min_fan_in``, in module order — the layers
+    :func:`stochastic_network` samples."""
+    return [(f"{name}.weight" if name else "weight", m) for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight[0].numel() >= min_fan_in]
+
+
+class StochasticTraining:
+    """Train through stochastic scalar products: every step runs the network with freshly sampled weights.
+
+    On each call the weight ``w`` of every sampled layer (:func:`sampled_layers`) is replaced, for
+    that forward pass only, by ``w + (s(w) - w).detach()`` with ``s(w)`` its sampled estimate at
+    ``fraction`` (``n = ceil(f * fan_in)`` draws per output row, :func:`sample_dense`): the forward
+    sees the integer-count weights the evaluation will use, the gradient reaches ``w`` unchanged
+    (straight-through). Sampling a row before its batch norm is sampling the folded row: a row
+    scaled by ``c`` samples to ``c`` times the same counts-times-scale, so the network learns the
+    noise it meets after :func:`fold_batchnorm`. The draws of step ``(epoch, i)`` come from a
+    ``torch.Generator`` seeded with ``(seed, epoch, i)``: a run, resumed or not, repeats them.
+    """
+
+    def __init__(self, fraction: float, seed: int = 0, min_fan_in: int = 1) -> None:
+        self.fraction = check_fraction(fraction)
+        self.seed = int(seed)
+        self.min_fan_in = int(min_fan_in)
+
+    def sampled_parameters(self, model: nn.Module, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_003 + step)
+        out = {}
+        for name, m in sampled_layers(model, self.min_fan_in):
+            w = m.weight
+            w2 = w.detach().reshape(w.shape[0], -1)
+            n = samples_for_fraction(w2.shape[1], self.fraction)
+            u = torch.rand((w2.shape[0], n), generator=gen, dtype=torch.float64)
+            s = sample_dense(w2.double(), n, u).to(w.dtype).reshape(w.shape)
+            out[name] = w + (s - w.detach())
+        return out
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """``model(x)`` with the sampled weights of step ``(epoch, step)``."""
+        from torch.func import functional_call
+
+        return functional_call(model, self.sampled_parameters(model, epoch, step), (x,))
 
 
 class SampledConv2d(nn.Module):

@@ -81,6 +81,10 @@ class TrainConfig:
             first training step to ``wta_t_final`` at the last (float and QAT steps on one
             schedule, :func:`wta_step_temperature`); defaults from the seed's table 3 (1 -> 1000
             is among its best for ``l`` = 2 and 4, a final 100 was worse).
+        stochastic_fraction: ``f`` in ``(0, 1]``: train through stochastic scalar products (seed
+            ``004_*``): every step samples every conv/linear weight of fan-in >= ``stochastic_min_fan_in``
+            at ``f`` (:class:`export.stochastic.StochasticTraining`, straight-through), so that
+            ``hdsim evaluate --stochastic-fraction f`` meets the noise it was trained with; 0: off.
     """
 
     dataset: str = "mnist2"
@@ -120,6 +124,9 @@ class TrainConfig:
     wta_layers: str = "blocks"
     wta_t_init: float = 1.0
     wta_t_final: float = 1000.0
+    # ---- stochastic scalar products during training (seed 004_*, SPEC section 8) ----
+    stochastic_fraction: float = 0.0
+    stochastic_min_fan_in: int = 1
 
     @property
     def backbone(self) -> BackboneConfig:
@@ -164,6 +171,12 @@ class TrainConfig:
                 raise HdsimError(f"{name}: learning rate must be finite and > 0, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise HdsimError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.stochastic_fraction:
+            from hdsim.stochastic_products import check_fraction
+            from hdsim.validation import check_int
+
+            check_fraction(self.stochastic_fraction)
+            check_int("stochastic_min_fan_in", self.stochastic_min_fan_in)
         if self.partition_dropout:
             from hdsim.partition_dropout import check_partitions
 
@@ -447,6 +460,14 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
     if cfg.eval_size and cfg.eval_size < xt.shape[0]:
         xt, yt = xt[:cfg.eval_size], yt[:cfg.eval_size]
     local_batch = cfg.batch // world
+    sampler = None
+    if cfg.stochastic_fraction:
+        if world > 1:
+            raise HdsimError("stochastic_fraction: training through sampled weights runs in one process "
+                             "(DistributedDataParallel would reduce the gradients of the sampled copies)")
+        from export.stochastic import StochasticTraining
+
+        sampler = StochasticTraining(cfg.stochastic_fraction, cfg.seed, cfg.stochastic_min_fan_in)
 
     def plan(phase_: str) -> tuple[int, int]:
         """``(shard, steps)``: images and steps per process in one epoch of ``phase_``."""
@@ -507,7 +528,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: 
                 if wta_steps is not None:
                     wta_t = wta_step_temperature(cfg, epoch, i, wta_steps)
                     set_wta_temperature(model, wta_t)
-                loss = head.loss(net(xb), yb)
+                loss = head.loss(net(xb) if sampler is None else sampler(net, xb, epoch, i), yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

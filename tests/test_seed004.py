@@ -211,3 +211,69 @@ def test_bad_partition_dropout_settings_are_one_line_errors(kw, message):
 
     with pytest.raises(HdsimError, match=message):
         TrainConfig(**kw).validate()
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 20, 45])
+def test_the_torch_sampler_draws_the_same_counts_as_the_numpy_one(n):
+    """Given NumPy's uniforms, the training sampler lands every point on the same weight
+    (counts equal), zero rows and trailing zeros included."""
+    import torch
+
+    from export.stochastic import sample_dense
+
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(7, 20))
+    w[2] = 0.0
+    w[3, 5:] = 0.0
+    w[4, :3] = 0.0
+    q, scale = sample_weights(w, n, np.random.default_rng(11))
+    u = torch.from_numpy(np.random.default_rng(11).random((7, n)))  # sample_weights' one draw
+    s = sample_dense(torch.from_numpy(w), n, u).numpy()
+    norm = np.abs(w).sum(axis=1)
+    counts = np.divide(s * n, norm[:, None], out=np.zeros_like(s), where=norm[:, None] > 0)
+    assert np.array_equal(np.rint(counts).astype(np.int64), q)
+    assert np.allclose(s, q * scale[:, None], rtol=1e-12, atol=0)
+
+
+def test_training_through_sampled_weights_is_straight_through_and_seeded():
+    """The forward sees integer-count weights (each row: |q| sums to n, times ||w||_1 / n); the gradient
+    w.r.t. w is that of the sampled forward (straight-through), and step (epoch, i) repeats its draws."""
+    import torch
+    from torch import nn
+
+    from export.stochastic import StochasticTraining, sampled_layers
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    trainer = StochasticTraining(0.25, seed=4)
+    assert [n for n, _ in sampled_layers(net)] == ["0.weight", "2.weight"]
+    p = trainer.sampled_parameters(net, 0, 0)
+    w = net[0].weight.detach()
+    n = 3  # ceil(0.25 * 12)
+    counts = p["0.weight"].detach() * n / w.abs().sum(dim=1, keepdim=True)
+    assert torch.allclose(counts, counts.round(), atol=1e-4) and (counts.round().abs().sum(dim=1) == n).all()
+    assert torch.equal(torch.sign(counts.round()) * torch.sign(w) >= 0, torch.ones_like(w, dtype=torch.bool))
+    assert torch.equal(trainer.sampled_parameters(net, 0, 0)["0.weight"], p["0.weight"])
+    assert not torch.equal(trainer.sampled_parameters(net, 0, 1)["0.weight"], p["0.weight"])
+    x = torch.randn(5, 12)
+    trainer(net, x, 0, 0).sum().backward()
+    # oracle: the same forward written by hand with the sampled weights as constants
+    s0, s2 = (p[k].detach().requires_grad_() for k in ("0.weight", "2.weight"))
+    h = torch.relu(x @ s0.T + net[0].bias.detach())
+    (h @ s2.T + net[2].bias.detach()).sum().backward()
+    assert torch.allclose(net[0].weight.grad, s0.grad) and torch.allclose(net[2].weight.grad, s2.grad)
+
+
+def test_stochastic_training_runs_and_bad_settings_are_one_line_errors(tmp_path):
+    pytest.importorskip("brevitas")
+    from export.train import TrainConfig, train
+
+    for kw, message in (({"stochastic_fraction": 1.5}, r"stochastic_fraction: must be in \(0, 1\]"),
+                        ({"stochastic_fraction": 0.5, "stochastic_min_fan_in": 0}, "stochastic_min_fan_in")):
+        with pytest.raises(HdsimError, match=message):
+            TrainConfig(**kw).validate()
+    cfg = TrainConfig(dataset="mnist2", head="fc", width=0.25, last_channel=128, epochs=1, qat_epochs=0,
+                      train_size=128, test_size=64, eval_size=64, val_fraction=0.0, batch=64, seed=2,
+                      stochastic_fraction=0.25)
+    metrics = train(cfg, tmp_path / "run", progress=False, threads=1, log=lambda s: None)
+    assert metrics["finished"] and 0.0 <= metrics["test_accuracy"] <= 1.0
