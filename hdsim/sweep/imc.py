@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from hdsim.errors import HdsimError
 from hdsim.validation import check_device, check_seed, check_threads, output_dir
-from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv
+from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv, write_text_atomic
 from hdsim.factorizers.stochastic import (
     StochasticConfig,
     StochasticFactorizer,
@@ -53,7 +53,8 @@ from hdsim.imc.config import get_preset
 from hdsim.threads import torch_threads
 from hdsim.imc.factorizers import CrossbarMVMs
 
-__all__ = ["CSV_COLUMNS", "ImcSweepConfig", "run_imc_sweep", "parse_float_list", "YEAR_S"]
+__all__ = ["CSV_COLUMNS", "ImcSweepConfig", "run_imc_sweep", "grid", "run_point", "write_outputs",
+           "parse_float_list", "YEAR_S"]
 
 YEAR_S = 31_557_600.0  # one Julian year in seconds
 CSV_COLUMNS = ("panel", "t_seconds", "noise_scale", "drift_compensation", "accuracy", "factor_accuracy",
@@ -245,22 +246,46 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
         6
     """
     out = output_dir("out", cfg.out)
-    points = ([("time", t, 1.0, c) for c in (False, True) for t in cfg.times()]
-              + [("scale", cfg.scale_t, s, c) for c in (False, True) for s in cfg.scales])
-    csv_path, png_path, json_path = out / "imc.csv", out / "imc.png", out / "imc.json"
+    csv_path = out / "imc.csv"
     rows: list[dict] = []
+    cache: dict = {}
     with torch_threads(cfg.threads):
-        problem = make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed)
-        bar = tqdm(points, desc="sweep imc", unit="point", disable=not cfg.progress, file=sys.stderr)
-        for panel, t, scale, comp in bar:
+        bar = tqdm(grid(cfg), desc="sweep imc", unit="point", disable=not cfg.progress, file=sys.stderr)
+        for point in bar:
+            panel, t, scale, comp = point
             bar.set_postfix_str(f"{panel} t={t:.3g}s scale={scale:g} comp={int(comp)}")
-            row = _run_point(cfg, problem, panel, t, scale, comp)
+            row = run_point(cfg, point, cache)
             rows.append(row)
             write_csv(csv_path, rows, CSV_COLUMNS)  # partial results survive an interrupted sweep
             if cfg.progress:
                 tqdm.write(f"{panel} t={t:.3g}s scale={scale:g} comp={int(comp)}: acc={row['accuracy']:.3f} "
                            f"mean_it={row['mean_iterations']:.1f} conv={row['converged']:.3f} "
                            f"gain={row['output_scale']:.3f} ({row['seconds']:.1f}s)", file=sys.stderr)
+    return write_outputs(cfg, rows)
+
+
+def grid(cfg: ImcSweepConfig) -> list[tuple[str, float, float, bool]]:
+    """The sweep's ``(panel, t, noise scale, drift compensation)`` points in CSV order."""
+    return ([("time", t, 1.0, c) for c in (False, True) for t in cfg.times()]
+            + [("scale", cfg.scale_t, s, c) for c in (False, True) for s in cfg.scales])
+
+
+def run_point(cfg: ImcSweepConfig, point: tuple[str, float, float, bool], cache: dict) -> dict:
+    """One point's CSV row. The problem (codebooks, queries) is built once per process and kept in
+    ``cache``; every point programs its own crossbars from ``seed + 1``, so a row does not depend on
+    which points ran before it (or in which process)."""
+    if "problem" not in cache:
+        cache["problem"] = make_problem(cfg.F, cfg.M, cfg.D, cfg.queries, cfg.seed)
+    panel, t, scale, comp = point
+    return _run_point(cfg, cache["problem"], panel, t, scale, comp)
+
+
+def write_outputs(cfg: ImcSweepConfig, rows: list[dict]) -> dict:
+    """Write ``imc.csv`` / ``.png`` / ``.json`` for the finished ``rows`` (in :func:`grid` order);
+    returns the summary. Shared by the single-process sweep and :mod:`hdsim.sweep.shared`."""
+    out = Path(cfg.out)
+    csv_path, png_path, json_path = out / "imc.csv", out / "imc.png", out / "imc.json"
+    write_csv(csv_path, rows, CSV_COLUMNS)
     if cfg.plot:
         _plot(png_path, rows, cfg)
     t_last = cfg.times()[-1]
@@ -276,5 +301,5 @@ def run_imc_sweep(cfg: ImcSweepConfig) -> dict:
                      "on": _pick(rows, "time", "t_seconds", t_last, True)},
         "rows": rows,
     }
-    json_path.write_text(json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(json_path, json.dumps(summary, indent=1) + "\n")
     return summary

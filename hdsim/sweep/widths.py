@@ -19,7 +19,7 @@ from hdsim.errors import HdsimError
 from hdsim.sweep.output import new_figure, save_figure, write_csv
 from hdsim.validation import output_dir
 
-__all__ = ["WidthSweepConfig", "run_width_sweep", "CSV_COLUMNS"]
+__all__ = ["WidthSweepConfig", "run_width_sweep", "grid", "run_point", "write_outputs", "CSV_COLUMNS"]
 
 CSV_COLUMNS = ("bits", "accuracy", "float_accuracy", "agreement_with_float", "iteration_agreement",
                "mean_iterations", "float_mean_iterations", "converged", "queries_per_s")
@@ -46,15 +46,34 @@ class WidthSweepConfig:
 def run_width_sweep(cfg: WidthSweepConfig) -> dict:
     """Run the sweep; returns the JSON summary (rows included)."""
     cfg.validate()
-    out = output_dir("out", cfg.out)  # before the sweep, not after it
-    rows: list[dict] = []
-    float_run = None
-    summary_cfg: dict = {}
-    for bits in tqdm(range(cfg.bits_min, cfg.bits_max + 1), desc="widths", unit="width"):
-        r = compare_fixed_float(replace(cfg.base, bits=bits, widths_file=None), float_result=float_run)
-        float_run = r.pop("_float")
-        summary_cfg = r["config"]
-        rows.append({"bits": bits, **{k: r[k] for k in CSV_COLUMNS if k != "bits"}})
+    output_dir("out", cfg.out)  # before the sweep, not after it
+    cache: dict = {}
+    results = [run_point(cfg, bits, cache) for bits in tqdm(grid(cfg), desc="widths", unit="width")]
+    return write_outputs(cfg, results)
+
+
+def grid(cfg: WidthSweepConfig) -> list[int]:
+    """The widths swept, in CSV order (also the work list of a shared sweep)."""
+    return list(range(cfg.bits_min, cfg.bits_max + 1))
+
+
+def run_point(cfg: WidthSweepConfig, bits: int, cache: dict) -> dict:
+    """One width: ``{"row": CSV row, "config": resolved bench config}``.
+
+    The float reference run is the same for every width (same queries, same LFSR
+    seed): it is computed once per process and kept in ``cache``; a point's
+    result does not depend on which widths ran before it.
+    """
+    r = compare_fixed_float(replace(cfg.base, bits=bits, widths_file=None), float_result=cache.get("float"))
+    cache["float"] = r.pop("_float")
+    return {"row": {"bits": bits, **{k: r[k] for k in CSV_COLUMNS if k != "bits"}}, "config": r["config"]}
+
+
+def write_outputs(cfg: WidthSweepConfig, results: list[dict]) -> dict:
+    """Write ``widths.csv`` / ``widths.png`` for the finished points (in :func:`grid` order); returns
+    the summary. Shared by the single-process sweep and :mod:`hdsim.sweep.shared`."""
+    out = Path(cfg.out)
+    rows = [r["row"] for r in results]
     float_acc = rows[0]["float_accuracy"]
     ok = [r["bits"] for r in rows if r["accuracy"] >= float_acc - cfg.tolerance_pt / 100]
     csv_path = write_csv(out / "widths.csv", rows)
@@ -66,7 +85,7 @@ def run_width_sweep(cfg: WidthSweepConfig) -> dict:
         "rows": rows,
         "csv": str(csv_path),
         "png": str(png_path),
-        "config": {**summary_cfg, "bits_min": cfg.bits_min, "bits_max": cfg.bits_max},
+        "config": {**results[-1]["config"], "bits_min": cfg.bits_min, "bits_max": cfg.bits_max},
     }
 
 
