@@ -60,11 +60,37 @@ TcOpt = Annotated[Optional[float], typer.Option("--Tc", help="Convergence thresh
 MaxIterOpt = Annotated[Optional[int], typer.Option(help="Iteration cap.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="torch CPU threads (default or 0: torch's).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")]
+# Sharing a sweep among worker processes through a database (docs/sweeps.md, hdsim.sweep.shared).
+StorageOpt = Annotated[Optional[str], typer.Option(
+    help="Share the sweep through this database (SQLAlchemy URL, e.g. postgresql+psycopg://user:pw@host/db): "
+         "every worker running the same command takes points not yet done.")]
+StudyOpt = Annotated[Optional[str], typer.Option(help="Name of the shared sweep in --storage (default: the "
+                                                 "sweep's kind).")]
+WorkersOpt = Annotated[int, typer.Option(help="Local worker processes (without --storage: shared through "
+                                         "a SQLite file in --out).")]
+LeaseOpt = Annotated[float, typer.Option(help="Seconds a shared point stays with a worker that stopped "
+                                         "renewing its lease (killed) before another worker takes it.")]
 
 
 def emit(obj: dict) -> None:
     """Print one JSON object on stdout."""
     typer.echo(json.dumps(obj, indent=None, default=str))
+
+
+def run_sweep(kind: str, cfg, run, storage: Optional[str], study_name: Optional[str], workers: int,
+              lease: float) -> dict:
+    """``run(cfg)`` in this process, or the shared sweep (hdsim.sweep.shared) when a database,
+    a study name or several workers are asked for."""
+    if storage is None and study_name is None and workers == 1:
+        return run(cfg)
+    from hdsim.sweep.shared import ShareConfig, run_shared_sweep
+
+    if storage is None:  # local workers only: a SQLite file beside the outputs
+        folder = Path(cfg.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(folder / f'.{kind}-work.db').resolve()}"
+    share = ShareConfig(storage=storage, study_name=study_name or kind, workers=workers, lease_s=lease)
+    return run_shared_sweep(kind, cfg, share)
 
 
 @bench_app.command("factorizer")
@@ -164,6 +190,10 @@ def sweep_widths(
     tolerance_pt: Annotated[float, typer.Option(help="Accuracy points from float that count as equal.")] = 0.5,
     out: Annotated[Path, typer.Option(help="Output folder (CSV + PNG).")] = Path("out/sweep_widths"),
     threads: ThreadsOpt = None,
+    storage: StorageOpt = None,
+    study_name: StudyOpt = None,
+    workers: WorkersOpt = 1,
+    lease: LeaseOpt = 60.0,
 ) -> None:
     """Fixed-point accuracy vs word width (CSV + PNG); prints the smallest width within tolerance."""
     from hdsim.bench.fixed import FixedBenchConfig
@@ -172,7 +202,7 @@ def sweep_widths(
     set_torch_threads(threads)
     cfg = WidthSweepConfig(bits_min=bits_min, bits_max=bits_max, tolerance_pt=tolerance_pt, out=str(out),
                            base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed))
-    emit(run_width_sweep(cfg))
+    emit(run_sweep("widths", cfg, run_width_sweep, storage, study_name, workers, lease))
 
 
 @app.command("demo")
@@ -252,6 +282,10 @@ def sweep_capacity(
     table: Annotated[Optional[Path], typer.Option(help="Tuned (T, A) table from 'hdsim tune' "
                                                   "(default: the published table).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder (capacity.csv, .png, .json).")] = Path("out/sweep_capacity"),
+    storage: StorageOpt = None,
+    study_name: StudyOpt = None,
+    workers: WorkersOpt = 1,
+    lease: LeaseOpt = 60.0,
 ) -> None:
     """BCF accuracy and mean iterations vs problem size (CSV + PNG; JSON summary on stdout)."""
     from hdsim.sweep.capacity import CapacitySweepConfig, parse_int_list, run_capacity_sweep
@@ -260,7 +294,7 @@ def sweep_capacity(
                               queries=queries, max_iter=max_iter, seed=seed, device=device.value, batch=batch,
                               threads=threads or None,
                               table=None if table is None else str(table), out=str(out))
-    emit(run_capacity_sweep(cfg))
+    emit(run_sweep("capacity", cfg, run_capacity_sweep, storage, study_name, workers, lease))
 
 
 @app.command("tune")
@@ -271,7 +305,8 @@ def tune(
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
     trials: Annotated[int, typer.Option(help="Trials to add to the study.")] = 50,
     queries: Annotated[int, typer.Option(help="Exact queries per trial.")] = 256,
-    storage: Annotated[str, typer.Option(help="Optuna storage URL (sqlite:///file.db, postgresql://...).")]
+    storage: Annotated[str, typer.Option(help="Optuna storage URL (sqlite:///file.db, "
+                                         "postgresql+psycopg://user:pw@host/db).")]
     = "sqlite:///hdsim_tune.db",
     study_name: Annotated[Optional[str], typer.Option(help="Study name (default bcf-D{D}-B{B}-F{F}-M{M}).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the evaluation problem (and of TPE by default).")] = 0,
@@ -282,13 +317,18 @@ def tune(
     device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
     out: Annotated[Path, typer.Option(help="JSON table the best (T, A) is merged into.")] = Path("bcf_tuned.json"),
+    workers: Annotated[int, typer.Option(help="Local worker processes on the study (--trials split among "
+                                         "them).")] = 1,
+    heartbeat: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats; a trial "
+                                           "silent for 3x this (killed worker) is failed and retried.")] = 10,
 ) -> None:
     """Search the BCF's (T, A) for one (F, M) with Optuna; merge the best into a tuned table."""
     from hdsim.tune import TuneConfig, run_tune
 
     cfg = TuneConfig(F=F, M=M, D=D, B=B, trials=trials, queries=queries, storage=storage, study_name=study_name,
                      seed=seed, sampler_seed=sampler_seed, out=str(out), max_iter=max_iter,
-                     iter_weight=iter_weight, device=device.value, threads=threads or None)
+                     iter_weight=iter_weight, device=device.value, threads=threads or None, workers=workers,
+                     heartbeat_s=heartbeat)
     emit(run_tune(cfg))
 
 
@@ -313,6 +353,10 @@ def sweep_imc(
     device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
     threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
     out: Annotated[Path, typer.Option(help="Output folder (imc.csv, .png, .json).")] = Path("out/sweep_imc"),
+    storage: StorageOpt = None,
+    study_name: StudyOpt = None,
+    workers: WorkersOpt = 1,
+    lease: LeaseOpt = 60.0,
 ) -> None:
     """Stochastic factorizer on PCM crossbars: accuracy and iterations vs time and noise scale (CSV + PNG)."""
     from hdsim.sweep.imc import ImcSweepConfig, parse_float_list, run_imc_sweep
@@ -321,7 +365,7 @@ def sweep_imc(
                          t_points=t_points, scales=parse_float_list(scales, "scales") or (0.0, 0.5, 1.0, 2.0, 4.0),
                          scale_t=scale_t, T=T, detection=detection, max_iter=max_iter, seed=seed,
                          device=device.value, threads=threads or None, out=str(out))
-    emit(run_imc_sweep(cfg))
+    emit(run_sweep("imc", cfg, run_imc_sweep, storage, study_name, workers, lease))
 
 
 @app.command("cosim")

@@ -35,19 +35,32 @@ study. To spread one study over several machines, point them all at one
 database server, e.g.::
 
     hdsim tune --F 2 --M 1155 --trials 50 \\
-        --storage postgresql://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 1
+        --storage postgresql+psycopg://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 1
     # on a second machine, with a different --sampler-seed:
     hdsim tune --F 2 --M 1155 --trials 50 \\
-        --storage postgresql://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 2
+        --storage postgresql+psycopg://user:password@dbhost:5432/hdsim --study-name bcf-F2-M1155 --sampler-seed 2
 
-(PostgreSQL needs the ``psycopg2`` driver; MySQL URLs ``mysql+pymysql://...``
-work the same way. SQLite files are fine for one machine, not for several.)
-All workers of a study must evaluate the same problem (same ``--seed``,
-``--queries``, ``--max-iter``, ``--iter-weight``; a mismatch is refused) but
-should use different ``--sampler-seed`` values: TPE is seeded with
-``sampler_seed + number of trials in the study`` when a session starts, so
+(PostgreSQL needs the ``postgres`` extra, ``psycopg`` 3; SQLite files are fine
+for the workers of one machine.) ``workers = N`` runs ``N`` local worker
+processes on the study (sampler seeds ``sampler_seed + 7919 i``), splitting
+``trials`` among them. All workers of a study must evaluate the same problem
+(same ``--seed``, ``--queries``, ``--max-iter``, ``--iter-weight``; a mismatch
+is refused) but should use different ``--sampler-seed`` values: TPE is seeded
+with ``sampler_seed + number of trials in the study`` when a session starts, so
 sessions that start together with the same sampler seed would propose the same
 points.
+
+Concurrent starts and killed workers. Opening the storage creates Optuna's
+tables on an empty database; workers started at the same instant would race in
+``CREATE TABLE`` (PostgreSQL: ``UniqueViolation`` on
+``pg_type_typname_nsp_index``), so the storage, the study and its first
+(enqueued) trial are created under :func:`hdsim.work_queue.creation_lock` (a
+PostgreSQL advisory lock; an ``flock`` beside a SQLite file). Every running
+trial records an Optuna heartbeat every ``heartbeat_s`` seconds; a trial whose
+heartbeat is older than ``3 * heartbeat_s`` (its worker was killed) is marked
+``FAIL`` by the next trial start of any worker of the study, and
+:class:`optuna.storages.RetryHeartbeatStaleTrialCallback` enqueues its
+parameters once more, so the study goes on and the point is still evaluated.
 
 Output: the best ``(T, A)`` of the study is merged into a JSON table with the
 schema of ``hdsim/data/bcf_tuned_published.json`` (``out``; an existing table
@@ -72,6 +85,7 @@ from hdsim.validation import check_blocks, check_device, check_ints, check_seed,
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
+from hdsim.work_queue import check_url, creation_lock, redact_url, storage_error, test_stall
 
 if TYPE_CHECKING:
     import optuna
@@ -106,6 +120,9 @@ class TuneConfig:
             default 1, which is much faster on small or shared CPUs (the
             per-iteration tensors are small); ``None`` = torch's setting.
         progress: tqdm bar on stderr.
+        workers: local worker processes sharing the study (``trials`` split among them).
+        heartbeat_s: seconds between a running trial's heartbeats; a trial silent for
+            ``3 * heartbeat_s`` is failed and retried once (module docstring).
     """
 
     F: int = 2
@@ -124,9 +141,13 @@ class TuneConfig:
     device: str = "cpu"
     threads: int | None = 1
     progress: bool = True
+    workers: int = 1
+    heartbeat_s: int = 10
 
     def __post_init__(self) -> None:
-        check_ints(self, ("F", "M", "D", "B", "trials", "queries"))
+        check_ints(self, ("F", "M", "D", "B", "trials", "queries", "workers", "heartbeat_s"))
+        if self.workers > self.trials:
+            raise HdsimError(f"workers: {self.workers} workers for {self.trials} trials; give at most one per trial")
         check_blocks(self.D, self.B)
         check_ints(self, ("max_iter",), optional=True)
         check_threads("threads", self.threads, optional=True)
@@ -160,25 +181,8 @@ class TuneConfig:
 
 
 def _check_storage(url: str) -> None:
-    """A SQLAlchemy URL whose dialect is installed; a SQLite file's folder must exist."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    shown = url
-    try:
-        u = make_url(url)
-        shown = u.render_as_string(hide_password=True)
-        u.get_dialect()
-    except (ArgumentError, NoSuchModuleError, ValueError) as e:
-        raise HdsimError(f"storage: not a usable database URL {shown!r} "
-                         f"(expected e.g. sqlite:///hdsim_tune.db or postgresql://user:pw@host/db): "
-                         f"{str(e).splitlines()[0]}") from None
-    except ImportError as e:
-        raise HdsimError(f"storage: the database driver for {shown!r} is not installed ({e})") from None
-    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
-        folder = Path(u.database).expanduser().resolve().parent
-        if not folder.is_dir():
-            raise HdsimError(f"storage: folder {folder} of the SQLite file does not exist")
+    """A SQLAlchemy URL whose driver is installed; a SQLite file's folder must exist."""
+    check_url("storage", url)
 
 
 def _check_table_matches(table: dict, cfg: TuneConfig, path: Path) -> None:
@@ -229,31 +233,118 @@ def run_tune(cfg: TuneConfig) -> dict:
     """
     import optuna
 
-    optuna.logging.set_verbosity(logging.WARNING)
-    try:
-        study = optuna.create_study(storage=cfg.storage, study_name=cfg.name, direction="minimize",
-                                    load_if_exists=True)
-    except Exception as e:  # noqa: BLE001 - storage/driver errors come in many types
-        raise HdsimError(f"storage: cannot open study {cfg.name!r} in {_redact(cfg.storage)!r}: "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    meta = {"F": cfg.F, "M": cfg.M, "D": cfg.D, "B": cfg.B, "queries": cfg.queries, "seed": cfg.seed,
-            "max_iter": cfg.resolved_max_iter, "iter_weight": cfg.iter_weight}
+    study = open_study(cfg)
     done_before = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    sampler_seed = cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
+    children = _start_workers(cfg, sampler_seed)
+    try:
+        _session(cfg, study, _trial_share(cfg.trials, cfg.workers, 0), sampler_seed, cfg.progress)
+    except BaseException:
+        for c in children:  # this command failed: its helpers stop too (their trials fail by heartbeat)
+            c.terminate()
+            c.join()
+        raise
+    for c in children:
+        c.join()
+    failed = [c.exitcode for c in children if c.exitcode != 0]
+    if failed:
+        raise HdsimError(f"workers: {len(failed)} of the {cfg.workers - 1} worker processes failed "
+                         f"(exit codes {failed}); the study keeps their finished trials")
+    max_iter = cfg.resolved_max_iter
+    study = optuna.load_study(study_name=cfg.name, storage=study._storage)  # the other workers' trials too
+    return _finish(cfg, study, done_before, max_iter)
+
+
+def _problem(cfg: TuneConfig) -> dict:
+    return {"F": cfg.F, "M": cfg.M, "D": cfg.D, "B": cfg.B, "queries": cfg.queries, "seed": cfg.seed,
+            "max_iter": cfg.resolved_max_iter, "iter_weight": cfg.iter_weight}
+
+
+def open_study(cfg: TuneConfig) -> "optuna.Study":
+    """Open (or create) the study on ``cfg.storage`` with heartbeats, safely when many workers
+    start at once: storage tables, study, problem record and the enqueued published point are
+    created under :func:`hdsim.work_queue.creation_lock`.
+
+    Raises:
+        HdsimError: unreachable database (one line, password hidden), or a study of that
+            name made for another problem.
+    """
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    meta = _problem(cfg)
+    try:
+        with warnings.catch_warnings(), creation_lock(cfg.storage):
+            warnings.simplefilter("ignore")  # heartbeat_interval is "experimental"
+            storage = optuna.storages.RDBStorage(
+                cfg.storage, engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            study = optuna.create_study(storage=storage, study_name=cfg.name, direction="minimize",
+                                        load_if_exists=True)
+            if not study.trials and study.user_attrs.get("problem") is None:
+                study.set_user_attr("problem", meta)
+                start = _published_start(cfg)
+                if start is not None:
+                    study.enqueue_trial(start)
+    except HdsimError:
+        raise
+    except Exception as e:  # noqa: BLE001 - storage/driver errors come in many types
+        raise storage_error(f"cannot open study {cfg.name!r} in", cfg.storage, e) from None
     if study.user_attrs.get("problem") not in (None, meta):
         raise HdsimError(f"study_name: study {cfg.name!r} in {_redact(cfg.storage)!r} was run with "
                          f"{study.user_attrs['problem']}, not {meta}; use another --study-name")
-    if not study.trials:
-        study.set_user_attr("problem", meta)
-        start = _published_start(cfg)
-        if start is not None:
-            study.enqueue_trial(start)
-    sampler_seed = cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
+    return study
 
+
+def _trial_share(trials: int, workers: int, i: int) -> int:
+    """Trials of worker ``i`` when ``trials`` are split among ``workers`` (the first ones take the rest)."""
+    return trials // workers + (i < trials % workers)
+
+
+def _worker_seed(sampler_seed: int, i: int) -> int:
+    # a large stride: TPE seeds are sampler_seed + (trials in the study), so neighbouring
+    # seeds of workers started together would meet again after a few trials
+    return (sampler_seed + 7919 * i) % 2**32
+
+
+def _start_workers(cfg: TuneConfig, sampler_seed: int) -> list:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and the open connections
+    children = [ctx.Process(target=_worker, args=(cfg, i), daemon=True) for i in range(1, cfg.workers)]
+    for c in children:
+        c.start()
+    return children
+
+
+def _worker(cfg: TuneConfig, i: int) -> None:
+    """A spawned local worker: its share of the trials, no table (the parent merges it)."""
+    import sys
+
+    try:
+        sampler_seed = cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
+        _session(cfg, open_study(cfg), _trial_share(cfg.trials, cfg.workers, i), _worker_seed(sampler_seed, i),
+                 progress=False)
+    except HdsimError as e:
+        print(f"error: tune worker {i + 1}/{cfg.workers}: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _session(cfg: TuneConfig, study: "optuna.Study", trials: int, sampler_seed: int, progress: bool) -> None:
+    """Run ``trials`` trials of the tuning objective on ``study`` in this process."""
+    if trials < 1:
+        return
     codebooks = random_codebooks(cfg.F, cfg.M, cfg.D, cfg.B, cfg.seed)
     qs = make_queries(codebooks, cfg.queries, cfg.seed + 1)
     max_iter = cfg.resolved_max_iter
+    ran = [0]
 
     def objective(trial: "optuna.Trial") -> float:
+        test_stall(f"trial{trial.number}", ran[0])
+        ran[0] += 1
         T = trial.suggest_float("T", 0.0, T_MAX)
         A = trial.suggest_int("A", 0, cfg.A_max)
         fz = BlockCodeFactorizer(codebooks, BCFConfig(T=T, A=A, max_iter=max_iter),
@@ -270,8 +361,13 @@ def run_tune(cfg: TuneConfig) -> dict:
         return f"best T={b.params['T']:.4f} A={b.params['A']} err={1 - b.user_attrs['accuracy']:.4f}"
 
     with torch_threads(cfg.threads):
-        run_trials(study, objective, cfg.trials, sampler_seed, progress=cfg.progress,
+        run_trials(study, objective, trials, sampler_seed, progress=progress,
                    desc=f"tune F={cfg.F} M={cfg.M}", postfix=postfix)
+
+
+def _finish(cfg: TuneConfig, study: "optuna.Study", done_before: list, max_iter: int) -> dict:
+    """Merge the study's best ``(T, A)`` into ``cfg.out`` and build the JSON summary."""
+    import optuna
 
     best = study.best_trial
     T, A = float(best.params["T"]), int(best.params["A"])
@@ -299,6 +395,8 @@ def run_tune(cfg: TuneConfig) -> dict:
         "best_trial": best.number,
         "trials": n_done,
         "new_trials": n_done - len(done_before),
+        "failed_trials": len([t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]),
+        "workers": cfg.workers,
         "storage": _redact(cfg.storage),
         "study_name": cfg.name,
         "table": str(out),
@@ -338,6 +436,4 @@ def run_trials(study: "optuna.Study", objective, trials: int, sampler_seed: int,
 
 def _redact(url: str) -> str:
     """The storage URL without its password."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    return redact_url(url)

@@ -72,7 +72,8 @@ from typing import Any, Iterator
 
 from hdsim.errors import HdsimError
 
-__all__ = ["WorkQueue", "Point", "creation_lock", "redact_url", "storage_error", "DEFAULT_LEASE_S"]
+__all__ = ["WorkQueue", "Point", "check_url", "creation_lock", "redact_url", "storage_error", "test_stall",
+           "DEFAULT_LEASE_S"]
 
 DEFAULT_LEASE_S = 60.0
 # Key of the PostgreSQL advisory lock that serializes schema creation (any fixed 64-bit integer;
@@ -106,6 +107,51 @@ def storage_error(what: str, url: str, e: BaseException) -> HdsimError:
     if pw:
         text = text.replace(str(pw), "***")
     return HdsimError(f"storage: {what} {redact_url(url)!r}: {text}")
+
+
+def check_url(name: str, url: str) -> None:
+    """A SQLAlchemy URL whose dialect and driver are installed; a SQLite file's folder must exist.
+
+    Raises:
+        HdsimError: naming option ``name`` and the URL without its password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    if not isinstance(url, str) or not url.strip():
+        raise HdsimError(f"{name}: give a database URL (e.g. sqlite:///hdsim.db or "
+                         "postgresql+psycopg://user:pw@host/db)")
+    shown = redact_url(url)
+    try:
+        u = make_url(url)
+        u.get_dialect().import_dbapi()  # the driver itself: postgresql:// means psycopg2
+    except (ArgumentError, NoSuchModuleError, ValueError) as e:
+        raise HdsimError(f"{name}: not a usable database URL {shown!r} "
+                         f"(expected e.g. sqlite:///hdsim.db or postgresql+psycopg://user:pw@host/db): "
+                         f"{str(e).splitlines()[0]}") from None
+    except ImportError as e:
+        hint = ""
+        if u.get_backend_name() == "postgresql":
+            hint = "; pip install 'hdsim[postgres]' and use postgresql+psycopg://..."
+        raise HdsimError(f"{name}: the database driver for {shown!r} is not installed ({e}){hint}") from None
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        folder = Path(u.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise HdsimError(f"{name}: folder {folder} of the SQLite file does not exist")
+
+
+def test_stall(key: str, computed: int) -> None:
+    """Test-only hook of the fault tests: with ``HDSIM_TEST_STALL_S`` set, a worker that has already
+    computed ``HDSIM_TEST_STALL_AFTER`` (default 0) points or trials touches
+    ``$HDSIM_TEST_STALL_DIR/<pid>.<key>`` and sleeps that many seconds before computing ``key``,
+    holding its lease, so a test can SIGKILL it mid-point. Unset (always, outside tests): no-op."""
+    seconds = os.environ.get("HDSIM_TEST_STALL_S")
+    if not seconds or computed < int(os.environ.get("HDSIM_TEST_STALL_AFTER", "0")):
+        return
+    folder = os.environ.get("HDSIM_TEST_STALL_DIR")
+    if folder:
+        Path(folder, f"{os.getpid()}.{key}").touch()
+    time.sleep(float(seconds))
 
 
 def _is_pg(url: str) -> bool:
