@@ -343,10 +343,10 @@ def _session(cfg: TuneConfig, study: "optuna.Study", trials: int, sampler_seed: 
     ran = [0]
 
     def objective(trial: "optuna.Trial") -> float:
-        test_stall(f"trial{trial.number}", ran[0])
-        ran[0] += 1
         T = trial.suggest_float("T", 0.0, T_MAX)
         A = trial.suggest_int("A", 0, cfg.A_max)
+        test_stall(f"trial{trial.number}", ran[0])  # after the suggestions: a killed trial has its point
+        ran[0] += 1
         fz = BlockCodeFactorizer(codebooks, BCFConfig(T=T, A=A, max_iter=max_iter),
                                  seed=cfg.seed + 2, device=cfg.device)
         res = fz.factorize(qs.queries)
