@@ -25,6 +25,8 @@ bench_app = typer.Typer(help="Benchmarks (one JSON object on stdout).", no_args_
 sweep_app = typer.Typer(help="Sweeps (CSV + PNG).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sweep_app, name="sweep")
+hw_app = typer.Typer(help="FPGA figures of the BCF RTL (the hw extra: pip-installed ECP5 flow).", no_args_is_help=True)
+app.add_typer(hw_app, name="hw")
 
 
 class Method(str, Enum):
@@ -108,10 +110,13 @@ def bench_factorizer(
     batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
     device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
-    dtype: Annotated[DType, typer.Option(help="Float precision.")] = DType.float32,
+    dtype: Annotated[Optional[DType], typer.Option(help="Float precision (default: float64 for the BCF, "
+                                               "float32 otherwise).")] = None,
     noise: Annotated[Noise, typer.Option(help="Query noise model.")] = Noise.none,
     noise_level: Annotated[float, typer.Option(help="Gaussian sigma or bit-flip probability.")] = 0.0,
     baseline: Annotated[Optional[str], typer.Option(help="Also time a baseline: 'numpy'.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="BCF decode engine: numba, torch or reference "
+                                                  "(default: the fastest available).")] = None,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = True,
 ) -> None:
@@ -121,8 +126,9 @@ def bench_factorizer(
     set_torch_threads(threads)
     cfg = FactorizerBenchConfig(method=method.value, D=D, B=B, F=F, M=M, T=T, A=A, Tc=Tc,
                                 max_iter=max_iter, queries=queries, batch=batch, seed=seed,
-                                device=device.value, dtype=dtype.value, noise=noise.value,
-                                noise_level=noise_level, baseline=baseline)
+                                device=device.value, dtype=None if dtype is None else dtype.value,
+                                noise=noise.value, noise_level=noise_level, baseline=baseline,
+                                engine=engine, threads=threads or None)
     emit(run_factorizer_bench(cfg))
 
 
@@ -177,6 +183,33 @@ def bench_assoc_memory(
     cfg = AssocMemoryBenchConfig(c_in=c_in, l_in=l_in, c_out=c_out, l_out=l_out, grid=parse_list(grid, "grid"),
                                  seed=seed, timing=timing, repeats=repeats, out=str(out))
     emit(run_assoc_memory_bench(cfg))
+
+
+@bench_app.command("sweep-workers")
+def bench_sweep_workers(
+    F: Annotated[Optional[list[str]], typer.Option("--F", help="Factors (default 2).")] = None,
+    M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes (default 600,700,...,1155,1300).")]
+    = None,
+    D: DOpt = 512,
+    B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
+    queries: Annotated[int, typer.Option(help="Exact queries per point.")] = 512,
+    max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap: min(SPEC default, this).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
+    workers: Annotated[int, typer.Option(help="Workers compared with one.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Blocks (each: one run with 1 worker, one with N).")] = 2,
+    storage: Annotated[Optional[str], typer.Option(help="Database URL (default: a temporary SQLite file).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (one sub-folder per run).")]
+    = Path("out/bench_sweep_workers"),
+) -> None:
+    """Wall time of 'hdsim sweep capacity' on N local workers vs 1 (same grid, same CSV rows)."""
+    from hdsim.bench.sweep_workers import SweepWorkersBenchConfig, run_sweep_workers_bench
+    from hdsim.sweep.capacity import parse_int_list
+
+    defaults = SweepWorkersBenchConfig()
+    cfg = SweepWorkersBenchConfig(F=parse_int_list(F, "F") or defaults.F, M=parse_int_list(M, "M") or defaults.M,
+                                  D=D, B=B, queries=queries, max_iter=max_iter, seed=seed, workers=workers,
+                                  repeats=repeats, storage=storage, out=str(out))
+    emit(run_sweep_workers_bench(cfg))
 
 
 @sweep_app.command("widths")
@@ -278,7 +311,10 @@ def sweep_capacity(
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
     device: Annotated[Device, typer.Option(help="Compute device.")] = Device.cpu,
     batch: Annotated[int, typer.Option(help="Queries decoded together.")] = 1024,
-    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 = torch's setting.")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads (torch intra-op; numba engine: over queries); "
+                                         "0 = the library's default.")] = 1,
+    engine: Annotated[Optional[str], typer.Option(help="Decode engine: numba, torch or reference "
+                                                  "(default: the fastest available).")] = None,
     table: Annotated[Optional[Path], typer.Option(help="Tuned (T, A) table from 'hdsim tune' "
                                                   "(default: the published table).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder (capacity.csv, .png, .json).")] = Path("out/sweep_capacity"),
@@ -292,7 +328,7 @@ def sweep_capacity(
 
     cfg = CapacitySweepConfig(F=parse_int_list(F, "F") or (2, 3), M=parse_int_list(M, "M"), D=D, B=B,
                               queries=queries, max_iter=max_iter, seed=seed, device=device.value, batch=batch,
-                              threads=threads or None,
+                              threads=threads or None, engine=engine,
                               table=None if table is None else str(table), out=str(out))
     emit(run_sweep("capacity", cfg, run_capacity_sweep, storage, study_name, workers, lease))
 
@@ -391,6 +427,9 @@ def cosim(
     imc_time: Annotated[float, typer.Option(help="Seconds since programming for --imc-preset.")] = 20.0,
     synth: Annotated[bool, typer.Option(help="Also run yosys synth; stat (cells, flip-flops).")] = False,
     workdir: Annotated[Path, typer.Option(help="Build and log folder.")] = Path("out/cosim"),
+    timeout: Annotated[Optional[float], typer.Option(help="Wall-clock limit of the simulation in seconds "
+                                                     "(default 300 + 5 per query); the simulator is killed "
+                                                     "past it.")] = None,
     json_out: JsonOpt = True,
 ) -> None:
     """Co-simulate the BCF RTL (Icarus via cocotb) against the fixed-point model, bit for bit."""
@@ -429,17 +468,46 @@ def cosim(
                                        noise_sigma=noise_sigma)
     report = run_cosim(cfg, queries, seed=seed, workdir=workdir, gaps=gaps, backpressure=backpressure,
                        resets=resets, perturb_fraction=perturb_fraction, noise_sigma=noise_sigma,
-                       perturbations=table)
+                       perturbations=table, timeout_s=timeout)
     report["rtl_config"] = cfg.as_dict()
     report["lower_bound_no_sampling"] = lower_bound(cfg)
     if synth:
         report["synth"] = run_synth(cfg, Path(workdir) / f"synth-{cfg.name}-{cfg.key()}")
     typer.echo(f"cosim {cfg.name}: {report['passed']} passed, {report['failed']} failed, "
-               f"{len(report['mismatches'])} mismatches; {report['cycles_per_iteration']:.1f} cycles/iteration "
+               f"{len(report['mismatches'])} mismatches, coverage unmet {report['coverage_unmet'] or 'none'}; "
+               f"{report['cycles_per_iteration']:.1f} cycles/iteration "
                f"vs lower bound {report['lower_bound_per_iteration_mean']:.1f}", err=True)
     emit(report)
-    if report["failed"] or report["mismatches"] or report["passed"] != queries:
+    if report["failed"] or report["mismatches"] or report["passed"] != queries or report["coverage_unmet"]:
         raise typer.Exit(1)
+
+
+class EcpDevice(str, Enum):
+    k25 = "25k"
+    k45 = "45k"
+    k85 = "85k"
+
+
+@hw_app.command("report")
+def hw_report_cmd(
+    config: Annotated[str, typer.Option(help="RTL configuration: a name from hdsim.rtl.CI_CONFIGS or a JSON file "
+                                        "of RtlConfig fields.")] = "f2-l16-m16-p4",
+    device: Annotated[EcpDevice, typer.Option(help="ECP5 device (LFE5U-25F/45F/85F) for place and route.")]
+    = EcpDevice.k85,
+    pnr: Annotated[bool, typer.Option(help="Place and route (nextpnr-ecp5, out of context) for fmax; "
+                                      "--no-pnr: synthesis only.")] = True,
+    queries: Annotated[int, typer.Option(help="Queries co-simulated and decoded by the CPU model.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the queries.")] = 0,
+    freq: Annotated[float, typer.Option(help="nextpnr timing target in MHz (the achieved fmax is "
+                                        "reported).")] = 100.0,
+    workdir: Annotated[Path, typer.Option(help="Build folder.")] = Path("out/hw"),
+    json_out: JsonOpt = True,
+) -> None:
+    """LUTs, flip-flops, block RAMs, DSPs, fmax and queries/s of the BCF core on an ECP5, beside the CPU model."""
+    from hdsim.hw import HwReportConfig, hw_report
+
+    emit(hw_report(HwReportConfig(config=config, device=device.value, pnr=pnr, queries=queries, seed=seed,
+                                  freq_mhz=freq, workdir=str(workdir))))
 
 
 def _register_export_commands() -> None:
@@ -459,7 +527,7 @@ def _register_export_commands() -> None:
 # The extra each command needs beyond the torch-free base (``hdsim.extras``): named in the
 # one-line error when one of its modules is missing.
 COMMAND_EXTRA = {"train": "export", "export": "export", "evaluate": "export", "demo": "export", "deploy": "export",
-                 "wta": "export", "stochastic": "export", "dropout": "export", "cosim": "rtl", "run": "deploy"}
+                 "wta": "export", "stochastic": "export", "dropout": "export", "cosim": "rtl", "hw": "hw", "run": "deploy"}
 
 
 def _missing_extra(e: ModuleNotFoundError) -> str | None:

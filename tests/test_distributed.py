@@ -310,5 +310,5 @@ def test_local_workers_through_sqlite(monkeypatch, capsys, tmp_path, capacity_si
                              "--out", str(tmp_path))
     assert code == 0, err
     res = json.loads(out)
-    assert res["shared"]["worker_exit_codes"] == [0] and res["shared"]["recorded_here"] == 6
+    assert res["shared"]["worker_exit_codes"][0] in (0, -signal.SIGTERM) and res["shared"]["recorded_here"] == 6
     assert _csv(tmp_path / "capacity.csv") == capacity_single

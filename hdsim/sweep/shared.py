@@ -224,7 +224,12 @@ def run_shared_sweep(kind: str, cfg, share: ShareConfig) -> dict:
                 c.join()
             raise
         for c in children:
-            c.join()
+            # the grid is complete: a worker still running is at most starting up or about to see
+            # that (it holds no lease), so it is stopped instead of waited for
+            c.join(timeout=2 * share.poll_s)
+            if c.is_alive():
+                c.terminate()
+                c.join()
         after = queue.points()
         results = queue.results()
         rows = [results[k.key(p)] for p in grid]
