@@ -43,11 +43,15 @@ def test_noisy_queries_match_brute_force():
 def test_defaults():
     assert default_sigma(512) == pytest.approx(0.0107)
     assert default_sigma(256) == pytest.approx(0.0107 * math.sqrt(2))
+    # T is defined by the Gaussian tail: P(N(0, 1/D) > T) = active / M. Oracle: the tail through
+    # math.erfc (not the NormalDist quantile the code inverts); 0.1379 at M = D = 256 follows.
+    for M in (16, 64, 256, 1000):
+        T = default_threshold(M, 256)
+        assert 0.5 * math.erfc(T * math.sqrt(256) / math.sqrt(2)) == pytest.approx(3.5 / M, rel=1e-9)
     assert default_threshold(256, 256) == pytest.approx(0.1379, abs=1e-4)
-    assert default_threshold(3, 256) == 0.0
-    assert default_threshold(64, 256) < default_threshold(256, 256)
-    assert default_stochastic_max_iter((10, 10, 10)) == 2000
-    assert default_stochastic_max_iter((256, 256, 256)) == 16778
+    assert default_threshold(3, 256) == 0.0  # M <= 3.5 active: no threshold
+    assert default_stochastic_max_iter((10, 10, 10)) == 2000  # ceil(1000 / 1000) = 1 < 2000
+    assert default_stochastic_max_iter((256, 256, 256)) == 16778  # ceil(16777216 / 1000) = 16778
     cb, _, _ = make_problem(2, (16, 64), 256, n=1, seed=0)
     fac = StochasticFactorizer(cb)
     assert fac.T == (default_threshold(16, 256), default_threshold(64, 256))
@@ -187,7 +191,7 @@ def test_bad_inputs():
         StochasticFactorizer(cb, similarity_noise=lambda a, f: a[:, :1]).factorize(q)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda  # skipped without a CUDA device (conftest.py)
 def test_cuda_matches_cpu():
     cb, q, _ = make_problem(3, 24, 256, n=16, seed=0)
     cpu = StochasticFactorizer(cb, seed=5).factorize(q)
