@@ -41,6 +41,11 @@ def analog(cfg: PCMNoiseConfig, **changes) -> PCMNoiseConfig:
 # ---------------------------------------------------------------- presets and config
 
 def test_presets_and_sources():
+    # Snapshot constants backed by an independent source: every literal below is a number SPEC
+    # section 6 states (the public PCM model: g_max 25 µS, sigma_prog polynomial, t0 = 20 s,
+    # t_read = 250 ns, DAC 7 bits / bound 1, ADC 9 bits / bound 12, output noise 0.06; the measured
+    # chip: 25.87 µS, programming relative std 0.23, read std 2.04 µS, nu 0.043 ± 0.009), read from
+    # shared/SPEC.md, not from the code. A change of a preset that leaves SPEC fails here.
     assert {"pcm-default", "pcm-chip", "ideal", "ideal-periphery"} <= set(PRESETS)
     assert DEFAULT.g_max == 25.0 and DEFAULT.prog_coeffs == (0.26348, 1.9650, -1.1731)
     assert DEFAULT.t0 == 20.0 and DEFAULT.t_read == 250e-9

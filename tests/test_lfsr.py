@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -317,7 +319,32 @@ def test_sampler_in_bcf_is_batch_size_independent():
 
 
 def test_expected_words_documented_example():
-    assert 465 < _expected_words(1155, 238) < 480
+    # Hand derivation: the i-th distinct pick accepts a k-bit word with probability (M - i) / 2^k,
+    # so it takes 2^k / (M - i) words on average (geometric); M = 1155 gives k = 11, 2^k = 2048, and
+    # sum_{i<238} 2048 / (1155 - i) = 2048 (H_1155 - H_917) = 472.34 (exact rational below).
+    exact = sum(Fraction(2048, 1155 - i) for i in range(238))
+    assert _expected_words(1155, 238) == pytest.approx(float(exact), rel=1e-12)
+    assert 472.3 < float(exact) < 472.4
+
+
+def test_expected_words_is_what_draw_distinct_consumes():
+    """Oracle: the words the real draw_distinct takes from real LFSRs, averaged over 1500 seeds
+    spread over the register's range (consecutive small seeds give correlated first words)."""
+
+    class Counting(LFSR):
+        words = 0
+
+        def next_bits(self, n):
+            Counting.words += 1
+            return super().next_bits(n)
+
+    M, A, n = 20, 10, 1500
+    for seed in np.random.default_rng(0).integers(1, 2**32, n):
+        draw_distinct(Counting(int(seed)), M, A)
+    mean = Counting.words / n
+    expected = _expected_words(M, A)  # 32 (H_20 - H_10) = 21.40
+    # the per-draw count's std is about 4.4 words (sum of geometric variances), so the mean's is 0.11
+    assert abs(mean - expected) < 0.5, (mean, expected)
 
 
 def test_errors():

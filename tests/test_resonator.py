@@ -195,7 +195,7 @@ def test_bad_queries_and_arguments():
         ResonatorNetwork(BipolarCodebooks((cb.vectors[0], cb.vectors[1][:, :10])))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda  # skipped without a CUDA device (conftest.py)
 def test_cuda_matches_cpu():
     cb, q, _ = make_problem(3, 40, 600, n=32, seed=2)
     cpu = ResonatorNetwork(cb).factorize(q)

@@ -488,7 +488,7 @@ def test_numpy_decode_refuses_bad_input():
     assert idx.shape == (3, 2) and its.shape == (3,) and sim.shape == (3, 2)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda  # skipped without a CUDA device (conftest.py)
 def test_cuda_matches_cpu():
     cb, q, _ = make_problem(3, 30, 1024, n=16, seed=0, B=64)
     cpu = SparseResonatorNetwork(cb, seed=5).factorize(q)
