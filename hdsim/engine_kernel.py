@@ -177,42 +177,34 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
             # weights (SPEC 3, steps 2.3-2.5)
             sampled = A > 0 and best <= T
             pulled = (not sampled) and best >= Tc
-            nw = 0
             if sampled:
                 if A >= Mf:
                     for m in range(Mf):
                         w[m] = 1.0
-                    nw = Mf
                 else:
                     for m in range(Mf):
                         w[m] = 0.0
                     state, words = _draw_distinct(state, taps, Mf, A, w)
                     ops[n, OP_SAMPLE] += words
-                    nw = A
-            elif pulled:
-                nw = 1
-            elif any_kept:
-                for m in range(Mf):
+            elif not pulled:
+                for m in range(Mf):  # keep a_m >= T, or every a_m when none is
                     v = a[m]
-                    keep = v >= T
-                    w[m] = v if keep else 0.0
-                    nw += keep
-            else:
-                for m in range(Mf):
-                    w[m] = a[m]
-                nw = Mf
+                    w[m] = v if (v >= T or not any_kept) else 0.0
             # bundle: s[b, X[m, b]] += w[m] over the non-zero weights, in index order
             xf = x[f]
             for b in range(B):
                 for l in range(L):
                     s[b, l] = 0.0
-            if nw == 1 and pulled:
+            if pulled:
                 for b in range(B):
                     s[b, X[f, barg, b]] = 1.0
+                nw = 1
             else:
+                nw = 0  # the non-zero weights: the ones added
                 for m in range(Mf):
                     wm = w[m]
                     if wm != 0.0:
+                        nw += 1
                         for b in range(B):
                             s[b, X[f, m, b]] += wm
             ops[n, OP_BUNDLE] += nw * B

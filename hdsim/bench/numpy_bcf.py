@@ -6,7 +6,8 @@ queries, array operations over ``(N, B, L)`` and no Python loop over queries:
 * unbinding by FFT (``rfft`` of the query once, of the other estimates per step);
 * the similarity as a gather over the codebook offsets and a min (``linf``) or sum (``dot``);
 * activation, sampling and pull-up as masks over ``(N, M)``;
-* bundling as a matrix product of the weights with the dense one-hot codebook ``(M, B*L)``;
+* bundling as one scatter-add (``np.bincount`` over the flat ``(row, b, X[m, b])`` positions;
+  3-4x faster than a matrix product with the dense one-hot codebook at M=1155);
 * converged queries leave the working set (one boolean index per iteration), so late iterations
   cost what the queries still running cost.
 
@@ -52,8 +53,9 @@ def numpy_bcf(queries: np.ndarray, codebooks: list[np.ndarray], T: float, A: int
     F = len(codebooks)
     q = _normalize(queries.astype(np.float64))
     Q = np.fft.rfft(q, axis=-1)
-    dense = [np.eye(L)[X].reshape(X.shape[0], B * L) for X in codebooks]  # (M, B*L) one-hot rows
-    x = np.stack([_normalize(d.sum(axis=0).reshape(B, L)) for d in dense])[None].repeat(N, axis=0)
+    flat = [np.arange(B) * L + X for X in codebooks]  # (M, B): codevector m's position in a flat (B*L) row
+    x = np.stack([_normalize(np.bincount(p.ravel(), minlength=B * L).reshape(B, L).astype(np.float64))
+                  for p in flat])[None].repeat(N, axis=0)
     blocks = np.arange(B)
     indices = np.zeros((N, F), np.int64)
     iterations = np.zeros(N, np.int64)
@@ -85,7 +87,10 @@ def numpy_bcf(queries: np.ndarray, codebooks: list[np.ndarray], T: float, A: int
             pulled = ~sampled & (amax >= Tc)
             w[pulled] = 0.0
             w[pulled, arg[pulled]] = 1.0
-            x[:, f] = _normalize((w @ dense[f]).reshape(-1, B, L))
+            k = w.shape[0]
+            pos = (np.arange(k)[:, None, None] * (B * L) + flat[f][None]).ravel()  # (k, M, B) flat
+            s = np.bincount(pos, weights=np.repeat(w[:, :, None], B, axis=2).ravel(), minlength=k * B * L)
+            x[:, f] = _normalize(s.reshape(k, B, L))
             pulled_all &= pulled
             indices[live, f] = arg
         iterations[live] = it

@@ -50,6 +50,8 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv, write_text_atomic
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
+from hdsim.bcf_numpy import colliding_products
+from hdsim.lfsr import LFSRSampler
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
@@ -59,7 +61,8 @@ __all__ = ["CSV_COLUMNS", "CapacitySweepConfig", "default_sizes", "grid", "parse
            "run_capacity_sweep", "write_outputs"]
 
 CSV_COLUMNS = ("F", "M", "problem_size", "T", "A", "max_iter", "accuracy", "factor_accuracy",
-               "product_accuracy", "mean_iterations", "p95_iterations", "converged", "queries", "seconds")
+               "product_accuracy", "collision_rate", "accuracy_noncolliding", "mean_iterations",
+               "p95_iterations", "converged", "queries", "seconds")
 TARGET_ACCURACY = 0.99
 
 
@@ -114,6 +117,7 @@ class CapacitySweepConfig:
     device: str = "cpu"
     batch: int = 1024
     threads: int | None = 1
+    engine: str | None = None
     table: str | None = None
     out: str = "out/sweep_capacity"
     plot: bool = True
@@ -141,6 +145,14 @@ class CapacitySweepConfig:
         check_threads("threads", self.threads, optional=True)
         check_seed("seed", self.seed)
         check_device(self.device)
+        from hdsim.engine import ENGINES, default_engine
+
+        if self.engine is None:
+            object.__setattr__(self, "engine", default_engine(self.device))
+        if self.engine not in ENGINES:
+            raise HdsimError(f"engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "numba" and self.device != "cpu":
+            raise HdsimError(f"engine: the numba engine runs on the CPU, got device {self.device!r}")
         table = load_table(self.table)  # HdsimError for a missing / malformed file
         for f in self.F:
             if not table["tables"].get(str(f)):
@@ -183,12 +195,27 @@ def _run_point(cfg: CapacitySweepConfig, F: int, M: int) -> dict:
     qs = make_queries(codebooks, cfg.queries, cfg.seed + 1)
     spec_iter = default_max_iter(codebooks.sizes)
     max_iter = spec_iter if cfg.max_iter is None else min(spec_iter, cfg.max_iter)
-    fz = BlockCodeFactorizer(codebooks, BCFConfig(T=tuned.T, A=tuned.A, max_iter=max_iter),
-                             seed=cfg.seed + 2, device=cfg.device)
+    bcf = BCFConfig(T=tuned.T, A=tuned.A, max_iter=max_iter)
+    lfsr_seed = cfg.seed + 2
+    if cfg.engine == "numba":
+        from hdsim.engine import NumbaBCF
+
+        eng = NumbaBCF.from_codebooks(codebooks, bcf, seed=lfsr_seed)
+        eng.decode_arrays(qs.queries[:1], threads=1)  # load (or compile) the kernel outside the timing
+        decode = lambda: eng.factorize(qs.queries, threads=cfg.threads)  # noqa: E731
+    elif cfg.engine == "torch":
+        from hdsim.engine_torch import ContinuousBCF
+
+        eng = ContinuousBCF(codebooks, bcf, seed=lfsr_seed, slots=cfg.batch, device=cfg.device)
+        decode = lambda: eng.factorize(qs.queries)  # noqa: E731
+    else:
+        fz = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed), device=cfg.device,
+                                 dtype=torch.float64)
+        decode = lambda: fz.factorize(qs.queries, batch_size=cfg.batch)  # noqa: E731
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = fz.factorize(qs.queries, batch_size=cfg.batch)
+    res = decode()
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
@@ -197,12 +224,18 @@ def _run_point(cfg: CapacitySweepConfig, F: int, M: int) -> dict:
     # A wrong decode whose factors bind to the same SBC as the query is a valid
     # alternative factorization (an ambiguous query), not a decoder error.
     same_product = (codebooks.product(res.indices) == codebooks.product(qs.factors)).all(dim=1)
+    # Queries whose product is also another product of the codebooks: no decoder can tell them apart
+    collide = torch.from_numpy(colliding_products([x.numpy() for x in codebooks.indices], codebooks.L,
+                                                  qs.factors.numpy()))
+    right = hit.all(dim=1)
     return {
         "F": F, "M": M, "problem_size": codebooks.problem_size, "T": tuned.T, "A": tuned.A,
         "max_iter": max_iter,
         "accuracy": int(hit.all(dim=1).sum()) / cfg.queries,
         "factor_accuracy": int(hit.sum()) / hit.numel(),
         "product_accuracy": int(same_product.sum()) / cfg.queries,
+        "collision_rate": float(collide.double().mean()),
+        "accuracy_noncolliding": float(right[~collide].double().mean()) if bool((~collide).any()) else None,
         "mean_iterations": float(it.mean()),
         "p95_iterations": float(np.percentile(it, 95)),
         "converged": float(res.converged.double().mean()),
@@ -247,11 +280,15 @@ def _plot(path: Path, rows: list[dict], cfg: CapacitySweepConfig) -> None:
             ax.plot(x, y, "-", color=color, label=f"F={F}")
             ax.plot(x[good], y[good], "o", color=color, ms=6)
             ax.plot(x[~good], y[~good], "o", color=color, ms=6, mfc="none")
+        if all(r.get("collision_rate") is not None for r in mine):
+            # the collision bound: a colliding query is lost by any decoder, so accuracy <= 1 - collision_rate
+            bound = np.array([100 * (1 - r["collision_rate"]) for r in mine])
+            ax_acc.plot(x, bound, "--", color=color, lw=1, label=f"F={F}: bound 1 - collision rate")
     ax_acc.axhline(100 * TARGET_ACCURACY, color="grey", ls=":", lw=1)
     ax_acc.set_xscale("log")
     ax_acc.set_xlabel("problem size  $M^F$")
     ax_acc.set_ylabel("accuracy [%]")
-    ax_acc.set_title("accuracy (filled: >= 99 %)")
+    ax_acc.set_title("accuracy (filled: >= 99 %), collision bound (dashed)")
     ax_it.set_xscale("log")
     ax_it.set_yscale("log")
     ax_it.set_xlabel("problem size  $M^F$")
