@@ -119,6 +119,8 @@ def train_cmd(
     = 0.0,
     stochastic_min_fan_in: Annotated[int, typer.Option(help="With --stochastic-fraction: layers of a smaller "
                                                        "fan-in keep exact weights.")] = 1,
+    stochastic_start_epoch: Annotated[int, typer.Option(help="With --stochastic-fraction: the first float epoch "
+                                                        "(0-based) trained through the samples.")] = 0,
 ) -> None:
     """Train MobileNetV2 with a BCF, sparse-resonator or FC head: float epochs, then QAT; torchrun-ready (gloo)."""
     from export.train import TrainConfig, train
@@ -136,7 +138,8 @@ def train_cmd(
                       scales=scales.value, seed=seed,
                       activation=activation.value, wta_group=wta_group, wta_layers=wta_layers,
                       wta_t_init=wta_t_init, wta_t_final=wta_t_final,
-                      stochastic_fraction=stochastic_fraction, stochastic_min_fan_in=stochastic_min_fan_in)
+                      stochastic_fraction=stochastic_fraction, stochastic_min_fan_in=stochastic_min_fan_in,
+                      stochastic_start_epoch=stochastic_start_epoch)
     metrics = train(cfg, out, resume=resume, progress=progress, threads=threads or None, stop_after=stop_after)
     import os
 
@@ -223,10 +226,15 @@ def evaluate_cmd(
                                                                  "stochastic scalar products (seed 004): f in "
                                                                  "(0, 1] samples per row / fan-in.")] = None,
     stochastic_seed: Annotated[int, typer.Option(help="Seed of the stochastic samples.")] = 0,
-    assoc_memory: Annotated[bool, typer.Option(help="Also classify with a sparse associative memory over the "
-                                               "network's last WTA feature map (seed 001).")] = False,
+    assoc_memory: Annotated[bool, typer.Option(help="Also classify with a sparse associative memory over binary "
+                                               "WTA codes of the network's pooled features (seed 001).")] = False,
     assoc_train_images: Annotated[int, typer.Option(help="Training images stored in the associative "
                                                     "memory.")] = 6400,
+    assoc_group: Annotated[int, typer.Option(help="Associative memory: features per WTA group of the code (l).")] = 4,
+    assoc_groupings: Annotated[int, typer.Option(help="Associative memory: codes concatenated, each over a "
+                                                 "seeded random grouping of the features.")] = 1,
+    assoc_l_out: Annotated[Optional[int], typer.Option(help="Associative memory: units per label-code cluster "
+                                                       "(default: the number of classes, one cluster).")] = None,
 ) -> None:
     """Accuracy of an export (every head kind, the runner's decode; abstentions count as wrong), vs the FC baseline."""
     from export.evaluate import evaluate_export
@@ -246,7 +254,8 @@ def evaluate_cmd(
     if assoc_memory:
         from export.assoc_head import evaluate_assoc_head
 
-        result["assoc_memory"] = evaluate_assoc_head(folder, train_images=assoc_train_images, limit=limit)
+        result["assoc_memory"] = evaluate_assoc_head(folder, train_images=assoc_train_images, l=assoc_group,
+                                                     groupings=assoc_groupings, l_out=assoc_l_out, limit=limit)
     _emit(result)
 
 

@@ -46,9 +46,14 @@ ACTIVATIONS = ("relu6", "wta")
 # Which ReLU6 positions a WTA backbone turns into WTAs. "blocks" (default): inside the inverted
 # residuals, where the seed's per-layer competition applies; the stem (8 channels at width 0.25)
 # and the last 1x1 (the head's features) stay ReLU6: with them too ("all") the two-digit CI
-# network lost 7 more points at l = 2 (docs/export.md).
+# network lost 7 more points at l = 2 (docs/export.md). "stream": the blocks' WTAs plus one on
+# every block's output (after the residual add), so the residual stream — MobileNetV2's linear
+# bottleneck, which every expansion 1x1 reads — is a WTA code too, as in the seed's ResNet where
+# the activation follows the add; without it about half of the network's multiplications read a
+# dense input whatever the activation (docs/export.md, "Multiplications").
 WTA_LAYERS = {"blocks": ("expand", "depthwise"), "depthwise": ("depthwise",),
-              "all": ("stem", "expand", "depthwise", "last")}
+              "all": ("stem", "expand", "depthwise", "last"),
+              "stream": ("expand", "depthwise", "output")}
 
 # (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -138,20 +143,22 @@ def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
 
 
 def activation_layers(cfg: BackboneConfig) -> list[tuple[str, int, str]]:
-    """``(module name, channels, position)`` of every ReLU6 position in forward order; position is
-    ``stem``, ``expand``, ``depthwise`` or ``last``.
+    """``(module name, channels, position)`` of every activation position in forward order; position is
+    ``stem``, ``expand``, ``depthwise``, ``last`` (a ReLU6 in MobileNetV2) or ``output`` (a block's
+    output, linear in MobileNetV2; a WTA ``features.K.out_act`` with ``wta_layers="stream"``).
 
     Example:
         >>> layers = activation_layers(BackboneConfig(width=0.25, in_channels=1, last_channel=128))
         >>> layers[:3], layers[-1], len(layers)
-        ([('features.0.2', 8, 'stem'), ('features.1.conv.0.2', 8, 'depthwise'), ('features.2.conv.0.2', 48, 'expand')], ('features.18.2', 128, 'last'), 35)
+        ([('features.0.2', 8, 'stem'), ('features.1.conv.0.2', 8, 'depthwise'), ('features.1.out_act', 8, 'output')], ('features.18.2', 128, 'last'), 52)
     """
     out = [("features.0.2", cfg.stem_channels, "stem")]
-    for idx, cin, _, _, expand in block_plan(cfg):
+    for idx, cin, cout, _, expand in block_plan(cfg):
         hidden = int(round(cin * expand))
         if expand != 1:
             out.append((f"features.{idx}.conv.0.2", hidden, "expand"))
         out.append((f"features.{idx}.conv.{int(expand != 1)}.2", hidden, "depthwise"))
+        out.append((f"features.{idx}.out_act", cout, "output"))
     out.append((f"features.{len(block_plan(cfg)) + 1}.2", cfg.features, "last"))
     return out
 
@@ -220,26 +227,32 @@ class WTA(nn.Module):
     ``y = soft_wta(min(x, 6), l, t)`` in training mode (temperature ``t``, set every step by
     the training loop through :func:`set_wta_temperature`), ``y = hard_wta(min(x, 6), l)`` in
     eval mode (one winner per group and pixel, lowest channel on ties). The cap at 6 keeps
-    ReLU6's range, so ``l = 1`` is exactly ``ReLU6`` (the WTA functions apply the ``relu``).
-    No parameters: the state dict of a WTA net is that of the ReLU6 net.
+    ReLU6's range, so ``l = 1`` is exactly ``ReLU6`` (the WTA functions apply the ``relu``);
+    ``signed=True`` (a block's output, ``wta_layers="stream"``): the WTA of a linear layer, winner by
+    magnitude, sign kept, no cap (:func:`hdsim.wta.hard_wta`), since the linear bottleneck it
+    sparsifies had neither a ReLU nor a bound. No parameters: the state dict of a WTA net is that of the ReLU6 net.
 
     Shapes:
         input ``(N, C, H, W)`` with ``C`` a multiple of ``l`` -> the same shape
     """
 
-    def __init__(self, l: int, t: float = 1.0) -> None:
+    def __init__(self, l: int, t: float = 1.0, signed: bool = False) -> None:
         super().__init__()
         self.l = int(l)
         self.t = float(t)
+        self.signed = bool(signed)
 
     def forward(self, x: Tensor) -> Tensor:
         from hdsim.wta import hard_wta, soft_wta
 
-        x = torch.clamp(x, max=6.0)
-        return soft_wta(x, self.l, self.t) if self.training else hard_wta(x, self.l)
+        if not self.signed:
+            x = torch.clamp(x, max=6.0)
+        if self.training:
+            return soft_wta(x, self.l, self.t, signed=self.signed)
+        return hard_wta(x, self.l, signed=self.signed)
 
     def extra_repr(self) -> str:
-        return f"l={self.l}, t={self.t:g}"
+        return f"l={self.l}, t={self.t:g}" + (", signed" if self.signed else "")
 
 
 def set_wta_temperature(model: nn.Module, t: float) -> int:
@@ -290,10 +303,14 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
         self.out_channels = cout
+        # wta_layers="stream": the block's output (after the add) is a WTA code; no parameters, so
+        # the state dict is that of the linear-bottleneck block
+        self.out_act = WTA(backbone.wta_group, signed=True) if is_wta_position(backbone, "output") else None
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)
-        return x + y if self.use_res_connect else y
+        y = x + y if self.use_res_connect else y
+        return self.out_act(y) if self.out_act is not None else y
 
 
 class MobileNetV2(nn.Module):

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from hdsim.errors import HdsimError
-from export.mobilenet import (BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size,
+from export.mobilenet import (WTA, BackboneConfig, MobileNetV2, block_plan, check_pool_input, check_pool_size,
                               is_wta_position)
 
 __all__ = ["SCALES", "quantizers", "ClampReLU6", "QuantReLU6", "QuantWTA", "QuantInvertedResidual", "QuantMobileNetV2",
@@ -288,11 +288,17 @@ class QuantInvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.out_channels = cout
         self.out_quant = out_quant
+        # wta_layers="stream": y = Q(wta(Q(...))) on the stage's quantizer: the hard WTA of grid values
+        # is on the grid (winners kept, the rest 0), so the second Q is exact, and the next block's
+        # convolutions keep their DequantizeLinear neighbour (QLinearConv after onnxruntime's fusion)
+        self.out_act = WTA(backbone.wta_group, signed=True) if is_wta_position(backbone, "output") else None
 
     def forward(self, x):
         y = self.out_quant(self.conv(x))
         if self.use_res_connect:
             y = self.out_quant(_value(x) + _value(y))
+        if self.out_act is not None:
+            y = self.out_quant(self.out_act(_value(y)))
         return y
 
 

@@ -12,6 +12,12 @@ at every other index (each pixel of a feature map), only the largest activation 
 * :func:`wta_temperature` — the exponential schedule of ``t`` from ``t_init`` to ``t_final``.
 
 A group of one (``l = 1``) keeps itself: both activations are then ``relu``.
+
+``signed=True`` is the WTA of a *linear* layer (the seed's formula with ``sigma`` the identity,
+the winner chosen by magnitude): ``y = [i = argmax_j |z_j|] * z_i``, soft form
+``exp(t (|z_i| - max_j |z_j|)) * z_i``. It keeps each group's strongest signal with its sign; the
+network uses it on MobileNetV2's linear bottleneck (``--wta-layers stream``), where a ReLU would
+discard the negative half of a low-dimensional stream.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ def _check_temperature(t: float, name: str = "t") -> None:
         raise HdsimError(f"{name}: temperature must be a finite number > 0, got {t!r}")
 
 
-def _grouped(z: Tensor, l: int, dim: int) -> tuple[Tensor, int, list[int]]:
-    """``relu(z)`` with ``dim`` split into ``(C / l, l)``; returns it, the group axis and the shape to restore.
+def _grouped(z: Tensor, l: int, dim: int, signed: bool = False) -> tuple[Tensor, int, list[int]]:
+    """``relu(z)`` (``signed``: ``z``) with ``dim`` split into ``(C / l, l)``; returns it, the group axis and
+    the shape to restore.
 
     The shapes are Python integers with the leading one written ``-1``: an ONNX trace then
     has two ``Reshape`` nodes with constant shapes and a dynamic batch (taking the shape
@@ -58,15 +65,16 @@ def _grouped(z: Tensor, l: int, dim: int) -> tuple[Tensor, int, list[int]]:
     grouped = shape[:dim] + [shape[dim] // l, l] + shape[dim + 1:]
     if dim > 0:
         grouped[0] = shape[0] = -1
-    return torch.relu(z).reshape(grouped), dim + 1, shape
+    return (z if signed else torch.relu(z)).reshape(grouped), dim + 1, shape
 
 
-def hard_wta(z: Tensor, l: int, dim: int = 1) -> Tensor:
+def hard_wta(z: Tensor, l: int, dim: int = 1, *, signed: bool = False) -> Tensor:
     """Hard blockwise WTA: in each group of ``l`` consecutive channels keep only the winner.
 
     ``y_i = relu(z_i) if i == argmax_{j in group(i)} relu(z_j) else 0``, the argmax taking the
     **lowest index on ties** (so a group of zeros or of equal values has exactly one winner;
     it outputs ``relu`` of that winner, and ``0`` elsewhere). ``l = 1`` gives ``relu(z)``.
+    ``signed``: ``y_i = z_i if i == argmax_j |z_j| else 0`` (lowest index on ties; ``l = 1`` gives ``z``).
 
     Shapes:
         z: ``(..., C, ...)`` with ``C = z.shape[dim]`` a multiple of ``l``
@@ -80,17 +88,20 @@ def hard_wta(z: Tensor, l: int, dim: int = 1) -> Tensor:
         tensor([[0.0000, 3.0000, 0.0000, 0.5000, 2.0000, 0.0000]])
         >>> hard_wta(torch.tensor([[-1.0, 2.0]]), 1)
         tensor([[0., 2.]])
+        >>> hard_wta(torch.tensor([[1.0, -3.0, 2.0, 1.5]]), 2, signed=True)
+        tensor([[ 0., -3.,  2.,  0.]])
     """
-    g, axis, shape = _grouped(z, l, dim)
+    g, axis, shape = _grouped(z, l, dim, signed)
     # torch.argmax returns the first maximal index: the lowest-index tie rule
-    winner = g.argmax(dim=axis, keepdim=True)
+    winner = (g.abs() if signed else g).argmax(dim=axis, keepdim=True)
     positions = [1] * g.dim()
     positions[axis] = l
     mask = winner == torch.arange(l, device=z.device).view(positions)
     return (g * mask.to(g.dtype)).reshape(shape)
 
 
-def soft_wta(z: Tensor, l: int, t: float, dim: int = 1, *, detach_softmax: bool = True) -> Tensor:
+def soft_wta(z: Tensor, l: int, t: float, dim: int = 1, *, detach_softmax: bool = True,
+             signed: bool = False) -> Tensor:
     """Soft blockwise WTA of temperature ``t`` (the training activation).
 
     Per group ``g`` of ``l`` channels, with ``r = relu(z_g)``:
@@ -103,6 +114,7 @@ def soft_wta(z: Tensor, l: int, t: float, dim: int = 1, *, detach_softmax: bool 
 
     ``detach_softmax`` (default, as the seed found best): the factor ``exp(t (r - max r))``
     is a constant for backpropagation; the gradient flows through ``r`` only.
+    ``signed``: ``exp(t (|z_i| - max_j |z_j|)) * z_i`` (the same bound with gaps of ``|z|``).
 
     Shapes:
         z: ``(..., C, ...)`` with ``C = z.shape[dim]`` a multiple of ``l``
@@ -116,10 +128,13 @@ def soft_wta(z: Tensor, l: int, t: float, dim: int = 1, *, detach_softmax: bool 
         tensor([[0.1353, 3.0000]])
         >>> soft_wta(torch.tensor([[1.0, 3.0]]), 2, t=100.0)
         tensor([[0., 3.]])
+        >>> soft_wta(torch.tensor([[1.0, -3.0]]), 2, t=1.0, signed=True)
+        tensor([[ 0.1353, -3.0000]])
     """
     _check_temperature(t)
-    g, axis, shape = _grouped(z, l, dim)
-    weight = torch.exp(t * (g - g.amax(dim=axis, keepdim=True)))
+    g, axis, shape = _grouped(z, l, dim, signed)
+    m = g.abs() if signed else g
+    weight = torch.exp(t * (m - m.amax(dim=axis, keepdim=True)))
     if detach_softmax:
         weight = weight.detach()
     return (g * weight).reshape(shape)

@@ -269,7 +269,9 @@ def test_stochastic_training_runs_and_bad_settings_are_one_line_errors(tmp_path)
     from export.train import TrainConfig, train
 
     for kw, message in (({"stochastic_fraction": 1.5}, r"stochastic_fraction: must be in \(0, 1\]"),
-                        ({"stochastic_fraction": 0.5, "stochastic_min_fan_in": 0}, "stochastic_min_fan_in")):
+                        ({"stochastic_fraction": 0.5, "stochastic_min_fan_in": 0}, "stochastic_min_fan_in"),
+                        ({"stochastic_fraction": 0.5, "epochs": 3, "stochastic_start_epoch": 3},
+                         "stochastic_start_epoch: 3 leaves none of the 3 float epochs")):
         with pytest.raises(HdsimError, match=message):
             TrainConfig(**kw).validate()
     cfg = TrainConfig(dataset="mnist2", head="fc", width=0.25, last_channel=128, epochs=1, qat_epochs=0,

@@ -64,6 +64,34 @@ def test_hard_wta_keeps_one_winner_per_group_lowest_index_on_ties(l):
     assert l == 1 or ties.any()  # the tie rule was exercised
 
 
+def brute_signed_wta(z: np.ndarray, l: int) -> np.ndarray:
+    """Loop over every (n, group, h, w): the first channel of largest |z| wins and keeps its signed value."""
+    out = np.zeros_like(z)
+    n_, c, h_, w_ = z.shape
+    for n, g, h, w in itertools.product(range(n_), range(c // l), range(h_), range(w_)):
+        best = g * l
+        for ch in range(g * l, (g + 1) * l):
+            if abs(z[n, ch, h, w]) > abs(z[n, best, h, w]):
+                best = ch
+        out[n, best, h, w] = z[n, best, h, w]
+    return out
+
+
+@pytest.mark.parametrize("l", [1, 2, 4])
+def test_signed_wta_keeps_the_largest_magnitude_with_its_sign(l):
+    gen = torch.Generator().manual_seed(10 + l)
+    z = torch.randint(-3, 4, (2, 8, 3, 4), generator=gen).float()  # +-v ties: the lower index wins
+    got = hard_wta(z, l, signed=True)
+    np.testing.assert_array_equal(got.numpy(), brute_signed_wta(z.numpy(), l))
+    assert (got < 0).any() and ((got.reshape(2, 8 // l, l, 3, 4) != 0).sum(dim=2) <= 1).all()
+    # the soft form: exp(t (|z| - max |z|)) z per group, by hand; it tends to the hard one
+    a = z.abs().reshape(2, 8 // l, l, 3, 4)
+    hand = (torch.exp(0.7 * (a - a.amax(dim=2, keepdim=True))) * z.reshape(a.shape)).reshape(z.shape)
+    torch.testing.assert_close(soft_wta(z, l, 0.7, signed=True), hand)
+    zc = z + 0.01 * torch.arange(8.0).view(1, 8, 1, 1)  # no ties
+    torch.testing.assert_close(soft_wta(zc, l, 1e4, signed=True), hard_wta(zc, l, signed=True))
+
+
 def test_hard_wta_on_another_axis_and_by_hand():
     z = torch.tensor([[1.0, 3.0, 3.0, -1.0], [-2.0, -1.0, 0.5, 0.5]])
     assert hard_wta(z, 2, dim=-1).tolist() == [[0.0, 3.0, 3.0, 0.0], [0.0, 0.0, 0.5, 0.0]]
@@ -379,6 +407,34 @@ def test_wta_export_runs_in_the_edge_runner_and_reports_multiplications(tiny_wta
     # l = 2: at least half of every WTA output is zero, so the depthwise and the pointwise layers fed by a
     # WTA need at most half their dense multiplications (the bottleneck-fed expansions are dense)
     assert res["multiplications_by_kind"]["depthwise"]["mean"] <= 0.5 * res["multiplications_by_kind"]["depthwise"]["dense"]
+
+
+def test_stream_network_sparsifies_every_block_output_and_exports_bit_exact(tmp_path):
+    """``--wta-layers stream``: 50 WTAs (33 in the blocks, 17 signed on the block outputs); after one float and
+    one QAT step the int8 export equals Brevitas and every block output in the graph has one winner per group."""
+    pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
+    pytest.importorskip("mlxtend", reason="mlxtend is not installed (pip install -e '.[export]')")
+    import onnx
+
+    from export.onnx_export import export_checkpoint
+    from export.train import TrainConfig, load_checkpoint, restore_model, train
+
+    cfg = TrainConfig(dataset="mnist2", head="fc", epochs=1, qat_epochs=1, train_size=32, qat_train_size=32, batch=32,
+                      test_size=100, eval_size=100, val_size=100, calib_batches=1, activation="wta", wta_group=2,
+                      wta_layers="stream", wta_t_final=100.0)
+    train(cfg, tmp_path / "run", progress=False)
+    manifest = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "int8", parity_images=32, calibration=None)
+    parity = manifest["checks"]["parity"]
+    assert parity["max_abs_diff_ort_disable_all"] <= 1e-5 and parity["same_classes_ort_disable_all"]
+    _, _, _, model = restore_model(load_checkpoint(tmp_path / "run" / "last.pt"))
+    assert sum(getattr(m, "is_wta", False) for m in model.modules()) == 33
+    from export.mobilenet import WTA
+
+    assert sum(isinstance(m, WTA) and m.signed for m in model.modules()) == 17
+    m = onnx.load(tmp_path / "int8" / "model.onnx")
+    argmax = [n for n in m.graph.node if n.op_type == "ArgMax"]
+    producers = {o: n for n in m.graph.node for o in n.output}
+    assert len(argmax) == 50 and sum(producers[n.input[0]].op_type == "Abs" for n in argmax) == 17
 
 
 def test_checkpoints_without_the_activation_field_load_as_relu6(tiny_wta):
