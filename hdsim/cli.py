@@ -527,7 +527,8 @@ def _register_export_commands() -> None:
 # The extra each command needs beyond the torch-free base (``hdsim.extras``): named in the
 # one-line error when one of its modules is missing.
 COMMAND_EXTRA = {"train": "export", "export": "export", "evaluate": "export", "demo": "export", "deploy": "export",
-                 "wta": "export", "stochastic": "export", "dropout": "export", "cosim": "rtl", "hw": "hw", "run": "deploy"}
+                 "wta": "export", "stochastic": "export", "dropout": "export", "cosim": "rtl", "hw": "hw",
+                 "run": "deploy"}
 
 
 def _missing_extra(e: ModuleNotFoundError) -> str | None:

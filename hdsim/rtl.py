@@ -46,7 +46,8 @@ from hdsim.validation import check_seed, output_dir
 __all__ = ["RtlConfig", "CI_CONFIGS", "rtl_dir", "codebook_word_bits", "write_codebook_hex",
            "read_codebook_hex", "write_perturbation_hex", "read_perturbation_hex", "make_cosim_queries",
            "make_perturbations", "imc_perturbation_table", "lower_bound", "QUERY_KINDS", "run_cosim", "run_lint", "run_synth",
-           "simulator_status"]
+           "simulator_status", "RESET_TARGETS", "reset_targets", "reset_schedule", "coverage_minimums",
+           "COSIM_MUTANTS"]
 
 QUERY_KINDS = ("exact", "noisy", "random", "zero")
 
@@ -200,27 +201,35 @@ CI_CONFIGS: dict[str, RtlConfig] = {
 
 
 # ---- memory files ------------------------------------------------------------------------------
-def codebook_word_bits(B: int, L: int) -> int:
-    """Bits of one codebook ROM word: ``B`` indices of ``clog2(L)`` bits."""
-    return B * _clog2(L)
+def codebook_word_bits(B: int, L: int, lanes: int = 1) -> int:
+    """Bits of one codebook ROM word: ``lanes`` codevectors of ``B`` indices of ``clog2(L)`` bits."""
+    return lanes * B * _clog2(L)
 
 
-def write_codebook_hex(codebooks: BlockCodebooks, path: str | Path) -> Path:
-    """Write the codebook ROM for ``$readmemh``: word ``f * M + m``, block ``b`` at bits ``[b*LW +: LW]``.
+def write_codebook_hex(codebooks: BlockCodebooks, path: str | Path, lanes: int = 1) -> Path:
+    """Write the codebook ROM for ``$readmemh``, one chunk of ``lanes`` codevectors per word.
 
-    All factors must have the same ``M`` (the RTL's layout). One hex word per line.
+    With ``NCH = ceil(M / lanes)``, word ``f * NCH + c`` holds codevector ``c * lanes + p`` at
+    bits ``[p*B*LW +: B*LW]`` (zero past ``M``), its block ``b`` at ``[b*LW +: LW]`` within
+    (``LW = clog2(L)``): the RTL reads one word per cycle for its ``P = lanes`` lanes.
+    ``lanes = 1`` is one codevector per word. All factors must have the same ``M`` (the RTL's
+    layout). One hex word per line.
     """
     sizes = set(codebooks.sizes)
     if len(sizes) != 1:
         raise HdsimError(f"codebooks: the RTL needs equal codebook sizes, got {codebooks.sizes}")
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise HdsimError(f"lanes: expected a positive integer, got {lanes!r}")
     lw = _clog2(codebooks.L)
-    digits = (codebook_word_bits(codebooks.B, codebooks.L) + 3) // 4
+    cw = codebooks.B * lw
+    digits = (codebook_word_bits(codebooks.B, codebooks.L, lanes) + 3) // 4
     lines = []
     for X in codebooks.as_numpy():
-        for row in X:
+        for c0 in range(0, X.shape[0], lanes):
             word = 0
-            for b, idx in enumerate(row):
-                word |= int(idx) << (b * lw)
+            for p, row in enumerate(X[c0:c0 + lanes]):
+                for b, idx in enumerate(row):
+                    word |= int(idx) << (p * cw + b * lw)
             lines.append(f"{word:0{digits}x}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,13 +237,16 @@ def write_codebook_hex(codebooks: BlockCodebooks, path: str | Path) -> Path:
     return path
 
 
-def read_codebook_hex(path: str | Path, F: int, M: int, B: int, L: int) -> BlockCodebooks:
+def read_codebook_hex(path: str | Path, F: int, M: int, B: int, L: int, lanes: int = 1) -> BlockCodebooks:
     """Inverse of :func:`write_codebook_hex`."""
     lw = _clog2(L)
+    nch = -(-M // lanes)
     words = [int(t, 16) for t in Path(path).read_text().split()]
-    if len(words) != F * M:
-        raise HdsimError(f"codebook file {path}: expected {F * M} words, got {len(words)}")
-    idx = np.array([[(w >> (b * lw)) & ((1 << lw) - 1) for b in range(B)] for w in words], dtype=np.int64)
+    if len(words) != F * nch:
+        raise HdsimError(f"codebook file {path}: expected {F * nch} words, got {len(words)}")
+    rows = [[(words[f * nch + m // lanes] >> ((m % lanes) * B * lw + b * lw)) & ((1 << lw) - 1) for b in range(B)]
+            for f in range(F) for m in range(M)]
+    idx = np.array(rows, dtype=np.int64)
     return BlockCodebooks(tuple(torch.from_numpy(idx[f * M:(f + 1) * M].copy()) for f in range(F)), L)
 
 
@@ -371,6 +383,80 @@ def lower_bound(cfg: RtlConfig, draws: float = 0.0) -> dict:
     return phases
 
 
+# ---- verification plan ---------------------------------------------------------------------------
+# What the bench's ResetController aims a reset at, named by the DUT state at the reset edge:
+# "wait" idle with the initial estimates ready; "load" between two beats of a query (the loader
+# holds part of it); "init" the init pass; "unbind" ULD/UNB; "similarity", "decide", "draw",
+# "bundle", "normalize", "step" the decode phases; "done" a finished decode waiting in DONE while
+# the output register holds an untaken result (needs a stall).
+RESET_TARGETS = ("wait", "load", "init", "unbind", "similarity", "decide", "draw", "bundle", "normalize", "step",
+                 "done")
+# deliberately wrong golden models of the bench (rtl_models/cocotb_bcf.py MUTANTS): test the bench itself
+COSIM_MUTANTS = ("unbind_floor", "recip_plus_one")
+# the targets every query passes through (a short run picks its resets among these)
+_EVERY_QUERY = ("load", "init", "unbind", "similarity", "decide", "bundle", "normalize", "step")
+
+
+def reset_targets(cfg: RtlConfig) -> tuple[str, ...]:
+    """The :data:`RESET_TARGETS` ``cfg`` can reach: ``load`` needs ``B >= 2``, ``draw`` ``0 < A < M``."""
+    return tuple(t for t in RESET_TARGETS
+                 if not (t == "load" and cfg.B < 2) and not (t == "draw" and not 0 < cfg.A < cfg.M))
+
+
+def reset_schedule(cfg: RtlConfig, resets: int, rng) -> list[str]:
+    """The reset targets of one run, in order (``rng``: a ``random.Random``).
+
+    With ``resets >= len(reset_targets(cfg))`` every target once (``wait`` first: it is
+    reached only before the traffic starts), then random extra ones; fewer resets are
+    drawn among the states every query passes through.
+    """
+    targets = reset_targets(cfg)
+    common = [t for t in _EVERY_QUERY if t in targets]
+    if resets >= len(targets):
+        rest = [t for t in targets if t != "wait"]
+        rng.shuffle(rest)
+        return ["wait"] + rest + [rng.choice(common) for _ in range(resets - len(targets))]
+    return rng.sample(common, resets) if resets <= len(common) else \
+        common + [rng.choice(common) for _ in range(resets - len(common))]
+
+
+def coverage_minimums(cfg: RtlConfig, queries: int, resets: int, backpressure: bool, *, given_queries: bool = False,
+                      external_perturbations: bool = False, perturb_fraction: float = 0.3,
+                      mix: tuple[float, ...] = (0.35, 0.4, 0.15, 0.1)) -> dict[str, int]:
+    """Functional coverage the bench must reach in one run (it fails the run otherwise).
+
+    * every scheduled reset happened (``resets``); with a full schedule
+      (``resets >= len(reset_targets(cfg))``) one in each state (``resets_in_<target>``;
+      ``load`` is ``resets_mid_load``, the loader holding part of a query) and one with a
+      result pending;
+    * with back-pressure, ``stalls >= queries // 10`` (a finished decode waited in DONE);
+    * from 100 generated queries (the default mix): sampled and pulled-up steps,
+      steps whose normalization saturates an estimate word, LFSR words (``0 < A < M``), both exits (converged and
+      max-iteration results), each query kind with a non-zero share; with synthetic
+      perturbations, perturbed steps and saturated similarities.
+    """
+    req: dict[str, int] = {"steps": 1, "resets": resets}
+    targets = reset_targets(cfg)
+    if resets >= len(targets):
+        for t in targets:
+            req["resets_mid_load" if t == "load" else f"resets_in_{t}"] = 1
+        req["resets_result_pending"] = 1
+    if backpressure:
+        req["stalls"] = max(1, queries // 10)
+    if queries >= 100 and not given_queries:
+        req.update(pulled_steps=1, saturated_x_steps=1, results_converged=1, results_max_iter=1)
+        if cfg.A > 0:
+            req["sampled_steps"] = 1
+        if 0 < cfg.A < cfg.M:
+            req["lfsr_words"] = 1
+        for kind, share in zip(QUERY_KINDS, mix):
+            if share > 0:
+                req[f"results_{kind}"] = 1
+        if perturb_fraction > 0 and not external_perturbations:
+            req.update(perturbed_steps=1, saturated_a_steps=1)
+    return req
+
+
 # ---- tools -------------------------------------------------------------------------------------
 def simulator_status() -> dict:
     """Which of the RTL tools are available (for skips and error messages)."""
@@ -449,11 +535,20 @@ def run_synth(cfg: RtlConfig, workdir: str | Path, debug: bool = False, timeout:
             "debug_port": debug}
 
 
+def _sim_cycle_limit(cfg: RtlConfig, queries: int, resets: int) -> int:
+    """A generous bound on a run's simulated cycles (the cocotb test's time limit): every query
+    and every re-sent or re-run one at ``4x`` a worst-case decode (all iterations, every
+    draw, padding), plus the stalls."""
+    per_query = cfg.iterations_cap() * (lower_bound(cfg, 4 * cfg.A * cfg.M)["total"] + 200) * 2 + 2_000
+    return int((2 * queries + 8 * resets + 100) * per_query * 2)
+
+
 def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path | None = None,
               gaps: bool = True, backpressure: bool = True, resets: int = 2, perturb_fraction: float = 0.3,
               noise_sigma: float = 0.02, mix: tuple[float, float, float, float] = (0.35, 0.4, 0.15, 0.1),
               timeout_cycles: int | None = None, model_override: dict | None = None,
-              perturbations: np.ndarray | None = None, query_words: np.ndarray | None = None) -> dict:
+              perturbations: np.ndarray | None = None, query_words: np.ndarray | None = None,
+              mutant: str | None = None, timeout_s: float | None = None) -> dict:
     """Run ``queries`` random queries through the RTL under Icarus (cocotb runner) against FixedBCF.
 
     The bench (``rtl_models/cocotb_bcf.py``) regenerates codebooks, queries and perturbations
@@ -469,7 +564,15 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
     outputs through :meth:`hdsim.fixed.FixedBCF.prepare_queries`) instead of random ones.
 
     ``model_override`` changes fields of the configuration the *model* runs with (not the
-    RTL's): only for testing that the bench catches a difference.
+    RTL's), ``mutant`` swaps the model for a deliberately wrong one (``"unbind_floor"``,
+    ``"recip_plus_one"``; ``rtl_models/cocotb_bcf.py``): only for testing that the bench
+    catches a difference.
+
+    Coverage: the run fails unless :func:`coverage_minimums` of its settings are met
+    (``coverage_required``, ``coverage_unmet`` in the report). Time limits: the bench's
+    ``s_ready`` wait and its no-result watchdog (cycles), a simulated-time limit on the
+    cocotb test, and ``timeout_s`` of wall-clock time for the simulator process (default
+    ``300 + 5 * queries``), after which it is killed and :class:`HdsimError` raised.
 
     Returns the bench's report: ``passed``, ``failed``, ``mismatches`` (first differing
     signal, query, iteration and factor; at most 20), coverage counts, ``cycles_per_query``,
@@ -487,10 +590,11 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
         raise HdsimError(f"noise_sigma: must be a finite number >= 0, got {noise_sigma}")
     if not 0.0 <= perturb_fraction <= 1.0:
         raise HdsimError(f"perturb_fraction: must be in [0, 1], got {perturb_fraction}")
+    if mutant is not None and mutant not in COSIM_MUTANTS:
+        raise HdsimError(f"mutant: one of {', '.join(COSIM_MUTANTS)}, got {mutant!r}")
     cfg.validate()
     if queries > (1 << cfg.qid_bits) - 1:
         raise HdsimError(f"queries: at most {(1 << cfg.qid_bits) - 1} for {cfg.qid_bits}-bit query ids")
-    from cocotb_tools.runner import get_runner
 
     base = Path(workdir) if workdir is not None else Path("out") / "cosim"
     work = output_dir("workdir", (base / f"{cfg.name}-{cfg.key()}").resolve())
@@ -527,7 +631,11 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
             "resets": resets, "perturb_fraction": perturb_fraction, "noise_sigma": noise_sigma, "mix": list(mix),
             "pert_file": str(pert_file), "result_path": str(result_path), "timeout_cycles": timeout_cycles,
             "model_override": dict(model_override or {}), "external_perturbations": perturbations is not None,
-            "query_file": None if query_file is None else str(query_file)}
+            "query_file": None if query_file is None else str(query_file), "mutant": mutant,
+            "coverage_min": coverage_minimums(cfg, queries, resets, backpressure, given_queries=query_file is not None,
+                                              external_perturbations=perturbations is not None,
+                                              perturb_fraction=perturb_fraction, mix=tuple(mix)),
+            "sim_timeout_ns": 10 * _sim_cycle_limit(cfg, queries, resets)}
     plan_path = work / f"plan-{seed}.json"
     plan_path.write_text(json.dumps(plan, indent=1))
 
@@ -535,26 +643,30 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
     params["NQ"] = queries
     params["PERT_FILE"] = f'"{pert_file.as_posix()}"'
     d = rtl_dir()
-    runner = get_runner("icarus")
     build_log = work / "build.log"
     sim_log = work / f"sim-{seed}.log"
-    saved_path = list(sys.path)
-    if str(d) not in sys.path:
-        sys.path.insert(0, str(d))  # the runner exports sys.path as the simulator's PYTHONPATH
+    spec = {"rtl_dir": str(d), "sources": [str(d / "hdsim_bcf.v"), str(d / "tb" / "tb_hdsim_bcf.v")],
+            "includes": [str(VERILOG_HEADER.parent)], "parameters": {k: str(v) for k, v in params.items()},
+            "build_dir": str(work / "sim_build"), "build_log": str(build_log), "test_dir": str(work),
+            "env": {"HDSIM_COSIM_PLAN": str(plan_path)},
+            "sim_log": str(sim_log), "results_xml": str(work / f"results-{seed}.xml")}
+    spec_path = work / f"runner-{seed}.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    limit = 300 + 5 * queries if timeout_s is None else timeout_s
+    # own session: on timeout the whole group (python, vvp) is killed by its id
+    proc = subprocess.Popen([sys.executable, str(d / "run_sim.py"), str(spec_path)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        runner.build(sources=[d / "hdsim_bcf.v", d / "tb" / "tb_hdsim_bcf.v"], includes=[VERILOG_HEADER.parent],
-                     hdl_toplevel="tb_hdsim_bcf", parameters=params, build_dir=work / "sim_build", always=True,
-                     log_file=build_log)
-        runner.test(test_module="cocotb_bcf", hdl_toplevel="tb_hdsim_bcf", build_dir=work / "sim_build",
-                    test_dir=work, extra_env={"HDSIM_COSIM_PLAN": str(plan_path)}, log_file=sim_log,
-                    results_xml=str(work / f"results-{seed}.xml"))
-    except (SystemExit, RuntimeError) as e:  # the runner exits on a failed simulation
-        if not result_path.exists():
-            tail = sim_log.read_text()[-3000:] if sim_log.exists() else (
-                build_log.read_text()[-3000:] if build_log.exists() else "")
-            raise HdsimError(f"cosim: simulation failed ({e}); log tail:\n{tail}") from None
-    finally:
-        sys.path[:] = saved_path
+        out, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.communicate()
+        raise HdsimError(f"cosim: the simulation ran past its {limit:.0f} s wall-clock limit and was killed "
+                         f"(log: {sim_log})") from None
+    if not result_path.exists():
+        tail = sim_log.read_text()[-3000:] if sim_log.exists() else (
+            build_log.read_text()[-3000:] if build_log.exists() else out[-3000:])
+        raise HdsimError(f"cosim: simulation failed (exit {proc.returncode}); log tail:\n{tail}")
     if not result_path.exists():
         raise HdsimError(f"cosim: the bench wrote no report; see {sim_log}")
     report = json.loads(result_path.read_text())

@@ -142,18 +142,47 @@ def test_lower_bound_phases():
 @needs_sim
 @pytest.mark.parametrize("name", list(hr.CI_CONFIGS))
 def test_cosim_bit_exact(name, tmp_path):
-    """>= 200 random queries per CI configuration: zero mismatches, every path covered."""
+    """200 random queries per CI configuration: zero mismatches, and the coverage minimums met.
+
+    The bench fails the run itself when a minimum is missed (hdsim.rtl.coverage_minimums); here
+    the bins are checked again from the report: one reset in every DUT state the configuration
+    reaches (mid-load included, B = 2 too), real stalls (a finished decode waiting in DONE),
+    sampled / pulled / saturating steps and both exits.
+    """
     cfg = hr.CI_CONFIGS[name]
-    r = hr.run_cosim(cfg, 200, seed=0, workdir=tmp_path, resets=3)
+    targets = hr.reset_targets(cfg)
+    r = hr.run_cosim(cfg, 200, seed=0, workdir=tmp_path, resets=len(targets) + 1)
     assert r["mismatches"] == [], r["mismatches"][:3]
     assert (r["passed"], r["failed"], r["missing"], r["timed_out"]) == (200, 0, [], False)
+    assert r["coverage_unmet"] == {}
     cov = r["coverage"]
     for key in ("sampled_steps", "pulled_steps", "lfsr_words", "perturbed_steps", "saturated_similarities",
-                "results_exact", "results_noisy", "results_random", "results_zero",
-                "results_converged", "results_max_iter", "resets_mid_decode", "aborted_queries"):
+                "saturated_a_steps", "saturated_x_steps", "results_exact", "results_noisy", "results_random",
+                "results_zero", "results_converged", "results_max_iter", "aborted_queries", "resets_mid_load",
+                "resets_result_pending"):
         assert cov.get(key, 0) > 0, key
-    assert cov["resets"] == 3
+    for t in targets:
+        if t != "load":
+            assert cov.get(f"resets_in_{t}", 0) >= 1, t
+    assert cov["resets"] == len(targets) + 1
+    assert cov["stalls"] >= 20 and cov["stall_cycles"] >= cov["stalls"]
     assert r["cycles_per_iteration"] <= 1.25 * r["lower_bound_per_iteration_mean"]
+
+
+def test_reset_schedule_covers_every_reachable_state():
+    import random
+
+    cfg = hr.CI_CONFIGS["f3-l16-m10-p8"]
+    full = hr.reset_schedule(cfg, 12, random.Random(0))
+    assert full[0] == "wait" and set(full) == set(hr.RESET_TARGETS) and len(full) == 12
+    no_draw = replace(cfg, A=0)
+    assert "draw" not in hr.reset_targets(no_draw) and "load" not in hr.reset_targets(replace(cfg, B=1))
+    short = hr.reset_schedule(cfg, 3, random.Random(1))
+    assert len(short) == 3 and not {"wait", "draw", "done"} & set(short)
+    req = hr.coverage_minimums(cfg, 200, 12, backpressure=True)
+    assert req["resets"] == 12 and req["resets_mid_load"] == 1 and req["stalls"] == 20
+    assert all(req.get(f"resets_in_{t}") == 1 for t in hr.RESET_TARGETS if t != "load")
+    assert hr.coverage_minimums(cfg, 6, 1, backpressure=False) == {"steps": 1, "resets": 1}
 
 
 @needs_sim
@@ -168,12 +197,25 @@ def test_cosim_without_sampling_and_sampling_all(A, key, tmp_path):
 
 
 @needs_sim
-def test_cosim_detects_a_wrong_model(tmp_path):
-    """The scoreboard is not vacuous: a model with another sampling width disagrees."""
-    r = hr.run_cosim(hr.CI_CONFIGS["f2-l16-m16-p4"], 12, seed=3, workdir=tmp_path, resets=0,
-                     model_override={"lfsr_seed": 12345})
-    assert r["mismatches"] and r["mismatches"][0]["signal"] == "lfsr"
+@pytest.mark.parametrize("change,signal", [
+    ({"model_override": {"lfsr_seed": 12345}}, "lfsr"),      # another LFSR: different draws
+    ({"mutant": "unbind_floor"}, "u"),                        # the unbinding floors instead of rounding
+    ({"mutant": "recip_plus_one"}, "R"),                      # the reciprocal one LSB high
+])
+def test_cosim_detects_a_wrong_model(change, signal, tmp_path):
+    """The scoreboard is not vacuous: a model with another LFSR seed, or with a changed datapath
+    operation (a mutant of FixedBCF in the bench), disagrees with the RTL and fails the run."""
+    r = hr.run_cosim(hr.CI_CONFIGS["f2-l16-m16-p4"], 12, seed=3, workdir=tmp_path, resets=0, backpressure=False,
+                     **change)
+    assert r["mismatches"] and r["mismatches"][0]["signal"] == signal
     assert r["failed"] > 0
+
+
+@needs_sim
+def test_cosim_hang_is_killed(tmp_path):
+    """A wall-clock limit ends a simulation that does not finish (here: far too short a limit)."""
+    with pytest.raises(HdsimError, match="wall-clock limit"):
+        hr.run_cosim(hr.CI_CONFIGS["f3-l8-m8-p4"], 50, seed=0, workdir=tmp_path, timeout_s=1)
 
 
 @needs_sim

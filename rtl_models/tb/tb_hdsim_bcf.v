@@ -3,7 +3,9 @@
 // clock (no Python wake-up per cycle), the DUT, and the perturbation source: a
 // table of integer IMC perturbations per (query id, iteration, factor,
 // codevector) that the bench writes ($readmemh, two's complement PW-bit words)
-// and that FixedBCF's perturb hook reads too.
+// and that FixedBCF's perturb hook reads too.  It also counts back-pressure
+// stalls in hardware: cycles in which the finished next decode waits in DONE
+// because the previous result has not been taken (no Python wake-up per cycle).
 module tb_hdsim_bcf #(
     parameter integer B = 4, L = 16, M = 20, F = 2,
     parameter integer WQ = 8, WX = 8, WU = 8, G = 10, P = 4,
@@ -72,6 +74,12 @@ module tb_hdsim_bcf #(
         .dbg_u(dbg_u), .dbg_a(dbg_a), .dbg_w(dbg_w), .dbg_x(dbg_x),
         .dbg_cycle(dbg_cycle), .dbg_start_cycle(dbg_start_cycle), .dbg_state(dbg_state)
     );
+
+    // back-pressure that really stalls the core: DONE (state 10) holds a finished
+    // decode while the output register still holds an untaken result
+    wire done_blocked = (dbg_state == 4'd10) && m_valid && !m_ready;
+    reg [31:0] stall_cycles = 32'd0;
+    always @(posedge clk) if (done_blocked) stall_cycles <= stall_cycles + 32'd1;
 
     // perturbation table: entry ((qid * MAX_ITER + iter - 1) * F + factor) * M + m
     localparam integer PDEPTH = (PERTURB != 0) ? NQ * MAX_ITER * F * M : 1;
