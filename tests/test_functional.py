@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from hdsim import functional as hf
 from hdsim.codes import random_codebooks, seeded_generator
 
-settings.register_profile("ci", max_examples=40, deadline=None)
-settings.load_profile("ci")
+# 40 examples per property, no deadline; set per test: loading a profile here would replace the
+# suite's derandomized one (tests/conftest.py) for every module after this one
+ci = settings(max_examples=40, deadline=None)
 
 
 def direct_conv(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,6 +43,7 @@ def gsbc(draw, B=None, L=None, n=2):
     return hf.block_normalize(x)
 
 
+@ci
 @given(st.data())
 def test_bind_unbind_match_spec_formulas(data):
     x = data.draw(gsbc())
@@ -50,6 +52,7 @@ def test_bind_unbind_match_spec_formulas(data):
     torch.testing.assert_close(hf.unbind(x, y), direct_corr(x, y), atol=1e-12, rtol=0)
 
 
+@ci
 @given(st.integers(1, 6), st.integers(2, 64), st.integers(0, 10_000))
 def test_unbind_inverts_bind_on_sbcs(B, L, seed):
     g = seeded_generator(seed)
@@ -62,6 +65,7 @@ def test_unbind_inverts_bind_on_sbcs(B, L, seed):
     torch.testing.assert_close(hf.unbind(bound, xb), xa, atol=1e-12, rtol=0)
 
 
+@ci
 @given(st.data())
 def test_normalization_is_kept_by_bind_and_unbind(data):
     x = data.draw(gsbc())
@@ -70,6 +74,7 @@ def test_normalization_is_kept_by_bind_and_unbind(data):
         torch.testing.assert_close(z.sum(-1), x.sum(-1) * y.sum(-1), atol=1e-12, rtol=0)
 
 
+@ci
 @given(st.data())
 def test_linf_equals_min_gather_form(data):
     u = data.draw(gsbc(n=3))
@@ -80,6 +85,7 @@ def test_linf_equals_min_gather_form(data):
                                atol=1e-12, rtol=0)
 
 
+@ci
 @given(st.data())
 def test_bundle_sbc_equals_dense_bundle(data):
     B, L = data.draw(st.integers(1, 4)), data.draw(st.integers(2, 16))
@@ -135,3 +141,24 @@ def test_gsbc_shape_views_tensors_and_arrays_alike_and_names_bad_shapes():
             gsbc_shape(bad, 3, 4)
     with pytest.raises(HdsimError, match="torch.Tensor or numpy array"):
         gsbc_shape([0.0] * 12, 3, 4)
+
+
+def test_multibind_of_one_and_two_and_an_odd_block_length():
+    """Mutation-found gaps: K = 1 returns the vector itself (no FFT round trip: exact), K = 2 is one
+    bind, and an odd L keeps its length (irfft needs n = L)."""
+    g = seeded_generator(4)
+    x = torch.rand(3, 2, 4, 5, generator=g, dtype=torch.float64)  # (N, K, B, L=5)
+    assert torch.equal(hf.multibind(x[:, :1]), x[:, 0])
+    torch.testing.assert_close(hf.multibind(x[:, :2]), direct_conv(x[:, 0], x[:, 1]))
+    torch.testing.assert_close(hf.multibind(x[:, :2]), hf.bind(x[:, 0], x[:, 1]))
+
+
+def test_defaults_of_bundle_and_similarity():
+    """``bundle`` without weights weighs every vector 1; ``similarity`` defaults to ``linf``."""
+    cb = random_codebooks(1, 6, 32, 4, seed=2)
+    dense = hf.sbc_to_dense(cb.indices[0], 8, torch.float64)
+    torch.testing.assert_close(hf.bundle(dense), hf.bundle(dense, torch.ones(6, dtype=torch.float64)))
+    torch.testing.assert_close(hf.bundle(dense), hf.block_normalize(dense.sum(dim=0)))
+    u = hf.block_normalize(torch.rand(3, 4, 8, generator=seeded_generator(1), dtype=torch.float64))
+    want = torch.stack([u[:, b, cb.indices[0][:, b]] for b in range(4)], dim=0).amin(dim=0)  # min_b u[b, c_b]
+    assert torch.equal(hf.similarity(u, cb.indices[0]), want)
