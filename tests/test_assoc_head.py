@@ -1,39 +1,60 @@
-"""The associative-memory head over a WTA network's codes (export.assoc_head), end to end on a tiny run."""
+"""The associative-memory head over WTA codes of a network's pooled features (export.assoc_head)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-pytest.importorskip("brevitas")
+from hdsim.errors import HdsimError
 
 
-def test_wta_codes_have_at_most_one_active_unit_per_group_and_the_head_runs(tmp_path):
+def test_wta_code_marks_the_largest_feature_of_each_group_under_each_grouping():
+    from export.assoc_head import wta_code
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(9, 12))
+    f[0, :4] = 1.0  # a tie: the lowest index wins
+    codes = wta_code(f, 4, groupings=3, seed=5)
+    assert codes.shape == (9, 36) and (codes.sum(axis=1) == 9).all()
+    # oracle: loops over rows and groups, with the permutations the docstring states
+    perms = [np.arange(12)] + [np.random.default_rng([5, r]).permutation(12) for r in (1, 2)]
+    for n in range(9):
+        for r, perm in enumerate(perms):
+            for g in range(3):
+                vals = [f[n, perm[g * 4 + k]] for k in range(4)]
+                win = vals.index(max(vals))
+                block = codes[n, r * 12 + g * 4: r * 12 + g * 4 + 4]
+                assert block.tolist() == [k == win for k in range(4)]
+    with pytest.raises(HdsimError, match="^l: groups of 5 do not divide the 12 features$"):
+        wta_code(f, 5)
+    with pytest.raises(HdsimError, match="^features: expected a real"):
+        wta_code(f[0], 4)
+
+
+def test_the_head_on_a_trained_network_recalls_as_a_hand_built_memory_does(tiny_export):
+    """On the suite's shared TINY export (BCF head, ReLU6): the memory stores one row per class
+    (l_out = classes), so its size is classes x code bits, and its accuracy equals the recall computed by
+    hand from the same codes."""
     from hdsim.threads import torch_threads
-    from export.assoc_head import evaluate_assoc_head, wta_codes
-    from export.onnx_export import export_checkpoint
-    from export.train import TrainConfig, load_checkpoint, restore_model, train
+    from export.assoc_head import evaluate_assoc_head, pooled_features, wta_code
+    from export.train import TrainConfig, build_data, load_checkpoint, restore_model
 
-    l = 4
-    cfg = TrainConfig(dataset="mnist2", head="bcf", width=0.25, last_channel=128, epochs=1, qat_epochs=0,
-                      train_size=256, test_size=64, eval_size=64, val_fraction=0.0, batch=64, activation="wta",
-                      wta_group=l, wta_layers="all", seed=1)  # "all": the last 1x1 conv's map is a WTA code too
+    folder, manifest = tiny_export
+    state = load_checkpoint(manifest["source"]["checkpoint"])
+    cfg = TrainConfig.from_dict(state["config"])
     with torch_threads(1):
-        train(cfg, tmp_path / "run", progress=False, log=lambda s: None)
-        export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "exp", parity_images=8, calibration=None)
-        _, data, _, model = restore_model(load_checkpoint(tmp_path / "run" / "last.pt"))
-        x, _ = data.test_set()
-        codes = wta_codes(model.eval(), x[:16])
-        fm = model.features(x[:16])
-    C, h, w = fm.shape[1:]
-    # oracle: the feature map itself, group by group at every position
-    grouped = (fm > 0).reshape(16, C // l, l, h, w).sum(dim=2)
-    assert int(grouped.max()) <= 1 and codes.shape == (16, C * h * w)
-    assert np.array_equal(codes, (fm > 0).flatten(1).numpy())
-    with torch_threads(1):
-        r = evaluate_assoc_head(tmp_path / "exp", train_images=128, limit=32)
-    assert r["activation"] == "wta" and r["wta_group"] == l and r["code_bits"] == C * h * w
-    assert r["wta_layers"] == "all"
-    assert r["code_density"] <= 1 / l + 1e-9  # at most one active unit per group
-    assert r["memory_bits"] == 2 * 10 * C * h * w  # two digit clusters of 10 units x code bits
-    assert 0.0 <= r["accuracy"] <= 1.0 and r["samples"] == 32
+        r = evaluate_assoc_head(folder, train_images=1024, l=4, limit=128)
+        _, data, _, model = restore_model(state)
+        model.eval()
+        xs, ys = build_data(cfg).train_epoch(10_000, 1024)
+        xt, yt = data.test_set()
+        cs, ct = wta_code(pooled_features(model, xs), 4), wta_code(pooled_features(model, xt[:128]), 4)
+    assert r["code_bits"] == 128 and r["code_density"] == 0.25 and r["l_out"] == 100 and r["label_clusters"] == 1
+    assert r["memory_bits"] == 100 * 128 and r["samples"] == 128 and r["activation"] == "relu6"
+    # oracle: W[c] = OR of the training codes of class c; predict argmax_c |W[c] & x| (lowest c on ties)
+    W = np.zeros((100, 128), bool)
+    for c, y in zip(cs, ys.numpy()):
+        W[y] |= c
+    pred = (W.astype(int) @ ct.T.astype(int)).argmax(axis=0)
+    assert r["accuracy"] == pytest.approx(float((pred == yt[:128].numpy()).mean()))
+    assert r["memory_density"] == pytest.approx(W.mean(), abs=1e-4)
