@@ -3,7 +3,10 @@
 Both decoders draw their conditional samples from the same LFSR (a fresh
 :class:`hdsim.lfsr.LFSRSampler` with the same seed each), so where their
 arithmetic agrees their trajectories agree; ``agreement_with_float`` and
-``iteration_agreement`` measure how often that holds. The fixed-point decode runs on the
+``iteration_agreement`` measure how often that holds. The float side is the float engine
+(:class:`hdsim.engine.NumbaBCF`, float64, one thread like the compiled fixed-point twin; the
+reference's decisions) when numba is installed and ``compiled``, else the torch reference
+(``float_decoder`` says which); ``fixed_over_float_throughput`` compares the two. The fixed-point decode runs on the
 compiled twin (:mod:`hdsim.fixed.compiled`, the model's integers bit for bit) when numba is
 installed (``compiled=False``: the torch model); ``fixed_decoder`` says which ran.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 import torch
 
 from hdsim.codes import random_codebooks
+from hdsim.engine import NumbaBCF, numba_available
 from hdsim.errors import HdsimError
 from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer
 from hdsim.fixed import FixedBCF, FixedWidths
@@ -72,10 +76,18 @@ def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
     bcf = BCFConfig(T=cfg.T, A=cfg.A, Tc=cfg.Tc, max_iter=cfg.max_iter, similarity=cfg.similarity)
     lfsr_seed = cfg.seed + 1  # LFSR seeds must be non-zero
     fixed = FixedBCF(codebooks, bcf, widths, sampler=LFSRSampler(lfsr_seed))
+    float_engine = "numba" if cfg.compiled and numba_available() else "reference"
     if float_result is None:
-        ref = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed))
-        t0 = time.perf_counter()
-        fres = ref.factorize(qs.queries, batch_size=cfg.batch)
+        if float_engine == "numba":
+            # the float engine (hdsim.engine) on one thread, as the compiled fixed-point twin runs
+            eng = NumbaBCF.from_codebooks(codebooks, bcf, seed=lfsr_seed)
+            eng.decode_arrays(qs.queries[:1], threads=1)  # load (or compile) outside the timing
+            t0 = time.perf_counter()
+            fres = eng.factorize(qs.queries, threads=1)
+        else:
+            ref = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed))
+            t0 = time.perf_counter()
+            fres = ref.factorize(qs.queries, batch_size=cfg.batch)
         fsec = time.perf_counter() - t0
     else:
         fres, fsec = float_result
@@ -101,6 +113,7 @@ def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
         "fixed_over_float_throughput": fsec / xsec,
         "threads": torch.get_num_threads(),
         "fixed_decoder": type(fast).__name__ if fast is not None else "FixedBCF",
+        "float_decoder": float_engine if float_result is None else "given",
         "widths": widths.as_dict(),
         "datapath": fixed.dp.as_dict(),
         "problem_size": codebooks.problem_size,
