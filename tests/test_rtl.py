@@ -221,9 +221,6 @@ def test_cosim_hang_is_killed(tmp_path):
 @needs_sim
 def test_cosim_with_pcm_crossbar_perturbations(tmp_path):
     """IMC noise from the PCM crossbar model (hdsim.imc), injected at the ADC output, bit for bit."""
-    imc = pytest.importorskip("hdsim.imc")
-    if not hasattr(imc, "FixedPointPerturbation"):
-        pytest.skip("hdsim.imc has no FixedPointPerturbation")
     cfg = hr.CI_CONFIGS["f2-dot-b3-l12-m20-p3"]
     table = hr.imc_perturbation_table(cfg, 24, seed=5, preset="pcm-chip", t=20.0)
     assert np.any(table != 0)
