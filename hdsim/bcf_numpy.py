@@ -191,17 +191,29 @@ def colliding_products(X: Sequence[np.ndarray], L: int, factors: np.ndarray) -> 
     if ((factors < 0) | (factors >= np.array(sizes))).any():
         raise HdsimError(f"factors: digits must be in [0, M_f) for M={sizes}")
     own = sum(x[factors[:, f]] for f, x in enumerate(X)) % L  # (N, B)
-    rows = np.dtype((np.void, 8 * B))
+    if L ** B <= 1 << 62:  # a row of B offsets as one integer key (fast sort and search)
+        key = lambda rows: (np.asarray(rows, np.int64) * L ** np.arange(B, dtype=np.int64)).sum(axis=-1)  # noqa: E731
+    else:
+        void = np.dtype((np.void, 8 * B))
+        key = lambda rows: np.ascontiguousarray(rows, dtype=np.int64).view(void).reshape(np.shape(rows)[:-1])  # noqa: E731
     if math.prod(sizes) <= MAX_COLLISION_PRODUCTS:
         offsets, _ = product_offsets(X, L)
-        keys, counts = np.unique(np.ascontiguousarray(offsets).view(rows).ravel(), return_counts=True)
-        where = np.searchsorted(keys, np.ascontiguousarray(own).view(rows).ravel())
-        return counts[where] > 1
-    keys, counts = np.unique(np.ascontiguousarray(X[-1]).view(rows).ravel(), return_counts=True)
+        keys, counts = np.unique(key(offsets), return_counts=True)
+        return counts[np.searchsorted(keys, key(own))] > 1
+    keys, counts = np.unique(key(X[-1]), return_counts=True)
     head_offsets, _ = product_offsets(X[:-1], L)
-    out = np.zeros(factors.shape[0], bool)
-    for n in range(factors.shape[0]):
-        need = np.ascontiguousarray((own[n][None, :] - head_offsets) % L).view(rows).ravel()  # last factor's offsets
+    # prefilter on the first two blocks: a (b0, b1) pair table of the last codebook (L^2 entries)
+    # rules out almost every candidate before the full keys are formed
+    first2 = np.zeros(L * L, bool)
+    first2[X[-1][:, 0] * L + (X[-1][:, 1] if B > 1 else 0)] = True
+    hits = np.zeros(factors.shape[0], np.int64)
+    step = max(1, (1 << 22) // head_offsets.shape[0])  # queries per chunk: about 4M candidate rows
+    for s in range(0, factors.shape[0], step):
+        mine = own[s:s + step]
+        d0 = (mine[:, None, 0] - head_offsets[None, :, 0]) % L
+        d1 = (mine[:, None, 1] - head_offsets[None, :, 1]) % L if B > 1 else np.zeros_like(d0)
+        qi, hi = np.nonzero(first2[d0 * L + d1])  # (query, head) pairs that may match
+        need = key((mine[qi] - head_offsets[hi]) % L)  # the last factor's offsets they need
         where = np.minimum(np.searchsorted(keys, need), keys.size - 1)
-        out[n] = counts[where][keys[where] == need].sum() > 1  # the query's own product counts once
-    return out
+        np.add.at(hits, s + qi, np.where(keys[where] == need, counts[where], 0))
+    return hits > 1  # the query's own product counts once
