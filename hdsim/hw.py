@@ -132,7 +132,7 @@ def synth_ecp5(cfg: RtlConfig, workdir: str | Path, timeout: float = 3600.0) -> 
     """
     tools = hw_tools(pnr=False)
     workdir = output_dir("workdir", workdir)
-    write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex")
+    write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex", cfg.lanes)
     params = cfg.verilog_parameters(workdir / "codebooks.hex")
     params.pop("CB_FILE")  # the default "codebooks.hex", in workdir
     params["DEBUG"] = 0

@@ -361,19 +361,28 @@ def imc_perturbation_table(cfg: RtlConfig, n: int, seed: int = 0, preset: str = 
 
 
 # ---- cycle model -------------------------------------------------------------------------------
-def lower_bound(cfg: RtlConfig, draws: float = 0.0) -> dict:
+def lower_bound(cfg: RtlConfig, draws: float = 0.0, unbind_macs: float | None = None) -> dict:
     """Ideal cycles of one iteration: per phase, the work divided by the units doing it, summed.
 
-    Units (``P`` = lanes): unbinding ``P`` multiply-accumulators (``F (F-1) D L`` MACs);
-    similarity ``P`` gather-min lanes, one codevector each per cycle (``F M``);
-    activation one LFSR word per cycle (``draws``: words drawn in the iteration,
-    0 without sampling); bundling ``P`` scatter lanes (``F M`` codevectors);
-    normalization ``P`` multipliers (``F D`` entries). No ceilings, no fill,
-    no divider: a bound, not a schedule.
+    Units (``P`` = lanes): unbinding ``P`` multiply-accumulators; similarity ``P``
+    gather-min lanes, one codevector each per cycle (``F M``); activation one LFSR word
+    per cycle (``draws``: words drawn in the iteration, 0 without sampling); bundling
+    ``P`` scatter lanes (``F M`` codevectors); normalization ``P`` multipliers (``F D``
+    entries). No ceilings, no fill, no divider: a bound, not a schedule.
+
+    The unbinding's work is ``unbind_macs`` when given: the multiply-adds with a non-zero
+    estimate entry, ``sum_f sum_{g != f} L * nnz(x_g)`` (what a sparse-aware unbinding
+    must do; the bench counts it from the model's estimates); else the dense
+    ``F (F-1) D L`` (every estimate entry non-zero: the most work).
+
+    Example:
+        >>> lower_bound(RtlConfig(B=4, L=16, M=16, F=2, lanes=4))["unbinding"]   # 2 * 64 * 16 / 4
+        512.0
     """
     P, F, D, L, M = cfg.lanes, cfg.F, cfg.D, cfg.L, cfg.M
+    macs = F * (F - 1) * D * L if unbind_macs is None else unbind_macs
     phases = {
-        "unbinding": F * (F - 1) * D * L / P,
+        "unbinding": macs / P,
         "similarity": F * M / P,
         "activation": float(draws),
         "bundling": F * M / P,
@@ -484,7 +493,7 @@ def run_lint(cfg: RtlConfig, workdir: str | Path, debug: bool = True) -> dict:
         raise HdsimError("lint: verilator not found on PATH (apt-get install verilator)")
     cfg.validate()
     workdir = Path(workdir)
-    cb_file = write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex")
+    cb_file = write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex", cfg.lanes)
     cmd = ["verilator", "--lint-only", "-Wall", f"-I{VERILOG_HEADER.parent}", "--top-module", "hdsim_bcf"]
     params = cfg.verilog_parameters(cb_file)
     params["DEBUG"] = int(debug)
@@ -507,7 +516,7 @@ def run_synth(cfg: RtlConfig, workdir: str | Path, debug: bool = False, timeout:
         raise HdsimError("synth: yosys not found on PATH (apt-get install yosys)")
     cfg.validate()
     workdir = output_dir("workdir", workdir)
-    cb_file = write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex")
+    cb_file = write_codebook_hex(cfg.codebooks(), workdir / "codebooks.hex", cfg.lanes)
     params = cfg.verilog_parameters(cb_file)
     params.pop("CB_FILE")  # the default "codebooks.hex", in workdir
     params["DEBUG"] = int(debug)
@@ -598,7 +607,7 @@ def run_cosim(cfg: RtlConfig, queries: int, seed: int = 0, workdir: str | Path |
 
     base = Path(workdir) if workdir is not None else Path("out") / "cosim"
     work = output_dir("workdir", (base / f"{cfg.name}-{cfg.key()}").resolve())
-    cb_file = write_codebook_hex(cfg.codebooks(), work / "codebooks.hex")
+    cb_file = write_codebook_hex(cfg.codebooks(), work / "codebooks.hex", cfg.lanes)
     if perturbations is None:
         pert = make_perturbations(cfg, queries, seed + 7, fraction=perturb_fraction)
     else:

@@ -122,12 +122,13 @@ module hdsim_bcf #(
     localparam integer REMW = SW + 1;
     localparam integer DCW  = $clog2(RW + 1);
     localparam integer EW   = ((AB > PW) ? AB : PW) + 2;   // a + perturbation
-    localparam integer MW   = $clog2(F * M);               // codebook ROM address (>= IW + 1)
+    localparam integer MW   = $clog2(F * NCH);             // codebook ROM address (F * NCH >= 2)
+    localparam integer CBW  = P * B * LW;                  // codebook ROM word: one chunk of P codevectors
     localparam integer RK   = (P + 1) % L;                 // window rotation after a group
 
     // sized constants (integer parameters sliced: no width mismatch anywhere)
     localparam integer L_LAST_I = L - 1, L0_LAST_I = L - P, B_LAST_I = B - 1, F_LAST_I = F - 1;
-    localparam integer C_LAST_I = F - 2, G_LAST_I = NG - 1, LASTCH_I = (NCH - 1) * P, S_AI = (A >= M) ? M : A;
+    localparam integer C_LAST_I = F - 2, G_LAST_I = NG - 1, S_AI = (A >= M) ? M : A;
     localparam [LW-1:0]   L_LAST  = L_LAST_I[LW-1:0];
     localparam [LW-1:0]   L0_LAST = L0_LAST_I[LW-1:0];
     localparam [LW-1:0]   P_L     = P[LW-1:0];
@@ -138,8 +139,7 @@ module hdsim_bcf #(
     localparam [AD-1:0]   P_AD    = P[AD-1:0];
     localparam [IW:0]     P_CH    = P[IW:0];
     localparam [IW:0]     M_CH    = M[IW:0];
-    localparam [IW:0]     LASTCH  = LASTCH_I[IW:0];
-    localparam [MW-1:0]   M_MW    = M[MW-1:0];
+    localparam [MW-1:0]   NCH_MW  = NCH[MW-1:0];
     localparam [ITW-1:0]  IT_MAX  = MAX_ITER[ITW-1:0];
     localparam [WU-1:0]   U_MAX   = {WU{1'b1}};
     localparam [WX-1:0]   X_MAX   = {WX{1'b1}};
@@ -176,7 +176,7 @@ module hdsim_bcf #(
     reg [3:0]      state;
     reg            init_mode;          // BUND/NORM of the init pass
     reg [FW-1:0]   fcur;               // factor being updated
-    reg [MW-1:0]   fbase;              // fcur * M (codebook ROM base)
+    reg [MW-1:0]   fbase;              // fcur * NCH (codebook ROM base)
     reg [ITW-1:0]  iter;               // 1-based iteration
     reg [QW-1:0]   qid;
     reg [31:0]     lfsr;
@@ -191,7 +191,10 @@ module hdsim_bcf #(
     reg  [NCP*AB-1:0] amem;            // similarities (padded to whole chunks)
     reg  [D*SW-1:0]   smem;            // bundle accumulators
     reg  [TK-1:0]     taken;           // sampled indices
-    reg  [B*LW-1:0]   cbrom [0:F*M-1]; // codebooks: word f*M+m, block b at [b*LW +: LW]
+    // codebooks, one chunk of P codevectors per word (word f*NCH+c: codevector c*P+p at
+    // [p*B*LW +: B*LW], block b at [b*LW +: LW] in it; zero past M); read synchronously, one
+    // word per cycle, so synthesis maps it to block RAM (DP16KD on ECP5)
+    (* ram_style = "block" *) reg [CBW-1:0] cbrom [0:F*NCH-1];
     initial $readmemh(CB_FILE, cbrom);
 
     // ------------------------------------------------------------------ query loader
@@ -400,21 +403,27 @@ module hdsim_bcf #(
     endgenerate
 
     // ------------------------------------------------------------------ codebook lanes
-    // chm = chunk * P serves SIM (stage 1) and BUND: lane p is codevector chm + p.
+    // SIM and BUND issue chunk chk (codevectors chm = chk * P ..) to the ROM; its word
+    // arrives in cw one cycle later, with c1_v / c1_chm: lane p is codevector c1_chm + p.
     reg  [IW:0]       chm;
-    reg  [P*B*LW-1:0] cw;              // codeword of each lane
+    reg  [MW-1:0]     chk;
+    reg  [CBW-1:0]    cw;              // the ROM word of chunk c1_chm
+    reg               c1_v;            // cw holds an issued chunk
+    reg  [IW:0]       c1_chm;
     reg  [P-1:0]      lane_ok;         // codevector < M
     reg  [P*IW-1:0]   lane_m;
     reg  [IW:0]       cb_m;
-    reg  [MW-1:0]     cb_ad;
+    wire              cb_issue = (state == ST_SIM || state == ST_BUND) && (chm < M_CH);
+    always @(posedge clk) begin
+        cw <= cbrom[fbase + chk];
+        c1_chm <= chm;
+    end
     integer cp;
     always @* begin
         for (cp = 0; cp < P; cp = cp + 1) begin
-            cb_m = chm + cp[IW:0];
+            cb_m = c1_chm + cp[IW:0];
             lane_ok[cp] = (cb_m < M_CH);
             lane_m[cp*IW +: IW] = cb_m[IW-1:0];
-            cb_ad = fbase + ((cb_m < M_CH) ? {{(MW - IW - 1){1'b0}}, cb_m} : {MW{1'b0}});
-            cw[cp*B*LW +: B*LW] = cbrom[cb_ad];
         end
     end
 
@@ -429,12 +438,13 @@ module hdsim_bcf #(
     reg [SW-1:0]   sum_kept;
     reg            any_kept;
     wire           sim_issue = (state == ST_SIM) && (chm < M_CH);
+    wire           sim_s1 = (state == ST_SIM) && c1_v;    // stage 1: the chunk's ROM word is in cw
 
-    assign pert_rd     = (PERTURB != 0) && sim_issue;
+    assign pert_rd     = (PERTURB != 0) && sim_s1;
     assign pert_qid    = qid;
     assign pert_iter   = iter;
     assign pert_factor = fcur;
-    assign pert_m      = chm[IW-1:0];
+    assign pert_m      = c1_chm[IW-1:0];
 
     // stage 1: gather B entries of u, min (linf) or sum (dot)
     function [AB-1:0] sim_raw;
@@ -455,7 +465,7 @@ module hdsim_bcf #(
     endfunction
     integer sp;
     always @(posedge clk) begin
-        if (sim_issue)
+        if (sim_s1)
             for (sp = 0; sp < P; sp = sp + 1)
                 s2_raw[sp*AB +: AB] <= sim_raw(cw[sp*B*LW +: B*LW], t0mem);
     end
@@ -579,10 +589,10 @@ module hdsim_bcf #(
             cell_add = s;
         end
     endfunction
-    wire bund_first = (chm == 0);
+    wire bund_first = (c1_chm == 0);
     integer be;
     always @(posedge clk) begin
-        if (state == ST_BUND)
+        if (state == ST_BUND && c1_v)
             for (be = 0; be < D; be = be + 1)
                 smem[be*SW +: SW] <= (bund_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(cw, bw, be / L, be % L);
     end
@@ -633,6 +643,7 @@ module hdsim_bcf #(
             fcur <= {FW{1'b0}};
             fbase <= {MW{1'b0}};
             s2_v <= 1'b0;
+            c1_v <= 1'b0;
             cycle <= 32'd0;
             start_cycle <= 32'd0;
             iter <= {ITW{1'b0}};
@@ -641,12 +652,14 @@ module hdsim_bcf #(
             cycle <= cycle + 1'b1;
             if (m_valid && m_ready) m_valid <= 1'b0;
             s2_v <= 1'b0;
+            c1_v <= cb_issue;
             case (state)
             ST_INIT: begin              // divider started with S = M
                 init_mode <= 1'b1;
                 fcur <= {FW{1'b0}};
                 fbase <= {MW{1'b0}};
                 chm <= {(IW + 1){1'b0}};
+                chk <= {MW{1'b0}};
                 state <= ST_BUND;
             end
             ST_WAIT: begin
@@ -682,6 +695,7 @@ module hdsim_bcf #(
                                 state <= ST_ULD;
                             end else begin
                                 chm <= {(IW + 1){1'b0}};
+                                chk <= {MW{1'b0}};
                                 amax <= {AB{1'b0}};
                                 argmax <= {IW{1'b0}};
                                 sum_all <= {SW{1'b0}};
@@ -694,11 +708,14 @@ module hdsim_bcf #(
                 end
             end
             ST_SIM: begin
-                if (sim_issue) begin
-                    s2_v <= 1'b1;
-                    s2_chm <= chm;
-                    s2_ok <= lane_ok;
+                if (sim_issue) begin    // ROM read of the chunk
                     chm <= chm + P_CH;
+                    chk <= chk + 1'b1;
+                end
+                if (sim_s1) begin       // stage 1 -> 2
+                    s2_v <= 1'b1;
+                    s2_chm <= c1_chm;
+                    s2_ok <= lane_ok;
                 end
                 if (s2_v) begin
                     amax <= r_max;
@@ -707,7 +724,7 @@ module hdsim_bcf #(
                     sum_kept <= r_kept;
                     any_kept <= r_any;
                 end
-                if (!sim_issue) state <= ST_DEC;   // the last chunk's stage 2 runs now
+                if (!sim_issue && !c1_v) state <= ST_DEC;   // the last chunk's stage 2 runs now
             end
             ST_DEC: begin               // divider started with dec_S
                 sampled <= dec_sampled;
@@ -718,6 +735,7 @@ module hdsim_bcf #(
                 n_draw <= 16'd0;
                 n_words <= 16'd0;
                 chm <= {(IW + 1){1'b0}};
+                chk <= {MW{1'b0}};
                 state <= (dec_sampled && !SAMPLE_ALL) ? ST_DRAW : ST_BUND;
             end
             ST_DRAW: begin
@@ -730,8 +748,10 @@ module hdsim_bcf #(
                 end
             end
             ST_BUND: begin
-                chm <= chm + P_CH;
-                if (chm == LASTCH) begin
+                if (chm < M_CH) begin   // ROM read of the chunk; its update is one cycle later
+                    chm <= chm + P_CH;
+                    chk <= chk + 1'b1;
+                end else begin          // the last chunk's update now
                     ng <= {GW{1'b0}};
                     ngo <= {AD{1'b0}};
                     state <= ST_NORM;
@@ -744,6 +764,7 @@ module hdsim_bcf #(
                         ngo <= ngo + P_AD;
                     end else if (init_mode) begin
                         chm <= {(IW + 1){1'b0}};
+                        chk <= {MW{1'b0}};
                         if (fcur == F_LAST) begin
                             init_mode <= 1'b0;
                             fcur <= {FW{1'b0}};
@@ -751,7 +772,7 @@ module hdsim_bcf #(
                             state <= ST_WAIT;
                         end else begin
                             fcur <= fcur + 1'b1;
-                            fbase <= fbase + M_MW;
+                            fbase <= fbase + NCH_MW;
                             state <= ST_BUND;   // divider restarted with S = M
                         end
                     end else begin
@@ -763,7 +784,7 @@ module hdsim_bcf #(
                 uc <= {FW{1'b0}};
                 if (fcur != F_LAST) begin
                     fcur <= fcur + 1'b1;
-                    fbase <= fbase + M_MW;
+                    fbase <= fbase + NCH_MW;
                     state <= ST_ULD;
                 end else if (all_pulled || iter == IT_MAX) begin
                     state <= ST_DONE;

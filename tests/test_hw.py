@@ -53,9 +53,10 @@ def _check_common(r: dict) -> None:
     for key in KEYS:
         assert key in r, key
     w = TINY.widths
-    # every state word is a flip-flop here (no block RAM yet at this size): query, u, estimates
+    # the state is in flip-flops: query, u, estimates
     assert r["flip_flops"] >= TINY.D * (w.query + w.unbound + TINY.F * w.estimate)
-    assert r["luts"] > 0 and r["dsps"] >= TINY.lanes and r["brams"] >= 0
+    # the codebook ROM is in block RAM (synchronous read, ram_style "block")
+    assert r["luts"] > 0 and r["dsps"] >= TINY.lanes and r["brams"] >= 1
     # the co-simulated cycles cannot beat the architecture's bound (no sampling draws: the least work)
     assert r["cycles_per_iteration"] >= hr.lower_bound(TINY)["total"]
     assert r["cycles_per_query"] >= r["cycles_per_iteration"]

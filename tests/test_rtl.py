@@ -60,6 +60,20 @@ def test_codebook_hex_layout_and_round_trip(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(back.indices, cb.indices))
 
 
+def test_codebook_hex_chunks_of_lanes(tmp_path):
+    """lanes = 2: word f*NCH + c holds codevectors 2c (low bits) and 2c+1, zero past M."""
+    cb = random_codebooks(F=2, M=5, D=3 * 12, B=3, seed=4)
+    lines = hr.write_codebook_hex(cb, tmp_path / "cb.hex", lanes=2).read_text().split()
+    assert len(lines) == 2 * 3                      # NCH = ceil(5 / 2) = 3 words per factor
+    lw, cw = 4, 12
+    w = int(lines[3 + 1], 16)                       # factor 1, chunk 1: codevectors 2 and 3
+    assert [(w >> (b * lw)) & 0xF for b in range(3)] == cb.indices[1][2].tolist()
+    assert [(w >> (cw + b * lw)) & 0xF for b in range(3)] == cb.indices[1][3].tolist()
+    assert int(lines[2], 16) >> cw == 0             # factor 0, chunk 2: codevector 4, then padding
+    back = hr.read_codebook_hex(tmp_path / "cb.hex", F=2, M=5, B=3, L=12, lanes=2)
+    assert all(torch.equal(a, b) for a, b in zip(back.indices, cb.indices))
+
+
 def test_codebook_hex_rejects_unequal_sizes(tmp_path):
     cb = random_codebooks(F=2, M=(4, 5), D=16, B=4, seed=0)
     with pytest.raises(HdsimError, match="equal codebook sizes"):
