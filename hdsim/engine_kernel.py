@@ -113,7 +113,7 @@ def _correlate(t, tnz, tcnt, x, xnz, xcnt, u, L, B):
 
 @numba.njit(cache=True, nogil=True)
 def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged, amax_out, ops,
-                x, xnz, xcnt, t, tnz, tcnt, u, a, w, s):
+                x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand):
     T, Tc = params[P_T], params[P_TC]
     A, max_iter = np.int64(params[P_A]), np.int64(params[P_MAX_ITER])
     dot = params[P_DOT] != 0.0
@@ -155,25 +155,71 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
             idx = XTf[0]
             for m in range(Mf):
                 a[m] = row[idx[m]]
-            for b in range(1, B):
-                row = u[b]
-                idx = XTf[b]
-                if dot:
-                    for m in range(Mf):
-                        a[m] += row[idx[m]]
-                else:
-                    for m in range(Mf):
-                        a[m] = min(a[m], row[idx[m]])
-            ops[n, OP_SIM] += Mf * B
+            if dot or T <= 0.0:
+                for b in range(1, B):
+                    row = u[b]
+                    idx = XTf[b]
+                    if dot:
+                        for m in range(Mf):
+                            a[m] += row[idx[m]]
+                    else:
+                        for m in range(Mf):
+                            a[m] = min(a[m], row[idx[m]])
+                ops[n, OP_SIM] += Mf * B
+                c = Mf  # every a_m is final
+            else:
+                # linf with T > 0: a min only falls, so once a partial min is below T the codevector can
+                # be neither kept nor the maximum of a kept set; only the candidates (partial >= T, in
+                # index order) read their next block. Exact: every candidate's a_m is its full min.
+                c = 0
+                for m in range(Mf):
+                    cand[c] = m
+                    c += a[m] >= T
+                gathers = Mf
+                for b in range(1, B):
+                    row = u[b]
+                    idx = XTf[b]
+                    gathers += c
+                    c2 = 0
+                    for k in range(c):
+                        m = cand[k]
+                        v = min(a[m], row[idx[m]])
+                        a[m] = v
+                        cand[c2] = m
+                        c2 += v >= T
+                    c = c2
+                if c == 0 and (A == 0 or it == max_iter):
+                    # nothing kept: the weights (A = 0) or the final readout need every a_m in full
+                    for b in range(1, B):
+                        row = u[b]
+                        idx = XTf[b]
+                        for m in range(Mf):
+                            a[m] = min(a[m], row[idx[m]])
+                    gathers += Mf * (B - 1)
+                    c = -1  # every a_m final, none >= T
+                ops[n, OP_SIM] += gathers
             # first maximum: a max reduction (vectorized), then the first index holding it
-            best = a[0]
-            for m in range(1, Mf):
-                best = max(best, a[m])
-            barg = 0
-            while a[barg] != best:
-                barg += 1
+            if c == Mf or c == -1:
+                best = a[0]
+                for m in range(1, Mf):
+                    best = max(best, a[m])
+                barg = 0
+                while a[barg] != best:
+                    barg += 1
+                ops[n, OP_ACT] += Mf
+            elif c > 0:  # the candidates hold every a_m >= T, so the maximum, first in index order
+                best = a[cand[0]]
+                barg = cand[0]
+                for k in range(1, c):
+                    v = a[cand[k]]
+                    if v > best:
+                        best = v
+                        barg = cand[k]
+                ops[n, OP_ACT] += c
+            else:  # none >= T and sampling follows: the maximum is below T, its value is not read
+                best = -1.0
+                barg = 0
             any_kept = best >= T  # some a_m >= T exactly when the largest is
-            ops[n, OP_ACT] += Mf
             # weights (SPEC 3, steps 2.3-2.5)
             sampled = A > 0 and best <= T
             pulled = (not sampled) and best >= Tc
@@ -187,42 +233,58 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
                     state, words = _draw_distinct(state, taps, Mf, A, w)
                     ops[n, OP_SAMPLE] += words
             elif not pulled:
-                for m in range(Mf):  # keep a_m >= T, or every a_m when none is
-                    v = a[m]
-                    w[m] = v if (v >= T or not any_kept) else 0.0
-            # bundle: s[b, X[m, b]] += w[m] over the non-zero weights, in index order
+                if c == Mf or c == -1:
+                    for m in range(Mf):  # keep a_m >= T, or every a_m when none is
+                        v = a[m]
+                        w[m] = v if (v >= T or not any_kept) else 0.0
+                # else: the candidates are the a_m >= T; the bundle reads them directly
             xf = x[f]
-            for b in range(B):
-                for l in range(L):
-                    s[b, l] = 0.0
-            if pulled:
+            if pulled:  # one-hot at the winner: bundled and normalized, it is that codevector
                 for b in range(B):
-                    s[b, X[f, barg, b]] = 1.0
-                nw = 1
+                    for l in range(L):
+                        xf[b, l] = 0.0
+                    j = X[f, barg, b]
+                    xf[b, j] = 1.0
+                    xnz[f, b, 0] = j
+                    xcnt[f, b] = 1
+                ops[n, OP_BUNDLE] += B
             else:
-                nw = 0  # the non-zero weights: the ones added
-                for m in range(Mf):
-                    wm = w[m]
-                    if wm != 0.0:
-                        nw += 1
-                        for b in range(B):
-                            s[b, X[f, m, b]] += wm
-            ops[n, OP_BUNDLE] += nw * B
-            # per-block l1 normalization (a block summing to 0 stays 0)
-            for b in range(B):
-                sb = s[b]
-                tot = 0.0
-                for l in range(L):
-                    tot += sb[l]
-                xb = xf[b]
-                if tot > 0.0:
+                # bundle: s[b, X[m, b]] += w[m] over the non-zero weights, in index order
+                for b in range(B):
                     for l in range(L):
-                        xb[l] = sb[l] / tot
+                        s[b, l] = 0.0
+                nw = 0
+                if not sampled and c > 0 and c < Mf:  # the kept weights are the candidates' a_m
+                    for k in range(c):
+                        m = cand[k]
+                        wm = a[m]
+                        if wm != 0.0:
+                            nw += 1
+                            for b in range(B):
+                                s[b, X[f, m, b]] += wm
                 else:
+                    for m in range(Mf):
+                        wm = w[m]
+                        if wm != 0.0:
+                            nw += 1
+                            for b in range(B):
+                                s[b, X[f, m, b]] += wm
+                ops[n, OP_BUNDLE] += nw * B
+                # per-block l1 normalization (a block summing to 0 stays 0)
+                for b in range(B):
+                    sb = s[b]
+                    tot = 0.0
                     for l in range(L):
-                        xb[l] = 0.0
-                xcnt[f, b] = _nonzeros(xb, L, xnz[f, b])
-            ops[n, OP_NORM] += 2 * B * L
+                        tot += sb[l]
+                    xb = xf[b]
+                    if tot > 0.0:
+                        for l in range(L):
+                            xb[l] = sb[l] / tot
+                    else:
+                        for l in range(L):
+                            xb[l] = 0.0
+                    xcnt[f, b] = _nonzeros(xb, L, xnz[f, b])
+                ops[n, OP_NORM] += 2 * B * L
             all_pulled = all_pulled and pulled
             indices[n, f] = barg
             amax_out[n, f] = best
@@ -262,6 +324,7 @@ def decode(q, XT, X, M, x0, seeds, params):
         a = np.empty(Mmax, np.float64)
         w = np.empty(Mmax, np.float64)
         s = np.empty((B, L), np.float64)
+        cand = np.empty(Mmax, np.int64)
         _decode_one(n, q, XT, X, M, x0, seeds[n] if seeds.shape[0] > 0 else 0, params, indices, iterations,
-                    converged, amax_out, ops, x, xnz, xcnt, t, tnz, tcnt, u, a, w, s)
+                    converged, amax_out, ops, x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand)
     return indices, iterations, converged, amax_out, ops

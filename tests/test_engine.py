@@ -81,17 +81,24 @@ def test_numba_engine_decodes_the_same_with_one_or_two_threads(F, M, noise, cfg)
 
 
 def test_numba_engine_counts_the_per_step_work_of_spec_section_3():
-    # Hand derivation: every factor step gathers M*B entries, compares M similarities and normalizes
-    # B blocks of L (a sum and a division each); an exact query with a pulled-up estimate bundles B
-    # entries; the unbinding of an exact (one-hot) query by a one-hot estimate is 1 product per block.
+    # Hand derivation, per factor step: at most M*B gathers and M compares (linf with T > 0 stops
+    # reading a codevector once its partial min is below T, but block 0 is read for all M); a bundle
+    # adds B entries per non-zero weight, at least the B of a pulled-up winner; a step that is not
+    # pulled up normalizes B blocks of L (a sum and a division each), a pulled-up one sets B ones.
     cb, qs, cfg = _problem(2, 40, 0.0, CASES[0][3])
     idx, iters, conv, amax, ops = NumbaBCF.from_codebooks(cb, cfg, seed=7).decode_arrays(qs.queries)
     steps = iters * 2
     col = {k: ops[:, i] for i, k in enumerate(OP_NAMES)}
-    np.testing.assert_array_equal(col["similarity_gathers"], steps * 40 * 4)
-    np.testing.assert_array_equal(col["activation_compares"], steps * 40)
-    np.testing.assert_array_equal(col["normalize_ops"], steps * 2 * 4 * 64)
+    assert (col["similarity_gathers"] >= steps * 40).all() and (col["similarity_gathers"] <= steps * 40 * 4).all()
+    assert (col["similarity_gathers"] < steps * 40 * 4).any()  # the early stop happened
+    assert (col["activation_compares"] <= steps * 40).all()
+    assert (col["normalize_ops"] % (2 * 4 * 64) == 0).all() and (col["normalize_ops"] < steps * 2 * 4 * 64).all()
     assert (col["unbind_madds"] >= steps * 4).all() and (col["bundle_adds"] >= steps * 4).all()
+    # linf with T = 0 (no early stop): exactly M*B gathers and M compares per step
+    cfg0 = BCFConfig(T=0.0, A=0, Tc=0.5, max_iter=20)
+    idx, iters, conv, amax, ops = NumbaBCF.from_codebooks(cb, cfg0, seed=7).decode_arrays(qs.queries)
+    np.testing.assert_array_equal(ops[:, OP_NAMES.index("similarity_gathers")], iters * 2 * 40 * 4)
+    np.testing.assert_array_equal(ops[:, OP_NAMES.index("activation_compares")], iters * 2 * 40)
     # F = 1, one iteration, a noisy query (no pull-up): no unbinding, u = q, T = 0 keeps every
     # similarity, so the bundle adds B entries per codevector whose min-gathered similarity is > 0
     cb1 = random_codebooks(F=1, M=10, D=64, B=4, seed=1)
@@ -107,7 +114,7 @@ def test_numba_engine_counts_the_per_step_work_of_spec_section_3():
 
 @pytest.mark.parametrize("F,M,noise,cfg", [CASES[1], CASES[2], CASES[3]])
 def test_torch_engine_refills_slots_and_equals_the_reference_bit_for_bit(F, M, noise, cfg):
-    cb, qs, cfg = _problem(F, M, noise, cfg)
+    cb, qs, cfg = _problem(F, M, noise, cfg, n=24)
     ref, _ = _reference(cb, qs, cfg, first_id=3)
     res = ContinuousBCF(cb, cfg, seed=7, slots=7).factorize(qs.queries, first_id=3)  # 7 slots: many refills
     for k in ("indices", "iterations", "converged", "max_similarity"):
