@@ -107,7 +107,7 @@ def train_cmd(
                                            "channel count.")] = 2,
     wta_layers: Annotated[str, typer.Option(help="WTA: which ReLU6 become WTAs: blocks (after every expansion "
                                             "and depthwise conv), depthwise, all (stem and last 1x1 too), "
-                                            "stream (blocks and every block's output).")]
+                                            "stream (blocks and every block's output), inputs (blocks and every expansion's input).")]
     = "blocks",
     wta_t_init: Annotated[float, typer.Option(help="WTA: temperature of the first training step.")] = 1.0,
     wta_t_final: Annotated[float, typer.Option(help="WTA: temperature of the last training step (exponential "

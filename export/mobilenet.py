@@ -51,9 +51,13 @@ ACTIVATIONS = ("relu6", "wta")
 # bottleneck, which every expansion 1x1 reads — is a WTA code too, as in the seed's ResNet where
 # the activation follows the add; without it about half of the network's multiplications read a
 # dense input whatever the activation (docs/export.md, "Multiplications").
+# "inputs": the blocks' WTAs plus a signed WTA on the input of every expansion 1x1 only: the
+# expansion reads a sparse code of the stream while the residual add keeps the dense stream (and
+# its gradient path); "stream" cuts the stream itself and trains far worse (docs/export.md).
 WTA_LAYERS = {"blocks": ("expand", "depthwise"), "depthwise": ("depthwise",),
               "all": ("stem", "expand", "depthwise", "last"),
-              "stream": ("expand", "depthwise", "output")}
+              "stream": ("expand", "depthwise", "output"),
+              "inputs": ("expand", "depthwise", "input")}
 
 # (expand ratio t, output channels c, repeats n, first stride s) — MobileNetV2 paper, table 2.
 INVERTED_RESIDUAL_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -144,18 +148,21 @@ def block_plan(cfg: BackboneConfig) -> list[tuple[int, int, int, int, int]]:
 
 def activation_layers(cfg: BackboneConfig) -> list[tuple[str, int, str]]:
     """``(module name, channels, position)`` of every activation position in forward order; position is
-    ``stem``, ``expand``, ``depthwise``, ``last`` (a ReLU6 in MobileNetV2) or ``output`` (a block's
-    output, linear in MobileNetV2; a WTA ``features.K.out_act`` with ``wta_layers="stream"``).
+    ``stem``, ``expand``, ``depthwise``, ``last`` (a ReLU6 in MobileNetV2), ``input`` (the input of a
+    block's expansion 1x1, linear in MobileNetV2; a signed WTA ``features.K.in_act`` with
+    ``wta_layers="inputs"``) or ``output`` (a block's output, linear in MobileNetV2; a signed WTA
+    ``features.K.out_act`` with ``wta_layers="stream"``).
 
     Example:
         >>> layers = activation_layers(BackboneConfig(width=0.25, in_channels=1, last_channel=128))
         >>> layers[:3], layers[-1], len(layers)
-        ([('features.0.2', 8, 'stem'), ('features.1.conv.0.2', 8, 'depthwise'), ('features.1.out_act', 8, 'output')], ('features.18.2', 128, 'last'), 52)
+        ([('features.0.2', 8, 'stem'), ('features.1.conv.0.2', 8, 'depthwise'), ('features.1.out_act', 8, 'output')], ('features.18.2', 128, 'last'), 68)
     """
     out = [("features.0.2", cfg.stem_channels, "stem")]
     for idx, cin, cout, _, expand in block_plan(cfg):
         hidden = int(round(cin * expand))
         if expand != 1:
+            out.append((f"features.{idx}.in_act", cin, "input"))
             out.append((f"features.{idx}.conv.0.2", hidden, "expand"))
         out.append((f"features.{idx}.conv.{int(expand != 1)}.2", hidden, "depthwise"))
         out.append((f"features.{idx}.out_act", cout, "output"))
@@ -306,9 +313,13 @@ class InvertedResidual(nn.Module):
         # wta_layers="stream": the block's output (after the add) is a WTA code; no parameters, so
         # the state dict is that of the linear-bottleneck block
         self.out_act = WTA(backbone.wta_group, signed=True) if is_wta_position(backbone, "output") else None
+        # wta_layers="inputs": the expansion reads a signed WTA code of the block input; the shortcut adds
+        # the dense input
+        self.in_act = (WTA(backbone.wta_group, signed=True) if expand != 1 and is_wta_position(backbone, "input")
+                       else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        y = self.conv(x if self.in_act is None else self.in_act(x))
         y = x + y if self.use_res_connect else y
         return self.out_act(y) if self.out_act is not None else y
 

@@ -274,7 +274,7 @@ class QuantInvertedResidual(nn.Module):
     """
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int, out_quant: nn.Module, q: dict,
-                 backbone: BackboneConfig | None = None) -> None:
+                 backbone: BackboneConfig | None = None, in_quant: nn.Module | None = None) -> None:
         super().__init__()
         self.stride = stride
         hidden = int(round(cin * expand))
@@ -292,9 +292,22 @@ class QuantInvertedResidual(nn.Module):
         # is on the grid (winners kept, the rest 0), so the second Q is exact, and the next block's
         # convolutions keep their DequantizeLinear neighbour (QLinearConv after onnxruntime's fusion)
         self.out_act = WTA(backbone.wta_group, signed=True) if is_wta_position(backbone, "output") else None
+        # wta_layers="inputs": conv(Q_in(wta(x))) with Q_in the quantizer that made x (the previous block's
+        # stage quantizer): the WTA of its grid values is on its grid, so Q_in is exact and the
+        # expansion keeps its DequantizeLinear neighbour. Held outside the module tree (its owner
+        # registers it): no duplicate state-dict keys.
+        self.in_act = None
+        if expand != 1 and is_wta_position(backbone, "input"):
+            if in_quant is None:
+                raise HdsimError("in_quant: a block with an input WTA needs the quantizer of its input")
+            self.in_act = WTA(backbone.wta_group, signed=True)
+        object.__setattr__(self, "_in_quant", in_quant)
 
     def forward(self, x):
-        y = self.out_quant(self.conv(x))
+        if self.in_act is not None:
+            y = self.out_quant(self.conv(self._in_quant(self.in_act(_value(x)))))
+        else:
+            y = self.out_quant(self.conv(x))
         if self.use_res_connect:
             y = self.out_quant(_value(x) + _value(y))
         if self.out_act is not None:
@@ -330,7 +343,8 @@ class QuantMobileNetV2(nn.Module):
         for _, bin_, bout, stride, t in block_plan(backbone):
             if stage_quant is None or bout != prev_out or stride != 1:
                 stage_quant = _act(q, "signed")
-            layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q, backbone))
+            in_quant = layers[-1].out_quant if isinstance(layers[-1], QuantInvertedResidual) else None
+            layers.append(QuantInvertedResidual(bin_, bout, stride, t, stage_quant, q, backbone, in_quant))
             prev_out = bout
             cin = bout
         layers.append(_qconv_bn_relu6(q, cin, backbone.features, kernel=1, backbone=backbone, position="last"))

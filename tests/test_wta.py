@@ -409,9 +409,11 @@ def test_wta_export_runs_in_the_edge_runner_and_reports_multiplications(tiny_wta
     assert res["multiplications_by_kind"]["depthwise"]["mean"] <= 0.5 * res["multiplications_by_kind"]["depthwise"]["dense"]
 
 
-def test_stream_network_sparsifies_every_block_output_and_exports_bit_exact(tmp_path):
-    """``--wta-layers stream``: 50 WTAs (33 in the blocks, 17 signed on the block outputs); after one float and
-    one QAT step the int8 export equals Brevitas and every block output in the graph has one winner per group."""
+@pytest.mark.parametrize("layers, signed", [("stream", 17), ("inputs", 16)])
+def test_signed_wtas_on_the_stream_export_bit_exact(tmp_path, layers, signed):
+    """``--wta-layers stream`` (a signed WTA on each of the 17 block outputs) and ``inputs`` (on the input of
+    each of the 16 expansions) beside the blocks' 33: after one float and one QAT step the int8 export
+    equals Brevitas, and the graph holds one ArgMax per WTA, over ``Abs`` for the signed ones."""
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
     pytest.importorskip("mlxtend", reason="mlxtend is not installed (pip install -e '.[export]')")
     import onnx
@@ -421,7 +423,7 @@ def test_stream_network_sparsifies_every_block_output_and_exports_bit_exact(tmp_
 
     cfg = TrainConfig(dataset="mnist2", head="fc", epochs=1, qat_epochs=1, train_size=32, qat_train_size=32, batch=32,
                       test_size=100, eval_size=100, val_size=100, calib_batches=1, activation="wta", wta_group=2,
-                      wta_layers="stream", wta_t_final=100.0)
+                      wta_layers=layers, wta_t_final=100.0)
     train(cfg, tmp_path / "run", progress=False)
     manifest = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "int8", parity_images=32, calibration=None)
     parity = manifest["checks"]["parity"]
@@ -430,11 +432,11 @@ def test_stream_network_sparsifies_every_block_output_and_exports_bit_exact(tmp_
     assert sum(getattr(m, "is_wta", False) for m in model.modules()) == 33
     from export.mobilenet import WTA
 
-    assert sum(isinstance(m, WTA) and m.signed for m in model.modules()) == 17
+    assert sum(isinstance(m, WTA) and m.signed for m in model.modules()) == signed
     m = onnx.load(tmp_path / "int8" / "model.onnx")
     argmax = [n for n in m.graph.node if n.op_type == "ArgMax"]
     producers = {o: n for n in m.graph.node for o in n.output}
-    assert len(argmax) == 50 and sum(producers[n.input[0]].op_type == "Abs" for n in argmax) == 17
+    assert len(argmax) == 33 + signed and sum(producers[n.input[0]].op_type == "Abs" for n in argmax) == signed
 
 
 def test_checkpoints_without_the_activation_field_load_as_relu6(tiny_wta):

@@ -60,7 +60,7 @@ def sweep_wta_cmd(
     last_channel: Annotated[int, typer.Option(help="Backbone features.")] = 128,
     lr: Annotated[float, typer.Option(help="Float peak learning rate.")] = 4e-3,
     wta_layers: Annotated[str, typer.Option(help="Which ReLU6 become WTAs: blocks (expansion and depthwise), "
-                                            "depthwise, all, stream (blocks and every block's output).")] = "blocks",
+                                            "depthwise, all, stream (blocks and every block's output), inputs (blocks and every expansion's input).")] = "blocks",
     wta_t_init: Annotated[float, typer.Option(help="WTA temperature of the first training step.")] = 1.0,
     wta_t_final: Annotated[float, typer.Option(help="WTA temperature of the last training step.")] = 1000.0,
     seed: Annotated[int, typer.Option(help="Seed of data and init (the same for every network).")] = 0,
