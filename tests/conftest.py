@@ -59,7 +59,17 @@ def bipolar_brute_force(cb, q: torch.Tensor) -> torch.Tensor:
 requires_cuda = pytest.mark.cuda
 
 
+# ``slow`` (still run by CI; ``pytest -m "not slow"`` leaves them out for a quick run): what trains a
+# network (the session's tiny models below) or co-simulates the RTL in Icarus Verilog, plus what is
+# marked by hand (the ImageNet export).
+_SLOW_FIXTURES = {"tiny_trained", "tiny_export", "tiny_sr_export"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        cosim = any("Icarus Verilog" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        if cosim or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

@@ -29,7 +29,8 @@ def test_bench_factorizer_prints_the_promised_keys():
 def test_bench_with_numpy_baseline_reports_speedup():
     out = json.loads(hdsim("bench", "factorizer", "--D", "256", "--M", "60", "--queries", "16",
                            "--baseline", "numpy").stdout)
-    assert out["speedup_vs_numpy"] > 0 and out["numpy_accuracy"] == 1.0
+    # the speedup is the benchmark's finding (a timing), not a test's: reported, not compared
+    assert "speedup_vs_numpy" in out and out["numpy_accuracy"] == out["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize("method,D,least", [("resonator", 512, 0.9), ("stochastic", 512, 0.9),
@@ -44,7 +45,7 @@ def test_bench_other_methods(method, D, least):
 def test_bench_fixed_agrees_with_float_at_wide_words():
     out = json.loads(hdsim("bench", "fixed", "--bits", "14", "--D", "256", "--M", "80", "--queries", "24").stdout)
     assert out["agreement_with_float"] == 1.0 and out["accuracy"] == out["float_accuracy"]
-    assert out["widths"]["query"] == 14 and out["datapath"]["container"] == "float64"
+    assert out["widths"]["query"] == 14 and out["datapath"]["acc_bits"] == 28
 
 
 def test_sweep_widths_writes_csv_and_png(tmp_path):
@@ -53,7 +54,9 @@ def test_sweep_widths_writes_csv_and_png(tmp_path):
     rows = list(csv.DictReader((tmp_path / "widths.csv").open()))
     assert [int(r["bits"]) for r in rows] == [7, 8, 9]
     assert (tmp_path / "widths.png").stat().st_size > 1000
-    assert out["smallest_bits_within_tolerance"] in (7, 8, 9)
+    # the documented rule applied to the CSV: the narrowest width within 0.5 point of float's accuracy
+    ok = [int(r["bits"]) for r in rows if float(r["accuracy"]) >= float(r["float_accuracy"]) - 0.005]
+    assert out["smallest_bits_within_tolerance"] == (min(ok) if ok else None)
 
 
 @pytest.mark.parametrize("args,needle", [
