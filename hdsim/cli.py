@@ -188,11 +188,11 @@ def bench_assoc_memory(
 @bench_app.command("sweep-workers")
 def bench_sweep_workers(
     F: Annotated[Optional[list[str]], typer.Option("--F", help="Factors (default 2).")] = None,
-    M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes (default 600,700,...,1155,1300).")]
+    M: Annotated[Optional[list[str]], typer.Option("--M", help="Codebook sizes (default 1200,1250,...,2750).")]
     = None,
     D: DOpt = 512,
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
-    queries: Annotated[int, typer.Option(help="Exact queries per point.")] = 512,
+    queries: Annotated[int, typer.Option(help="Exact queries per point.")] = 256,
     max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap: min(SPEC default, this).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
     workers: Annotated[int, typer.Option(help="Workers compared with one.")] = 2,
