@@ -85,7 +85,7 @@ from hdsim.validation import check_blocks, check_device, check_ints, check_seed,
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
-from hdsim.work_queue import check_url, creation_lock, redact_url, storage_error, test_stall
+from hdsim.work_queue import PG_CONNECT_TIMEOUT_S, check_url, creation_lock, redact_url, storage_error, test_stall
 
 if TYPE_CHECKING:
     import optuna
@@ -278,8 +278,11 @@ def open_study(cfg: TuneConfig) -> "optuna.Study":
     try:
         with warnings.catch_warnings(), creation_lock(cfg.storage):
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental"
+            engine_kwargs: dict = {"pool_pre_ping": True}
+            if cfg.storage.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+                engine_kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
             storage = optuna.storages.RDBStorage(
-                cfg.storage, engine_kwargs={"pool_pre_ping": True},
+                cfg.storage, engine_kwargs=engine_kwargs,
                 heartbeat_interval=cfg.heartbeat_s, grace_period=3 * cfg.heartbeat_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             study = optuna.create_study(storage=storage, study_name=cfg.name, direction="minimize",

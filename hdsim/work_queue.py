@@ -81,6 +81,7 @@ DEFAULT_LEASE_S = 60.0
 _PG_LOCK_KEY = 0x6864_7369_6D5F_7771 & 0x7FFF_FFFF_FFFF_FFFF  # "hdsim_wq"
 
 TODO, RUNNING, DONE = "todo", "running", "done"
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def redact_url(url: str) -> str:
@@ -181,7 +182,8 @@ def creation_lock(url: str, engine=None) -> Iterator[None]:
         import sqlalchemy as sa
 
         own = engine is None
-        eng = sa.create_engine(url, poolclass=sa.pool.NullPool) if own else engine
+        eng = (sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S})
+               if own else engine)
         try:
             with eng.connect() as conn:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
@@ -271,7 +273,9 @@ class WorkQueue:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._pg = _is_pg(url)
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if not self._pg:
+        if self._pg:  # an unreachable host is an error in seconds, not after the TCP timeout (minutes)
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        else:
             from sqlalchemy.engine import make_url
 
             if make_url(url).get_backend_name() == "sqlite":
