@@ -22,27 +22,52 @@ N_OPS = 6
 DENSE_GAIN = 4
 
 
+@numba.njit(cache=True, nogil=True)
+def lfsr_byte_tables(taps):
+    """Eight register steps at once: for the low byte ``v`` of a state ``s``, the eight output bits
+    (first one in the most significant bit) and ``mask[v]`` with ``s`` after eight steps
+    ``= (s >> 8) ^ mask[v]``. A Galois step ``s -> (s >> 1) ^ (taps * (s & 1))`` is linear, and its
+    next eight outputs depend only on the low byte (the table-driven CRC argument)."""
+    outs = np.zeros(256, np.int64)
+    masks = np.zeros(256, np.int64)
+    for v in range(256):
+        st = np.int64(v)
+        o = 0
+        for _ in range(8):
+            out = st & 1
+            st = (st >> 1) ^ (taps & -out)
+            o = (o << 1) | out
+        outs[v] = o
+        masks[v] = st
+    return outs, masks
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _draw_distinct(state, taps, Mf, A, w):
+def _draw_distinct(state, taps, Mf, A, w, outs, masks):
     """:func:`hdsim.lfsr.draw_distinct` from the register ``state`` (a Galois right shift by ``taps``),
     setting ``w`` to 1 at the ``A`` drawn indices of ``[0, Mf)`` (``w`` is 0 there on entry;
     ``1 <= A < Mf``). Returns the register's new state and the words drawn.
 
     ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first; a word is
-    accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced).
+    accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced). A word's
+    first ``8 * (k // 8)`` steps go a byte at a time (:func:`lfsr_byte_tables`), the rest bit by bit,
+    so the register never runs ahead of the words drawn.
     """
     k = 0
     while ((Mf - 1) >> k) > 0:
         k += 1
+    nbytes = k >> 3
     count = 0
     words = 0
     while count < A:
         word = 0
-        for _ in range(k):
+        for _ in range(nbytes):
+            v = state & 255
+            state = (state >> 8) ^ masks[v]
+            word = (word << 8) | outs[v]
+        for _ in range(k - 8 * nbytes):
             out = state & 1
-            state >>= 1
-            if out:
-                state ^= taps
+            state = (state >> 1) ^ (taps & -out)  # branch-free: out is a coin flip
             word = (word << 1) | out
         words += 1
         if word < Mf and w[word] == 0.0:
@@ -113,7 +138,7 @@ def _correlate(t, tnz, tcnt, x, xnz, xcnt, u, L, B):
 
 @numba.njit(cache=True, nogil=True)
 def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged, amax_out, ops,
-                x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand):
+                x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand, outs, masks):
     T, Tc = params[P_T], params[P_TC]
     A, max_iter = np.int64(params[P_A]), np.int64(params[P_MAX_ITER])
     dot = params[P_DOT] != 0.0
@@ -129,6 +154,7 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
     for f in range(F):
         for b in range(B):
             xcnt[f, b] = _nonzeros(x[f, b], L, xnz[f, b])
+    dense_cnt = np.full(B, L, np.int64)  # "every position": the count a dense operand is treated with
     state = seed
     for it in range(1, max_iter + 1):
         all_pulled = True
@@ -144,7 +170,16 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
                     for b in range(B):
                         tcnt[b] = _nonzeros(t[b], L, tnz[b])
                     src, snz, scnt = t, tnz, tcnt
-                ops[n, OP_UNBIND] += _correlate(src, snz, scnt, x[g], xnz[g], xcnt[g], u, L, B)
+                sparse_src = True
+                for b in range(B):
+                    sparse_src = sparse_src and scnt[b] <= 1
+                if sparse_src:  # one non-zero per block (an exact query): loop over it, x read densely
+                    ops[n, OP_UNBIND] += _correlate(src, snz, scnt, x[g], xnz[g], dense_cnt, u, L, B)
+                else:
+                    if xcnt[g, 0] < 0:  # list the estimate's non-zeros (left unlisted after its bundle)
+                        for b in range(B):
+                            xcnt[g, b] = _nonzeros(x[g, b], L, xnz[g, b])
+                    ops[n, OP_UNBIND] += _correlate(src, snz, scnt, x[g], xnz[g], xcnt[g], u, L, B)
                 first = False
             if first:  # F = 1: the query itself
                 u[:] = qn
@@ -230,7 +265,7 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
                 else:
                     for m in range(Mf):
                         w[m] = 0.0
-                    state, words = _draw_distinct(state, taps, Mf, A, w)
+                    state, words = _draw_distinct(state, taps, Mf, A, w, outs, masks)
                     ops[n, OP_SAMPLE] += words
             elif not pulled:
                 if c == Mf or c == -1:
@@ -283,7 +318,7 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
                     else:
                         for l in range(L):
                             xb[l] = 0.0
-                    xcnt[f, b] = _nonzeros(xb, L, xnz[f, b])
+                    xcnt[f, b] = -1  # listed when an unbinding needs it
                 ops[n, OP_NORM] += 2 * B * L
             all_pulled = all_pulled and pulled
             indices[n, f] = barg
@@ -312,6 +347,7 @@ def decode(q, XT, X, M, x0, seeds, params):
     converged = np.zeros(N, np.bool_)
     amax_out = np.zeros((N, F), np.float64)
     ops = np.zeros((N, N_OPS), np.int64)
+    outs, masks = lfsr_byte_tables(np.int64(params[P_TAPS]))
     for n in prange(N):
         # per-query scratch (allocated per query: a few KiB, negligible next to the decode)
         x = np.empty((F, B, L), np.float64)
@@ -326,5 +362,5 @@ def decode(q, XT, X, M, x0, seeds, params):
         s = np.empty((B, L), np.float64)
         cand = np.empty(Mmax, np.int64)
         _decode_one(n, q, XT, X, M, x0, seeds[n] if seeds.shape[0] > 0 else 0, params, indices, iterations,
-                    converged, amax_out, ops, x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand)
+                    converged, amax_out, ops, x, xnz, xcnt, t, tnz, tcnt, u, a, w, s, cand, outs, masks)
     return indices, iterations, converged, amax_out, ops
