@@ -392,3 +392,23 @@ def test_shipped_verilog_header_matches_generator(tmp_path):
     from hdsim.lfsr import write_verilog_header
     p = write_verilog_header(tmp_path / "x.vh")
     assert p.read_text(encoding="utf-8") == text
+    nested = write_verilog_header(tmp_path / "a" / "b" / "x.vh")  # missing parent folders are created
+    assert nested.read_text(encoding="utf-8") == text
+
+
+def test_bank_next_word_and_argument_checks():
+    """Mutation-found gaps: a bank's next_word is its width's worth of bits; query ids and candidate
+    counts are checked at their bounds and by type, with messages naming the argument."""
+    from hdsim.lfsr import _MAX_QUERY_ID, uniform_index, uniform_index_batch
+
+    a, b = LFSRBank([5, 9], width=16, taps=TAPS16), LFSRBank([5, 9], width=16, taps=TAPS16)
+    assert a.next_word().tolist() == b.next_bits(16).tolist() == [LFSR(s, 16, TAPS16).next_bits(16) for s in (5, 9)]
+    query_seed(1, _MAX_QUERY_ID)  # the largest query id is accepted
+    for bad in (_MAX_QUERY_ID + 1, -1, 1.0, True):
+        with pytest.raises(HdsimError, match="query_id"):
+            query_seed(1, bad)
+    for bad in (0, 2.0, True):
+        with pytest.raises(HdsimError, match="^n: number of candidates"):
+            uniform_index(LFSR(3), bad)
+    with pytest.raises(HdsimError, match="^n: every number of candidates"):
+        uniform_index_batch(LFSRBank([3, 4]), [2, 0])
