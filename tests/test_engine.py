@@ -174,3 +174,28 @@ def test_cuda_engine_takes_the_cpu_decisions(F, M, noise, cfg):
     idx, iters, conv, *_ = NumbaBCF.from_codebooks(cb, cfg, seed=7).decode_arrays(qs.queries)
     _assert_same_decisions(gpu.indices.numpy(), gpu.iterations.numpy(), gpu.converged.numpy(), cpu)
     _assert_same_decisions(idx, iters, conv, gpu)
+
+
+def test_capacity_sweep_counts_collisions_like_brute_force_and_engines_agree(tmp_path):
+    from hdsim.sweep.capacity import CSV_COLUMNS, CapacitySweepConfig, run_capacity_sweep
+
+    # D=16, B=4: L=4, only 4^4 = 256 distinct SBCs for 400 products, so many queries collide
+    rows = {}
+    for engine in ("numba", "reference", "torch"):
+        cfg = CapacitySweepConfig(F=(2,), M=(20,), D=16, B=4, queries=40, max_iter=30, engine=engine,
+                                  out=str(tmp_path / engine), plot=engine == "numba", progress=False)
+        rows[engine] = run_capacity_sweep(cfg)["rows"][0]
+    assert (tmp_path / "numba" / "capacity.png").stat().st_size > 0
+    header = (tmp_path / "numba" / "capacity.csv").read_text().splitlines()[0].split(",")
+    assert header == list(CSV_COLUMNS) and "collision_rate" in header and "accuracy_noncolliding" in header
+    # oracle: every product by hand, the query's product compared with all the others
+    cb = random_codebooks(2, 20, 16, 4, seed=0)
+    qs = make_queries(cb, 40, seed=1)
+    X0, X1 = cb.indices[0].tolist(), cb.indices[1].tolist()
+    prods = [tuple((a + b) % 4 for a, b in zip(X0[i], X1[j])) for i in range(20) for j in range(20)]
+    own = [tuple((a + b) % 4 for a, b in zip(X0[i], X1[j])) for i, j in qs.factors.tolist()]
+    expected = sum(prods.count(p) > 1 for p in own) / 40
+    assert 0 < expected < 1 and rows["numba"]["collision_rate"] == expected
+    for engine in ("reference", "torch"):  # the same decisions: the same row but for the timing
+        assert {k: v for k, v in rows[engine].items() if k != "seconds"} == \
+            {k: v for k, v in rows["numba"].items() if k != "seconds"}

@@ -5,12 +5,17 @@ number of factors ``F`` and codebook size ``M``, decode ``queries`` random exact
 product queries with the tuned ``(T, A)`` of that size and record accuracy and
 iteration counts. Problem size is ``M^F``.
 
+Engines (``engine``, :data:`hdsim.engine.ENGINES`; default :func:`hdsim.engine.default_engine`):
+``numba`` (per-query loops in parallel over ``threads`` threads, no batch tail), ``torch``
+(continuous batching, ``batch`` slots, on ``device``) or ``reference`` (``BlockCodeFactorizer`` in
+batches of ``batch``); all float64 with :class:`hdsim.lfsr.LFSRSampler` ``(seed + 2)``, the same decisions.
+
 Outputs (under ``out``):
 
 * ``capacity.csv``: one row per ``(F, M)`` with the columns :data:`CSV_COLUMNS`;
-* ``capacity.png``: accuracy vs problem size (log x) and mean iterations vs
-  problem size (log-log), one line per ``F``, a filled marker where accuracy
-  >= 99 %;
+* ``capacity.png``: accuracy vs problem size (log x) with the collision bound
+  ``1 - collision_rate`` dashed beside it, and mean iterations vs problem size
+  (log-log), one line per ``F``, a filled marker where accuracy >= 99 %;
 * ``capacity.json``: the summary that :func:`run_capacity_sweep` returns.
 
 Iteration cap. By default every point runs with the SPEC default
@@ -99,8 +104,9 @@ class CapacitySweepConfig:
         device: torch device (``cpu``, ``cuda``, ``cuda:1`` ...).
         batch: queries decoded together (the tail of a batch sets its wall time).
         threads: torch intra-op CPU threads for the sweep (``torch.set_num_threads``,
-            restored after); default 1 (see the module docstring); ``None``
-            leaves torch's setting.
+            restored after), and the numba engine's threads; default 1 (see the module
+            docstring); ``None`` leaves torch's setting (numba: one thread per core).
+        engine: decode engine, ``numba``, ``torch`` or ``reference``; ``None`` = the fastest available.
         table: tuned ``(T, A)`` JSON table (from ``hdsim tune``); ``None`` = published table.
         out: output folder for ``capacity.csv``, ``capacity.png``, ``capacity.json``.
         plot: write the PNG.
