@@ -8,13 +8,15 @@ spread over threads (numba ``prange``), each query stopping at its own convergen
 the work itself, which :data:`OP_NAMES` counts per step:
 
 * ``unbind_madds``: the unbinding's multiply-adds. Sparse-aware: correlating by an operand with
-  ``nnz`` non-zeros in a block costs ``L * nnz`` (loop over the sparser of query and estimate), and
-  ``nnz_q * nnz_x`` when both are sparse (an exact query by a pulled-up estimate: ``1`` per block);
-* ``similarity_gathers``: ``M * B`` gathers (``linf``: and a minimum; ``dot``: and an add);
-* ``activation_compares``: ``M`` (threshold and first maximum);
+  ``nnz`` non-zeros in a block costs ``L * nnz`` (loop over the sparser of query and estimate; an
+  exact query has one per block), and ``nnz_q * nnz_x`` when both are sparse;
+* ``similarity_gathers``: up to ``M * B`` gathers (``linf``: and a minimum; ``dot``: and an add). With
+  ``linf`` and ``T > 0`` a codevector reads its next block only while its partial minimum is still
+  ``>= T`` (a minimum only falls: the others can be neither kept nor the maximum of the kept ones);
+* ``activation_compares``: the similarities scanned for the threshold and the first maximum;
 * ``sampling_lfsr_words``: the LFSR words drawn by conditional sampling (``k`` register steps each);
-* ``bundle_adds``: ``B`` scatter-adds per non-zero weight;
-* ``normalize_ops``: ``2 B L`` (block sums and divisions).
+* ``bundle_adds``: ``B`` scatter-adds per non-zero weight (``B`` for a pulled-up winner);
+* ``normalize_ops``: ``2 B L`` (block sums and divisions) per step that is not pulled up.
 
 Decisions: float64, conditional sampling drawn as :class:`hdsim.lfsr.LFSRSampler` draws it (query
 ``first_id + n`` owns register ``query_seed(seed, first_id + n)``), first maximum on ties,
