@@ -2,6 +2,7 @@
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -37,16 +38,46 @@ def test_saturation_and_wrap():
 
 
 def test_bit_length_matches_python():
-    xs = [0, 1, 2, 3, 7, 8, 255, 256, 2**31, 2**40 - 1, 2**53 - 1]
-    assert rd.bit_length(T(xs)).tolist() == [x.bit_length() for x in xs]
-    with pytest.raises(ValueError):
-        rd.bit_length(T([2**53]))
+    xs = [0, 1, 2, 3, 7, 8, 255, 256, 2**31, 2**32 - 1, 2**32, 2**40 - 1, 2**53 - 1, 2**53, 2**53 + 1,
+          2**62, 2**63 - 1]
+    xs += [(1 << k) + d for k in range(63) for d in (-1, 0) if (1 << k) + d >= 0]  # every power's edge
+    assert rd.bit_length(T(xs)).tolist() == [x.bit_length() for x in xs]  # oracle: Python's int.bit_length
+    assert rd.bit_length(T([], dtype=torch.long)).tolist() == []
+    with pytest.raises(ValueError, match="non-negative"):
+        rd.bit_length(T([3, -1]))
+
+
+def exact_round_half_up(value: float, frac_bits: int, bits: int) -> int:
+    """Oracle: the rational ``value * 2^frac_bits`` rounded half up (Fraction arithmetic), clipped."""
+    r = Fraction(value) * 2**frac_bits
+    n = r.numerator // r.denominator  # floor
+    n += r - n >= Fraction(1, 2)
+    return max(0, min(n, 2**bits - 1))
 
 
 def test_quantize_constants_round_half_up():
     assert rd.quantize_unsigned(0.5 / 256, 8, 8) == 1  # exactly half an LSB rounds up
     assert rd.quantize_unsigned(0.9, 8, 8) == 230  # 230.4
     assert rd.quantize_unsigned(1.0, 8, 8) == 255  # saturates
+    assert rd.quantize_unsigned(-0.3, 8, 8) == 0  # clips at 0
+    # Edge values where a float ``x + 0.5`` rounds: just below a half (the sum rounds up to 1.0),
+    # and odd integers from 2^52 on (x + 0.5 is not a float there; ties go to the even neighbour).
+    below_half = math.nextafter(0.5, 0.0)  # 0.49999999999999994
+    cases = [(below_half, 0, 8), (0.5, 0, 8), (math.nextafter(0.5, 1.0), 0, 8), (math.nextafter(1.5, 0.0), 0, 8),
+             (below_half / 256, 8, 8), (float(2**52 + 1), 0, 60), (2**51 + 0.5, 0, 60), (float(2**53 + 2), 0, 60),
+             (2**52 - 0.5, 0, 60), (5e-324, 30, 30), (0.0076, 8, 8), (0.9, 8, 9), (0.1, 30, 30)]
+    for v, f, b in cases:
+        assert rd.quantize_unsigned(v, f, b) == exact_round_half_up(v, f, b), (v, f, b)
+    assert rd.quantize_unsigned(below_half, 0, 8) == 0 and rd.quantize_unsigned(2**51 + 0.5, 0, 60) == 2**51 + 1
+    assert rd.quantize_unsigned(float(2**52 + 1), 0, 60) == 2**52 + 1
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="finite"):
+            rd.quantize_unsigned(bad, 8, 8)
+
+
+@given(st.floats(min_value=0.0, max_value=2.0**40, allow_nan=False), st.integers(0, 30), st.integers(1, 62))
+def test_quantize_unsigned_is_exact_rounding(value, frac_bits, bits):
+    assert rd.quantize_unsigned(value, frac_bits, bits) == exact_round_half_up(value, frac_bits, bits)
 
 
 def test_quantize_query_ties_and_saturation():
@@ -117,6 +148,37 @@ def test_correlate_is_the_exact_circular_correlation():
     x = T([[[5, 0, 0, 1], [0, 2, 0, 0]]])
     # acc[l] = sum_j t[(l+j) mod 4] x[j]; block 0: l=0: 1*5 + 4*1 = 9; l=1: 2*5+1*1 = 11; ...
     assert m.correlate(t, x).tolist() == [[[9, 11, 17, 23], [0, 30, 0, 0]]]  # block 1: t[l+1] * 2
+
+
+def test_correlation_at_the_int32_bound_is_exact():
+    """acc_bits = 16 + 15 = 31 takes the int32 convolution: the largest accumulator the bound allows,
+    (2^16 - 1) * 2^15 = 2^31 - 2^15, equals Python's integers (no wrap-around)."""
+    m = FixedBCF(random_codebooks(2, 4, 32, 2, seed=0), BCFConfig(), FixedWidths(16, 15, 16, 15))
+    assert m.dp.acc_bits == 31 and m._int == torch.int32
+    t = torch.full((2, 2, 16), 2**16 - 1)
+    x = torch.zeros(2, 2, 16, dtype=torch.long)
+    x[..., 0], x[..., 3], x[..., 7] = 2**14, 2**14 - 1, 1  # a block sum of 2^15
+    for got in (m.correlate(t, x), m.correlate_gather(t, x)):
+        assert got.dtype == torch.int64 and (got == (2**16 - 1) * 2**15).all()
+
+
+def test_correlation_is_integer_exact_beyond_float64_at_the_widest_words():
+    """At 30-bit words the accumulator reaches ~2^60: both formulations (the CPU's int64 conv1d and
+    the gather-multiply-sum other devices take) equal Python's integers, where float64 does not."""
+    m = FixedBCF(random_codebooks(2, 4, 32, 2, seed=0), BCFConfig(), FixedWidths(30, 30, 20, 29))
+    assert m.dp.acc_bits == 60 and m._int == torch.int64
+    g = torch.Generator().manual_seed(0)
+    k, B, L = 3, 2, 16
+    t = torch.randint(2**29, 2**30, (k, B, L), generator=g)
+    x = torch.zeros(k, B, L, dtype=torch.long)
+    x[..., 0], x[..., 5], x[..., 9] = 2**29 - 3, 2**28 + 1, 2**28 - 7  # a block sum below 2^30
+    exact = [[[sum(int(t[n, b, (l + j) % L]) * int(x[n, b, j]) for j in range(L)) for l in range(L)]
+              for b in range(B)] for n in range(k)]
+    for got in (m.correlate(t, x), m.correlate_gather(t, x), m.correlate_gather(t, x, chunk=1)):
+        assert got.dtype == torch.int64 and got.tolist() == exact
+    as_float = torch.nn.functional.conv1d(torch.cat([t, t[..., :L - 1]], -1).double().reshape(1, k * B, -1),
+                                          x.double().reshape(k * B, 1, L), groups=k * B)
+    assert as_float.reshape(k, B, L).long().tolist() != exact  # the oracle tells float64 apart
 
 
 @pytest.mark.parametrize("M, D, B", [(10, 256, 4), (3, 64, 4), (40, 256, 4)])
@@ -214,6 +276,26 @@ def test_integer_queries_give_the_same_decode_as_float_ones():
     a = m.factorize(qs.queries)
     b = m.factorize(quantize_query(qs.queries / qs.queries.sum(-1, keepdim=True), 10))
     assert torch.equal(a.indices, b.indices) and torch.equal(a.iterations, b.iterations)
+
+
+@pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
+def test_cuda_decode_is_bit_identical_to_cpu():
+    """On CUDA the correlation is an int64 gather-multiply-sum (no float, no TF32 conv): every
+    iteration's integers equal the CPU's int32/int64 convolution."""
+    cb = random_codebooks(2, 40, 512, 4, seed=1)
+    qs = make_queries(cb, 48, seed=2, noise=QueryNoise("gaussian", 0.02))
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        states = []
+        res = FixedBCF(cb, BCFConfig(T=0.02, A=8), FixedWidths(), device=dev).factorize(
+            qs.queries, observe=lambda st: states.append(st))
+        runs[dev] = (res, states)
+    (a, sa), (b, sb) = runs["cpu"], runs["cuda"]
+    assert torch.equal(a.indices, b.indices.cpu()) and torch.equal(a.iterations, b.iterations.cpu())
+    assert len(sa) == len(sb)
+    for x, y in zip(sa, sb):
+        for fx, fy in zip(x.factors, y.factors):
+            assert all(np.array_equal(getattr(fx, k), getattr(fy, k)) for k in ("u", "a", "w", "x"))
 
 
 def test_same_lfsr_seed_same_result_and_float_agreement_at_wide_words():
@@ -319,7 +401,7 @@ def test_datapath_table_lists_every_signal():
     names = [r["signal"] for r in dp.table()]
     for sig in ("q", "x_f", "acc", "u_f", "a_m", "T", "Tc", "w_m", "s", "S", "R", "s*R", "idx_f", "flags"):
         assert sig in names
-    assert dp.T_int == 2 and dp.Tc_int == 230 and dp.container == "float32"
+    assert dp.T_int == 2 and dp.Tc_int == 230
 
 
 # ---- the compiled decoder (numba) against the model -------------------------------------------

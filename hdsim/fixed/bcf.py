@@ -25,11 +25,14 @@ Randomness: the conditional sampling draws from an injected sampler; the
 default is :class:`hdsim.lfsr.LFSRSampler`, the generator the RTL implements,
 so the float reference given the same sampler draws the same indices.
 
-All arithmetic is on int64 tensors. The one exception in *evaluation* (not in
-the model): the correlation sum of step 1 is computed by a float conv1d whose
-every product and partial sum is an integer below ``2^24`` (float32) or
-``2^53`` (float64) — :class:`Datapath` proves the bound and picks the
-container — so the result is the exact integer, bit for bit.
+All arithmetic of the decode is on integer tensors (int64), the correlation of
+step 1 included: on the CPU a grouped integer ``conv1d`` (on int32 where
+``acc_bits <= 31``, as at 8-bit words), on other devices (CUDA has no integer
+convolution or matmul) an int64 gather, multiply and sum. No float
+(nor TF32) op touches a datapath word; the only floats are the float queries'
+quantization (:func:`quantize_query`, exact by construction) and the reported
+``max_similarity``. Every sum fits int64 with room to spare: ``acc < 2^acc_bits``
+with ``acc_bits = max(Wq, Wu) + Wx <= 60`` (:class:`Datapath`).
 """
 
 from __future__ import annotations
@@ -178,7 +181,9 @@ class FixedBCF:
 
             sampler = LFSRSampler(seed)
         self.sampler = sampler
-        self._container = torch.float32 if self.dp.container == "float32" else torch.float64
+        # Every partial sum of the correlation is a non-negative integer below 2^acc_bits (Datapath):
+        # int32 holds it exactly up to 31 bits (8-bit words need 16), int64 beyond.
+        self._int = torch.int32 if self.dp.acc_bits <= 31 else torch.int64
         self._x0: Tensor | None = None
         self._supports = self._build_supports()
 
@@ -186,15 +191,48 @@ class FixedBCF:
     def correlate(self, t: Tensor, x: Tensor) -> Tensor:
         """Exact integer circular correlation per block: ``acc[l] = sum_j t[(l+j) mod L] * x[j]``.
 
+        Integers throughout: a grouped integer ``conv1d`` on the CPU (int32 when the datapath's bound
+        ``acc < 2^acc_bits`` fits 31 bits, else int64), :meth:`correlate_gather` elsewhere.
+
+        Shapes: ``t, x: (k, B, L)`` int64 -> ``(k, B, L)`` int64.
+
+        Example:
+            >>> from hdsim.codes import random_codebooks
+            >>> m = FixedBCF(random_codebooks(F=2, M=4, D=8, B=2, seed=0))
+            >>> t = torch.tensor([[[1, 2, 3, 4], [0, 0, 0, 1]]])
+            >>> x = torch.tensor([[[0, 1, 0, 0], [2, 0, 0, 0]]])
+            >>> m.correlate(t, x)  # block 0: t shifted left by one; block 1: 2 t
+            tensor([[[2, 3, 4, 1],
+                     [0, 0, 0, 2]]])
+        """
+        k, B, L = t.shape
+        if k == 0:
+            return t.clone()
+        if t.device.type != "cpu":
+            return self.correlate_gather(t, x)
+        c = self._int  # int32 where Datapath proves every partial sum < 2^31 (~7x faster than int64)
+        inp = torch.cat([t, t[..., : L - 1]], dim=-1).to(c).reshape(1, k * B, 2 * L - 1)
+        out = torch.nn.functional.conv1d(inp, x.to(c).reshape(k * B, 1, L), groups=k * B)
+        return out.reshape(k, B, L).long()
+
+    def correlate_gather(self, t: Tensor, x: Tensor, chunk: int = 1 << 24) -> Tensor:
+        """:meth:`correlate` as an int64 gather, multiply and sum (no convolution or matmul), for
+        devices without integer ones; at most about ``chunk`` gathered entries at a time.
+
         Shapes: ``t, x: (k, B, L)`` int64 -> ``(k, B, L)`` int64.
         """
         k, B, L = t.shape
         if k == 0:
             return t.clone()
-        c = self._container
-        inp = torch.cat([t, t[..., : L - 1]], dim=-1).to(c).reshape(1, k * B, 2 * L - 1)
-        out = torch.nn.functional.conv1d(inp, x.to(c).reshape(k * B, 1, L), groups=k * B)
-        return out.reshape(k, B, L).long()
+        j = torch.arange(L, device=t.device)
+        shifted = ((j.view(L, 1) + j.view(1, L)) % L).reshape(1, 1, L * L)  # [l, j] -> (l + j) mod L
+        step = max(1, chunk // (B * L * L))
+        out = []
+        for s in range(0, k, step):
+            ts, xs = t[s:s + step], x[s:s + step]
+            tg = ts.gather(2, shifted.expand(ts.shape[0], B, L * L)).view(-1, B, L, L)
+            out.append((tg * xs.unsqueeze(2)).sum(dim=3))
+        return torch.cat(out)
 
     def _build_supports(self) -> list:
         """Per factor, the positions its estimates can be non-zero at, where that is a small set.
@@ -232,10 +270,9 @@ class FixedBCF:
             return self.correlate(t, x)
         pos, valid, shifted = sup
         P = pos.shape[1]
-        c = self._container  # exact: the datapath picks a container whose mantissa holds every sum
-        xv = (x.gather(2, pos.unsqueeze(0).expand(k, B, P)) * valid).to(c)  # x at its possible non-zeros
-        tg = t.to(c).gather(2, shifted.unsqueeze(0).expand(k, B, L * P)).view(k, B, L, P)
-        return torch.matmul(tg, xv.unsqueeze(3)).squeeze(3).long()
+        xv = x.gather(2, pos.unsqueeze(0).expand(k, B, P)) * valid  # x at its possible non-zeros
+        tg = t.gather(2, shifted.unsqueeze(0).expand(k, B, L * P)).view(k, B, L, P)
+        return (tg * xv.unsqueeze(2)).sum(dim=3)  # int64 multiply-adds, any device
 
     def unbind(self, q: Tensor, x: Tensor, f: int) -> Tensor:
         """``u_f``: unbind every other factor's estimate from the query, requantizing after each."""

@@ -1,8 +1,9 @@
 """The fixed-point rounding and overflow helpers — the one definition of each.
 
 Every op of the fixed-point BCF names one rounding and one overflow rule from
-this module. All functions take and return int64 tensors holding integers;
-none uses floats. Python pitfalls avoided here: ``np.round``/``torch.round``
+this module. All tensor functions take and return int64 tensors holding integers
+and use integer operations only (shifts, comparisons, adds); the configuration
+constant of :func:`quantize_unsigned` is computed on exact rationals. Python pitfalls avoided here: ``np.round``/``torch.round``
 round half to even (we never use them), ``>>`` on negative integers floors
 (documented below), and argmax returns the first maximum (relied upon).
 """
@@ -83,33 +84,45 @@ def wrap_unsigned(x: Tensor, bits: int) -> Tensor:
 def bit_length(x: Tensor) -> Tensor:
     """Number of bits of each non-negative integer (0 for 0): a priority encoder.
 
-    Exact for ``x < 2^53`` (every datapath word is far narrower): the binary
-    exponent ``e`` of ``frexp(x) = m 2^e``, ``m`` in ``[1/2, 1)``, is the bit length,
-    and a float64 holds such integers exactly. Larger values are an error.
+    Integer-only, for every int64 value ``0 <= x < 2^63``: a binary search over the
+    shift, ``n += s`` and ``x >>= s`` wherever ``x >= 2^s``, for ``s = 32, 16, 8, 4, 2, 1``
+    (afterwards ``x`` is 0 or 1, which is the last bit). Negative values are an error.
 
     Example:
         >>> import torch
-        >>> bit_length(torch.tensor([0, 1, 2, 3, 4, 255, 256]))
-        tensor([0, 1, 2, 2, 3, 8, 9])
+        >>> bit_length(torch.tensor([0, 1, 2, 3, 4, 255, 256, 2**62]))
+        tensor([ 0,  1,  2,  2,  3,  8,  9, 63])
     """
-    if x.numel() and int(x.max()) >= (1 << 53):
-        raise ValueError("bit_length: values must be < 2^53")
+    if x.numel() and int(x.min()) < 0:
+        raise ValueError("bit_length: values must be non-negative")
     import torch
 
-    return torch.frexp(x.double()).exponent.long()
+    y = x.long()
+    n = torch.zeros_like(y)
+    for s in (32, 16, 8, 4, 2, 1):
+        hi = (y >> s) != 0  # y >= 2^s
+        n += hi.long() * s
+        y = torch.where(hi, y >> s, y)
+    return n + y  # y is now 0 or 1
 
 
 def quantize_unsigned(value: float, frac_bits: int, bits: int) -> int:
-    """A configuration constant: ``round_half_up(value * 2^frac_bits)`` saturated to ``bits`` bits.
+    """A configuration constant: ``round_half_up(value * 2^frac_bits)`` saturated to ``[0, 2^bits - 1]``.
 
-    Used once, at configuration time (thresholds), never on the decode path.
-    Exact: ``value * 2^frac_bits`` is a float times a power of two.
+    Used once, at configuration time (thresholds), never on the decode path. Exact for every
+    finite float: ``value`` is read as the rational it holds (``Fraction``), so no float addition of
+    ``1/2`` can round (``0.49999999999999994 * 2^0`` gives 0, a float ``+ 0.5`` would give 1).
 
     Example:
-        >>> quantize_unsigned(0.9, 8, 8), quantize_unsigned(0.0076, 8, 8)
+        >>> quantize_unsigned(0.9, 8, 8), quantize_unsigned(0.0076, 8, 8)  # 230.4 and 1.9456 LSB
         (230, 2)
+        >>> quantize_unsigned(0.49999999999999994, 0, 8), quantize_unsigned(0.5, 0, 8)
+        (0, 1)
     """
     import math
+    from fractions import Fraction
 
-    scaled = math.floor(value * (1 << frac_bits) + 0.5)
+    if not math.isfinite(value):
+        raise ValueError(f"quantize_unsigned: value must be finite, got {value}")
+    scaled = math.floor(Fraction(value) * (1 << frac_bits) + Fraction(1, 2))
     return max(0, min(scaled, unsigned_max(bits)))

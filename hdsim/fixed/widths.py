@@ -23,14 +23,12 @@ from pathlib import Path
 from hdsim.errors import HdsimError
 from hdsim.fixed.rounding import quantize_unsigned
 
-__all__ = ["FixedWidths", "Datapath", "FLOAT32_EXACT_BITS", "FLOAT64_EXACT_BITS", "QUERY_PRESCALE_BITS"]
+__all__ = ["FixedWidths", "Datapath", "QUERY_PRESCALE_BITS"]
 
-# The unbinding accumulator is computed by a BLAS-backed correlation in a float
-# container; it is exact because every product and partial sum is an integer
-# below 2^24 (float32) or 2^53 (float64). Datapath picks the container from this.
-FLOAT32_EXACT_BITS = 24
-FLOAT64_EXACT_BITS = 53
-MAX_WORD = 30  # per-width cap: keeps every derived signal well inside int64
+# Per-width cap: keeps every derived signal inside int64, the container of every datapath word
+# (the unbinding accumulator needs max(Wq, Wu) + Wx <= 60 bits, the normalization product <= 62).
+MAX_WORD = 30
+INT64_BITS = 63  # magnitude bits of a signed 64-bit integer
 # Query quantization first floors every entry to an integer of QUERY_PRESCALE_BITS bits relative to
 # its block's largest power of two; the block sum is then an exact integer, so every implementation
 # (the model, the compiled decoder, device code) gets the same words whatever its summation order.
@@ -120,7 +118,6 @@ class Datapath:
     prod_bits: int  # s * R
     acc_bits: int  # unbinding accumulator
     idx_bits: int
-    container: str  # float dtype that evaluates the exact correlation
 
     @classmethod
     def build(cls, widths: FixedWidths, B: int, L: int, M: tuple[int, ...], similarity: str,
@@ -144,12 +141,10 @@ class Datapath:
         if prod_bits > 62:
             raise HdsimError(f"widths: normalization product needs {prod_bits} bits (> 62) for M={max(M)}; "
                              "narrow unbound or recip_guard")
-        if acc_bits > FLOAT64_EXACT_BITS:
-            raise HdsimError(f"widths: unbinding accumulator needs {acc_bits} bits, more than the "
-                             f"{FLOAT64_EXACT_BITS} the exact evaluation supports")
-        container = "float32" if acc_bits <= FLOAT32_EXACT_BITS else "float64"
+        if acc_bits >= INT64_BITS:  # unreachable while MAX_WORD = 30 (acc_bits <= 60); kept with the cap
+            raise HdsimError(f"widths: unbinding accumulator needs {acc_bits} bits, more than int64 holds")
         return cls(widths, B, L, tuple(M), similarity, T_int, Tc_int, A, a_bits, s_bits, recip_bits,
-                   prod_bits, acc_bits, _clog2(max(M)), container)
+                   prod_bits, acc_bits, _clog2(max(M)))
 
     def table(self) -> list[dict]:
         """One row per signal: name, bits, format, producing op, rounding, overflow."""
