@@ -29,7 +29,7 @@ tests[fixed]="tests/test_fixed.py tests/test_fixed_compiled.py"
 only[lfsr]="hdsim/lfsr.py"
 tests[lfsr]="tests/test_lfsr.py"
 only[codes]="hdsim/codes.py"
-tests[codes]="tests/test_functional.py tests/test_bcf.py tests/test_fixed.py"
+tests[codes]="tests/test_functional.py tests/test_bcf.py"
 order=(functional fixed lfsr codes)
 
 modules=("$@")
