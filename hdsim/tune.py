@@ -85,7 +85,7 @@ from hdsim.validation import check_blocks, check_device, check_ints, check_seed,
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
-from hdsim.work_queue import PG_CONNECT_TIMEOUT_S, check_url, creation_lock, redact_url, storage_error, test_stall
+from hdsim.work_queue import PG_CONNECT_TIMEOUT_S, check_url, creation_lock, redact_url, storage_error, stall_for_tests
 
 if TYPE_CHECKING:
     import optuna
@@ -348,7 +348,7 @@ def _session(cfg: TuneConfig, study: "optuna.Study", trials: int, sampler_seed: 
     def objective(trial: "optuna.Trial") -> float:
         T = trial.suggest_float("T", 0.0, T_MAX)
         A = trial.suggest_int("A", 0, cfg.A_max)
-        test_stall(f"trial{trial.number}", ran[0])  # after the suggestions: a killed trial has its point
+        stall_for_tests(f"trial{trial.number}", ran[0])  # after the suggestions: a killed trial has its point
         ran[0] += 1
         fz = BlockCodeFactorizer(codebooks, BCFConfig(T=T, A=A, max_iter=max_iter),
                                  seed=cfg.seed + 2, device=cfg.device)

@@ -72,7 +72,7 @@ from typing import Any, Iterator
 
 from hdsim.errors import HdsimError
 
-__all__ = ["WorkQueue", "Point", "check_url", "creation_lock", "redact_url", "storage_error", "test_stall",
+__all__ = ["WorkQueue", "Point", "check_url", "creation_lock", "redact_url", "storage_error", "stall_for_tests",
            "DEFAULT_LEASE_S"]
 
 DEFAULT_LEASE_S = 60.0
@@ -141,7 +141,7 @@ def check_url(name: str, url: str) -> None:
             raise HdsimError(f"{name}: folder {folder} of the SQLite file does not exist")
 
 
-def test_stall(key: str, computed: int) -> None:
+def stall_for_tests(key: str, computed: int) -> None:
     """Test-only hook of the fault tests: with ``HDSIM_TEST_STALL_S`` set, a worker that has already
     computed ``HDSIM_TEST_STALL_AFTER`` (default 0) points or trials touches
     ``$HDSIM_TEST_STALL_DIR/<pid>.<key>`` and sleeps that many seconds before computing ``key``,

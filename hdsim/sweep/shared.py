@@ -29,7 +29,7 @@ computes nothing and rewrites the outputs; a run after an interruption
 computes only the missing points (a point whose worker was killed is free
 again once its lease, ``lease_s`` seconds, expires).
 
-Test-only hook: :func:`hdsim.work_queue.test_stall` (a worker that holds a lease without working).
+Test-only hook: :func:`hdsim.work_queue.stall_for_tests` (a worker that holds a lease without working).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 from hdsim.errors import HdsimError
 from hdsim.validation import output_dir
-from hdsim.work_queue import DEFAULT_LEASE_S, WorkQueue, check_url, redact_url, test_stall
+from hdsim.work_queue import DEFAULT_LEASE_S, WorkQueue, check_url, redact_url, stall_for_tests
 
 __all__ = ["ShareConfig", "run_shared_sweep", "SWEEP_KINDS"]
 
@@ -157,7 +157,7 @@ def _work(kind: str, cfg, share: ShareConfig, queue: WorkQueue, label: str) -> i
             t0 = time.perf_counter()
             try:
                 with queue.heartbeat(point.key):
-                    test_stall(point.key, recorded)  # a slow point, its lease kept alive (tests only)
+                    stall_for_tests(point.key, recorded)  # a slow point, its lease kept alive (tests only)
                     result = k.run(cfg, points[point.key], cache)
             except BaseException:
                 queue.release(point.key)  # free it now instead of after the lease
