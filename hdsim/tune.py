@@ -85,7 +85,8 @@ from hdsim.validation import check_blocks, check_device, check_ints, check_seed,
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table
-from hdsim.work_queue import PG_CONNECT_TIMEOUT_S, check_url, creation_lock, redact_url, storage_error, stall_for_tests
+from hdsim.work_queue import (PG_CONNECT_TIMEOUT_S, check_url, creation_lock, redact_url, stall_for_tests,
+                               storage_error)
 
 if TYPE_CHECKING:
     import optuna
