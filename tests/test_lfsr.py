@@ -412,3 +412,9 @@ def test_bank_next_word_and_argument_checks():
             uniform_index(LFSR(3), bad)
     with pytest.raises(HdsimError, match="^n: every number of candidates"):
         uniform_index_batch(LFSRBank([3, 4]), [2, 0])
+    with pytest.raises(HdsimError, match=r"^n: expected shape \(2,\)"):
+        uniform_index_batch(LFSRBank([3, 4]), [2, 3, 4])
+    # one register per candidate count, 1 (no draw) and 2 (one bit) included: the scalar reference's picks
+    seeds, ns = list(range(3, 13)), [1, 2, 2, 2, 2, 2, 3, 5, 8, 1]
+    got = uniform_index_batch(LFSRBank(seeds), ns)
+    assert got.dtype == np.int64 and got.tolist() == [uniform_index(LFSR(s), n) for s, n in zip(seeds, ns)]
