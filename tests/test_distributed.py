@@ -352,3 +352,27 @@ def test_torchrun_two_processes_reach_the_accuracy_of_one(tiny_trained, tmp_path
     tolerance = 3 * math.sqrt(2 * p * (1 - p) / n)
     assert abs(a1 - a2) <= tolerance, (a1, a2, tolerance)
     assert min(a1, a2) > 0.10  # both well above chance (1 %): the comparison is not between two untrained nets
+
+
+def test_lease_rule_and_results_written_once(tmp_path):
+    """The documented rule on two queues of one SQLite study: a live lease keeps a point, an expired
+    one gives it to the next claimer, and of two results for one point the first is kept."""
+    from hdsim.work_queue import WorkQueue
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    a, b = WorkQueue(url, "s", lease_s=0.3, owner="a"), WorkQueue(url, "s", lease_s=0.3, owner="b")
+    a.ensure_study("toy", {"n": 2}, [("p0", {"i": 0}), ("p1", {"i": 1})])
+    b.ensure_study("toy", {"n": 2}, [("p0", {"i": 0}), ("p1", {"i": 1})])  # same study: accepted
+    assert a.claim().key == "p0"
+    assert b.claim().key == "p1"  # p0 is leased to a
+    assert b.claim() is None  # nothing claimable while both leases live
+    time.sleep(0.4)  # a's lease expires (a stopped without renewing, like a killed worker)
+    assert b.renew("p1") and not a.renew("p1")  # only the owner renews
+    again = b.claim()
+    assert (again.key, again.attempts) == ("p0", 2)
+    assert b.complete("p0", {"y": "b"}) and not a.complete("p0", {"y": "a"})  # the late result is dropped
+    assert b.complete("p1", {"y": 1})
+    assert b.results() == {"p0": {"y": "b"}, "p1": {"y": 1}}
+    assert b.counts() == {"todo": 0, "running": 0, "done": 2, "total": 2}
+    assert [(p["key"], p["attempts"], p["finished_by"]) for p in b.points()] == [("p0", 2, "b"), ("p1", 1, "b")]
+    a.close(), b.close()
