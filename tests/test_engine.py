@@ -48,15 +48,17 @@ def _reference(cb, qs, cfg, seed=7, first_id=0):
     return ref, sum(drawn)
 
 
-def _assert_same_decisions(idx, iters, conv, ref):
+def _assert_same_decisions(idx, iters, conv, ref, exact_zeros=True):
     """Same iterations and convergence everywhere, same indices except where the reference's largest
     similarity is an exact 0 that its FFT's round-off (1e-17) turned into a maximum elsewhere: every
-    similarity is then exactly 0 and the first maximum (SPEC: lowest index) is 0."""
+    similarity is then exactly 0 and the first maximum (SPEC: lowest index) is 0 where ``idx`` comes
+    from exact sums (``exact_zeros``; an FFT on another device breaks such ties its own way)."""
     np.testing.assert_array_equal(iters, ref.iterations.numpy())
     np.testing.assert_array_equal(conv, ref.converged.numpy())
     tie = ref.max_similarity.numpy() < 1e-12
     np.testing.assert_array_equal(idx[~tie], ref.indices.numpy()[~tie])
-    assert (idx[tie] == 0).all()
+    if exact_zeros:
+        assert (idx[tie] == 0).all()
     assert tie.mean() < 0.1
 
 
@@ -172,7 +174,8 @@ def test_cuda_engine_takes_the_cpu_decisions(F, M, noise, cfg):
     cpu = ContinuousBCF(cb, cfg, seed=7, slots=32).factorize(qs.queries)
     gpu = ContinuousBCF(cb, cfg, seed=7, slots=32, device="cuda").factorize(qs.queries)
     idx, iters, conv, *_ = NumbaBCF.from_codebooks(cb, cfg, seed=7).decode_arrays(qs.queries)
-    _assert_same_decisions(gpu.indices.numpy(), gpu.iterations.numpy(), gpu.converged.numpy(), cpu)
+    _assert_same_decisions(gpu.indices.numpy(), gpu.iterations.numpy(), gpu.converged.numpy(), cpu,
+                           exact_zeros=False)
     _assert_same_decisions(idx, iters, conv, gpu)
 
 
