@@ -172,9 +172,10 @@ MAX_COLLISION_PRODUCTS = 1 << 24  # all products tabulated at once up to this ma
 def colliding_products(X: Sequence[np.ndarray], L: int, factors: np.ndarray) -> np.ndarray:
     """Which queries' products equal another product of the codebooks (exactly: the same offset in every block).
 
-    A query whose product ``sum_f X_f[d_f] mod L`` is also the product of other digits cannot be
-    decoded to its own digits by any decoder (brute force included): such queries bound the
-    accuracy from above, and a decoder is judged on the others (``accuracy_noncolliding``).
+    A query whose product ``sum_f X_f[d_f] mod L`` is also the product of other digits is the same
+    vector as those: no decoder (brute force included) can tell which digits made it, so it gets
+    them right only by chance. Such queries bound the accuracy (``1 - collision_rate``, up to those
+    chance hits), and a decoder is judged on the others (``accuracy_noncolliding``).
 
     Exact either way: every product is tabulated (``np.unique`` over the rows) when there are at most
     :data:`MAX_COLLISION_PRODUCTS`; otherwise, per query, every choice of the first ``F - 1``
