@@ -3,24 +3,30 @@
 //
 // Bit-exact RTL of hdsim.fixed.FixedBCF (SPEC sections 3 and 5,
 // docs/fixed_point.md); architecture, interface, timing and the cycle lower
-// bound are in docs/rtl.md.  Verilog-2005; every state array is a flat packed
-// vector (no inferred RAM) so Icarus, Verilator and yosys read it alike.
+// bound are in docs/rtl.md.  Verilog-2005; the state arrays are flat packed
+// vectors so Icarus, Verilator and yosys read them alike; the codebook ROM is
+// read synchronously (block RAM).
 //
 // One query at a time.  Per iteration and factor f (sequential over factors):
 //   ULD  : (1 cycle per correlation) load block 0 of the correlation's input
-//          and of the other factor's estimate into rotating windows.
+//          and of the other factor's estimate into the windows.
 //   UNB  : u_f = q (/) x_g for every other factor g (ascending), requantized
-//          (round half up, saturate) after each correlation.  P MAC lanes
-//          compute P consecutive outputs of one block, L cycles per group.
+//          (round half up, saturate) after each correlation.  Sparse-aware: P MAC
+//          lanes compute P consecutive outputs of one block, one cycle per
+//          non-zero entry of x_g's block (at least one); a 3-stage pipeline
+//          (select operands, multiply, accumulate / requantize / write).
 //   SIM  : a_m = min_b u[b, X[m,b]] (DOT=0) or sum_b (DOT=1), P codevectors per
 //          cycle, then + IMC perturbation (saturated), running max / argmax /
-//          sums; a 2-stage pipeline (the perturbation read has latency 1).
+//          sums: ROM read, gather, min/sum tree (perturbation requested),
+//          saturating add, reductions (one stage each).
 //   DEC  : sampled / pulled flags, S = sum w; starts the reciprocal divider.
 //   DRAW : (sampled and A < M) draw_distinct on the query's LFSR, one k-bit
 //          word per cycle, bitmask of taken indices.
-//   BUND : s[b,l] += w_m for X[m,b] = l, P codevectors per cycle.
-//   NORM : x = sat((s * R) >> (p + G - WX)), P lanes; R = floor(2^(p+G) / S)
-//          from a restoring divider that ran during DRAW / BUND.
+//   BUND : s[b,l] += w_m for X[m,b] = l, P codevectors per cycle (ROM read,
+//          codewords and weights registered, adder trees).
+//   NORM : x = sat((s * R) >> (p + G - WX)), P lanes (select, multiply, shift /
+//          saturate / write); R = floor(2^(p+G) / S) from a restoring divider
+//          that ran during DRAW / BUND.
 //   STEP : one cycle; dbg_step reports the factor step.
 // The initial estimates (all weights 1) are recomputed by BUND + NORM before
 // each query (INIT), overlapping the wait for the query's beats.
@@ -124,12 +130,10 @@ module hdsim_bcf #(
     localparam integer EW   = ((AB > PW) ? AB : PW) + 2;   // a + perturbation
     localparam integer MW   = $clog2(F * NCH);             // codebook ROM address (F * NCH >= 2)
     localparam integer CBW  = P * B * LW;                  // codebook ROM word: one chunk of P codevectors
-    localparam integer RK   = (P + 1) % L;                 // window rotation after a group
 
     // sized constants (integer parameters sliced: no width mismatch anywhere)
-    localparam integer L_LAST_I = L - 1, L0_LAST_I = L - P, B_LAST_I = B - 1, F_LAST_I = F - 1;
+    localparam integer L0_LAST_I = L - P, B_LAST_I = B - 1, F_LAST_I = F - 1;
     localparam integer C_LAST_I = F - 2, G_LAST_I = NG - 1, S_AI = (A >= M) ? M : A;
-    localparam [LW-1:0]   L_LAST  = L_LAST_I[LW-1:0];
     localparam [LW-1:0]   L0_LAST = L0_LAST_I[LW-1:0];
     localparam [LW-1:0]   P_L     = P[LW-1:0];
     localparam [BW-1:0]   B_LAST  = B_LAST_I[BW-1:0];
@@ -301,21 +305,37 @@ module hdsim_bcf #(
     // ------------------------------------------------------------------ unbinding
     // Correlation c (0 .. F-2) unbinds factor g = c < f ? c : c+1 from t_in
     // (q for c = 0); it writes buffer (F-2-c) mod 2, so the last one lands in
-    // t0mem.  Rotating windows hold one block of t_in and of x_g: lane p reads
-    // twin[p] = t_in[(l0 + j + p) mod L], all lanes read xwin[0] = x_g[j].
+    // t0mem.  Sparse-aware: x_g is a normalized bundle of g's active codevectors,
+    // zero at most positions, and a zero x_g[j] adds nothing to any output, so a
+    // group of P outputs l0..l0+P-1 visits only the block's nonzero j (ascending,
+    // one per cycle; one cycle with x = 0 for an all-zero block): lane p reads
+    // twin[(l0 + j + p) mod L], all lanes read xwin[j].  The sums are exact
+    // integers, so skipping zeros and their order change nothing (bit-exact).
     reg [FW-1:0]      uc;
     reg [BW-1:0]      ublk;
     reg [LW-1:0]      ul0;
-    reg [LW-1:0]      uj;
     reg [GW-1:0]      ugrp;
-    reg [L*WIN-1:0]   twin;
-    reg [L*WX-1:0]    xwin;
+    reg [L*WIN-1:0]   twin;                      // block of t_in
+    reg [L*WX-1:0]    xwin;                      // block of x_g
+    reg [L-1:0]       nzw;                       // x_g's nonzero positions in the block
+    reg [L-1:0]       urem;                      // positions left in this group
     reg [P*ACCW-1:0]  acc;                       // one accumulator per lane
     wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
 
+    // uj = lowest remaining position (0 when none), urem_n = the rest
+    reg [LW-1:0] uj;
+    integer fi;
+    always @* begin
+        uj = {LW{1'b0}};
+        for (fi = L - 1; fi >= 0; fi = fi - 1)
+            if (urem[fi]) uj = fi[LW-1:0];
+    end
+    wire [L-1:0] uj_hot = {{(L - 1){1'b0}}, 1'b1} << uj;
+    wire [L-1:0] urem_n = urem & ~uj_hot;
+
     wire        u_first     = (uc == 0);
     wire        u_out1      = F_ODD ^ uc[0];     // (F-2-c) odd: write t1mem
-    wire        u_last_j    = (uj == L_LAST);
+    wire        u_last_j    = (urem_n == {L{1'b0}});
     wire        u_last_l0   = (ul0 == L0_LAST);
     wire        u_last_blk  = (ublk == B_LAST);
     wire        u_last_corr = (uc == C_LAST);
@@ -331,32 +351,38 @@ module hdsim_bcf #(
     wire [L*WU-1:0]  src_t = u_out1 ? t0mem[wblk32 * L * WU +: L * WU] : t1q[wblk32 * L * WU +: L * WU];
     wire [L*WX-1:0]  src_x = xmem[(ug32 * B + wblk32) * L * WX +: L * WX];
     reg  [L*WIN-1:0] src_w;
+    reg  [L-1:0]     src_nz;
     integer si;
     always @* begin
-        for (si = 0; si < L; si = si + 1)
+        for (si = 0; si < L; si = si + 1) begin
             src_w[si*WIN +: WIN] = u_first ? {{(WIN - WQ){1'b0}}, src_q[si*WQ +: WQ]}
                                            : {{(WIN - WU){1'b0}}, src_t[si*WU +: WU]};
-    end
-
-    wire [L*WIN-1:0] twin_r1 = {twin[WIN-1:0], twin[L*WIN-1:WIN]};
-    wire [L*WIN-1:0] twin_rk;
-    wire [L*WX-1:0]  xwin_r1 = {xwin[WX-1:0], xwin[L*WX-1:WX]};
-    generate
-        if (RK == 0) begin : g_rk0
-            assign twin_rk = twin;
-        end else begin : g_rk
-            assign twin_rk = {twin[RK*WIN-1:0], twin[L*WIN-1:RK*WIN]};
+            src_nz[si] = (src_x[si*WX +: WX] != {WX{1'b0}});
         end
-    endgenerate
+    end
     always @(posedge clk) begin
         if (state == ST_ULD || u_nextblk) begin
             twin <= src_w;
             xwin <= src_x;
+            nzw  <= src_nz;
+            urem <= src_nz;
         end else if (state == ST_UNB) begin
-            twin <= u_last_j ? twin_rk : twin_r1;
-            xwin <= xwin_r1;
+            urem <= u_last_j ? nzw : urem_n;
         end
     end
+
+    // the lanes' operands: t_in[(l0 + j + p) mod L] and x_g[j]
+    reg  [P*WIN-1:0] ut;
+    reg  [LW:0]      usum;
+    integer tp;
+    always @* begin
+        for (tp = 0; tp < P; tp = tp + 1) begin
+            usum = {1'b0, ul0} + {1'b0, uj} + tp[LW:0];
+            if (usum >= L[LW:0]) usum = usum - L[LW:0];
+            ut[tp*WIN +: WIN] = twin[{{(32 - LW - 1){1'b0}}, usum} * WIN +: WIN];
+        end
+    end
+    wire [WX-1:0] ux = xwin[{{(32 - LW){1'b0}}, uj} * WX +: WX];
 
     // lane p: acc + t * x (exact), and at a group's end the requantized output
     function [ACCW-1:0] mac;
@@ -374,27 +400,42 @@ module hdsim_bcf #(
             requant = (r > U_MAXE) ? U_MAX : r[WU-1:0];
         end
     endfunction
-    wire [31:0] ugrp32 = {{(32 - GW){1'b0}}, ugrp};
-    wire        u_mac  = (state == ST_UNB) && !u_last_j;
+    // Three stages, so fmax is not set by select + multiply + add + requantize in one
+    // cycle: U1 (the control above) selects the operands, U2 multiplies, U3 accumulates
+    // and, at a group's last position, writes the requantized outputs.
+    reg              u2_v, u2_last, u2_first, u2_out1, u3_v, u3_last, u3_first, u3_out1;
+    reg [GW-1:0]     u2_grp, u3_grp;
+    reg [P*WIN-1:0]  u2_t;
+    reg [WX-1:0]     u2_x;
+    reg [P*ACCW-1:0] u3_prod;
     integer up;
     always @(posedge clk) begin
+        u2_v <= !rst && (state == ST_UNB);
+        u3_v <= !rst && u2_v;
+        {u2_last, u2_first, u2_out1, u2_grp} <= {u_last_j, u_first, u_out1, ugrp};
+        {u3_last, u3_first, u3_out1, u3_grp} <= {u2_last, u2_first, u2_out1, u2_grp};
+        u2_t <= ut;
+        u2_x <= ux;
         for (up = 0; up < P; up = up + 1)
-            acc[up*ACCW +: ACCW] <= u_mac ? mac(acc[up*ACCW +: ACCW], twin[up*WIN +: WIN], xwin[WX-1:0])
-                                          : {ACCW{1'b0}};
-        if (u_we && !u_out1)
+            u3_prod[up*ACCW +: ACCW] <= mac({ACCW{1'b0}}, u2_t[up*WIN +: WIN], u2_x);
+        for (up = 0; up < P; up = up + 1)
+            acc[up*ACCW +: ACCW] <= (u3_v && !u3_last) ? acc[up*ACCW +: ACCW] + u3_prod[up*ACCW +: ACCW]
+                                                       : {ACCW{1'b0}};
+        if (u3_v && u3_last && !u3_out1)
             for (up = 0; up < P; up = up + 1)
-                t0mem[(ugrp32 * P + up) * WU +: WU] <=
-                    requant(mac(acc[up*ACCW +: ACCW], twin[up*WIN +: WIN], xwin[WX-1:0]), u_first);
+                t0mem[({{(32 - GW){1'b0}}, u3_grp} * P + up) * WU +: WU] <=
+                    requant(acc[up*ACCW +: ACCW] + u3_prod[up*ACCW +: ACCW], u3_first);
     end
+    wire u_busy = u2_v || u3_v;          // a write to t0mem / t1mem is still in the pipeline
     generate
         if (F >= 3) begin : g_t1
             reg [D*WU-1:0] t1mem;
             integer up1;
             always @(posedge clk) begin
-                if (u_we && u_out1)
+                if (u3_v && u3_last && u3_out1)
                     for (up1 = 0; up1 < P; up1 = up1 + 1)
-                        t1mem[(ugrp32 * P + up1) * WU +: WU] <=
-                            requant(mac(acc[up1*ACCW +: ACCW], twin[up1*WIN +: WIN], xwin[WX-1:0]), u_first);
+                        t1mem[({{(32 - GW){1'b0}}, u3_grp} * P + up1) * WU +: WU] <=
+                            requant(acc[up1*ACCW +: ACCW] + u3_prod[up1*ACCW +: ACCW], u3_first);
             end
             assign t1q = t1mem;
         end else begin : g_not1
@@ -413,7 +454,7 @@ module hdsim_bcf #(
     reg  [P-1:0]      lane_ok;         // codevector < M
     reg  [P*IW-1:0]   lane_m;
     reg  [IW:0]       cb_m;
-    wire              cb_issue = (state == ST_SIM || state == ST_BUND) && (chm < M_CH);
+    wire              cb_issue = sim_issue || (state == ST_BUND && chm < M_CH);
     always @(posedge clk) begin
         cw <= cbrom[fbase + chk];
         c1_chm <= chm;
@@ -437,37 +478,58 @@ module hdsim_bcf #(
     reg [SW-1:0]   sum_all;
     reg [SW-1:0]   sum_kept;
     reg            any_kept;
-    wire           sim_issue = (state == ST_SIM) && (chm < M_CH);
+    wire           sim_more  = (state == ST_SIM) && (chm < M_CH);
+    wire           sim_issue = sim_more && !u2_v;   // stage 1 (next cycle) reads the final t0mem
     wire           sim_s1 = (state == ST_SIM) && c1_v;    // stage 1: the chunk's ROM word is in cw
 
-    assign pert_rd     = (PERTURB != 0) && sim_s1;
+    assign pert_rd     = (PERTURB != 0) && g_v;
     assign pert_qid    = qid;
     assign pert_iter   = iter;
     assign pert_factor = fcur;
-    assign pert_m      = c1_chm[IW-1:0];
+    assign pert_m      = g_chm[IW-1:0];
 
-    // stage 1: gather B entries of u, min (linf) or sum (dot)
+    // stage 1: the chunk's ROM word is registered once more (block RAM clock-to-output is
+    // slow); stage 2 gathers the B entries u[b, X[m,b]] of each lane; stage G: min (linf)
+    // or sum (dot) over the blocks as a balanced tree (both exact and associative); the
+    // perturbation is requested there and answers in the next stage
+    reg            c2_v, g_v;
+    reg [IW:0]     c2_chm, g_chm;
+    reg [P-1:0]    c2_ok, g_ok;
+    reg [CBW-1:0]  cw2;
+    reg [P*B*WU-1:0] g_u;
+    integer gp, gb;
+    always @(posedge clk) begin
+        c2_v <= !rst && sim_s1;
+        c2_chm <= c1_chm;
+        c2_ok <= lane_ok;
+        cw2 <= cw;
+        g_v <= !rst && c2_v;
+        g_chm <= c2_chm;
+        g_ok <= c2_ok;
+        for (gp = 0; gp < P; gp = gp + 1)
+            for (gb = 0; gb < B; gb = gb + 1)
+                g_u[(gp * B + gb) * WU +: WU] <=
+                    t0mem[(gb * L + {{(32 - LW){1'b0}}, cw2[gp*B*LW + gb*LW +: LW]}) * WU +: WU];
+    end
     function [AB-1:0] sim_raw;
-        input [B*LW-1:0] word;
-        input [D*WU-1:0] u;
-        integer b;
-        reg [AB-1:0] g, r;
+        input [B*WU-1:0] gu;
+        integer b, st;
+        reg [B*AB-1:0] t;
         begin
-            r = {AB{1'b0}};
-            for (b = 0; b < B; b = b + 1) begin
-                g = {{(AB - WU){1'b0}}, u[(b * L + {{(32 - LW){1'b0}}, word[b*LW +: LW]}) * WU +: WU]};
-                if (b == 0) r = g;
-                else if (DOT != 0) r = r + g;
-                else if (g < r) r = g;
-            end
-            sim_raw = r;
+            for (b = 0; b < B; b = b + 1)
+                t[b*AB +: AB] = {{(AB - WU){1'b0}}, gu[b*WU +: WU]};
+            for (st = 1; st < B; st = st * 2)
+                for (b = 0; b + st < B; b = b + 2 * st)
+                    if (DOT != 0) t[b*AB +: AB] = t[b*AB +: AB] + t[(b + st)*AB +: AB];
+                    else if (t[(b + st)*AB +: AB] < t[b*AB +: AB]) t[b*AB +: AB] = t[(b + st)*AB +: AB];
+            sim_raw = t[AB-1:0];
         end
     endfunction
     integer sp;
     always @(posedge clk) begin
-        if (sim_s1)
+        if (g_v)
             for (sp = 0; sp < P; sp = sp + 1)
-                s2_raw[sp*AB +: AB] <= sim_raw(cw[sp*B*LW +: B*LW], t0mem);
+                s2_raw[sp*AB +: AB] <= sim_raw(g_u[sp*B*WU +: B*WU]);
     end
 
     // stage 2: a = saturate(raw + perturbation)
@@ -484,7 +546,20 @@ module hdsim_bcf #(
         end
     end
 
-    // stage-2 reductions, lanes in ascending m: strict > keeps the lowest index
+    // stage 3: the saturated similarities are registered, then reduced (the saturating
+    // add and the reductions in separate cycles)
+    reg            s3_v;
+    reg [IW:0]     s3_chm;
+    reg [P-1:0]    s3_ok;
+    reg [P*AB-1:0] s3_a;
+    always @(posedge clk) begin
+        s3_v <= !rst && s2_v;
+        s3_chm <= s2_chm;
+        s3_ok <= s2_ok;
+        s3_a <= s2_a;
+    end
+
+    // stage-3 reductions, lanes in ascending m: strict > keeps the lowest index
     reg [AB-1:0] r_max;
     reg [IW-1:0] r_arg;
     reg [SW-1:0] r_all;
@@ -498,22 +573,22 @@ module hdsim_bcf #(
         r_kept = sum_kept;
         r_any = any_kept;
         for (rp = 0; rp < P; rp = rp + 1) begin
-            if (s2_ok[rp]) begin
-                if (s2_a[rp*AB +: AB] > r_max) begin
-                    r_max = s2_a[rp*AB +: AB];
-                    r_arg = s2_chm[IW-1:0] + rp[IW-1:0];
+            if (s3_ok[rp]) begin
+                if (s3_a[rp*AB +: AB] > r_max) begin
+                    r_max = s3_a[rp*AB +: AB];
+                    r_arg = s3_chm[IW-1:0] + rp[IW-1:0];
                 end
-                r_all = r_all + {{(SW - AB){1'b0}}, s2_a[rp*AB +: AB]};
-                if (s2_a[rp*AB +: AB] >= T_A) begin
-                    r_kept = r_kept + {{(SW - AB){1'b0}}, s2_a[rp*AB +: AB]};
+                r_all = r_all + {{(SW - AB){1'b0}}, s3_a[rp*AB +: AB]};
+                if (s3_a[rp*AB +: AB] >= T_A) begin
+                    r_kept = r_kept + {{(SW - AB){1'b0}}, s3_a[rp*AB +: AB]};
                     r_any = 1'b1;
                 end
             end
         end
     end
 
-    wire [31:0] s2_chm32 = {{(32 - IW - 1){1'b0}}, s2_chm};
-    always @(posedge clk) if (s2_v) amem[s2_chm32 * AB +: P * AB] <= s2_a;
+    wire [31:0] s3_chm32 = {{(32 - IW - 1){1'b0}}, s3_chm};
+    always @(posedge clk) if (s3_v) amem[s3_chm32 * AB +: P * AB] <= s3_a;
 
     // ------------------------------------------------------------------ activation
     reg sampled, pulled;
@@ -555,10 +630,20 @@ module hdsim_bcf #(
     reg  [15:0]   n_words;             // LFSR words consumed in this factor step
 
     // per-query LFSR seed (docs/lfsr.md)
-    wire [31:0] qs_m0 = ({{(32 - QW){1'b0}}, ld_qid} + 32'd1) * QMIX;
+    // computed in three registered steps from ld_qid (the multiply alone is most of a
+    // cycle); seed_age counts the cycles since ld_qid changed, and WAIT takes the seed at 3
+    reg  [31:0] qs_p1, qs_m0, q_seed;
+    reg  [1:0]  seed_age;
     wire [31:0] qs_m1 = qs_m0 ^ (qs_m0 >> `HDSIM_LFSR_QUERY_SHIFT);
     wire [31:0] qs_s  = SEED ^ qs_m1;
-    wire [31:0] q_seed = (qs_s == 32'd0) ? SEED : qs_s;
+    wire        seed_ok = (seed_age == 2'd3);
+    always @(posedge clk) begin
+        qs_p1 <= {{(32 - QW){1'b0}}, ld_qid} + 32'd1;
+        qs_m0 <= qs_p1 * QMIX;
+        q_seed <= (qs_s == 32'd0) ? SEED : qs_s;
+        if (rst || (ld_fire && ld_blk == 0)) seed_age <= 2'd0;
+        else if (!seed_ok) seed_age <= seed_age + 2'd1;
+    end
 
     // ------------------------------------------------------------------ bundling
     reg [P*AB-1:0] bw;                 // lane weights
@@ -573,28 +658,41 @@ module hdsim_bcf #(
         end
     end
 
-    // cell (b, l) adds the weights of the lanes whose codeword has l in block b
+    // cell (b, l) adds the weights of the lanes whose codeword has l in block b (a balanced
+    // adder tree over the lanes)
     function [SW-1:0] cell_add;
         input [P*B*LW-1:0] cwv;
         input [P*AB-1:0]   bwv;
         input integer      cb;
         input integer      cl;
-        integer p;
-        reg [SW-1:0] s;
+        integer p, st;
+        reg [P*SW-1:0] t;
         begin
-            s = {SW{1'b0}};
             for (p = 0; p < P; p = p + 1)
-                if ({{(32 - LW){1'b0}}, cwv[p*B*LW + cb*LW +: LW]} == cl)
-                    s = s + {{(SW - AB){1'b0}}, bwv[p*AB +: AB]};
-            cell_add = s;
+                t[p*SW +: SW] = ({{(32 - LW){1'b0}}, cwv[p*B*LW + cb*LW +: LW]} == cl)
+                                ? {{(SW - AB){1'b0}}, bwv[p*AB +: AB]} : {SW{1'b0}};
+            for (st = 1; st < P; st = st * 2)
+                for (p = 0; p + st < P; p = p + 2 * st)
+                    t[p*SW +: SW] = t[p*SW +: SW] + t[(p + st)*SW +: SW];
+            cell_add = t[SW-1:0];
         end
     endfunction
-    wire bund_first = (c1_chm == 0);
+    // two stages after the ROM read: B1 registers the chunk's codewords and weights,
+    // B2 adds them into the accumulators (the weight lookup and the adders in separate cycles)
+    reg            b2_v, b2_first;
+    reg [CBW-1:0]  b2_cw;
+    reg [P*AB-1:0] b2_w;
+    always @(posedge clk) begin
+        b2_v <= !rst && (state == ST_BUND) && c1_v;
+        b2_first <= (c1_chm == 0);
+        b2_cw <= cw;
+        b2_w <= bw;
+    end
     integer be;
     always @(posedge clk) begin
-        if (state == ST_BUND && c1_v)
+        if (b2_v)
             for (be = 0; be < D; be = be + 1)
-                smem[be*SW +: SW] <= (bund_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(cw, bw, be / L, be % L);
+                smem[be*SW +: SW] <= (b2_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(b2_cw, b2_w, be / L, be % L);
     end
 
     // ------------------------------------------------------------------ normalization
@@ -602,23 +700,42 @@ module hdsim_bcf #(
     reg  [AD-1:0]   ngo;               // ng * P
     wire [SHW-1:0]  n_sh = (cur_S == 0) ? {SHW{1'b0}} :
                            {{(SHW - PBW){1'b0}}, cur_p} + G[SHW-1:0] - WX[SHW-1:0];
-    function [WX-1:0] normx;           // sat((s * R) >> sh, WX)
-        input [SW-1:0]  s;
-        input [RW-1:0]  r;
+    function [WX-1:0] normx;           // sat(pr >> sh, WX), pr = s * R
+        input [PRW-1:0] prod;
         input [SHW-1:0] sh;
         reg [PRW-1:0] pr;
         begin
-            pr = ({{RW{1'b0}}, s} * {{SW{1'b0}}, r}) >> sh;
+            pr = prod >> sh;
             normx = (pr > {{(PRW - WX){1'b0}}, X_MAX}) ? X_MAX : pr[WX-1:0];
         end
     endfunction
-    wire        n_we = (state == ST_NORM) && !div_busy;
-    wire [31:0] ngo32 = {{(32 - AD){1'b0}}, ngo};
+    // three stages: N1 selects P accumulators (with R, the shift and the address), N2
+    // multiplies, N3 shifts, saturates and writes the estimate words
+    reg              n_last_done;      // the last group has been issued; NORM drains
+    wire             n_we = (state == ST_NORM) && !div_busy && !n_last_done;
+    wire [31:0]      ngo32 = {{(32 - AD){1'b0}}, ngo};
+    reg              n2_v, n3_v;
+    reg [P*SW-1:0]   n2_s;
+    reg [RW-1:0]     n2_R;
+    reg [SHW-1:0]    n2_sh, n3_sh;
+    reg [31:0]       n2_ad, n3_ad;     // first estimate entry f * D + ng * P
+    reg [P*PRW-1:0]  n3_pr;
     integer np;
     always @(posedge clk) begin
-        if (n_we)
+        n2_v <= !rst && n_we;
+        n3_v <= !rst && n2_v;
+        for (np = 0; np < P; np = np + 1)
+            n2_s[np*SW +: SW] <= smem[(ngo32 + np) * SW +: SW];
+        n2_R <= cur_R;
+        n2_sh <= n_sh;
+        n2_ad <= f32 * D + ngo32;
+        for (np = 0; np < P; np = np + 1)
+            n3_pr[np*PRW +: PRW] <= {{RW{1'b0}}, n2_s[np*SW +: SW]} * {{SW{1'b0}}, n2_R};
+        n3_sh <= n2_sh;
+        n3_ad <= n2_ad;
+        if (n3_v)
             for (np = 0; np < P; np = np + 1)
-                xmem[(f32 * D + ngo32 + np) * WX +: WX] <= normx(smem[(ngo32 + np) * SW +: SW], cur_R, n_sh);
+                xmem[(n3_ad + np) * WX +: WX] <= normx(n3_pr[np*PRW +: PRW], n3_sh);
     end
 
     // ------------------------------------------------------------------ control
@@ -628,7 +745,7 @@ module hdsim_bcf #(
         div_go = 1'b0;
         div_S = S_M;
         if (state == ST_INIT) div_go = 1'b1;
-        if (state == ST_NORM && init_mode && !div_busy && ng == G_LAST && fcur != F_LAST) div_go = 1'b1;
+        if (n_we && init_mode && ng == G_LAST && fcur != F_LAST) div_go = 1'b1;
         if (state == ST_DEC) begin
             div_go = 1'b1;
             div_S = dec_S;
@@ -644,6 +761,7 @@ module hdsim_bcf #(
             fbase <= {MW{1'b0}};
             s2_v <= 1'b0;
             c1_v <= 1'b0;
+            n_last_done <= 1'b0;
             cycle <= 32'd0;
             start_cycle <= 32'd0;
             iter <= {ITW{1'b0}};
@@ -663,7 +781,7 @@ module hdsim_bcf #(
                 state <= ST_BUND;
             end
             ST_WAIT: begin
-                if (q_full) begin
+                if (q_full && seed_ok) begin
                     qid <= ld_qid;
                     lfsr <= q_seed;
                     iter <= {{(ITW - 1){1'b0}}, 1'b1};
@@ -673,15 +791,13 @@ module hdsim_bcf #(
                     state <= ST_ULD;    // fcur = 0, fbase = 0 since the init pass
                 end
             end
-            ST_ULD: begin               // windows load block 0
+            ST_ULD: begin               // windows load block 0 (after the last correlation's writes)
                 ublk <= {BW{1'b0}};
                 ul0 <= {LW{1'b0}};
-                uj <= {LW{1'b0}};
                 ugrp <= {GW{1'b0}};
-                state <= ST_UNB;
+                if (!u_busy) state <= ST_UNB;
             end
             ST_UNB: begin
-                uj <= u_last_j ? {LW{1'b0}} : uj + 1'b1;
                 if (u_last_j) begin
                     ugrp <= ugrp + 1'b1;
                     if (!u_last_l0) begin
@@ -712,19 +828,19 @@ module hdsim_bcf #(
                     chm <= chm + P_CH;
                     chk <= chk + 1'b1;
                 end
-                if (sim_s1) begin       // stage 1 -> 2
+                if (g_v) begin          // stage G -> 2
                     s2_v <= 1'b1;
-                    s2_chm <= c1_chm;
-                    s2_ok <= lane_ok;
+                    s2_chm <= g_chm;
+                    s2_ok <= g_ok;
                 end
-                if (s2_v) begin
+                if (s3_v) begin
                     amax <= r_max;
                     argmax <= r_arg;
                     sum_all <= r_all;
                     sum_kept <= r_kept;
                     any_kept <= r_any;
                 end
-                if (!sim_issue && !c1_v) state <= ST_DEC;   // the last chunk's stage 2 runs now
+                if (!sim_more && !c1_v && !c2_v && !g_v && !s2_v) state <= ST_DEC;   // the last chunk's stage 3 runs now
             end
             ST_DEC: begin               // divider started with dec_S
                 sampled <= dec_sampled;
@@ -748,21 +864,26 @@ module hdsim_bcf #(
                 end
             end
             ST_BUND: begin
-                if (chm < M_CH) begin   // ROM read of the chunk; its update is one cycle later
+                if (chm < M_CH) begin   // ROM read of the chunk; its update is two cycles later
                     chm <= chm + P_CH;
                     chk <= chk + 1'b1;
-                end else begin          // the last chunk's update now
+                end else if (!c1_v) begin   // the last chunk's update now
                     ng <= {GW{1'b0}};
                     ngo <= {AD{1'b0}};
                     state <= ST_NORM;
                 end
             end
             ST_NORM: begin
-                if (!div_busy) begin
+                if (n_we) begin
                     if (ng != G_LAST) begin
                         ng <= ng + 1'b1;
                         ngo <= ngo + P_AD;
-                    end else if (init_mode) begin
+                    end else begin
+                        n_last_done <= 1'b1;
+                    end
+                end else if (n_last_done && !n2_v) begin   // N3 writes the last group now
+                    n_last_done <= 1'b0;
+                    if (init_mode) begin
                         chm <= {(IW + 1){1'b0}};
                         chk <= {MW{1'b0}};
                         if (fcur == F_LAST) begin
