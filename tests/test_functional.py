@@ -159,6 +159,9 @@ def test_defaults_of_bundle_and_similarity():
     dense = hf.sbc_to_dense(cb.indices[0], 8, torch.float64)
     torch.testing.assert_close(hf.bundle(dense), hf.bundle(dense, torch.ones(6, dtype=torch.float64)))
     torch.testing.assert_close(hf.bundle(dense), hf.block_normalize(dense.sum(dim=0)))
+    w32 = torch.rand(2, 6, generator=seeded_generator(3))  # float32 weights: cast to the vectors' dtype
+    assert hf.bundle(dense, w32).dtype == torch.float64
+    torch.testing.assert_close(hf.bundle(dense, w32), hf.bundle(dense, w32.double()))
     u = hf.block_normalize(torch.rand(3, 4, 8, generator=seeded_generator(1), dtype=torch.float64))
     want = torch.stack([u[:, b, cb.indices[0][:, b]] for b in range(4)], dim=0).amin(dim=0)  # min_b u[b, c_b]
     assert torch.equal(hf.similarity(u, cb.indices[0]), want)
