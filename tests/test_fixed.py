@@ -162,11 +162,26 @@ def test_correlation_at_the_int32_bound_is_exact():
         assert got.dtype == torch.int64 and (got == (2**16 - 1) * 2**15).all()
 
 
+def test_correlation_split_into_two_int32_convolutions_is_exact():
+    """16-bit words (acc_bits = 32): t splits at bit h = 31 - 16 = 15 into two int32 convolutions;
+    at the largest operands the bound allows the sum equals Python's integers (2^32 - 2^16)."""
+    m = FixedBCF(random_codebooks(2, 4, 32, 2, seed=0), BCFConfig(), FixedWidths.uniform(16))
+    assert m.dp.acc_bits == 32 and m._split == 15
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 2**16, (3, 2, 16), generator=g)
+    t[0] = 2**16 - 1
+    x = torch.zeros(3, 2, 16, dtype=torch.long)
+    x[..., 2], x[..., 11], x[..., 15] = 2**15, 2**15 - 9, 9  # a block sum of 2^16
+    exact = [[[sum(int(t[n, b, (l + j) % 16]) * int(x[n, b, j]) for j in range(16)) for l in range(16)]
+              for b in range(2)] for n in range(3)]
+    assert m.correlate(t, x).tolist() == exact and exact[0][0][0] == (2**16 - 1) * 2**16
+
+
 def test_correlation_is_integer_exact_beyond_float64_at_the_widest_words():
     """At 30-bit words the accumulator reaches ~2^60: both formulations (the CPU's int64 conv1d and
     the gather-multiply-sum other devices take) equal Python's integers, where float64 does not."""
     m = FixedBCF(random_codebooks(2, 4, 32, 2, seed=0), BCFConfig(), FixedWidths(30, 30, 20, 29))
-    assert m.dp.acc_bits == 60 and m._int == torch.int64
+    assert m.dp.acc_bits == 60 and m._int == torch.int64 and m._split is None  # 30 + 2 * 30 > 62
     g = torch.Generator().manual_seed(0)
     k, B, L = 3, 2, 16
     t = torch.randint(2**29, 2**30, (k, B, L), generator=g)

@@ -182,8 +182,13 @@ class FixedBCF:
             sampler = LFSRSampler(seed)
         self.sampler = sampler
         # Every partial sum of the correlation is a non-negative integer below 2^acc_bits (Datapath):
-        # int32 holds it exactly up to 31 bits (8-bit words need 16), int64 beyond.
+        # int32 holds it exactly up to 31 bits (8-bit words need 16), int64 beyond. Beyond 31 bits the
+        # CPU splits the operand t (< 2^Wt, Wt = max(Wq, Wu)) at bit h = 31 - Wx: conv(t_lo, x) <
+        # 2^h sum(x) <= 2^(h + Wx) = 2^31 and conv(t_hi, x) < 2^(Wt - h + Wx) <= 2^31 while
+        # Wt + 2 Wx <= 62 (16-bit words: 48), so two int32 convolutions replace one int64 convolution.
+        Wt, Wx = max(widths.query, widths.unbound), widths.estimate
         self._int = torch.int32 if self.dp.acc_bits <= 31 else torch.int64
+        self._split = 31 - Wx if self.dp.acc_bits > 31 and Wt + 2 * Wx <= 62 else None
         self._x0: Tensor | None = None
         self._supports = self._build_supports()
 
@@ -192,7 +197,8 @@ class FixedBCF:
         """Exact integer circular correlation per block: ``acc[l] = sum_j t[(l+j) mod L] * x[j]``.
 
         Integers throughout: a grouped integer ``conv1d`` on the CPU (int32 when the datapath's bound
-        ``acc < 2^acc_bits`` fits 31 bits, else int64), :meth:`correlate_gather` elsewhere.
+        ``acc < 2^acc_bits`` fits 31 bits; beyond, two int32 convolutions of the high and low bits of
+        ``t`` where each stays below 2^31, else int64), :meth:`correlate_gather` elsewhere.
 
         Shapes: ``t, x: (k, B, L)`` int64 -> ``(k, B, L)`` int64.
 
@@ -210,10 +216,18 @@ class FixedBCF:
             return t.clone()
         if t.device.type != "cpu":
             return self.correlate_gather(t, x)
-        c = self._int  # int32 where Datapath proves every partial sum < 2^31 (~7x faster than int64)
-        inp = torch.cat([t, t[..., : L - 1]], dim=-1).to(c).reshape(1, k * B, 2 * L - 1)
-        out = torch.nn.functional.conv1d(inp, x.to(c).reshape(k * B, 1, L), groups=k * B)
-        return out.reshape(k, B, L).long()
+        tt = torch.cat([t, t[..., : L - 1]], dim=-1).reshape(1, k * B, 2 * L - 1)
+        w = x.reshape(k * B, 1, L)
+
+        def conv(a: Tensor, dtype: torch.dtype) -> Tensor:
+            return torch.nn.functional.conv1d(a.to(dtype), w.to(dtype), groups=k * B).reshape(k, B, L).long()
+
+        if self._split is None:  # one convolution: int32 where every partial sum < 2^31, else int64
+            return conv(tt, self._int)
+        # t = t_hi 2^h + t_lo: two int32 convolutions (each partial sum < 2^31, see __init__), combined
+        # in int64; int32 convolutions are ~7x faster than int64 ones
+        h = self._split
+        return (conv(tt >> h, torch.int32) << h) + conv(tt & ((1 << h) - 1), torch.int32)
 
     def correlate_gather(self, t: Tensor, x: Tensor, chunk: int = 1 << 24) -> Tensor:
         """:meth:`correlate` as an int64 gather, multiply and sum (no convolution or matmul), for
