@@ -1,5 +1,9 @@
 """The numba kernel of :mod:`hdsim.fixed.compiled` (imports numba; loaded only when used).
 
+One loop nest per query, queries spread over threads with ``prange``; the float engine's
+speedups (:mod:`hdsim.engine_kernel`: unbinding over the sparser operand's non-zeros, ``linf``
+candidates pruned below ``T``, the LFSR a byte at a time), each exact on integers.
+
 Module-level so that numba caches the compiled code (``cache=True``: next to this file, or
 under ``$NUMBA_CACHE_DIR``) and a new process skips the seconds of compilation. No torch, and
 no constant of its own: the datapath's and the LFSR's constants come in through ``params``.
@@ -9,6 +13,7 @@ import math
 
 import numba
 import numpy as np
+from numba import prange
 
 # The crossbar's per-query perturbation (``decode_crossbar``). numba's cache of this module does
 # not notice edits to that one: a change there needs ``NUMBA_CACHE_DIR`` cleared (or this file touched).
@@ -75,31 +80,119 @@ def quantize(qf, bits, K, out):
     return -1
 
 
+# A sparse-by-sparse unbinding scatters nnz_t * nnz_x products when that is below
+# L * min(nnz) / DENSE_GAIN: the dense forms' contiguous loops over l run several lanes per
+# instruction, the scatter does not (the float engine's rule, hdsim.engine_kernel).
+DENSE_GAIN = 4
+
+
+@numba.njit(cache=True, nogil=True)
+def lfsr_byte_tables(taps):
+    """Eight register steps at once: for the low byte ``v`` of a state ``s``, the eight output bits
+    (first one in the most significant bit) in ``outs[v]``, and ``masks[v]`` with ``s`` after eight
+    steps ``= (s >> 8) ^ masks[v]``. A Galois step ``s -> (s >> 1) ^ (taps * (s & 1))`` is linear
+    over GF(2) and its next eight outputs depend only on the low byte (the table-driven CRC argument).
+    (The same tables as :func:`hdsim.engine_kernel.lfsr_byte_tables`; a copy so that numba's cache
+    of this module never holds a stale callee.)"""
+    outs = np.zeros(256, np.int64)
+    masks = np.zeros(256, np.int64)
+    for v in range(256):
+        st = np.int64(v)
+        o = 0
+        for _ in range(8):
+            out = st & 1
+            st = (st >> 1) ^ (taps & -out)
+            o = (o << 1) | out
+        outs[v] = o
+        masks[v] = st
+    return outs, masks
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _draw_distinct(state, taps, Mf, A, w):
+def _draw_distinct(state, taps, Mf, A, w, outs, masks):
     """:func:`hdsim.lfsr.draw_distinct` from the register ``state`` (a Galois right shift by
     ``taps``), marking the ``A`` drawn indices of ``[0, Mf)`` with 1 in ``w`` (which must be 0
     there on entry; ``1 <= A < Mf``). Returns the register's new state.
 
     ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first (MSB); a word
-    is accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced).
+    is accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced). A
+    word's first ``8 * (k // 8)`` steps go a byte at a time (:func:`lfsr_byte_tables`), the rest
+    bit by bit, so the register never runs ahead of the words drawn.
     """
     k = 0
     while ((Mf - 1) >> k) > 0:
         k += 1
+    nbytes = k >> 3
     count = 0
     while count < A:
         word = 0
-        for _ in range(k):
+        for _ in range(nbytes):
+            v = state & 255
+            state = (state >> 8) ^ masks[v]
+            word = (word << 8) | outs[v]
+        for _ in range(k - 8 * nbytes):
             out = state & 1
-            state >>= 1
-            if out:
-                state ^= taps
+            state = (state >> 1) ^ (taps & -out)  # branch-free: out is a coin flip
             word = (word << 1) | out
         if word < Mf and w[word] == 0:
             w[word] = 1
             count += 1
     return state
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unbind(t, x, pos, npos, acc, tnz, xnz, B, L):
+    """``acc[b, l] = sum_j t[b, (l + j) mod L] x[b, j]`` (one correlation), over the non-zeros of
+    the sparser operand per block: by ``x``'s (at most its ``npos[b]`` positions ``pos[b]``),
+    ``acc[b, l] += x[b, j] t[b, l + j]``; by ``t``'s, ``acc[b, l] += t[b, i] x[b, i - l]``; when
+    both are sparse the ``nnz_t * nnz_x`` products go to ``acc[b, (i - j) mod L]``. Cost
+    ``L min(nnz_t, nnz_x)`` (or ``nnz_t nnz_x``) instead of ``L^2``; an exact query has one
+    non-zero per block.
+
+    Bit-exact in any order: the same integer products are summed, every one ``>= 0`` (words are
+    unsigned), so each partial sum lies between 0 and the final sum and fits ``acc``'s word
+    whenever the final sum does (the datapath's accumulator width bounds it). ``tnz``, ``xnz``
+    ``(L,)`` int64 scratch.
+    """
+    for b in range(B):
+        accb, tb, xb = acc[b], t[b], x[b]
+        for l in range(L):
+            accb[l] = 0
+        nt = 0
+        for l in range(L):  # branch-free: a branch on data-dependent zeros mispredicts
+            tnz[nt] = l
+            nt += tb[l] != 0
+        nx = 0
+        for k in range(npos[b]):
+            j = pos[b, k]
+            xnz[nx] = j
+            nx += xb[j] != 0
+        if nt * nx * DENSE_GAIN < L * min(nt, nx):
+            for ii in range(nt):
+                i = tnz[ii]
+                ti = tb[i]
+                for jj in range(nx):
+                    j = xnz[jj]
+                    d = i - j
+                    if d < 0:
+                        d += L
+                    accb[d] += ti * xb[j]
+        elif nx <= nt:
+            for jj in range(nx):
+                j = xnz[jj]
+                xv = xb[j]
+                for l in range(L - j):  # contiguous: the compiler vectorizes
+                    accb[l] += tb[l + j] * xv
+                for l in range(L - j, L):
+                    accb[l] += tb[l + j - L] * xv
+        else:
+            for ii in range(nt):
+                i = tnz[ii]
+                tv = tb[i]
+                for l in range(i + 1):
+                    accb[l] += tv * xb[i - l]
+                for l in range(i + 1, L):
+                    accb[l] += tv * xb[i - l + L]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -118,10 +211,12 @@ def decode_crossbar(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, 
     return _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp):
     """Decode every query of ``q`` ``(N, B, L)`` (words), or with ``params[P_QUANTIZE]`` of
-    ``qf`` (floats, quantized query by query).
+    ``qf`` (floats, quantized query by query), in parallel over queries (numba ``prange``, as
+    many threads as ``numba.set_num_threads`` allows). Each query has its own scratch and
+    register and writes only its own rows: the results do not depend on the thread count.
 
     With ``A = params[P_A] > 0``, ``seeds`` ``(N,)`` holds each query's LFSR start state
     (:func:`hdsim.lfsr.query_seeds` of its position); its register serves all its draws, every
@@ -129,171 +224,249 @@ def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, i
 
     Outputs are allocated here (fewer arguments to type per call: the batch-1 latency):
     returns ``(status, indices (N, F), iterations (N,), converged (N,), amax (N, F),
-    x_tr, a_tr, w_tr)``; ``status`` is ``-1`` or :func:`_quantize_query`'s failure code,
-    the traces are empty unless ``params[P_TRACE]``.
+    x_tr, a_tr, w_tr)``; ``status`` is ``-1`` or :func:`_quantize_query`'s failure code of the
+    first failing query, the traces are empty unless ``params[P_TRACE]``.
     """
-    Wq, Wx, Wu, G = params[P_WQ], params[P_WX], params[P_WU], params[P_G]
-    T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
-    dot, trace, quant = params[P_DOT] != 0, params[P_TRACE] != 0, params[P_QUANTIZE] != 0
-    A, taps = params[P_A], params[P_TAPS]
-    crossbar = W.shape[0] > 0
-    amax_word = (1 << params[P_ABITS]) - 1
+    trace, quant = params[P_TRACE] != 0, params[P_QUANTIZE] != 0
+    max_iter = params[P_MAX_ITER]
     if quant:
         q = np.empty(qf.shape, x0.dtype)
     N, B, L = q.shape
     F, Mmax = X.shape[0], X.shape[1]
-    indices = np.empty((N, F), np.int64)
-    iterations = np.empty(N, np.int64)
+    XT = np.empty((F, B, Mmax), np.int64)  # block-major offsets: the similarity reads a row per block
+    for f in range(F):
+        for b in range(B):
+            for m in range(Mmax):
+                XT[f, b, m] = X[f, m, b]
+    indices = np.zeros((N, F), np.int64)
+    iterations = np.zeros(N, np.int64)
     converged = np.zeros(N, np.bool_)
-    amax_out = np.empty((N, F), np.int64)
+    amax_out = np.zeros((N, F), np.int64)
     Nt, It = (N, max_iter) if trace else (0, 0)
     x_tr = np.zeros((Nt, It, F, B, L), np.int64)
     a_tr = np.zeros((Nt, It, F, Mmax), np.int64)
     w_tr = np.zeros((Nt, It, F, Mmax), np.int64)
+    bad = np.full(N, -1, np.int64)
+    outs, masks = lfsr_byte_tables(params[P_TAPS])
+    for n in prange(N):
+        if quant:
+            vbuf = np.empty(L, np.int64)
+            bad[n] = _quantize_query(qf, n, params[P_WQ], params[P_K], q, vbuf)
+        if bad[n] >= 0:  # not decoded: the caller raises on the first failing query
+            continue
+        # per-query scratch (a few KiB, negligible next to the decode), in q's word type
+        # (int32 when every signal fits, see CompiledFixedBCF)
+        x = np.empty((F, B, L), q.dtype)
+        t = np.empty((B, L), q.dtype)
+        acc = np.empty((B, L), q.dtype)
+        a = np.empty(Mmax, q.dtype)
+        w = np.empty(Mmax, q.dtype)
+        s = np.empty((B, L), q.dtype)
+        tnz = np.empty(L, np.int64)
+        xnz = np.empty(L, np.int64)
+        cand = np.empty(Mmax, np.int64)
+        pert = np.zeros(Mmax, np.int64)
+        _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
+                    indices, iterations, converged, amax_out, x_tr, a_tr, w_tr, outs, masks,
+                    x, t, acc, a, w, s, tnz, xnz, cand, pert)
     status = -1
-    vbuf = np.empty(L, np.int64)
+    for n in range(N):
+        if bad[n] >= 0:
+            status = bad[n]
+            break
+    return status, indices, iterations, converged, amax_out, x_tr, a_tr, w_tr
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
+                indices, iterations, converged, amax_out, x_tr, a_tr, w_tr, outs, masks,
+                x, t, acc, a, w, s, tnz, xnz, cand, pert):
+    """Query ``n`` of :func:`_decode`: its rows of the outputs and traces; the rest is scratch."""
+    Wq, Wx, Wu, G = params[P_WQ], params[P_WX], params[P_WU], params[P_G]
+    T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
+    dot, trace = params[P_DOT] != 0, params[P_TRACE] != 0
+    A, taps = params[P_A], params[P_TAPS]
+    crossbar = W.shape[0] > 0
+    # linf with T > 0 and nothing reading every a_m (no trace, no crossbar): codevectors drop out
+    # of the similarity once their partial min is below T (see below)
+    pruned = not (dot or trace or crossbar) and T_int > 0
+    amax_word = (1 << params[P_ABITS]) - 1
+    B, L = q.shape[1], q.shape[2]
+    F = X.shape[0]
     umax = (1 << Wu) - 1
     xmax = (1 << Wx) - 1
-    # one thread: a second pool would spin against onnxruntime's on a small machine
-    # words in q's integer type (int32 when every signal fits, see CompiledFixedBCF)
-    x = np.empty((F, B, L), q.dtype)
-    t = np.empty((B, L), q.dtype)
-    acc = np.empty((B, L), q.dtype)
-    a = np.empty(Mmax, q.dtype)
-    w = np.empty(Mmax, q.dtype)
-    s = np.empty((B, L), q.dtype)
-    arg = np.empty(F, np.int64)
-    amx = np.empty(F, np.int64)
-    pert = np.zeros(Mmax, np.int64)
-    for n in range(N):
-        if quant:
-            status = _quantize_query(qf, n, Wq, params[P_K], q, vbuf)
-            if status >= 0:
-                break
-        x[:] = x0
-        state = seeds[n] if A > 0 else 0  # this query's register (int64: a 32-bit state)
-        for it in range(1, max_iter + 1):
-            all_pulled = True
-            for f in range(F):
-                # u_f: unbind every other factor's estimate, requantizing after each (round half up)
-                t[:] = q[n]
-                w_in = Wq
-                for g in range(F):
-                    if g == f:
-                        continue
-                    # acc[l] = sum_j t[(l + j) mod L] x[j], over the estimate's non-zeros only
-                    acc[:] = 0
-                    for b in range(B):
-                        accb, tb = acc[b], t[b]  # 1-D rows: contiguous loops the compiler vectorizes
-                        for k in range(npos[g, b]):  # the positions g's codevectors can occupy
-                            j = pos[g, b, k]
-                            xv = x[g, b, j]
-                            if xv != 0:
-                                for l in range(L - j):
-                                    accb[l] += tb[l + j] * xv
-                                for l in range(L - j, L):
-                                    accb[l] += tb[l + j - L] * xv
-                    sh = w_in + Wx - Wu
-                    for b in range(B):
-                        accb, tb = acc[b], t[b]
-                        if sh <= 0:
-                            for l in range(L):
-                                tb[l] = min(max(accb[l] << (-sh), 0), umax)
-                        else:
-                            half = 1 << (sh - 1)
-                            for l in range(L):
-                                tb[l] = min(max((accb[l] + half) >> sh, 0), umax)
-                    w_in = Wu
-                if w_in != Wu:  # F = 1: the query itself, in the u format (floor, saturate)
-                    sh = w_in - Wu
-                    for b in range(B):
-                        tb = t[b]
+    qn = q[n]
+    x[:] = x0
+    state = seeds[n] if A > 0 else 0  # this query's register (int64: a 32-bit state)
+    for it in range(1, max_iter + 1):
+        all_pulled = True
+        for f in range(F):
+            # u_f: unbind every other factor's estimate, requantizing after each (round half up)
+            t[:] = qn
+            w_in = Wq
+            for g in range(F):
+                if g == f:
+                    continue
+                _unbind(t, x[g], pos[g], npos[g], acc, tnz, xnz, B, L)
+                sh = w_in + Wx - Wu
+                for b in range(B):
+                    accb, tb = acc[b], t[b]
+                    if sh <= 0:
                         for l in range(L):
-                            tb[l] = min((tb[l] >> sh) if sh > 0 else (tb[l] << (-sh)), umax)
-                # similarities (linf: min over blocks; dot: sum), first maximum
-                Mf = M[f]
-                best = -1
-                barg = 0
-                for m in range(Mf):
-                    if dot:
-                        v = 0
-                        for b in range(B):
-                            v += t[b, X[f, m, b]]
+                            tb[l] = min(max(accb[l] << (-sh), 0), umax)
                     else:
-                        v = t[0, X[f, m, 0]]
-                        for b in range(1, B):
-                            v = min(v, t[b, X[f, m, b]])
-                    a[m] = v
+                        half = 1 << (sh - 1)
+                        for l in range(L):
+                            tb[l] = min(max((accb[l] + half) >> sh, 0), umax)
+                w_in = Wu
+            if w_in != Wu:  # F = 1: the query itself, in the u format (floor, saturate)
+                sh = w_in - Wu
+                for b in range(B):
+                    tb = t[b]
+                    for l in range(L):
+                        tb[l] = min((tb[l] >> sh) if sh > 0 else (tb[l] << (-sh)), umax)
+            # similarities (linf: min over blocks; dot: sum), block by block
+            Mf = M[f]
+            XTf = XT[f]
+            row = t[0]
+            idx = XTf[0]
+            for m in range(Mf):
+                a[m] = row[idx[m]]
+            if not pruned:
+                for b in range(1, B):
+                    row = t[b]
+                    idx = XTf[b]
+                    if dot:
+                        for m in range(Mf):
+                            a[m] += row[idx[m]]
+                    else:
+                        for m in range(Mf):
+                            a[m] = min(a[m], row[idx[m]])
+                c = Mf  # every a_m is final
+            else:
+                # a min only falls: once a partial min is below T the codevector can be neither kept
+                # nor the maximum of a kept set, so only the candidates (partial >= T, in index
+                # order) read their next block. Exact: every candidate's a_m is its full min.
+                c = 0
+                for m in range(Mf):
+                    cand[c] = m
+                    c += a[m] >= T_int
+                for b in range(1, B):
+                    row = t[b]
+                    idx = XTf[b]
+                    c2 = 0
+                    for k in range(c):
+                        m = cand[k]
+                        v = min(a[m], row[idx[m]])
+                        a[m] = v
+                        cand[c2] = m
+                        c2 += v >= T_int
+                    c = c2
+                if c == 0 and (A == 0 or it == max_iter):
+                    # nothing kept: the weights (A = 0) or the final readout need every a_m in full
+                    for b in range(1, B):
+                        row = t[b]
+                        idx = XTf[b]
+                        for m in range(Mf):
+                            a[m] = min(a[m], row[idx[m]])
+                    c = -1  # every a_m final, none >= T
+            if crossbar:  # the ADC's reading: a + p, saturated to the a word
+                crossbar_perturbation(t, a, f, n, it, W, R2, MX, keys, alpha, ip, fp, pert)
+                for m in range(Mf):
+                    a[m] = min(max(a[m] + pert[m], 0), amax_word)
+            # the first maximum
+            if c == Mf or c == -1:
+                best = a[0]
+                for m in range(1, Mf):
+                    best = max(best, a[m])
+                barg = 0
+                while a[barg] != best:
+                    barg += 1
+            elif c > 0:  # the candidates hold every a_m >= T: the maximum, first in index order
+                best = a[cand[0]]
+                barg = cand[0]
+                for k in range(1, c):
+                    v = a[cand[k]]
                     if v > best:
                         best = v
-                        barg = m
-                if crossbar:  # the ADC's reading: a + p, saturated to the a word; then the first maximum again
-                    crossbar_perturbation(t, a, f, n, it, W, R2, MX, keys, alpha, ip, fp, pert)
-                    best = -1
+                        barg = cand[k]
+            else:  # none >= T and sampling follows: the maximum is below T, its value is not read
+                best = -1
+                barg = 0
+            # weights: similarities >= T (all of them when none is), or the pulled-up winner;
+            # with A > 0 and no similarity above T: 1 at A LFSR-drawn indices (all when A >= M)
+            sampled = A > 0 and best <= T_int
+            pulled = (not sampled) and best >= Tc_int
+            # the weights the bundle reads: w (every m), the candidates' a (pruned, some kept), or
+            # the winner alone (pulled, untraced)
+            from_w = True
+            if sampled:
+                if A >= Mf:
                     for m in range(Mf):
-                        v = min(max(a[m] + pert[m], 0), amax_word)
-                        a[m] = v
-                        if v > best:
-                            best = v
-                            barg = m
-                # weights: similarities >= T (all of them when none is), or the pulled-up winner;
-                # with A > 0 and no similarity above T: 1 at A LFSR-drawn indices (all when A >= M)
-                if A > 0 and best <= T_int:
-                    pulled = False
-                    if A >= Mf:
-                        for m in range(Mf):
-                            w[m] = 1
-                    else:
-                        for m in range(Mf):
-                            w[m] = 0
-                        state = _draw_distinct(state, taps, Mf, A, w)
+                        w[m] = 1
                 else:
-                    any_kept = False
                     for m in range(Mf):
-                        if a[m] >= T_int:
-                            any_kept = True
-                    pulled = best >= Tc_int
-                    for m in range(Mf):
-                        if pulled:
-                            w[m] = 1 if m == barg else 0
-                        elif any_kept and a[m] < T_int:
-                            w[m] = 0
-                        else:
-                            w[m] = a[m]
-                # bundle and normalize with one reciprocal: x = sat((s R) >> (p + G - Wx)); s, and
-                # so x, is zero outside the positions f's codevectors occupy: only those are touched
+                        w[m] = 0
+                    state = _draw_distinct(state, taps, Mf, A, w, outs, masks)
+            elif pulled and not trace:
+                from_w = False
+            elif c == Mf or c == -1:
+                any_kept = best >= T_int  # some a_m >= T exactly when the largest is
+                for m in range(Mf):
+                    if pulled:
+                        w[m] = 1 if m == barg else 0
+                    elif any_kept and a[m] < T_int:
+                        w[m] = 0
+                    else:
+                        w[m] = a[m]
+            else:
+                from_w = False
+            # bundle and normalize with one reciprocal: x = sat((s R) >> (p + G - Wx)); s, and
+            # so x, is zero outside the positions f's codevectors occupy: only those are touched.
+            # S and s are integer sums: the same in any order.
+            for b in range(B):
+                for k in range(npos[f, b]):
+                    s[b, pos[f, b, k]] = 0
+            S = 0
+            if from_w:
+                for m in range(Mf):
+                    wm = w[m]
+                    if wm != 0:
+                        S += wm
+                        for b in range(B):
+                            s[b, X[f, m, b]] += wm
+            elif pulled:
+                S = 1
+                for b in range(B):
+                    s[b, X[f, barg, b]] += 1
+            else:
+                for k in range(c):
+                    m = cand[k]
+                    wm = a[m]
+                    if wm != 0:
+                        S += wm
+                        for b in range(B):
+                            s[b, X[f, m, b]] += wm
+            x[f] = 0
+            if S > 0:
+                p = 0
+                while (S >> p) > 0:
+                    p += 1
+                R = (1 << (p + G)) // S
+                sh = p + G - Wx
                 for b in range(B):
                     for k in range(npos[f, b]):
-                        s[b, pos[f, b, k]] = 0
-                S = 0
+                        j = pos[f, b, k]
+                        x[f, b, j] = min((np.int64(s[b, j]) * R) >> sh, xmax)
+            all_pulled = all_pulled and pulled
+            indices[n, f] = barg
+            amax_out[n, f] = best
+            if trace:
+                x_tr[n, it - 1, f] = x[f]
                 for m in range(Mf):
-                    S += w[m]
-                    for b in range(B):
-                        s[b, X[f, m, b]] += w[m]
-                x[f] = 0
-                if S > 0:
-                    p = 0
-                    while (S >> p) > 0:
-                        p += 1
-                    R = (1 << (p + G)) // S
-                    sh = p + G - Wx
-                    for b in range(B):
-                        for k in range(npos[f, b]):
-                            j = pos[f, b, k]
-                            x[f, b, j] = min((np.int64(s[b, j]) * R) >> sh, xmax)
-                all_pulled = all_pulled and pulled
-                arg[f] = barg
-                amx[f] = best
-                if trace:
-                    x_tr[n, it - 1, f] = x[f]
-                    for m in range(Mf):
-                        a_tr[n, it - 1, f, m] = a[m]
-                        w_tr[n, it - 1, f, m] = w[m]
-            for f in range(F):
-                indices[n, f] = arg[f]
-                amax_out[n, f] = amx[f]
-            iterations[n] = it
-            if all_pulled:
-                converged[n] = True
-                break
-    return status, indices, iterations, converged, amax_out, x_tr, a_tr, w_tr
+                    a_tr[n, it - 1, f, m] = a[m]
+                    w_tr[n, it - 1, f, m] = w[m]
+        iterations[n] = it
+        if all_pulled:
+            converged[n] = True
+            break

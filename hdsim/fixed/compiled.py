@@ -38,7 +38,7 @@ from hdsim.errors import HdsimError
 from hdsim.factorizers.config import BCFConfig
 from hdsim.fixed.widths import QUERY_PRESCALE_BITS, Datapath, FixedWidths
 from hdsim.lfsr import LFSR, LFSR_TAPS, LFSR_WIDTH, LFSRSampler, query_seeds
-from hdsim.validation import check_offset_codebooks, gsbc_shape, is_tensor
+from hdsim.validation import check_offset_codebooks, check_threads, gsbc_shape, is_tensor
 
 __all__ = ["CompiledFixedBCF", "compiled_decoder", "numba_available", "codevector_positions",
            "initial_estimates", "QUERY_PRESCALE_BITS"]
@@ -273,7 +273,7 @@ class CompiledFixedBCF:
                              f"M={self.M.tolist()}, Wu={self.widths.unbound}")
         return crossbar.kernel_args()
 
-    def decode_arrays(self, queries, trace: bool = False, crossbar=None) -> tuple:
+    def decode_arrays(self, queries, trace: bool = False, crossbar=None, threads: int | None = 1) -> tuple:
         """:meth:`factorize` as numpy arrays, without the tensor wrapping (the runner's hot path).
 
         Float queries are quantized inside the kernel, query by query. Query ``n`` (its row in
@@ -289,7 +289,12 @@ class CompiledFixedBCF:
         ``crossbar``: a :class:`hdsim.imc.fixed_crossbar.FixedPointCrossbar` of these codebooks and
         ``Wu``: every similarity is the crossbar's reading, as ``FixedBCF.factorize(q,
         perturb=FixedPointPerturbation(...))`` computes it (``dot`` similarity only).
+
+        ``threads``: numba threads over the queries (default 1: the edge runner shares a small
+        machine with onnxruntime's pool; ``None``: numba's default, one per core). Each query is
+        decoded alone, so the results do not depend on it.
         """
+        check_threads("threads", threads, optional=True)
         xargs = self._check_crossbar(crossbar) if crossbar is not None else None
         qf = self._float_queries(queries)
         if qf is None:
@@ -299,27 +304,35 @@ class CompiledFixedBCF:
         N = max(q.shape[0], qf.shape[0])
         seeds = query_seeds(self.seed, np.arange(N)).astype(np.int64) if self.config.A > 0 else self._no_seeds
         args = (q, qf, self.X, self.M, self.pos, self.npos, self.x0, seeds, self._params[int(trace), int(qf.shape[0] > 0)])
-        status, indices, iterations, converged, amax, *tr = (self.kernel(*args) if xargs is None
-                                                             else self._crossbar_kernel(*args, *xargs))
+        import numba
+
+        before = numba.get_num_threads()
+        if threads is not None:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            status, indices, iterations, converged, amax, *tr = (self.kernel(*args) if xargs is None
+                                                                 else self._crossbar_kernel(*args, *xargs))
+        finally:
+            numba.set_num_threads(before)
         if status >= 0:
             self._raise_bad(qf, status)
         out = (indices, iterations, converged, amax * self._similarity_unit)
         return out + (tuple(tr),) if trace else out
 
-    def factorize(self, queries, trace: bool = False):
+    def factorize(self, queries, trace: bool = False, threads: int | None = 1):
         """Decode ``queries`` (float GSBCs or ``Q0.Wq`` integers, as :meth:`FixedBCF.factorize`).
 
         Imports torch (the result holds tensors); :meth:`decode_arrays` does not.
 
         Returns:
             :class:`~hdsim.factorizers.base.FactorizationResult` (identical to :class:`FixedBCF`'s),
-            and with ``trace=True`` also the ``(x, a, w)`` of :meth:`decode_arrays`.
+            and with ``trace=True`` also the ``(x, a, w)`` of :meth:`decode_arrays` (``threads``: as there).
         """
         import torch
 
         from hdsim.factorizers.base import FactorizationResult
 
-        out = self.decode_arrays(queries, trace)
+        out = self.decode_arrays(queries, trace, threads=threads)
         res = FactorizationResult(*(torch.from_numpy(a) for a in out[:4]))
         return (res, out[4]) if trace else res
 
