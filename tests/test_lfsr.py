@@ -414,6 +414,15 @@ def test_bank_next_word_and_argument_checks():
         uniform_index_batch(LFSRBank([3, 4]), [2, 0])
     with pytest.raises(HdsimError, match=r"^n: expected shape \(2,\)"):
         uniform_index_batch(LFSRBank([3, 4]), [2, 3, 4])
+    with pytest.raises(HdsimError, match="^candidates: tie-break needs at least one candidate"):
+        tie_break(LFSR(3), [])
+    with pytest.raises(HdsimError, match="^mask: every row needs at least one candidate"):
+        tie_break_batch(LFSRBank([3, 4]), np.array([[True, False], [False, False]]))
+    for bad in (np.ones(2, dtype=bool), np.ones((3, 2), dtype=bool)):  # not 2-D; not one row per register
+        with pytest.raises(HdsimError, match=r"^mask: expected shape \(2, n\)"):
+            tie_break_batch(LFSRBank([3, 4]), bad)
+    counts = np.array([[0, 2, 1, 0], [3, 0, 0, 1]])  # non-zero counts are candidates, like True
+    assert tie_break_batch(LFSRBank([3, 4]), counts).tolist() == tie_break_batch(LFSRBank([3, 4]), counts > 0).tolist()
     # one register per candidate count, 1 (no draw) and 2 (one bit) included: the scalar reference's picks
     seeds, ns = list(range(3, 13)), [1, 2, 2, 2, 2, 2, 3, 5, 8, 1]
     got = uniform_index_batch(LFSRBank(seeds), ns)
