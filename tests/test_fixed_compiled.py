@@ -47,6 +47,12 @@ def assert_same_decode(model: FixedBCF, dec: CompiledFixedBCF, q) -> list:
     for name in RESULTS:
         assert torch.equal(getattr(ref, name), getattr(got, name)), name
     assert x_tr.shape[1] == model.max_iter
+    # the untraced decode (linf with T > 0 prunes the similarity there: a_m is no longer read in full)
+    # gives the model's results too, on one thread and on two (queries spread over them)
+    for threads in (1, 2):
+        fast = dec.decode_arrays(q, threads=threads)
+        for name, value in zip(RESULTS, fast):
+            assert np.array_equal(getattr(ref, name).numpy(), value), (name, threads)
     for state in states:
         ids, i = state.query_ids, state.iteration - 1
         for f, step in enumerate(state.factors):
@@ -78,6 +84,8 @@ SAMPLING = [
     (1, 30, 256, 4, BCFConfig(T=0.05, A=4, max_iter=5), FixedWidths(6, 8, 8, 10), 13),  # F = 1, Wq < Wu
     (2, 10, 256, 4, BCFConfig(T=0.6, A=2, Tc=0.5, max_iter=10), FixedWidths(), 21),  # Tc < T: sampled, never pulled
     (2, (5, 12), 256, 4, BCFConfig(T=0.05, A=5, max_iter=10), FixedWidths(), 8),  # A = M_0 (no draw), A < M_1
+    # 9-bit words (a byte from the LFSR tables, then a bit), L = 128 (sparse unbinding of exact queries)
+    (2, 300, 512, 4, BCFConfig(T=0.01, A=40, Tc=0.6, max_iter=8), FixedWidths.uniform(8), 77),
 ]
 
 
@@ -93,6 +101,19 @@ def test_sampling_decode_matches_the_model_every_iteration(F, M, D, B, cfg, widt
     assert n_sampled >= max(20, n_steps // 5), (n_sampled, n_steps)  # the LFSR path ran, often
     # decoded in slices the query ids (row positions) restart from 0, in the model and here
     assert_same_decode(model, dec, q[5:12])
+
+
+@pytest.mark.parametrize("T, Tc, seed", [(0.05, None, 4), (0.6, 0.5, 5)])
+def test_the_pruned_linf_similarity_without_sampling_matches_the_model(T, Tc, seed):
+    """A = 0, linf, T > 0: the untraced decode reads only the codevectors whose partial min is still
+    >= T, and every a_m in full where none is (then every similarity is a weight)."""
+    cb = random_codebooks(2, 40, 256, 4, seed=seed)
+    model = FixedBCF(cb, BCFConfig(T=T, A=0, Tc=Tc, max_iter=8), FixedWidths(), seed=seed)
+    dec = compiled_decoder(model)
+    assert dec.dp.T_int > 0
+    states = assert_same_decode(model, dec, mixed_queries(cb, 8, seed))
+    maxima = [int(fs.a[k].max()) for s in states for fs in s.factors for k in range(fs.a.shape[0])]
+    assert min(maxima) < dec.dp.T_int <= max(maxima)  # both branches: some a_m >= T, and none
 
 
 def _random_settings(k: int):
