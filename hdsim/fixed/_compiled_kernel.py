@@ -109,10 +109,11 @@ def lfsr_byte_tables(taps):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _draw_distinct(state, taps, Mf, A, w, outs, masks):
+def _draw_distinct(state, taps, Mf, A, w, drawn, outs, masks):
     """:func:`hdsim.lfsr.draw_distinct` from the register ``state`` (a Galois right shift by
     ``taps``), marking the ``A`` drawn indices of ``[0, Mf)`` with 1 in ``w`` (which must be 0
-    there on entry; ``1 <= A < Mf``). Returns the register's new state.
+    there on entry; ``1 <= A < Mf``) and listing them, in draw order, in ``drawn[:A]``.
+    Returns the register's new state.
 
     ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first (MSB); a word
     is accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced). A
@@ -134,42 +135,60 @@ def _draw_distinct(state, taps, Mf, A, w, outs, masks):
             out = state & 1
             state = (state >> 1) ^ (taps & -out)  # branch-free: out is a coin flip
             word = (word << 1) | out
-        if word < Mf and w[word] == 0:
-            w[word] = 1
-            count += 1
+        # accept without a branch (a coin flip to the predictor): a rejected word adds 0 to w[0]
+        ok = word < Mf
+        i = word if ok else 0
+        ok = ok & (w[i] == 0)
+        w[i] += ok
+        drawn[count] = i
+        count += ok
     return state
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _unbind(t, x, pos, npos, acc, tnz, xnz, B, L):
+def _list_nonzeros(t, B, L, tnz, tcnt):
+    """Per block ``b``, the offsets of ``t[b]``'s non-zeros into ``tnz[b]``, their count into ``tcnt[b]``."""
+    for b in range(B):
+        tb, nzb = t[b], tnz[b]
+        c = 0
+        for l in range(L):  # branch-free: a branch on data-dependent zeros mispredicts
+            nzb[c] = l
+            c += tb[l] != 0
+        tcnt[b] = c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unbind(t, tnz, tcnt, x, pos, npos, acc, xnz, B, L):
     """``acc[b, l] = sum_j t[b, (l + j) mod L] x[b, j]`` (one correlation), over the non-zeros of
-    the sparser operand per block: by ``x``'s (at most its ``npos[b]`` positions ``pos[b]``),
-    ``acc[b, l] += x[b, j] t[b, l + j]``; by ``t``'s, ``acc[b, l] += t[b, i] x[b, i - l]``; when
-    both are sparse the ``nnz_t * nnz_x`` products go to ``acc[b, (i - j) mod L]``. Cost
-    ``L min(nnz_t, nnz_x)`` (or ``nnz_t nnz_x``) instead of ``L^2``; an exact query has one
-    non-zero per block.
+    the sparser operand per block: by ``t``'s (listed in ``tnz``/``tcnt``, see
+    :func:`_list_nonzeros`), ``acc[b, l] += t[b, i] x[b, i - l]``; by ``x``'s (at most its
+    ``npos[b]`` positions ``pos[b]``), ``acc[b, l] += x[b, j] t[b, l + j]``; when both are sparse
+    the ``nnz_t * nnz_x`` products go to ``acc[b, (i - j) mod L]``. Cost ``L min(nnz_t, nnz_x)``
+    (or ``nnz_t nnz_x``) instead of ``L^2``; an exact query has one non-zero per block (then
+    ``x`` is not even listed: ``L`` products).
 
     Bit-exact in any order: the same integer products are summed, every one ``>= 0`` (words are
     unsigned), so each partial sum lies between 0 and the final sum and fits ``acc``'s word
-    whenever the final sum does (the datapath's accumulator width bounds it). ``tnz``, ``xnz``
-    ``(L,)`` int64 scratch.
+    whenever the final sum does (the datapath's accumulator width bounds it). ``xnz`` ``(L,)``
+    int64 scratch.
     """
     for b in range(B):
         accb, tb, xb = acc[b], t[b], x[b]
         for l in range(L):
             accb[l] = 0
-        nt = 0
-        for l in range(L):  # branch-free: a branch on data-dependent zeros mispredicts
-            tnz[nt] = l
-            nt += tb[l] != 0
-        nx = 0
-        for k in range(npos[b]):
-            j = pos[b, k]
-            xnz[nx] = j
-            nx += xb[j] != 0
+        nt = tcnt[b]
+        tnzb = tnz[b]
+        if nt <= 1:
+            nx = L  # by t's non-zero (if any): L products, cheaper than listing x's
+        else:
+            nx = 0
+            for k in range(npos[b]):
+                j = pos[b, k]
+                xnz[nx] = j
+                nx += xb[j] != 0
         if nt * nx * DENSE_GAIN < L * min(nt, nx):
             for ii in range(nt):
-                i = tnz[ii]
+                i = tnzb[ii]
                 ti = tb[i]
                 for jj in range(nx):
                     j = xnz[jj]
@@ -177,7 +196,7 @@ def _unbind(t, x, pos, npos, acc, tnz, xnz, B, L):
                     if d < 0:
                         d += L
                     accb[d] += ti * xb[j]
-        elif nx <= nt:
+        elif nx < nt:
             for jj in range(nx):
                 j = xnz[jj]
                 xv = xb[j]
@@ -187,7 +206,7 @@ def _unbind(t, x, pos, npos, acc, tnz, xnz, B, L):
                     accb[l] += tb[l + j - L] * xv
         else:
             for ii in range(nt):
-                i = tnz[ii]
+                i = tnzb[ii]
                 tv = tb[i]
                 for l in range(i + 1):
                     accb[l] += tv * xb[i - l]
@@ -238,6 +257,21 @@ def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, i
         for b in range(B):
             for m in range(Mmax):
                 XT[f, b, m] = X[f, m, b]
+    # per factor and block, the codevectors by offset (a counting sort, ascending m in a bucket):
+    # bucket l of block b holds bm[f, b, bstart[f, b, l]:bstart[f, b, l + 1]]
+    bstart = np.zeros((F, B, L + 1), np.int64)
+    bm = np.empty((F, B, Mmax), np.int64)
+    for f in range(F):
+        for b in range(B):
+            for m in range(M[f]):
+                bstart[f, b, X[f, m, b] + 1] += 1
+            for l in range(L):
+                bstart[f, b, l + 1] += bstart[f, b, l]
+            fill = bstart[f, b, :L].copy()
+            for m in range(M[f]):
+                j = X[f, m, b]
+                bm[f, b, fill[j]] = m
+                fill[j] += 1
     indices = np.zeros((N, F), np.int64)
     iterations = np.zeros(N, np.int64)
     converged = np.zeros(N, np.bool_)
@@ -262,13 +296,16 @@ def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, i
         a = np.empty(Mmax, q.dtype)
         w = np.empty(Mmax, q.dtype)
         s = np.empty((B, L), q.dtype)
-        tnz = np.empty(L, np.int64)
+        tnz = np.empty((B, L), np.int64)
+        tcnt = np.empty(B, np.int64)
+        qnz = np.empty((B, L), np.int64)
+        qcnt = np.empty(B, np.int64)
         xnz = np.empty(L, np.int64)
         cand = np.empty(Mmax, np.int64)
         pert = np.zeros(Mmax, np.int64)
-        _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
+        _decode_one(n, q, X, XT, bstart, bm, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
                     indices, iterations, converged, amax_out, x_tr, a_tr, w_tr, outs, masks,
-                    x, t, acc, a, w, s, tnz, xnz, cand, pert)
+                    x, t, acc, a, w, s, tnz, tcnt, qnz, qcnt, xnz, cand, pert)
     status = -1
     for n in range(N):
         if bad[n] >= 0:
@@ -278,9 +315,9 @@ def _decode(q, qf, X, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, i
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
+def _decode_one(n, q, X, XT, bstart, bm, M, pos, npos, x0, seeds, params, W, R2, MX, keys, alpha, ip, fp,
                 indices, iterations, converged, amax_out, x_tr, a_tr, w_tr, outs, masks,
-                x, t, acc, a, w, s, tnz, xnz, cand, pert):
+                x, t, acc, a, w, s, tnz, tcnt, qnz, qcnt, xnz, cand, pert):
     """Query ``n`` of :func:`_decode`: its rows of the outputs and traces; the rest is scratch."""
     Wq, Wx, Wu, G = params[P_WQ], params[P_WX], params[P_WU], params[P_G]
     T_int, Tc_int, max_iter = params[P_T], params[P_TC], params[P_MAX_ITER]
@@ -296,18 +333,24 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
     umax = (1 << Wu) - 1
     xmax = (1 << Wx) - 1
     qn = q[n]
+    _list_nonzeros(qn, B, L, qnz, qcnt)  # the first unbinding's operand, every step
     x[:] = x0
     state = seeds[n] if A > 0 else 0  # this query's register (int64: a 32-bit state)
     for it in range(1, max_iter + 1):
         all_pulled = True
         for f in range(F):
             # u_f: unbind every other factor's estimate, requantizing after each (round half up)
-            t[:] = qn
             w_in = Wq
+            first = True
             for g in range(F):
                 if g == f:
                     continue
-                _unbind(t, x[g], pos[g], npos[g], acc, tnz, xnz, B, L)
+                if first:  # from the query
+                    _unbind(qn, qnz, qcnt, x[g], pos[g], npos[g], acc, xnz, B, L)
+                    first = False
+                else:  # from the last unbinding's requantized result
+                    _list_nonzeros(t, B, L, tnz, tcnt)
+                    _unbind(t, tnz, tcnt, x[g], pos[g], npos[g], acc, xnz, B, L)
                 sh = w_in + Wx - Wu
                 for b in range(B):
                     accb, tb = acc[b], t[b]
@@ -319,7 +362,8 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                         for l in range(L):
                             tb[l] = min(max((accb[l] + half) >> sh, 0), umax)
                 w_in = Wu
-            if w_in != Wu:  # F = 1: the query itself, in the u format (floor, saturate)
+            if first:  # F = 1: the query itself, in the u format (floor, saturate)
+                t[:] = qn
                 sh = w_in - Wu
                 for b in range(B):
                     tb = t[b]
@@ -328,11 +372,11 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
             # similarities (linf: min over blocks; dot: sum), block by block
             Mf = M[f]
             XTf = XT[f]
-            row = t[0]
-            idx = XTf[0]
-            for m in range(Mf):
-                a[m] = row[idx[m]]
             if not pruned:
+                row = t[0]
+                idx = XTf[0]
+                for m in range(Mf):
+                    a[m] = row[idx[m]]
                 for b in range(1, B):
                     row = t[b]
                     idx = XTf[b]
@@ -345,12 +389,24 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                 c = Mf  # every a_m is final
             else:
                 # a min only falls: once a partial min is below T the codevector can be neither kept
-                # nor the maximum of a kept set, so only the candidates (partial >= T, in index
-                # order) read their next block. Exact: every candidate's a_m is its full min.
+                # nor the maximum of a kept set, so only the candidates (partial >= T) read their
+                # next block. Exact: every candidate's a_m is its full min. The first block is read
+                # by position: the codevectors at each offset l with t[0, l] >= T (a bucket, from
+                # bstart/bm), so the ones below T there are never touched. The candidates are then
+                # in bucket order, not index order: the sums below do not care (integers), the
+                # first maximum breaks ties by index explicitly.
                 c = 0
-                for m in range(Mf):
-                    cand[c] = m
-                    c += a[m] >= T_int
+                row = t[0]
+                st = bstart[f, 0]
+                bl = bm[f, 0]
+                for l in range(L):
+                    v = row[l]
+                    if v >= T_int:
+                        for k in range(st[l], st[l + 1]):
+                            m = bl[k]
+                            a[m] = v
+                            cand[c] = m
+                            c += 1
                 for b in range(1, B):
                     row = t[b]
                     idx = XTf[b]
@@ -364,6 +420,10 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                     c = c2
                 if c == 0 and (A == 0 or it == max_iter):
                     # nothing kept: the weights (A = 0) or the final readout need every a_m in full
+                    row = t[0]
+                    idx = XTf[0]
+                    for m in range(Mf):
+                        a[m] = row[idx[m]]
                     for b in range(1, B):
                         row = t[b]
                         idx = XTf[b]
@@ -386,10 +446,11 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                 best = a[cand[0]]
                 barg = cand[0]
                 for k in range(1, c):
-                    v = a[cand[k]]
-                    if v > best:
+                    m = cand[k]
+                    v = a[m]
+                    if v > best or (v == best and m < barg):
                         best = v
-                        barg = cand[k]
+                        barg = m
             else:  # none >= T and sampling follows: the maximum is below T, its value is not read
                 best = -1
                 barg = 0
@@ -407,7 +468,8 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                 else:
                     for m in range(Mf):
                         w[m] = 0
-                    state = _draw_distinct(state, taps, Mf, A, w, outs, masks)
+                    state = _draw_distinct(state, taps, Mf, A, w, cand, outs, masks)
+                    from_w = False  # the bundle reads the A drawn indices (cand), weight 1
             elif pulled and not trace:
                 from_w = False
             elif c == Mf or c == -1:
@@ -439,6 +501,12 @@ def _decode_one(n, q, X, XT, M, pos, npos, x0, seeds, params, W, R2, MX, keys, a
                 S = 1
                 for b in range(B):
                     s[b, X[f, barg, b]] += 1
+            elif sampled:
+                S = A
+                for k in range(A):
+                    m = cand[k]
+                    for b in range(B):
+                        s[b, X[f, m, b]] += 1
             else:
                 for k in range(c):
                     m = cand[k]
