@@ -12,7 +12,7 @@ Tables (created on first use, safely when many workers start at once):
   everything the results depend on; a worker with another config is refused),
   ``n_points``;
 * ``hdsim_work_points``: primary key ``(study, key)``, ``idx`` (grid order),
-  ``params`` (JSON), ``status`` (``todo`` / ``running`` / ``done``), ``owner``
+  ``params`` (JSON), ``status`` (``queued`` / ``running`` / ``done``), ``owner``
   and ``lease_expires`` of the worker computing it, ``attempts`` (claims so
   far), ``result`` (JSON text) and ``finished_by``.
 
@@ -80,7 +80,7 @@ DEFAULT_LEASE_S = 60.0
 # the same for every hdsim process, distinct from what other applications are likely to use).
 _PG_LOCK_KEY = 0x6864_7369_6D5F_7771 & 0x7FFF_FFFF_FFFF_FFFF  # "hdsim_wq"
 
-TODO, RUNNING, DONE = "todo", "running", "done"
+QUEUED, RUNNING, DONE = "queued", "running", "done"
 PG_CONNECT_TIMEOUT_S = 10
 
 
@@ -238,7 +238,7 @@ def _tables():
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("idx", sa.Integer, nullable=False),
         sa.Column("params", sa.Text, nullable=False),
-        sa.Column("status", sa.String(8), nullable=False, default=TODO),
+        sa.Column("status", sa.String(8), nullable=False, default=QUEUED),
         sa.Column("owner", sa.String(255)),
         sa.Column("lease_expires", sa.Float),
         sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -337,7 +337,7 @@ class WorkQueue:
                                                                 n_points=len(points)))
                     conn.execute(sa.insert(self._points), [
                         {"study": self.study, "key": k, "idx": i, "params": json.dumps(p, sort_keys=True),
-                         "status": TODO, "attempts": 0} for i, (k, p) in enumerate(points)])
+                         "status": QUEUED, "attempts": 0} for i, (k, p) in enumerate(points)])
                     return
                 where = f"study {self.study!r} in {redact_url(self.url)!r}"
                 if row.kind != kind:
@@ -366,7 +366,7 @@ class WorkQueue:
 
         p = self._points.c
         return sa.and_(p.study == self.study,
-                       sa.or_(p.status == TODO, sa.and_(p.status == RUNNING, p.lease_expires < now)))
+                       sa.or_(p.status == QUEUED, sa.and_(p.status == RUNNING, p.lease_expires < now)))
 
     def claim(self) -> Point | None:
         """Lease the first claimable point in grid order (``None``: none claimable now)."""
@@ -428,7 +428,7 @@ class WorkQueue:
         return self._retrying(run, "cannot record a result in")
 
     def release(self, key: str) -> None:
-        """Give a leased point back (``todo``) after a failure in this worker."""
+        """Give a leased point back (``queued``) after a failure in this worker."""
         import sqlalchemy as sa
 
         p = self._points.c
@@ -437,7 +437,7 @@ class WorkQueue:
             with self.engine.begin() as conn:
                 conn.execute(sa.update(self._points).where(
                     p.study == self.study, p.key == key, p.owner == self.owner, p.status == RUNNING,
-                ).values(status=TODO, owner=None, lease_expires=None))
+                ).values(status=QUEUED, owner=None, lease_expires=None))
 
         self._retrying(run, "cannot release a point in")
 
@@ -465,7 +465,7 @@ class WorkQueue:
 
     # ---- reading ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Points per status (``todo``, ``running``, ``done``) and ``total``."""
+        """Points per status (``queued``, ``running``, ``done``) and ``total``."""
         import sqlalchemy as sa
 
         p = self._points.c
@@ -474,9 +474,9 @@ class WorkQueue:
             with self.engine.connect() as conn:
                 rows = conn.execute(sa.select(p.status, sa.func.count()).where(p.study == self.study)
                                     .group_by(p.status)).all()
-            out = {TODO: 0, RUNNING: 0, DONE: 0}
+            out = {QUEUED: 0, RUNNING: 0, DONE: 0}
             out.update({s: int(n) for s, n in rows})
-            out["total"] = sum(out[s] for s in (TODO, RUNNING, DONE))
+            out["total"] = sum(out[s] for s in (QUEUED, RUNNING, DONE))
             return out
 
         return self._retrying(run, "cannot read")

@@ -192,7 +192,7 @@ def test_killed_sweep_worker_point_is_redone_once_and_finished_results_kept(pg_u
     a.wait(timeout=30)
     before = _points(pg_url, "cap")
     assert [p["status"] for p in before[:2]] == ["done", "running"]
-    assert {p["status"] for p in before[2:]} == {"todo"}
+    assert {p["status"] for p in before[2:]} == {"queued"}
     killed_owner = before[1]["owner"]
     assert before[0]["finished_by"] == killed_owner
 
@@ -373,6 +373,6 @@ def test_lease_rule_and_results_written_once(tmp_path):
     assert b.complete("p0", {"y": "b"}) and not a.complete("p0", {"y": "a"})  # the late result is dropped
     assert b.complete("p1", {"y": 1})
     assert b.results() == {"p0": {"y": "b"}, "p1": {"y": 1}}
-    assert b.counts() == {"todo": 0, "running": 0, "done": 2, "total": 2}
+    assert b.counts() == {"queued": 0, "running": 0, "done": 2, "total": 2}
     assert [(p["key"], p["attempts"], p["finished_by"]) for p in b.points()] == [("p0", 2, "b"), ("p1", 1, "b")]
     a.close(), b.close()

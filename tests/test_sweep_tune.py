@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from hdsim.errors import HdsimError
 from hdsim.sweep.capacity import CSV_COLUMNS, CapacitySweepConfig, default_sizes, run_capacity_sweep
-from hdsim.tune import A_CAP, T_MAX, TuneConfig, merge_into_table, run_tune
+from hdsim.tune import TuneConfig, merge_into_table, run_tune
 from hdsim.tuned import load_table, lookup
 
 

@@ -37,11 +37,9 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from hdsim.errors import HdsimError
