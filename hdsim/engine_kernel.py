@@ -7,7 +7,10 @@ seconds of compilation. Float64, one loop nest per query, queries spread over th
 
 import numba
 import numpy as np
+
 from numba import prange
+
+from hdsim.lfsr_tables import lfsr_byte_tables
 
 # params (one float64 array): the scalars of a decode
 P_T, P_TC, P_A, P_MAX_ITER, P_DOT, P_TAPS = range(6)
@@ -20,26 +23,6 @@ N_OPS = 6
 # a sparse-by-sparse unbinding scatters nnz_t * nnz_x products when that is below L * min(nnz) / DENSE_GAIN
 # (the dense form's contiguous loop over l runs several lanes per instruction; the scatter does not)
 DENSE_GAIN = 4
-
-
-@numba.njit(cache=True, nogil=True)
-def lfsr_byte_tables(taps):
-    """Eight register steps at once: for the low byte ``v`` of a state ``s``, the eight output bits
-    (first one in the most significant bit) and ``mask[v]`` with ``s`` after eight steps
-    ``= (s >> 8) ^ mask[v]``. A Galois step ``s -> (s >> 1) ^ (taps * (s & 1))`` is linear, and its
-    next eight outputs depend only on the low byte (the table-driven CRC argument)."""
-    outs = np.zeros(256, np.int64)
-    masks = np.zeros(256, np.int64)
-    for v in range(256):
-        st = np.int64(v)
-        o = 0
-        for _ in range(8):
-            out = st & 1
-            st = (st >> 1) ^ (taps & -out)
-            o = (o << 1) | out
-        outs[v] = o
-        masks[v] = st
-    return outs, masks
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -13,11 +13,13 @@ import math
 
 import numba
 import numpy as np
+
 from numba import prange
 
 # The crossbar's per-query perturbation (``decode_crossbar``). numba's cache of this module does
 # not notice edits to that one: a change there needs ``NUMBA_CACHE_DIR`` cleared (or this file touched).
 from hdsim.imc._fixed_crossbar_kernel import crossbar_perturbation
+from hdsim.lfsr_tables import lfsr_byte_tables
 
 # params of decode (one int64 array: one argument to type per call instead of fourteen)
 P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_A, P_TAPS, P_ABITS = range(14)
@@ -84,28 +86,6 @@ def quantize(qf, bits, K, out):
 # L * min(nnz) / DENSE_GAIN: the dense forms' contiguous loops over l run several lanes per
 # instruction, the scatter does not (the float engine's rule, hdsim.engine_kernel).
 DENSE_GAIN = 4
-
-
-@numba.njit(cache=True, nogil=True)
-def lfsr_byte_tables(taps):
-    """Eight register steps at once: for the low byte ``v`` of a state ``s``, the eight output bits
-    (first one in the most significant bit) in ``outs[v]``, and ``masks[v]`` with ``s`` after eight
-    steps ``= (s >> 8) ^ masks[v]``. A Galois step ``s -> (s >> 1) ^ (taps * (s & 1))`` is linear
-    over GF(2) and its next eight outputs depend only on the low byte (the table-driven CRC argument).
-    (The same tables as :func:`hdsim.engine_kernel.lfsr_byte_tables`; a copy so that numba's cache
-    of this module never holds a stale callee.)"""
-    outs = np.zeros(256, np.int64)
-    masks = np.zeros(256, np.int64)
-    for v in range(256):
-        st = np.int64(v)
-        o = 0
-        for _ in range(8):
-            out = st & 1
-            st = (st >> 1) ^ (taps & -out)
-            o = (o << 1) | out
-        outs[v] = o
-        masks[v] = st
-    return outs, masks
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
