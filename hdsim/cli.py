@@ -192,7 +192,7 @@ def bench_sweep_workers(
     = None,
     D: DOpt = 512,
     B: Annotated[int, typer.Option("--B", help="Blocks.")] = 4,
-    queries: Annotated[int, typer.Option(help="Exact queries per point.")] = 256,
+    queries: Annotated[int, typer.Option(help="Exact queries per point.")] = 1024,
     max_iter: Annotated[Optional[int], typer.Option(help="Iteration cap: min(SPEC default, this).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and sampling.")] = 0,
     workers: Annotated[int, typer.Option(help="Workers compared with one.")] = 2,

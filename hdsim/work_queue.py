@@ -316,7 +316,7 @@ class WorkQueue:
         self._retrying(create, "cannot open")
 
     def ensure_study(self, kind: str, config: dict, points: list[tuple[str, dict]]) -> None:
-        """Create the study with its ``points`` (``(key, params)`` in grid order) if absent, else
+        """Create the study with its ``points`` (``(key, params)`` in claim order) if absent, else
         check that it was created with the same ``kind``, ``config`` and keys.
 
         Raises:

@@ -144,7 +144,8 @@ def test_two_sweep_workers_started_together_share_the_grid(pg_url, tmp_path, cap
         assert _csv(tmp_path / f"w{i}" / "capacity.csv") == capacity_single
         assert (tmp_path / f"w{i}" / "capacity.png").stat().st_size > 0
     points = _points(pg_url, "cap")
-    assert [p["key"] for p in points] == [f"F2-M{m}" for m in (5, 8, 12, 16, 20, 24)]
+    # claim order: the most expensive first (M^(F-1) at F=2: largest M first), the CSV keeps grid order
+    assert [p["key"] for p in points] == [f"F2-M{m}" for m in (24, 20, 16, 12, 8, 5)]
     assert all(p["status"] == "done" and p["attempts"] == 1 for p in points)  # each computed once
     assert sum(r["shared"]["recorded_here"] for r in res) == 6
     assert all("pw-not-shown" not in json.dumps(r) for r in res)

@@ -40,13 +40,15 @@ class SweepWorkersBenchConfig:
     """
 
     F: tuple[int, ...] = (2,)
-    # 32 points of similar cost (exact collision counting over all M^2 products dominates): the
-    # last point, which runs alone, and the second worker's start-up (a few seconds: the torch
-    # import) are a small part of the whole
+    # 32 points of 0.3-1.2 s each on one core (1,024 queries: decoding dominates), about 25 s in
+    # all: the second worker's start-up (~2.5 s: interpreter, torch import, numba kernels loaded
+    # from the cache) is a tenth of it; the points are claimed largest M first, so the point that
+    # runs alone at the end is a short one. With 256 queries a point is 0.1-0.4 s and the start-up
+    # is a third of the 2-worker run (measured 1.39x).
     M: tuple[int, ...] = tuple(range(1200, 2800, 50))
     D: int = 512
     B: int = 4
-    queries: int = 256
+    queries: int = 1024
     max_iter: int | None = None
     seed: int = 0
     workers: int = 2

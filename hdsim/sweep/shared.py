@@ -69,7 +69,7 @@ class ShareConfig:
     study_name: str
     workers: int = 1
     lease_s: float = DEFAULT_LEASE_S
-    poll_s: float = 1.0
+    poll_s: float = 0.25
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -93,6 +93,9 @@ class _Kind:
     finish: Callable[[Any, list], dict]
     fingerprint: Callable[[Any], dict]
     threads: Callable[[Any], int | None]
+    # a point's relative cost: points are claimed most expensive first (longest-processing-time
+    # order), so the last point to finish, which runs while the other workers idle, is a cheap one
+    cost: Callable[[Any], float] = lambda p: 0.0
 
 
 def _kind(name: str) -> _Kind:
@@ -107,7 +110,9 @@ def _kind(name: str) -> _Kind:
 
         return _Kind(grid=m.grid, key=lambda p: f"F{p[0]}-M{p[1]}", params=lambda p: {"F": p[0], "M": p[1]},
                      run=lambda cfg, p, cache: m._run_point(cfg, *p), finish=m.write_outputs, fingerprint=fp,
-                     threads=lambda cfg: cfg.threads)
+                     threads=lambda cfg: cfg.threads,
+                     # decoding and the exact collision count both grow with M^(F-1) per query
+                     cost=lambda p: float(p[1]) ** (p[0] - 1))
     if name == "widths":
         from hdsim.sweep import widths as m
 
@@ -205,7 +210,8 @@ def run_shared_sweep(kind: str, cfg, share: ShareConfig) -> dict:
     queue = WorkQueue(share.storage, share.study_name, lease_s=share.lease_s)
     try:
         grid = k.grid(cfg)
-        queue.ensure_study(kind, k.fingerprint(cfg), [(k.key(p), k.params(p)) for p in grid])
+        order = sorted(grid, key=k.cost, reverse=True)  # stable: equal costs keep the grid order
+        queue.ensure_study(kind, k.fingerprint(cfg), [(k.key(p), k.params(p)) for p in order])
         before = {p["key"]: p for p in queue.points()}
         ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and open connections
         children = [ctx.Process(target=_child, args=(kind, cfg, share, f"worker {i + 1}/{share.workers}",
