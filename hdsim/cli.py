@@ -149,7 +149,8 @@ def bench_fixed(
     seed: Annotated[int, typer.Option(help="Seed of codebooks, queries and the LFSR.")] = 0,
     compiled: Annotated[bool, typer.Option(help="Fixed-point decode on the compiled twin (numba, the same "
                                            "integers); --no-compiled runs the torch model.")] = True,
-    threads: ThreadsOpt = None,
+    threads: Annotated[int, typer.Option(help="Threads of both decoders (numba over queries; torch's too).")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed runs of each decoder, alternating; medians compared.")] = 3,
     json_out: JsonOpt = True,
 ) -> None:
     """Fixed-point BCF vs the float reference on the same queries and LFSR draws."""
@@ -158,7 +159,7 @@ def bench_fixed(
     set_torch_threads(threads)
     cfg = FixedBenchConfig(bits=bits, widths_file=None if widths is None else str(widths), D=D, B=B, F=F,
                            M=M, T=T, A=A, Tc=Tc, max_iter=max_iter, queries=queries, batch=batch, seed=seed,
-                           compiled=compiled)
+                           compiled=compiled, threads=threads, repeats=repeats)
     emit(run_fixed_bench(cfg))
 
 
@@ -234,7 +235,7 @@ def sweep_widths(
 
     set_torch_threads(threads)
     cfg = WidthSweepConfig(bits_min=bits_min, bits_max=bits_max, tolerance_pt=tolerance_pt, out=str(out),
-                           base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed))
+                           base=FixedBenchConfig(M=M, F=F, queries=queries, seed=seed, repeats=1))
     emit(run_sweep("widths", cfg, run_width_sweep, storage, study_name, workers, lease))
 
 

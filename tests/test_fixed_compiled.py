@@ -356,3 +356,10 @@ def test_bench_fixed_decodes_on_the_compiled_twin_with_the_models_results():
               "converged"):
         assert fast[k] == slow[k], k
     assert fast["converged"] < 1.0 or fast["mean_iterations"] > 1  # a problem where the decode works
+    # two numba threads and alternating repeats: the same decisions (per-query LFSR registers), a time per run
+    two = run_fixed_bench(FixedBenchConfig(**{**base.__dict__, "threads": 2, "repeats": 2}))
+    for k in ("accuracy", "factor_accuracy", "agreement_with_float", "iteration_agreement", "mean_iterations"):
+        assert two[k] == fast[k], k
+    assert two["threads"] == 2 and len(two["seconds"]) == len(two["float_seconds"]) == 2
+    with pytest.raises(HdsimError, match="^repeats: must be an integer >= 1"):
+        run_fixed_bench(FixedBenchConfig(**{**base.__dict__, "repeats": 0}))

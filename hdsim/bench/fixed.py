@@ -4,15 +4,20 @@ Both decoders draw their conditional samples from the same LFSR (a fresh
 :class:`hdsim.lfsr.LFSRSampler` with the same seed each), so where their
 arithmetic agrees their trajectories agree; ``agreement_with_float`` and
 ``iteration_agreement`` measure how often that holds. The float side is the float engine
-(:class:`hdsim.engine.NumbaBCF`, float64, one thread like the compiled fixed-point twin; the
-reference's decisions) when numba is installed and ``compiled``, else the torch reference
+(:class:`hdsim.engine.NumbaBCF`, float64, on the same ``threads`` numba threads as the compiled
+fixed-point twin; the reference's decisions) when numba is installed and ``compiled``, else the torch reference
 (``float_decoder`` says which); ``fixed_over_float_throughput`` compares the two. The fixed-point decode runs on the
 compiled twin (:mod:`hdsim.fixed.compiled`, the model's integers bit for bit) when numba is
 installed (``compiled=False``: the torch model); ``fixed_decoder`` says which ran.
+
+Timing: ``repeats`` runs of each, alternating (float, fixed, float, ...); ``queries_per_s`` and
+``float_queries_per_s`` come from the medians, every run's seconds are reported (``seconds``,
+``float_seconds``); the decisions reported are the first run's.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,6 +47,11 @@ class FixedBenchConfig(ProblemConfig):
     bits: int = 8
     widths_file: str | None = None
     compiled: bool = True  # decode with the compiled twin (numba; the model's integers bit for bit)
+    # numba threads of both compiled decoders (over queries); 1: the per-query work of each alone
+    threads: int = 1
+    # timed runs of each decoder, alternating float, fixed, float, ... (the medians are compared, so
+    # a burst of load on a shared machine hits both sides alike); the first run of each also decides
+    repeats: int = 3
 
     def widths(self) -> FixedWidths:
         if self.widths_file is not None:
@@ -55,6 +65,10 @@ class FixedBenchConfig(ProblemConfig):
 
     def validate(self) -> None:
         check_ints(self, ("B",))
+        for name in ("threads", "repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise HdsimError(f"{name}: must be an integer >= 1, got {v!r}")
         self.validate_problem()
         self.widths()
 
@@ -79,25 +93,39 @@ def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
     float_engine = "numba" if cfg.compiled and numba_available() else "reference"
     if float_result is None:
         if float_engine == "numba":
-            # the float engine (hdsim.engine) on one thread, as the compiled fixed-point twin runs
+            # the float engine (hdsim.engine) on the same numba threads as the compiled twin
             eng = NumbaBCF.from_codebooks(codebooks, bcf, seed=lfsr_seed)
             eng.decode_arrays(qs.queries[:1], threads=1)  # load (or compile) outside the timing
-            t0 = time.perf_counter()
-            fres = eng.factorize(qs.queries, threads=1)
+            run_float = lambda: eng.factorize(qs.queries, threads=cfg.threads)  # noqa: E731
         else:
             ref = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed))
-            t0 = time.perf_counter()
-            fres = ref.factorize(qs.queries, batch_size=cfg.batch)
-        fsec = time.perf_counter() - t0
-    else:
-        fres, fsec = float_result
+            run_float = lambda: ref.factorize(qs.queries, batch_size=cfg.batch)  # noqa: E731
     fast = compiled_decoder(fixed) if cfg.compiled else None
     if fast is not None:
         fast.decode_arrays(qs.queries[:1].numpy())  # load (or compile) the kernel outside the timing
-    t0 = time.perf_counter()
-    # the compiled twin numbers queries by their row, as the model does over its batches
-    xres = fast.factorize(qs.queries) if fast is not None else fixed.factorize(qs.queries, batch_size=cfg.batch)
-    xsec = time.perf_counter() - t0
+        # the compiled twin numbers queries by their row, as the model does over its batches
+        run_fixed = lambda: fast.factorize(qs.queries, threads=cfg.threads)  # noqa: E731
+    else:
+        run_fixed = lambda: fixed.factorize(qs.queries, batch_size=cfg.batch)  # noqa: E731
+    fsecs: list[float] = []
+    xsecs: list[float] = []
+    fres = xres = None
+    for _ in range(cfg.repeats):
+        if float_result is None:
+            t0 = time.perf_counter()
+            r = run_float()
+            fsecs.append(time.perf_counter() - t0)
+            fres = r if fres is None else fres
+        t0 = time.perf_counter()
+        r = run_fixed()
+        xsecs.append(time.perf_counter() - t0)
+        xres = r if xres is None else xres
+    if float_result is None:
+        fsec = statistics.median(fsecs)
+    else:
+        fres, fsec = float_result
+        fsecs = [fsec]
+    xsec = statistics.median(xsecs)
     n = cfg.queries
     return {
         "accuracy": xres.accuracy(qs.factors),
@@ -111,7 +139,10 @@ def compare_fixed_float(cfg: FixedBenchConfig, *, float_result=None) -> dict:
         "queries_per_s": n / xsec,
         "float_queries_per_s": n / fsec,
         "fixed_over_float_throughput": fsec / xsec,
-        "threads": torch.get_num_threads(),
+        "seconds": xsecs,
+        "float_seconds": fsecs,
+        "threads": cfg.threads,
+        "torch_threads": torch.get_num_threads(),
         "fixed_decoder": type(fast).__name__ if fast is not None else "FixedBCF",
         "float_decoder": float_engine if float_result is None else "given",
         "widths": widths.as_dict(),

@@ -31,7 +31,7 @@ class WidthSweepConfig:
 
     bits_min: int = 4
     bits_max: int = 16
-    base: FixedBenchConfig = FixedBenchConfig(queries=512)
+    base: FixedBenchConfig = FixedBenchConfig(queries=512, repeats=1)  # one timed run per width
     tolerance_pt: float = 0.5
     out: str = "out/sweep_widths"
 
