@@ -70,6 +70,11 @@ def pytest_collection_modifyitems(config, items):
         cosim = any("Icarus Verilog" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
         if cosim or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # the tests of the trained tiny models run last (in their order): their models train in the
+    # background meanwhile (see _BackgroundTraining)
+    late = [it for it in items if _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))]
+    if late:
+        items[:] = [it for it in items if not _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))] + late
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -85,16 +90,92 @@ TINY = dict(dataset="mnist2", head="bcf", D=256, B=4, width=0.25, last_channel=1
             calib_batches=2, seed=0)
 
 
+class _BackgroundTraining:
+    """The session's tiny models, each trained once in its own process from the moment the
+    collection shows a selected test needs it (:func:`pytest_collection_finish`).
+
+    Why: a training is single-threaded (one torch thread: two spinning OpenMP threads slow it ~10x
+    on a loaded 2-core machine) and takes 1-2 minutes; the tests that need the models run last
+    (:func:`pytest_collection_modifyitems`), so on CI's two cores the trainings overlap the rest of
+    the suite instead of adding to it. The process runs exactly what the fixtures ran in-process
+    before (``export.train.train`` of the same config, one thread, seed in the config), and the
+    fixture reads its ``metrics.json``: the same model and metrics.
+    """
+
+    SCRIPT = ("import json, sys, torch\n"
+              "from export.train import TrainConfig, train\n"
+              "torch.set_num_threads(1)\n"
+              "train(TrainConfig(**json.loads(sys.argv[1])), sys.argv[2], progress=False)\n")
+
+    def __init__(self) -> None:
+        self.runs: dict[str, tuple[subprocess.Popen, object, str]] = {}  # name -> (process, log, root)
+
+    def start(self, name: str, cfg: dict) -> None:
+        import json
+        import tempfile
+
+        if name in self.runs:
+            return
+        root = tempfile.mkdtemp(prefix=f"hdsim-{name}-")
+        log = open(os.path.join(root, "train.log"), "w+")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, json.dumps(cfg), os.path.join(root, "run")],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.runs[name] = (proc, log, root)
+
+    def result(self, name: str, cfg: dict):
+        """``(root, metrics)`` once the training of ``name`` has finished (started now if it was not)."""
+        import json
+        from pathlib import Path
+
+        self.start(name, cfg)
+        proc, log, root = self.runs[name]
+        if proc.wait() != 0:
+            log.seek(0)
+            raise RuntimeError(f"background training of {name} failed (exit {proc.returncode}):\n{log.read()[-3000:]}")
+        root = Path(root)
+        return root, json.loads((root / "run" / "metrics.json").read_text())
+
+    def close(self) -> None:
+        import shutil
+
+        for proc, log, root in self.runs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+            shutil.rmtree(root, ignore_errors=True)
+        self.runs.clear()
+
+
+_TRAININGS = _BackgroundTraining()
+
+
+def _brevitas_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("brevitas") is not None
+
+
+def pytest_collection_finish(session):
+    if not _brevitas_installed():
+        return
+    needed = set().union(*(set(getattr(it, "fixturenames", ())) for it in session.items)) if session.items else set()
+    if needed & {"tiny_trained", "tiny_export"}:
+        _TRAININGS.start("tiny", TINY)
+    if "tiny_sr_export" in needed:
+        _TRAININGS.start("tiny_sr", TINY_SR)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _TRAININGS.close()
+
+
 @pytest.fixture(scope="session")
-def tiny_trained(tmp_path_factory):
+def tiny_trained():
     """``(root, metrics)``: the TINY model trained once per session (root/run/last.pt)."""
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
-    from export.train import TrainConfig, train
-
-    with torch_threads(1):  # two spinning OpenMP threads slow training ~10x on a loaded 2-core machine
-        root = tmp_path_factory.mktemp("tiny")
-        metrics = train(TrainConfig(**TINY), root / "run", progress=False)
-    return root, metrics
+    return _TRAININGS.result("tiny", TINY)
 
 
 # The sparse-resonator head (seed 000) on the same task: no projection, D = the 128 features in
@@ -103,16 +184,14 @@ TINY_SR = dict(TINY, head="sparse-resonator", D=0, lr=1e-2)
 
 
 @pytest.fixture(scope="session")
-def tiny_sr_export(tmp_path_factory):
+def tiny_sr_export():
     """``(root, manifest)``: the TINY_SR model trained and exported (decode calibrated) once per session."""
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
     from hdsim.calibrate import CalibrationConfig
     from export.onnx_export import export_checkpoint
-    from export.train import TrainConfig, train
 
+    root, _ = _TRAININGS.result("tiny_sr", TINY_SR)
     with torch_threads(1):
-        root = tmp_path_factory.mktemp("tiny_sr")
-        train(TrainConfig(**TINY_SR), root / "run", progress=False)
         manifest = export_checkpoint(root / "run" / "last.pt", root / "int8", parity_images=64,
                                      calibration=CalibrationConfig(trials=12, progress=False))
     return root, manifest

@@ -344,8 +344,9 @@ def test_torchrun_two_processes_reach_the_accuracy_of_one(tiny_trained, tmp_path
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     ddp = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0 prints the only JSON line
-    assert ddp["world_size"] == 2 and ddp["finished"] and single["world_size"] == 1
-    assert load_checkpoint(tmp_path / "last.pt")["world_size"] == 2
+    assert ddp["world_size"] == 2 and ddp["finished"] and ddp["phase"] == "qat" and single["world_size"] == 1
+    state = load_checkpoint(tmp_path / "last.pt")  # both phases ran under DDP: float epochs, then QAT
+    assert state["world_size"] == 2 and state["epoch"] == TINY["epochs"] + TINY["qat_epochs"]
     n = ddp["eval_size"]
     assert n == single["eval_size"] == TINY["eval_size"]
     a1, a2 = single["test_accuracy"], ddp["test_accuracy"]

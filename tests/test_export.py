@@ -401,19 +401,6 @@ def test_resume_continues_through_the_qat_phase(tmp_path):
     assert [h["phase"] for h in done["history"]] == ["float", "qat", "qat"]
 
 
-def test_torchrun_ddp_on_cpu_with_gloo(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "hdsim.cli", "train", "--out", str(tmp_path), "--epochs", "1", "--qat-epochs", "1",
-           "--train-size", "256", "--qat-train-size", "128", "--test-size", "100", "--eval-size", "50",
-           "--calib-batches", "1", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0 prints the only JSON line
-    assert res["world_size"] == 2 and res["finished"] and res["phase"] == "qat"
-    state = load_checkpoint(tmp_path / "last.pt")
-    assert state["world_size"] == 2 and state["epoch"] == 2
-
-
 # ---- end to end: train, export, parity, evaluate ----------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tiny_trained):

@@ -28,7 +28,7 @@ N_PARAMS = 14
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _quantize_query(qf, n, bits, K, out, v):
-    """:func:`hdsim.fixed.bcf.quantize_query` of query ``n`` of ``qf`` ``(N, B, L)`` (float32/64)
+    """:func:`hdsim.fixed.bcf.quantize_query` of query ``n`` of ``qf`` ``(N, B, L)`` (float64)
     into ``out[n]``; ``v`` ``(L,)`` int64 scratch.
 
     Returns ``-1``, or ``2 n`` for a non-finite entry, ``2 n + 1`` for a negative one
