@@ -80,17 +80,16 @@ def pytest_collection_modifyitems(config, items):
         cosim = any("Icarus Verilog" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
         if cosim or _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    # the tests of the trained tiny models run last (in their order): their models train in the
-    # background meanwhile (see _BackgroundTraining; under xdist a worker trains on first use)
     if XDIST:
         # the longest files first: each xdist worker takes whole files (--dist loadfile) in this
         # order, so the last file to finish, while the other worker idles, is a short one
         items.sort(key=lambda it: _HEAVY_FILES.index(it.path.name) if it.path.name in _HEAVY_FILES
                    else len(_HEAVY_FILES))
-        return
-    late = [it for it in items if _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))]
-    if late:
-        items[:] = [it for it in items if not _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))] + late
+    else:
+        # one process: the tests of the trained tiny models run last (in their order), their models
+        # train in the background meanwhile (see _BackgroundTraining)
+        tiny = [it for it in items if _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))]
+        items[:] = [it for it in items if not _SLOW_FIXTURES & set(getattr(it, "fixturenames", ()))] + tiny
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
