@@ -358,6 +358,9 @@ def tune(
                                          "them).")] = 1,
     heartbeat: Annotated[int, typer.Option(help="Seconds between a running trial's heartbeats; a trial "
                                            "silent for 3x this (killed worker) is failed and retried.")] = 10,
+    engine: Annotated[Optional[str], typer.Option(help="Decode engine of the trials: numba, torch or reference "
+                                                  "(default: the fastest available; the same decisions).")]
+    = None,
 ) -> None:
     """Search the BCF's (T, A) for one (F, M) with Optuna; merge the best into a tuned table."""
     from hdsim.tune import TuneConfig, run_tune
@@ -365,7 +368,7 @@ def tune(
     cfg = TuneConfig(F=F, M=M, D=D, B=B, trials=trials, queries=queries, storage=storage, study_name=study_name,
                      seed=seed, sampler_seed=sampler_seed, out=str(out), max_iter=max_iter,
                      iter_weight=iter_weight, device=device.value, threads=threads or None, workers=workers,
-                     heartbeat_s=heartbeat)
+                     heartbeat_s=heartbeat, engine=engine)
     emit(run_tune(cfg))
 
 

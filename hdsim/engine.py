@@ -45,7 +45,8 @@ from hdsim.factorizers.config import BCFConfig
 from hdsim.lfsr import LFSR, LFSR_TAPS, query_seeds
 from hdsim.validation import check_int, check_offset_codebooks, check_threads, gsbc_shape, is_tensor
 
-__all__ = ["ENGINES", "OP_NAMES", "NumbaBCF", "default_engine", "numba_available", "ops_summary"]
+__all__ = ["ENGINES", "OP_NAMES", "NumbaBCF", "bcf_decoder", "check_engine", "default_engine", "numba_available",
+           "ops_summary"]
 
 ENGINES = ("numba", "torch", "reference")
 OP_NAMES = ("unbind_madds", "similarity_gathers", "activation_compares", "sampling_lfsr_words",
@@ -183,3 +184,48 @@ class NumbaBCF:
 
         out = self.decode_arrays(queries, first_id, threads)
         return FactorizationResult(*(torch.from_numpy(a) for a in out[:4]))
+
+
+def check_engine(engine: str | None, device: str = "cpu") -> str:
+    """An ``engine`` option validated against ``device``; ``None`` becomes :func:`default_engine`.
+
+    Raises:
+        HdsimError: an unknown engine, or ``numba`` on a device other than the CPU.
+    """
+    if engine is None:
+        return default_engine(device)
+    if engine not in ENGINES:
+        raise HdsimError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "numba" and device != "cpu":
+        raise HdsimError(f"engine: the numba engine runs on the CPU, got device {device!r}")
+    return engine
+
+
+def bcf_decoder(engine: str, codebooks, config: BCFConfig, seed: int, *, device: str = "cpu",
+                threads: int | None = 1, batch: int = 1024):
+    """``decode(queries) -> FactorizationResult``: the float64 BCF with :class:`hdsim.lfsr.LFSRSampler`
+    ``(seed)`` on ``engine`` (:data:`ENGINES`), the same decisions on each (``tests/test_engine.py``).
+
+    ``numba``: :class:`NumbaBCF` on ``threads`` threads (its kernel loaded, or compiled, here, so
+    that a timed call does not include it); ``torch``: :class:`hdsim.engine_torch.ContinuousBCF` with
+    ``batch`` slots on ``device``; ``reference``: :class:`hdsim.factorizers.BlockCodeFactorizer` in
+    batches of ``batch``. What the sweeps and ``hdsim tune`` decode with (imports torch).
+    """
+    import torch
+
+    if engine == "numba":
+        eng = NumbaBCF.from_codebooks(codebooks, config, seed=seed)
+        eng.decode_arrays(np.zeros((1, codebooks.B, codebooks.L)), threads=1)  # load the kernel now
+        return lambda q: eng.factorize(q, threads=threads)
+    if engine == "torch":
+        from hdsim.engine_torch import ContinuousBCF
+
+        eng = ContinuousBCF(codebooks, config, seed=seed, slots=batch, device=device)
+        return lambda q: eng.factorize(q)
+    if engine == "reference":
+        from hdsim.factorizers.bcf import BlockCodeFactorizer
+        from hdsim.lfsr import LFSRSampler
+
+        fz = BlockCodeFactorizer(codebooks, config, sampler=LFSRSampler(seed), device=device, dtype=torch.float64)
+        return lambda q: fz.factorize(q, batch_size=batch)
+    raise HdsimError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")

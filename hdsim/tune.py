@@ -5,7 +5,8 @@ size with Bayesian optimization; this uses Optuna's TPE sampler (seeded).
 
 Objective (minimized), on ``queries`` random exact product queries that are the
 same in every trial (codebooks from ``seed``, queries from ``seed + 1``, the
-factorizer's sampler from ``seed + 2``)::
+:class:`hdsim.lfsr.LFSRSampler` of the decode from ``seed + 2``; float64 on ``engine``,
+by default the fastest available, :func:`hdsim.engine.bcf_decoder`)::
 
     objective = error_rate + iter_weight * mean_iterations / max_iter
 
@@ -80,7 +81,8 @@ from tqdm import tqdm
 
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
-from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
+from hdsim.engine import bcf_decoder, check_engine
+from hdsim.factorizers.bcf import BCFConfig, default_max_iter
 from hdsim.validation import check_blocks, check_device, check_ints, check_seed, check_threads
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
@@ -117,11 +119,14 @@ class TuneConfig:
         max_iter: iteration cap per decode; ``None`` = SPEC default.
         iter_weight: weight of ``mean_iterations / max_iter`` in the objective.
         device: torch device.
-        threads: torch intra-op CPU threads during the session (restored after);
-            default 1, which is much faster on small or shared CPUs (the
-            per-iteration tensors are small); ``None`` = torch's setting.
+        threads: torch intra-op CPU threads during the session (restored after) and the
+            numba engine's threads; default 1, which is much faster on small or shared CPUs
+            (the per-iteration tensors are small); ``None`` = torch's setting.
         progress: tqdm bar on stderr.
         workers: local worker processes sharing the study (``trials`` split among them).
+        engine: decode engine of the trials (:func:`hdsim.engine.bcf_decoder`: ``numba``, ``torch``
+            or ``reference``, float64 with the LFSR sampler, the same decisions on each); ``None`` =
+            the fastest available (:func:`hdsim.engine.default_engine`).
         heartbeat_s: seconds between a running trial's heartbeats; a trial silent for
             ``3 * heartbeat_s`` is failed and retried once (module docstring).
     """
@@ -144,6 +149,7 @@ class TuneConfig:
     progress: bool = True
     workers: int = 1
     heartbeat_s: int = 10
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         check_ints(self, ("F", "M", "D", "B", "trials", "queries", "workers", "heartbeat_s"))
@@ -159,6 +165,7 @@ class TuneConfig:
         if self.study_name is not None and not self.study_name.strip():
             raise HdsimError("study_name: must not be empty")
         check_device(self.device)
+        object.__setattr__(self, "engine", check_engine(self.engine, self.device))
         _check_storage(self.storage)
         out = Path(self.out)
         if out.is_dir():
@@ -351,9 +358,8 @@ def _session(cfg: TuneConfig, study: "optuna.Study", trials: int, sampler_seed: 
         A = trial.suggest_int("A", 0, cfg.A_max)
         stall_for_tests(f"trial{trial.number}", ran[0])  # after the suggestions: a killed trial has its point
         ran[0] += 1
-        fz = BlockCodeFactorizer(codebooks, BCFConfig(T=T, A=A, max_iter=max_iter),
-                                 seed=cfg.seed + 2, device=cfg.device)
-        res = fz.factorize(qs.queries)
+        res = bcf_decoder(cfg.engine, codebooks, BCFConfig(T=T, A=A, max_iter=max_iter), cfg.seed + 2,
+                          device=cfg.device, threads=cfg.threads)(qs.queries)
         acc = int((res.indices == qs.factors).all(dim=1).sum()) / cfg.queries  # exact fraction
         mean_it = float(res.iterations.double().mean())
         trial.set_user_attr("accuracy", acc)

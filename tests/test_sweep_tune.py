@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from conftest import run_cli
 from hdsim.errors import HdsimError
@@ -147,14 +148,18 @@ def test_tune_writes_table_that_lookup_reads(tmp_path):
     assert (entry.M_min, entry.M_max) == (12, 12)
     assert (entry.T, entry.A) == (res["T"], res["A"])
     # the best (T, A) re-run by hand on the study's problem gives the accuracy the tune reports
+    # (the reference factorizer, float64 with the LFSR sampler: the tune decodes on the numba engine)
     from hdsim.factorizers import BCFConfig, BlockCodeFactorizer
     from hdsim.codes import random_codebooks
+    from hdsim.lfsr import LFSRSampler
     from hdsim.queries import make_queries
 
     cfg = tiny_tune(tmp_path)
+    assert cfg.engine == "numba"
     cb = random_codebooks(2, 12, 128, 4, seed=cfg.seed)
     qs = make_queries(cb, cfg.queries, seed=cfg.seed + 1)
-    got = BlockCodeFactorizer(cb, BCFConfig(T=res["T"], A=res["A"]), seed=cfg.seed + 2).factorize(qs.queries)
+    got = BlockCodeFactorizer(cb, BCFConfig(T=res["T"], A=res["A"]), sampler=LFSRSampler(cfg.seed + 2),
+                              dtype=torch.float64).factorize(qs.queries)
     assert got.accuracy(qs.factors) == pytest.approx(res["accuracy"])
     # the sweep accepts the same file
     cfg = CapacitySweepConfig(F=(2,), table=str(tmp_path / "table.json"), D=128, progress=False)
@@ -181,11 +186,13 @@ def test_tune_resumes_study_and_merges(tmp_path):
 
 def test_tune_same_seed_same_best(tmp_path):
     runs = {}
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for name, seed, engine in (("a", 0, None), ("b", 0, None), ("c", 1, None), ("d", 0, "reference")):
         (tmp_path / name).mkdir()
-        runs[name] = run_tune(tiny_tune(tmp_path / name, M=30, max_iter=8, seed=seed))
-    a, b, c = runs["a"], runs["b"], runs["c"]
+        runs[name] = run_tune(tiny_tune(tmp_path / name, M=30, max_iter=8, seed=seed, engine=engine))
+    a, b, c, d = runs["a"], runs["b"], runs["c"], runs["d"]
     assert (a["T"], a["A"], a["objective"]) == (b["T"], b["A"], b["objective"])
+    # the reference factorizer decides as the numba engine: the same trials, the same best
+    assert (a["T"], a["A"], a["objective"]) == (d["T"], d["A"], d["objective"])
     assert a["T"] != c["T"]  # the seed does reach the sampler
 
 
@@ -201,6 +208,7 @@ def test_merge_splits_a_range_row():
     ({"trials": 0}, "trials:"), ({"M": 0}, "M:"), ({"queries": 0}, "queries:"),
     ({"storage": "not a url"}, "storage:"), ({"storage": "nosuchdb://host/x"}, "storage:"),
     ({"storage": "sqlite:////nonexistent_dir_hdsim/x.db"}, "storage:"), ({"iter_weight": -1.0}, "iter_weight:"),
+    ({"engine": "gpu"}, "engine: expected one of"), ({"engine": "numba", "device": "cuda"}, "engine|device"),
 ])
 def test_tune_bad_options(tmp_path, kw, option):
     with pytest.raises(HdsimError, match=option):

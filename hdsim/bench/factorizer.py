@@ -58,14 +58,11 @@ class FactorizerBenchConfig(ProblemConfig):
             raise HdsimError(f"dtype: expected float32 or float64, got {self.dtype!r}")
         check_device(self.device)
         if self.engine is not None:
-            from hdsim.engine import ENGINES
+            from hdsim.engine import check_engine
 
-            if self.engine not in ENGINES:
-                raise HdsimError(f"engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
+            check_engine(self.engine, self.device)
             if self.method != "bcf":
                 raise HdsimError("engine: the decode engines exist for --method bcf only")
-            if self.engine == "numba" and self.device != "cpu":
-                raise HdsimError(f"engine: the numba engine runs on the CPU, got device {self.device!r}")
             if self.engine == "numba" and self.dtype == "float32":
                 raise HdsimError("engine: the numba engine computes in float64, got dtype 'float32'")
         check_threads("threads", self.threads, optional=True)

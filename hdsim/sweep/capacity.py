@@ -54,9 +54,9 @@ from tqdm import tqdm
 from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.sweep.output import new_figure, parse_list, save_figure, write_csv, write_text_atomic
-from hdsim.factorizers.bcf import BCFConfig, BlockCodeFactorizer, default_max_iter
+from hdsim.engine import bcf_decoder
+from hdsim.factorizers.bcf import BCFConfig, default_max_iter
 from hdsim.bcf_numpy import colliding_products
-from hdsim.lfsr import LFSRSampler
 from hdsim.queries import make_queries
 from hdsim.threads import torch_threads
 from hdsim.tuned import load_table, lookup
@@ -151,14 +151,9 @@ class CapacitySweepConfig:
         check_threads("threads", self.threads, optional=True)
         check_seed("seed", self.seed)
         check_device(self.device)
-        from hdsim.engine import ENGINES, default_engine
+        from hdsim.engine import check_engine
 
-        if self.engine is None:
-            object.__setattr__(self, "engine", default_engine(self.device))
-        if self.engine not in ENGINES:
-            raise HdsimError(f"engine: expected one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.engine == "numba" and self.device != "cpu":
-            raise HdsimError(f"engine: the numba engine runs on the CPU, got device {self.device!r}")
+        object.__setattr__(self, "engine", check_engine(self.engine, self.device))
         table = load_table(self.table)  # HdsimError for a missing / malformed file
         for f in self.F:
             if not table["tables"].get(str(f)):
@@ -202,26 +197,12 @@ def _run_point(cfg: CapacitySweepConfig, F: int, M: int) -> dict:
     spec_iter = default_max_iter(codebooks.sizes)
     max_iter = spec_iter if cfg.max_iter is None else min(spec_iter, cfg.max_iter)
     bcf = BCFConfig(T=tuned.T, A=tuned.A, max_iter=max_iter)
-    lfsr_seed = cfg.seed + 2
-    if cfg.engine == "numba":
-        from hdsim.engine import NumbaBCF
-
-        eng = NumbaBCF.from_codebooks(codebooks, bcf, seed=lfsr_seed)
-        eng.decode_arrays(qs.queries[:1], threads=1)  # load (or compile) the kernel outside the timing
-        decode = lambda: eng.factorize(qs.queries, threads=cfg.threads)  # noqa: E731
-    elif cfg.engine == "torch":
-        from hdsim.engine_torch import ContinuousBCF
-
-        eng = ContinuousBCF(codebooks, bcf, seed=lfsr_seed, slots=cfg.batch, device=cfg.device)
-        decode = lambda: eng.factorize(qs.queries)  # noqa: E731
-    else:
-        fz = BlockCodeFactorizer(codebooks, bcf, sampler=LFSRSampler(lfsr_seed), device=cfg.device,
-                                 dtype=torch.float64)
-        decode = lambda: fz.factorize(qs.queries, batch_size=cfg.batch)  # noqa: E731
+    decode = bcf_decoder(cfg.engine, codebooks, bcf, cfg.seed + 2, device=cfg.device, threads=cfg.threads,
+                         batch=cfg.batch)
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = decode()
+    res = decode(qs.queries)
     if cfg.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
