@@ -29,7 +29,9 @@ tests[fixed]="tests/test_fixed.py tests/test_fixed_compiled.py"
 only[lfsr]="hdsim/lfsr.py"
 tests[lfsr]="tests/test_lfsr.py"
 only[codes]="hdsim/codes.py"
-tests[codes]="tests/test_functional.py tests/test_bcf.py"
+# codes: its own tests and the algebra's; tests/test_bcf.py (minutes of sampled BCF decodes that use
+# the codebooks only as fixtures) is left out: every surviving mutant would re-run all of it
+tests[codes]="tests/test_codes.py tests/test_functional.py"
 order=(functional fixed lfsr codes)
 
 modules=("$@")
