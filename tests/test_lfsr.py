@@ -427,3 +427,258 @@ def test_bank_next_word_and_argument_checks():
     seeds, ns = list(range(3, 13)), [1, 2, 2, 2, 2, 2, 3, 5, 8, 1]
     got = uniform_index_batch(LFSRBank(seeds), ns)
     assert got.dtype == np.int64 and got.tolist() == [uniform_index(LFSR(s), n) for s, n in zip(seeds, ns)]
+
+
+# ------------------------------------------------- argument checks, boundaries and dtypes (issue 17, mutation)
+
+_MAX_ID = (1 << 32) - 2  # the largest query id (SPEC section 5)
+
+
+def _sampler_draw(ids, M=5, A=2):
+    return LFSRSampler(1).draw(ids, M, A)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: LFSR(1, width=1), "width: LFSR width must be an integer in [2, 64], got 1"),
+    (lambda: LFSR(1, width=65), "width: LFSR width must be an integer in [2, 64], got 65"),
+    (lambda: LFSR(1, width=16.0, taps=TAPS16), "width: LFSR width must be an integer in [2, 64], got 16.0"),
+    (lambda: LFSR(1, width=True), "width: LFSR width must be an integer in [2, 64], got True"),
+    (lambda: LFSR(1, width=16, taps=0), "taps: feedback mask must be a positive 16-bit integer, got 0"),
+    (lambda: LFSR(1, width=16, taps=1 << 16), "taps: feedback mask must be a positive 16-bit integer, got 65536"),
+    (lambda: LFSR(1, width=16, taps=True), "taps: feedback mask must be a positive 16-bit integer, got True"),
+    (lambda: LFSR(1, width=16, taps=46080.0), "taps: feedback mask must be a positive 16-bit integer, got 46080.0"),
+    (lambda: LFSR(1, width=16, taps=1), "taps: bit 15 (the x^16 term) must be set, got 0x1"),
+    (lambda: LFSR(1, width=16, taps=0x7400), "taps: bit 15 (the x^16 term) must be set, got 0x7400"),
+    (lambda: LFSR(0), "seed: must be nonzero (the all-zero state never leaves zero)"),
+    (lambda: LFSR(True), "seed: expected an integer, got bool"),
+    (lambda: LFSR(1.0), "seed: expected an integer, got float"),
+    (lambda: LFSR(-5), "seed: must be in [1, 2^32 - 1], got -5"),
+    (lambda: LFSR(1 << 32), "seed: must be in [1, 2^32 - 1], got 4294967296"),
+    (lambda: LFSR(1 << 16, width=16, taps=TAPS16), "seed: must be in [1, 2^16 - 1], got 65536"),
+    (lambda: LFSRSampler(0), "seed: must be nonzero (the all-zero state never leaves zero)"),
+    (lambda: LFSR(1).next_bits(65), "n: number of bits must be an integer in [0, 64], got 65"),
+    (lambda: LFSR(1).next_bits(-1), "n: number of bits must be an integer in [0, 64], got -1"),
+    (lambda: LFSR(1).next_bits(True), "n: number of bits must be an integer in [0, 64], got True"),
+    (lambda: LFSR(1).next_bits(8.0), "n: number of bits must be an integer in [0, 64], got 8.0"),
+    (lambda: LFSRBank([[1, 2]]), "states: expected a 1-D array of register states, got shape (1, 2)"),
+    (lambda: LFSRBank(5), "states: expected a 1-D array of register states, got shape ()"),
+    (lambda: LFSRBank([1.0, 2.0]), "states: expected integers, got dtype float64"),
+    (lambda: LFSRBank([1, 0]), "states: every register state must be nonzero"),
+    (lambda: LFSRBank([3, 1 << 16], width=16, taps=TAPS16), "states: every register state must be < 2^16"),
+    (lambda: query_seeds(1, [[0, 1]]), "query_ids: expected a 1-D integer array, got shape (1, 2) dtype int64"),
+    (lambda: query_seeds(1, [0.5]), "query_ids: expected a 1-D integer array, got shape (1,) dtype float64"),
+    (lambda: query_seeds(1, [3, -1]), "query_ids: every id must be in [0, 2^32 - 2]"),
+    (lambda: query_seeds(1, [_MAX_ID + 1, 3]), "query_ids: every id must be in [0, 2^32 - 2]"),
+    (lambda: query_seeds(0, [1]), "seed: must be nonzero (the all-zero state never leaves zero)"),
+    (lambda: draw_distinct(LFSR(1), 0, 0), "M: number of candidates must be an integer >= 1, got 0"),
+    (lambda: draw_distinct(LFSR(1), True, 0), "M: number of candidates must be an integer >= 1, got True"),
+    (lambda: draw_distinct(LFSR(1), 5.0, 1), "M: number of candidates must be an integer >= 1, got 5.0"),
+    (lambda: draw_distinct(LFSR(1), 5, -1), "A: number of draws must be an integer >= 0, got -1"),
+    (lambda: draw_distinct(LFSR(1), 5, True), "A: number of draws must be an integer >= 0, got True"),
+    (lambda: draw_distinct(LFSR(1), 5, 1.0), "A: number of draws must be an integer >= 0, got 1.0"),
+    (lambda: draw_distinct(LFSR(1), 5, 6), "A: cannot draw 6 distinct indices from M=5"),
+    (lambda: draw_distinct_batch(LFSRBank([1]), 5, 6), "A: cannot draw 6 distinct indices from M=5"),
+    (lambda: _expected_words((1 << 32) + 1, 1), "M: at most 2^32 candidates, got 4294967297"),
+    (lambda: LFSRSampler(1)(np.arange(2), 0, 5, 2), "query_ids: expected a 1-D integer tensor"),
+    (lambda: LFSRSampler(1)(torch.zeros(1, 2, dtype=torch.int64), 0, 5, 2), "query_ids: expected a 1-D integer tensor"),
+    (lambda: LFSRSampler(1)(torch.tensor([0.0, 1.0]), 0, 5, 2), "query_ids: expected a 1-D integer tensor"),
+    (lambda: LFSRSampler(1)(torch.tensor([True, False]), 0, 5, 2), "query_ids: expected a 1-D integer tensor"),
+    (lambda: _sampler_draw(np.zeros((1, 2), dtype=np.int64)), "query_ids: expected a 1-D integer array"),
+    (lambda: _sampler_draw(np.array([0.0, 1.0])), "query_ids: expected a 1-D integer array"),
+    (lambda: _sampler_draw(np.array([1, 1])), "query_ids: must be distinct (one register per query)"),
+    (lambda: _sampler_draw(np.array([2, -1])), "query_ids: every id must be in [0, 2^32 - 2]"),
+    (lambda: _sampler_draw(np.array([_MAX_ID + 1, 2])), "query_ids: every id must be in [0, 2^32 - 2]"),
+    (lambda: _sampler_draw(np.array([0]), 5, 6), "A: cannot draw 6 distinct indices from M=5"),
+])
+def test_argument_checks_exact_messages(call, message):
+    """Every check fires on its own bad value (bounds, bools, floats) with a message that names the
+    argument, matched in full: a check that fires late, or for another reason, reads differently."""
+    with pytest.raises(HdsimError) as err:
+        call()
+    assert str(err.value) == message
+
+
+def test_register_bounds_accepted():
+    """The extreme widths, seeds and word sizes the checks admit, against hand-stepped registers."""
+    # width 2, x^2 + x + 1 (mask 0b11): 1 -> 3 -> 2 -> 1 (out 1, 1, 0), period 3 = 2^2 - 1
+    r = LFSR(1, width=2, taps=0b11)
+    assert [(r.step(), r.state) for _ in range(3)] == [(1, 3), (1, 2), (0, 1)]
+    # width 64 (x^64 + x^4 + x^3 + x + 1): seed 1 shifts out 1 and takes the mask; 2^64 - 1 is a seed
+    t64 = taps_from_exponents([64, 4, 3, 1])
+    r = LFSR(1, width=64, taps=t64)
+    assert r.step() == 1 and r.state == t64
+    top = LFSR((1 << 64) - 1, width=64, taps=t64)
+    assert top.step() == 1 and top.state == ((1 << 63) - 1) ^ t64
+    bank = LFSRBank(np.array([1, (1 << 64) - 1, 1 << 63], dtype=np.uint64), width=64, taps=t64)
+    regs = [LFSR(s, 64, t64) for s in (1, (1 << 64) - 1, 1 << 63)]
+    assert bank.next_bits(64).tolist() == [x.next_bits(64) for x in regs]
+    assert bank.states.tolist() == [x.state for x in regs]
+    # the largest 32-bit seed; numpy integers as seeds and bit counts
+    assert LFSR((1 << 32) - 1).state == (1 << 32) - 1
+    r = LFSR(np.uint32(5))
+    assert r.state == 5 and type(r.state) is int
+    assert LFSR(77).next_bits(np.int64(8)) == LFSR(77).next_bits(8)
+    # next_bits(64) and next_bits(1): the bits of single steps, first bit most significant
+    a, b = LFSR(12345), LFSR(12345)
+    assert a.next_bits(64) == int("".join(str(b.step()) for _ in range(64)), 2)
+    assert LFSR(1).next_bits(1) == 1 and LFSR(2).next_bits(1) == 0
+
+
+def test_bank_dtypes_empty_bank_and_single_bits():
+    """Words are uint64 whatever the path (n = 0, all registers, an active subset), step bits uint8;
+    an empty bank is a valid bank; one-bit words equal single steps."""
+    bank = LFSRBank([5, 9, 12])
+    assert bank.states.dtype == np.uint64 and len(bank) == 3
+    zero = bank.next_bits(0)
+    assert zero.dtype == np.uint64 and zero.tolist() == [0, 0, 0] and bank.states.tolist() == [5, 9, 12]
+    part = bank.next_bits(40, np.array([False, True, True]))
+    assert part.dtype == np.uint64 and part.tolist() == [0, LFSR(9).next_bits(40), LFSR(12).next_bits(40)]
+    regs = [LFSR(5), LFSR(9), LFSR(12)]
+    regs[1].next_bits(40), regs[2].next_bits(40)
+    one = bank.next_bits(1)
+    assert one.dtype == np.uint64 and one.tolist() == [r.step() for r in regs]
+    bits = bank.step()
+    assert bits.dtype == np.uint8 and bits.tolist() == [r.step() for r in regs]
+    assert bank.states.tolist() == [r.state for r in regs]
+    empty = LFSRBank([])
+    assert len(empty) == 0 and empty.states.dtype == np.uint64 and empty.states.shape == (0,)
+    assert empty.next_bits(7).shape == (0,)
+    assert draw_distinct_batch(empty, 10, 3).shape == (0, 3)
+    assert tie_break_batch(empty, np.zeros((0, 4), dtype=bool)).shape == (0,)
+    assert query_seeds(1, []).shape == (0,)
+
+
+def _mix(q: int) -> int:
+    """The documented per-query mix, in Python integers (module docstring of hdsim.lfsr)."""
+    m = ((q + 1) * 0x9E3779B9) % (1 << 32)
+    return m ^ (m >> 16)
+
+
+def test_query_seeds_bounds_and_zero_fallback():
+    # the largest id: (2^32 - 1) * MIX mod 2^32 = 2^32 - MIX, then the xorshift
+    assert _mix(_MAX_ID) == (((1 << 32) - 0x9E3779B9) ^ (((1 << 32) - 0x9E3779B9) >> 16))
+    assert query_seeds(7, [_MAX_ID, 0]).tolist() == [7 ^ _mix(_MAX_ID), 7 ^ _mix(0)] == \
+        [query_seed(7, _MAX_ID), query_seed(7, 0)]
+    # the seed equal to query 0's mix (0x9E37E78E, hand-computed above) would give state 0: the seed instead
+    seed = 0x9E37E78E
+    assert query_seeds(seed, [0, 1, 2]).tolist() == [seed, seed ^ _mix(1), seed ^ _mix(2)]
+    assert query_seeds(seed, np.array([2, 0], dtype=np.int32)).tolist() == [seed ^ _mix(2), seed]
+
+
+def test_draw_distinct_bounds_by_hand():
+    """A = 0, A = M, M = 1 and a power-of-two M, replayed by hand with k written out."""
+    r = LFSR(3)
+    assert draw_distinct(r, 5, 0) == [] and r.state == 3  # nothing drawn, no step
+    r = LFSR(3)
+    assert draw_distinct(r, 1, 1) == [0] and r.state == 3  # k = 0: no step
+    assert sorted(draw_distinct(LFSR(3), 7, 7)) == list(range(7))
+    for M, k in ((8, 3), (16, 4), (17, 5), (2, 1)):
+        got, r = draw_distinct(LFSR(99), M, 5 if M > 2 else 2), LFSR(99)
+        want: list[int] = []
+        while len(want) < min(5, M):
+            w = r.next_bits(k)
+            if w < M and w not in want:
+                want.append(w)
+        assert got == want, M
+    assert draw_distinct(LFSR(5), np.int64(10), np.int32(3)) == draw_distinct(LFSR(5), 10, 3)
+
+
+def test_expected_words_small_cases_by_hand():
+    # one draw takes 2^k / M words: k = bit_length(M - 1)
+    assert _expected_words(1, 1) == 1.0  # k = 0
+    assert _expected_words(16, 1) == 1.0  # k = 4
+    assert _expected_words(17, 1) == 32 / 17  # k = 5
+    assert _expected_words(1 << 32, 1) == 1.0  # the largest M: k = 32
+    assert _expected_words(2, 2) == 2 / 2 + 2 / 1
+    assert _expected_words(5, 0) == 0.0
+
+
+@pytest.mark.parametrize("seeds, M, A", [
+    ([5, 6, 7], 2, 1), ([5, 6, 7], 2, 2), ([11, 12], 7, 7), ([11, 12], 131_000, 2000), ([21, 22], 10, 1)])
+def test_draw_distinct_batch_edge_sizes_equal_scalar(seeds, M, A):
+    """k = 1, A = M, A = 1, and M above 2^16 with enough draws that valid words collide modulo 2^16
+    (sort keys must not be cut to 16 bits there): the scalar reference's picks and end states."""
+    bank = LFSRBank(seeds)
+    got = draw_distinct_batch(bank, M, A)
+    regs = [LFSR(s) for s in seeds]
+    assert got.dtype == np.int64 and got.tolist() == [draw_distinct(r, M, A) for r in regs]
+    assert bank.states.tolist() == [r.state for r in regs]
+    zero = LFSRBank(seeds)
+    assert draw_distinct_batch(zero, M, 0).shape == (len(seeds), 0) and zero.states.tolist() == seeds
+
+
+def test_advance_from_chunk_states_equals_stepping():
+    """_advance(states, ..., chunk states every 64 steps, steps) against single steps, for step
+    counts 0, 1, 63, 64, 65 and 133 (no chunk, part of one, whole chunks and a remainder)."""
+    from hdsim.lfsr import _advance
+
+    seeds = [3, 77, 1000, 65537, 0xFFFFFFFF, 12345]
+    steps = np.array([0, 1, 63, 64, 65, 133])
+    chunk_states = np.zeros((len(seeds), 3), dtype=np.uint64)
+    want = []
+    for i, (s, n) in enumerate(zip(seeds, steps)):
+        r = LFSR(s)
+        for t in range(1, 3 * 64 + 1):
+            r.step()
+            if t % 64 == 0:
+                chunk_states[i, t // 64 - 1] = r.state
+        r = LFSR(s)
+        for _ in range(int(n)):
+            r.step()
+        want.append(r.state)
+    got = _advance(np.array(seeds, dtype=np.uint64), LFSR_WIDTH, LFSR_TAPS, chunk_states, steps)
+    assert got.tolist() == want
+
+
+def test_sampler_draw_edges():
+    """Empty batches (integer or float ids), the largest id, int32 ids, and the tie-break batch dtype."""
+    s = LFSRSampler(9)
+    for empty in (np.array([], dtype=np.int64), np.array([])):
+        out = s.draw(empty, 10, 3)
+        assert out.shape == (0, 3) and out.dtype == np.int64
+    assert s(torch.tensor([], dtype=torch.int64), 0, 10, 3).shape == (0, 3)
+    got = LFSRSampler(9).draw(np.array([_MAX_ID, 4]), 10, 3)
+    assert got.tolist() == [draw_distinct(LFSR(query_seed(9, _MAX_ID)), 10, 3),
+                            draw_distinct(LFSR(query_seed(9, 4)), 10, 3)]
+    a = LFSRSampler(9)(torch.tensor([3, 1], dtype=torch.int32), 0, 50, 4)
+    b = LFSRSampler(9)(torch.tensor([3, 1]), 0, 50, 4)
+    assert a.dtype == torch.int64 and torch.equal(a, b)
+    mask = np.array([[False, True, True], [True, False, False]])
+    picks = tie_break_batch(LFSRBank([3, 4]), mask)
+    assert picks.dtype == np.int64
+    assert picks.tolist() == [tie_break(LFSR(3), [1, 2]), 0]
+
+
+def test_draw_distinct_batch_on_another_polynomial():
+    """The batch draw keeps the bank's own width and taps (a 16-bit register of TAPS16), with the
+    expected-size block and with one-word blocks (every redo and the 64-step chunk advance)."""
+    seeds = [1, 0xACE1, 0xFFFF, 12345]
+    for first_block in (None, 1):
+        bank = LFSRBank(seeds, width=16, taps=TAPS16)
+        got = draw_distinct_batch(bank, 40, 6, _first_block=first_block)
+        regs = [LFSR(s, 16, TAPS16) for s in seeds]
+        assert got.tolist() == [draw_distinct(r, 40, 6) for r in regs]
+        assert bank.states.tolist() == [r.state for r in regs]
+
+
+def test_tie_break_batch_takes_nonzero_counts_as_candidates():
+    """A count mask: every non-zero entry is one candidate (not ``count`` of them), for 20 registers
+    against the scalar tie-break among the non-zero columns."""
+    counts = np.random.default_rng(1).integers(0, 6, size=(20, 7))
+    counts[:, 3] = 4  # at least one candidate per row
+    seeds = list(range(3, 23))
+    got = tie_break_batch(LFSRBank(seeds), counts)
+    assert got.tolist() == [tie_break(LFSR(s), np.flatnonzero(row).tolist()) for s, row in zip(seeds, counts)]
+
+
+def test_sampler_calls_continue_each_querys_register():
+    """A query's second draw continues its own register where its first draw left it, whichever
+    other queries share the calls: scalar registers started at query_seed are the oracle."""
+    seed = 31
+    r2, r7 = LFSR(query_seed(seed, 2)), LFSR(query_seed(seed, 7))
+    sampler = LFSRSampler(seed)
+    first = sampler.draw(np.array([2, 7]), 50, 4)
+    assert first.tolist() == [draw_distinct(r2, 50, 4), draw_distinct(r7, 50, 4)]
+    assert sampler.draw(np.array([7]), 9, 3).tolist() == [draw_distinct(r7, 9, 3)]
+    assert sampler(torch.tensor([2]), 1, 50, 4).tolist() == [draw_distinct(r2, 50, 4)]
+    assert sampler.state(2) == r2.state and sampler.state(7) == r7.state
