@@ -109,12 +109,12 @@ module hdsim_bcf #(
 );
     // ------------------------------------------------------------------ sizes
     localparam integer D    = B * L;
-    localparam integer AD   = (D > 1) ? $clog2(D) : 1;     // entry address
     localparam integer LW   = $clog2(L);                   // index in a block (L >= 2)
     localparam integer BW   = (B > 1) ? $clog2(B) : 1;
     localparam integer NCH  = (M + P - 1) / P;             // codevector chunks
     localparam integer NCP  = NCH * P;                     // padded codebook size
     localparam integer NG   = D / P;                       // output groups
+    localparam integer GPB  = L / P;                       // groups per block
     localparam integer GW   = (NG > 1) ? $clog2(NG) : 1;
     localparam integer WIN  = (WQ > WU) ? WQ : WU;         // unbinding input
     localparam integer ACCW = WIN + WX;                    // correlation sum
@@ -125,7 +125,7 @@ module hdsim_bcf #(
     localparam integer PBW  = $clog2(SW + 1);              // bit length of S
     localparam integer PRW  = SW + RW;                     // s * R
     localparam integer SHW  = $clog2(SW + G + 1);          // normalize shift
-    localparam integer REMW = SW + 1;
+    localparam integer REMW = SW + 2;                      // divider remainder (< 2 S)
     localparam integer DCW  = $clog2(RW + 1);
     localparam integer EW   = ((AB > PW) ? AB : PW) + 2;   // a + perturbation
     localparam integer MW   = $clog2(F * NCH);             // codebook ROM address (F * NCH >= 2)
@@ -140,7 +140,6 @@ module hdsim_bcf #(
     localparam [FW-1:0]   F_LAST  = F_LAST_I[FW-1:0];
     localparam [FW-1:0]   C_LAST  = C_LAST_I[FW-1:0];
     localparam [GW-1:0]   G_LAST  = G_LAST_I[GW-1:0];
-    localparam [AD-1:0]   P_AD    = P[AD-1:0];
     localparam [IW:0]     P_CH    = P[IW:0];
     localparam [IW:0]     M_CH    = M[IW:0];
     localparam [MW-1:0]   NCH_MW  = NCH[MW-1:0];
@@ -153,7 +152,8 @@ module hdsim_bcf #(
     localparam [SW-1:0]   S_M     = M[SW-1:0];
     localparam [SW-1:0]   S_A     = S_AI[SW-1:0];
     localparam [SW-1:0]   S_ONE   = {{(SW-1){1'b0}}, 1'b1};
-    localparam [15:0]     A_CNT   = A[15:0];
+    localparam integer    A_LAST_I = (A > 0) ? A - 1 : 0;
+    localparam [15:0]     A_LAST  = A_LAST_I[15:0];   // the draw that ends DRAW
     localparam            SAMPLE_ON  = (A > 0);
     localparam            SAMPLE_ALL = (A >= M);
     localparam            F_ODD   = (F % 2) == 1;
@@ -186,7 +186,6 @@ module hdsim_bcf #(
     reg [31:0]     lfsr;
     reg            all_pulled;
     reg [F*IW-1:0] idx_r;              // argmax per factor, last iteration
-    wire [31:0]    f32 = {{(32 - FW){1'b0}}, fcur};
 
     // ------------------------------------------------------------------ storage
     reg  [D*WQ-1:0]   qmem;            // query
@@ -205,7 +204,6 @@ module hdsim_bcf #(
     reg          q_full;
     reg [BW-1:0] ld_blk;
     reg [QW-1:0] ld_qid;
-    wire [31:0]  ld_blk32 = {{(32 - BW){1'b0}}, ld_blk};
     wire         ld_fire = s_valid && !q_full;
     wire         res_take = (state == ST_DONE) && (!m_valid || m_ready);
     assign s_ready = !q_full;
@@ -221,22 +219,29 @@ module hdsim_bcf #(
             if (res_take) q_full <= 1'b0;
         end
     end
+    // one write enable per block over constant offsets: no index arithmetic (L * WQ is
+    // rarely a power of two, and yosys maps such strides to multipliers)
+    integer lb;
     always @(posedge clk) begin
-        if (ld_fire) qmem[ld_blk32 * L * WQ +: L * WQ] <= s_data;
+        for (lb = 0; lb < B; lb = lb + 1)
+            if (ld_fire && ld_blk == lb[BW-1:0]) qmem[lb*L*WQ +: L*WQ] <= s_data;
         if (ld_fire && ld_blk == 0) ld_qid <= s_qid;
     end
 
     // ------------------------------------------------------------------ divider
-    // R = floor(2^(p+G) / S) = floor(2^(SW+G) / (S << (SW-p))): restoring division
-    // of a constant by the MSB-aligned S; RW quotient bits, DIV_STEPS per cycle.
+    // R = floor(2^(p+G) / S) = floor(2^(p-1) 2^RW / (2 S)): restoring division of the
+    // numerator 2^(p-1) 2^RW (its leading part 2^(p-1) = S's highest set bit, < 2 S) by
+    // 2 S; RW quotient bits, DIV_STEPS per cycle.  Starting from S's highest bit needs
+    // no shift by the bit length p (a priority encoder, a subtraction and a barrel
+    // shifter in the cycle that chooses S); p itself is registered one cycle later.
     reg              div_go;           // from the FSM (combinational)
     reg  [SW-1:0]    div_S;
     reg              div_busy;
-    reg  [SW-1:0]    div_den;
+    reg  [SW-1:0]    div_den;          // S
     reg  [REMW-1:0]  div_rem;
     reg  [RW-1:0]    div_q;
     reg  [DCW-1:0]   div_left;
-    reg  [PBW-1:0]   cur_p;            // bit length of S
+    reg  [PBW-1:0]   cur_p;            // bit length of S (one cycle after cur_S)
     reg  [SW-1:0]    cur_S;
 
     function [PBW-1:0] bitlen;
@@ -249,9 +254,19 @@ module hdsim_bcf #(
         end
     endfunction
 
-    wire [PBW-1:0] go_p = bitlen(div_S);
-    localparam [PBW-1:0]  SW_P = SW[PBW-1:0];
-    localparam [REMW-1:0] REM0 = {{(REMW - 1){1'b0}}, 1'b1} << (SW - 2);
+    function [SW-1:0] msb_of;          // the highest set bit of v alone (0 for v = 0)
+        input [SW-1:0] v;
+        integer i;
+        reg seen;
+        begin
+            seen = 1'b0;
+            for (i = SW - 1; i >= 0; i = i - 1) begin
+                msb_of[i] = v[i] && !seen;
+                seen = seen || v[i];
+            end
+        end
+    endfunction
+
     localparam [DCW-1:0]  RW_D = RW[DCW-1:0];
 
     reg [REMW-1:0] dv_rem;
@@ -265,8 +280,8 @@ module hdsim_bcf #(
         for (di = 0; di < DIV_STEPS; di = di + 1) begin
             if (dv_left != 0) begin
                 dv_rem = dv_rem << 1;
-                if (dv_rem >= {1'b0, div_den}) begin
-                    dv_rem = dv_rem - {1'b0, div_den};
+                if (dv_rem >= {1'b0, div_den, 1'b0}) begin
+                    dv_rem = dv_rem - {1'b0, div_den, 1'b0};
                     dv_q = {dv_q[RW-2:0], 1'b1};
                 end else begin
                     dv_q = {dv_q[RW-2:0], 1'b0};
@@ -281,9 +296,8 @@ module hdsim_bcf #(
             div_busy <= 1'b0;
         end else if (div_go) begin
             cur_S    <= div_S;
-            cur_p    <= go_p;
-            div_den  <= div_S << (SW_P - go_p);
-            div_rem  <= REM0;
+            div_den  <= div_S;
+            div_rem  <= {2'b00, msb_of(div_S)};
             div_q    <= {RW{1'b0}};
             div_left <= RW_D;
             div_busy <= (div_S != 0);
@@ -294,6 +308,8 @@ module hdsim_bcf #(
             if (dv_left == 0) div_busy <= 1'b0;
         end
     end
+    // p is needed only in NORM, at least three cycles after any div_go
+    always @(posedge clk) cur_p <= bitlen(cur_S);
     wire [RW-1:0] cur_R = (cur_S == 0) ? {RW{1'b0}} : div_q;
 
     // ------------------------------------------------------------------ coding note
@@ -309,94 +325,156 @@ module hdsim_bcf #(
     // zero at most positions, and a zero x_g[j] adds nothing to any output, so a
     // group of P outputs l0..l0+P-1 visits only the block's nonzero j (ascending,
     // one per cycle; one cycle with x = 0 for an all-zero block): lane p reads
-    // twin[(l0 + j + p) mod L], all lanes read xwin[j].  The sums are exact
+    // t_in[(l0 + j + p) mod L], all lanes read x_g[j].  The sums are exact
     // integers, so skipping zeros and their order change nothing (bit-exact).
+    // Timing: no select computes an address.  The window sources are picked by a
+    // registered one-hot block select (wsel) and a compare of the factor with constants;
+    // twin holds the block rotated by l0 (rotated by the constant P at each group), so
+    // lane p reads entry (j + p) mod L of a fixed rotation of it, selected by j's one-hot
+    // (the lowest set bit of urem, a carry chain); the outputs are written by per-group
+    // enables.  Whether a group ends this cycle (popcount(urem) <= 1) is a register
+    // (ulast), kept from xcnt (per block of x: its nonzero count, saturated at 2, kept by
+    // NORM) at a block load, from nzw_le1 at a group restart and from urem's next value
+    // otherwise, so the window loads' wide enables start at flip-flops.
+    localparam integer ACC1 = ACCW + 1;          // accumulator: rounding half + sum
     reg [FW-1:0]      uc;
     reg [BW-1:0]      ublk;
     reg [LW-1:0]      ul0;
     reg [GW-1:0]      ugrp;
-    reg [L*WIN-1:0]   twin;                      // block of t_in
+    reg [L*WIN-1:0]   twin;                      // block of t_in rotated by l0: entry i = t_in[(l0 + i) mod L]
     reg [L*WX-1:0]    xwin;                      // block of x_g
     reg [L-1:0]       nzw;                       // x_g's nonzero positions in the block
     reg [L-1:0]       urem;                      // positions left in this group
-    reg [P*ACCW-1:0]  acc;                       // one accumulator per lane
+    reg               ulast;                     // popcount(urem) <= 1: the group's last cycle
+    reg               nzw_le1;                   // popcount(nzw) <= 1
+    reg [B-1:0]       wsel;                      // one-hot: the block the windows load next
+    reg [P*ACC1-1:0]  acc;                       // one accumulator per lane
     wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
+    reg  [F*D-1:0]    xnz;                       // xmem word != 0 (written with xmem by NORM)
+    reg  [F*B*2-1:0]  xcnt;                      // per block of xmem: nonzero words, saturated at 2
+    localparam integer WSEL0_I = 1, WSEL1_I = (B > 1) ? 2 : 0;
+    localparam [B-1:0] WSEL0 = WSEL0_I[B-1:0];   // block 0 (ULD)
+    localparam [B-1:0] WSEL1 = WSEL1_I[B-1:0];   // block 1 (the first block change)
 
-    // uj = lowest remaining position (0 when none), urem_n = the rest
-    reg [LW-1:0] uj;
-    integer fi;
-    always @* begin
-        uj = {LW{1'b0}};
-        for (fi = L - 1; fi >= 0; fi = fi - 1)
-            if (urem[fi]) uj = fi[LW-1:0];
-    end
-    wire [L-1:0] uj_hot = {{(L - 1){1'b0}}, 1'b1} << uj;
-    wire [L-1:0] urem_n = urem & ~uj_hot;
+    // uj_hot = the lowest remaining position, one-hot (0 when none), urem_n = the rest
+    wire [L-1:0] uj_hot = urem & (~urem + 1'b1);
+    wire [L-1:0] urem_n = urem & (urem - 1'b1);
+    // popcount(urem_n) <= 1, i.e. popcount(urem) <= 2: a balanced tree of counts saturated
+    // at 3 (log2(L) levels of small LUTs, not two chained carry chains and a zero test)
+    function le2;
+        input [L-1:0] v;
+        integer i, st;
+        reg [2*L-1:0] c;
+        reg [2:0]     t;
+        begin
+            for (i = 0; i < L; i = i + 1)
+                c[2*i +: 2] = {1'b0, v[i]};
+            for (st = 1; st < L; st = st * 2)
+                for (i = 0; i + st < L; i = i + 2 * st) begin
+                    t = {1'b0, c[2*i +: 2]} + {1'b0, c[2*(i + st) +: 2]};
+                    c[2*i +: 2] = (t > 3'd2) ? 2'd3 : t[1:0];
+                end
+            le2 = (c[1:0] != 2'd3);
+        end
+    endfunction
+    wire         urem_n_le1 = le2(urem);
 
     wire        u_first     = (uc == 0);
     wire        u_out1      = F_ODD ^ uc[0];     // (F-2-c) odd: write t1mem
-    wire        u_last_j    = (urem_n == {L{1'b0}});
+    wire        u_last_j    = ulast;             // = (urem_n == 0)
     wire        u_last_l0   = (ul0 == L0_LAST);
     wire        u_last_blk  = (ublk == B_LAST);
     wire        u_last_corr = (uc == C_LAST);
     wire        u_we        = (state == ST_UNB) && u_last_j;
     wire        u_nextblk   = u_we && u_last_l0 && !u_last_blk;
 
-    // window sources: block 0 in ULD, block ublk+1 at a block change
-    wire [31:0] uc32   = {{(32 - FW){1'b0}}, uc};
-    wire [31:0] ug32   = (uc32 < f32) ? uc32 : uc32 + 32'd1;
-    wire [31:0] ublk32 = {{(32 - BW){1'b0}}, ublk};
-    wire [31:0] wblk32 = (state == ST_ULD) ? 32'd0 : ublk32 + 32'd1;
-    wire [L*WQ-1:0]  src_q = qmem[wblk32 * L * WQ +: L * WQ];
-    wire [L*WU-1:0]  src_t = u_out1 ? t0mem[wblk32 * L * WU +: L * WU] : t1q[wblk32 * L * WU +: L * WU];
-    wire [L*WX-1:0]  src_x = xmem[(ug32 * B + wblk32) * L * WX +: L * WX];
+    // window sources (wsel: block 0 in ULD, block ublk+1 in UNB), of t_in and of x_g
+    wire [FW-1:0] ug   = (uc < fcur) ? uc : uc + 1'b1;
     reg  [L*WIN-1:0] src_w;
+    reg  [L*WX-1:0]  src_x;
     reg  [L-1:0]     src_nz;
-    integer si;
+    reg              src_le1;
+    reg              sel_b, sel_x;
+    integer sb, sg, si;
     always @* begin
-        for (si = 0; si < L; si = si + 1) begin
-            src_w[si*WIN +: WIN] = u_first ? {{(WIN - WQ){1'b0}}, src_q[si*WQ +: WQ]}
-                                           : {{(WIN - WU){1'b0}}, src_t[si*WU +: WU]};
-            src_nz[si] = (src_x[si*WX +: WX] != {WX{1'b0}});
+        src_w = {L*WIN{1'b0}};
+        src_x = {L*WX{1'b0}};
+        src_nz = {L{1'b0}};
+        src_le1 = 1'b0;
+        for (sb = 0; sb < B; sb = sb + 1) begin
+            sel_b = wsel[sb];
+            for (si = 0; si < L; si = si + 1)
+                src_w[si*WIN +: WIN] = src_w[si*WIN +: WIN] | ({WIN{sel_b}} &
+                    (u_first ? {{(WIN - WQ){1'b0}}, qmem[(sb*L + si)*WQ +: WQ]}
+                             : {{(WIN - WU){1'b0}}, u_out1 ? t0mem[(sb*L + si)*WU +: WU]
+                                                           : t1q[(sb*L + si)*WU +: WU]}));
+            for (sg = 0; sg < F; sg = sg + 1) begin
+                sel_x = sel_b && (ug == sg[FW-1:0]);
+                src_x = src_x | ({L*WX{sel_x}} & xmem[(sg*B + sb)*L*WX +: L*WX]);
+                src_nz = src_nz | ({L{sel_x}} & xnz[(sg*B + sb)*L +: L]);
+                src_le1 = src_le1 | (sel_x && !xcnt[(sg*B + sb)*2 + 1]);
+            end
         end
     end
+
+    // twin rotated by the constant P: the next group's view
+    function [L*WIN-1:0] rot_p;
+        input [L*WIN-1:0] w;
+        integer i;
+        for (i = 0; i < L; i = i + 1)
+            rot_p[i*WIN +: WIN] = w[((i + P) % L)*WIN +: WIN];
+    endfunction
     always @(posedge clk) begin
         if (state == ST_ULD || u_nextblk) begin
             twin <= src_w;
             xwin <= src_x;
             nzw  <= src_nz;
             urem <= src_nz;
+            nzw_le1 <= src_le1;
+            ulast <= src_le1;
         end else if (state == ST_UNB) begin
-            urem <= u_last_j ? nzw : urem_n;
+            urem <= ulast ? nzw : urem_n;
+            ulast <= ulast ? nzw_le1 : urem_n_le1;
+            if (u_we) twin <= rot_p(twin);
         end
+        // the next block: 0 until ULD ends, then 1, 2, ... at each block change
+        if (state == ST_ULD) wsel <= u_busy ? WSEL0 : WSEL1;
+        else if (state == ST_UNB) begin
+            if (u_nextblk) wsel <= wsel << 1;
+            else if (u_we && u_last_l0) wsel <= WSEL0;   // the correlation's last group: ULD next
+        end else wsel <= WSEL0;
     end
 
-    // the lanes' operands: t_in[(l0 + j + p) mod L] and x_g[j]
+    // the lanes' operands: twin[(j + p) mod L] and x_g[j], selected by j's one-hot
+    // (AND-OR, no index arithmetic)
     reg  [P*WIN-1:0] ut;
-    reg  [LW:0]      usum;
-    integer tp;
+    reg  [WX-1:0]    ux;
+    reg              sel_j;
+    integer tp, ti;
     always @* begin
-        for (tp = 0; tp < P; tp = tp + 1) begin
-            usum = {1'b0, ul0} + {1'b0, uj} + tp[LW:0];
-            if (usum >= L[LW:0]) usum = usum - L[LW:0];
-            ut[tp*WIN +: WIN] = twin[{{(32 - LW - 1){1'b0}}, usum} * WIN +: WIN];
+        ut = {P*WIN{1'b0}};
+        ux = {WX{1'b0}};
+        for (ti = 0; ti < L; ti = ti + 1) begin
+            sel_j = uj_hot[ti];
+            for (tp = 0; tp < P; tp = tp + 1)
+                ut[tp*WIN +: WIN] = ut[tp*WIN +: WIN] | ({WIN{sel_j}} & twin[((ti + tp) % L)*WIN +: WIN]);
+            ux = ux | ({WX{sel_j}} & xwin[ti*WX +: WX]);
         end
     end
-    wire [WX-1:0] ux = xwin[{{(32 - LW){1'b0}}, uj} * WX +: WX];
 
-    // lane p: acc + t * x (exact), and at a group's end the requantized output
-    function [ACCW-1:0] mac;
-        input [ACCW-1:0] a;
+    // lane p: t * x (exact); at a group's end the requantized output of the accumulator,
+    // which starts each group at the rounding half (so the last cycle adds no constant)
+    function [ACCW-1:0] mul_tx;
         input [WIN-1:0]  t;
         input [WX-1:0]   x;
-        mac = a + {{WX{1'b0}}, t} * {{WIN{1'b0}}, x};
+        mul_tx = {{WX{1'b0}}, t} * {{WIN{1'b0}}, x};
     endfunction
-    function [WU-1:0] requant;   // round half up by SH1 (first) or SHN bits, saturate to WU
-        input [ACCW-1:0] v;
+    function [WU-1:0] requant;   // shift by SH1 (first) or SHN bits (the half is in v), saturate to WU
+        input [ACCW:0]   v;
         input            first;
         reg   [ACCW:0]   r;
         begin
-            r = first ? (({1'b0, v} + HALF1) >> SH1) : (({1'b0, v} + HALFN) >> SHN);
+            r = first ? (v >> SH1) : (v >> SHN);
             requant = (r > U_MAXE) ? U_MAX : r[WU-1:0];
         end
     endfunction
@@ -408,7 +486,12 @@ module hdsim_bcf #(
     reg [P*WIN-1:0]  u2_t;
     reg [WX-1:0]     u2_x;
     reg [P*ACCW-1:0] u3_prod;
-    integer up;
+    reg [P*WU-1:0]   uq;                         // U3's requantized outputs
+    integer up, ugi;
+    always @* begin
+        for (up = 0; up < P; up = up + 1)
+            uq[up*WU +: WU] = requant(acc[up*ACC1 +: ACC1] + {1'b0, u3_prod[up*ACCW +: ACCW]}, u3_first);
+    end
     always @(posedge clk) begin
         u2_v <= !rst && (state == ST_UNB);
         u3_v <= !rst && u2_v;
@@ -417,25 +500,25 @@ module hdsim_bcf #(
         u2_t <= ut;
         u2_x <= ux;
         for (up = 0; up < P; up = up + 1)
-            u3_prod[up*ACCW +: ACCW] <= mac({ACCW{1'b0}}, u2_t[up*WIN +: WIN], u2_x);
+            u3_prod[up*ACCW +: ACCW] <= mul_tx(u2_t[up*WIN +: WIN], u2_x);
+        // after a group's last entry (or idle) the accumulator restarts at the half of the
+        // correlation whose entry is in U2 now (a group's first entry reaches U3 next)
         for (up = 0; up < P; up = up + 1)
-            acc[up*ACCW +: ACCW] <= (u3_v && !u3_last) ? acc[up*ACCW +: ACCW] + u3_prod[up*ACCW +: ACCW]
-                                                       : {ACCW{1'b0}};
+            acc[up*ACC1 +: ACC1] <= (u3_v && !u3_last) ? acc[up*ACC1 +: ACC1] + {1'b0, u3_prod[up*ACCW +: ACCW]}
+                                                       : (u2_first ? HALF1 : HALFN);
         if (u3_v && u3_last && !u3_out1)
-            for (up = 0; up < P; up = up + 1)
-                t0mem[({{(32 - GW){1'b0}}, u3_grp} * P + up) * WU +: WU] <=
-                    requant(acc[up*ACCW +: ACCW] + u3_prod[up*ACCW +: ACCW], u3_first);
+            for (ugi = 0; ugi < NG; ugi = ugi + 1)
+                if (u3_grp == ugi[GW-1:0]) t0mem[ugi*P*WU +: P*WU] <= uq;
     end
     wire u_busy = u2_v || u3_v;          // a write to t0mem / t1mem is still in the pipeline
     generate
         if (F >= 3) begin : g_t1
             reg [D*WU-1:0] t1mem;
-            integer up1;
+            integer ugi1;
             always @(posedge clk) begin
                 if (u3_v && u3_last && u3_out1)
-                    for (up1 = 0; up1 < P; up1 = up1 + 1)
-                        t1mem[({{(32 - GW){1'b0}}, u3_grp} * P + up1) * WU +: WU] <=
-                            requant(acc[up1*ACCW +: ACCW] + u3_prod[up1*ACCW +: ACCW], u3_first);
+                    for (ugi1 = 0; ugi1 < NG; ugi1 = ugi1 + 1)
+                        if (u3_grp == ugi1[GW-1:0]) t1mem[ugi1*P*WU +: P*WU] <= uq;
             end
             assign t1q = t1mem;
         end else begin : g_not1
@@ -468,6 +551,13 @@ module hdsim_bcf #(
         end
     end
 
+    // chm (a chunk's first codevector) == c P, compared with a constant
+    function chunk_is;
+        input [IW:0]  chm_v;
+        input integer c;
+        chunk_is = ({{(31 - IW){1'b0}}, chm_v} == c * P);
+    endfunction
+
     // ------------------------------------------------------------------ similarity
     reg            s2_v;               // stage 2 holds a chunk
     reg [IW:0]     s2_chm;
@@ -497,6 +587,17 @@ module hdsim_bcf #(
     reg [P-1:0]    c2_ok, g_ok;
     reg [CBW-1:0]  cw2;
     reg [P*B*WU-1:0] g_u;
+    // entry e of one block of u, by comparing e with constants (no index arithmetic)
+    function [WU-1:0] pick_u;
+        input [L*WU-1:0] blk;
+        input [LW-1:0]   e;
+        integer i;
+        begin
+            pick_u = {WU{1'b0}};
+            for (i = 0; i < L; i = i + 1)
+                pick_u = pick_u | ({WU{e == i[LW-1:0]}} & blk[i*WU +: WU]);
+        end
+    endfunction
     integer gp, gb;
     always @(posedge clk) begin
         c2_v <= !rst && sim_s1;
@@ -506,10 +607,10 @@ module hdsim_bcf #(
         g_v <= !rst && c2_v;
         g_chm <= c2_chm;
         g_ok <= c2_ok;
-        for (gp = 0; gp < P; gp = gp + 1)
-            for (gb = 0; gb < B; gb = gb + 1)
-                g_u[(gp * B + gb) * WU +: WU] <=
-                    t0mem[(gb * L + {{(32 - LW){1'b0}}, cw2[gp*B*LW + gb*LW +: LW]}) * WU +: WU];
+        if (c2_v)
+            for (gp = 0; gp < P; gp = gp + 1)
+                for (gb = 0; gb < B; gb = gb + 1)
+                    g_u[(gp * B + gb) * WU +: WU] <= pick_u(t0mem[gb*L*WU +: L*WU], cw2[gp*B*LW + gb*LW +: LW]);
     end
     function [AB-1:0] sim_raw;
         input [B*WU-1:0] gu;
@@ -559,36 +660,78 @@ module hdsim_bcf #(
         s3_a <= s2_a;
     end
 
-    // stage-3 reductions, lanes in ascending m: strict > keeps the lowest index
-    reg [AB-1:0] r_max;
-    reg [IW-1:0] r_arg;
-    reg [SW-1:0] r_all;
-    reg [SW-1:0] r_kept;
-    reg          r_any;
-    integer rp;
+    // stage-3 reductions: the chunk's lanes as balanced trees (max: the lower lane wins
+    // ties, so the lowest m of the chunk's maximum; lanes past M count as 0 and never win),
+    // registered; stage 4 merges them with the running values (strict >: an earlier chunk,
+    // lower m, wins ties), as the ascending scan of the model
+    reg            s4_v;
+    reg [AB-1:0]   s4_max;
+    reg [IW-1:0]   s4_arg;
+    reg [SW-1:0]   s4_all, s4_kept;
+    reg            s4_any;
+    reg [AB-1:0]   r_max;
+    reg [IW-1:0]   r_arg;
+    reg [SW-1:0]   r_all;
+    reg [SW-1:0]   r_kept;
+    reg            r_any;
+    reg [P*AB-1:0] t_max;
+    reg [P*IW-1:0] t_arg;
+    reg [P*SW-1:0] t_all, t_kept;
+    reg [P-1:0]    t_any;
+    reg [AB-1:0]   t_a;
+    integer rp, rs;
+    always @* begin
+        for (rp = 0; rp < P; rp = rp + 1) begin
+            t_a = s3_ok[rp] ? s3_a[rp*AB +: AB] : {AB{1'b0}};
+            t_any[rp] = s3_ok[rp] && (t_a >= T_A);
+            t_max[rp*AB +: AB] = t_a;
+            t_arg[rp*IW +: IW] = s3_chm[IW-1:0] + rp[IW-1:0];
+            t_all[rp*SW +: SW] = {{(SW - AB){1'b0}}, t_a};
+            t_kept[rp*SW +: SW] = t_any[rp] ? {{(SW - AB){1'b0}}, t_a} : {SW{1'b0}};
+        end
+        for (rs = 1; rs < P; rs = rs * 2)
+            for (rp = 0; rp + rs < P; rp = rp + 2 * rs) begin
+                if (t_max[(rp + rs)*AB +: AB] > t_max[rp*AB +: AB]) begin
+                    t_max[rp*AB +: AB] = t_max[(rp + rs)*AB +: AB];
+                    t_arg[rp*IW +: IW] = t_arg[(rp + rs)*IW +: IW];
+                end
+                t_all[rp*SW +: SW] = t_all[rp*SW +: SW] + t_all[(rp + rs)*SW +: SW];
+                t_kept[rp*SW +: SW] = t_kept[rp*SW +: SW] + t_kept[(rp + rs)*SW +: SW];
+                t_any[rp] = t_any[rp] || t_any[rp + rs];
+            end
+    end
+    always @(posedge clk) begin
+        s4_v <= !rst && s3_v;
+        s4_max <= t_max[AB-1:0];
+        s4_arg <= t_arg[IW-1:0];
+        s4_all <= t_all[SW-1:0];
+        s4_kept <= t_kept[SW-1:0];
+        s4_any <= t_any[0];
+    end
     always @* begin
         r_max = amax;
         r_arg = argmax;
-        r_all = sum_all;
-        r_kept = sum_kept;
-        r_any = any_kept;
-        for (rp = 0; rp < P; rp = rp + 1) begin
-            if (s3_ok[rp]) begin
-                if (s3_a[rp*AB +: AB] > r_max) begin
-                    r_max = s3_a[rp*AB +: AB];
-                    r_arg = s3_chm[IW-1:0] + rp[IW-1:0];
-                end
-                r_all = r_all + {{(SW - AB){1'b0}}, s3_a[rp*AB +: AB]};
-                if (s3_a[rp*AB +: AB] >= T_A) begin
-                    r_kept = r_kept + {{(SW - AB){1'b0}}, s3_a[rp*AB +: AB]};
-                    r_any = 1'b1;
-                end
-            end
+        if (s4_max > amax) begin
+            r_max = s4_max;
+            r_arg = s4_arg;
         end
+        r_all = sum_all + s4_all;
+        r_kept = sum_kept + s4_kept;
+        r_any = any_kept || s4_any;
     end
 
-    wire [31:0] s3_chm32 = {{(32 - IW - 1){1'b0}}, s3_chm};
-    always @(posedge clk) if (s3_v) amem[s3_chm32 * AB +: P * AB] <= s3_a;
+    // the chunk's similarities, by a per-chunk write enable (a compare with constants)
+    reg [NCH-1:0] s3_hit;
+    integer ac;
+    always @* begin
+        for (ac = 0; ac < NCH; ac = ac + 1)
+            s3_hit[ac] = chunk_is(s3_chm, ac);
+    end
+    integer aw;
+    always @(posedge clk)
+        if (s3_v)
+            for (aw = 0; aw < NCH; aw = aw + 1)
+                if (s3_hit[aw]) amem[aw*P*AB +: P*AB] <= s3_a;
 
     // ------------------------------------------------------------------ activation
     reg sampled, pulled;
@@ -630,117 +773,183 @@ module hdsim_bcf #(
     reg  [15:0]   n_words;             // LFSR words consumed in this factor step
 
     // per-query LFSR seed (docs/lfsr.md)
-    // computed in three registered steps from ld_qid (the multiply alone is most of a
-    // cycle); seed_age counts the cycles since ld_qid changed, and WAIT takes the seed at 3
-    reg  [31:0] qs_p1, qs_m0, q_seed;
+    // computed in three registered steps from ld_qid; seed_age counts the cycles since
+    // ld_qid changed, and WAIT takes the seed at 3.  (qid + 1) MIX mod 2^32 = qid MIX_lo +
+    // (qid MIX_hi mod 2^16) 2^16 + MIX: two QW x 16 products (one DSP each, straight from
+    // ld_qid), then their sum, then the xorshift and the zero check
+    localparam [31:0] QMIX_LO = {16'd0, QMIX[15:0]};
+    localparam [31:0] QMIX_HI = {16'd0, QMIX[31:16]};
+    reg  [31:0] qs_lo, qs_hi, qs_m0, q_seed;
     reg  [1:0]  seed_age;
+    wire [31:0] qs_q  = {{(32 - QW){1'b0}}, ld_qid};
     wire [31:0] qs_m1 = qs_m0 ^ (qs_m0 >> `HDSIM_LFSR_QUERY_SHIFT);
     wire [31:0] qs_s  = SEED ^ qs_m1;
     wire        seed_ok = (seed_age == 2'd3);
+    wire        unused_qs_hi = ^qs_hi[31:16];   // only the low half reaches bits 16..31
     always @(posedge clk) begin
-        qs_p1 <= {{(32 - QW){1'b0}}, ld_qid} + 32'd1;
-        qs_m0 <= qs_p1 * QMIX;
+        qs_lo <= qs_q * QMIX_LO;
+        qs_hi <= qs_q * QMIX_HI;
+        qs_m0 <= qs_lo + {qs_hi[15:0], 16'd0} + QMIX;
         q_seed <= (qs_s == 32'd0) ? SEED : qs_s;
         if (rst || (ld_fire && ld_blk == 0)) seed_age <= 2'd0;
         else if (!seed_ok) seed_age <= seed_age + 2'd1;
     end
 
     // ------------------------------------------------------------------ bundling
+    // lane p of chunk c is codevector c P + p: its similarity and taken bit are picked by
+    // comparing the chunk's first index with the constants c P (AND-OR, no address)
     reg [P*AB-1:0] bw;                 // lane weights
-    reg [IW-1:0]   bw_m;
-    integer wp;
+    reg [AB-1:0]   bw_a;
+    reg            bw_t, bw_c;
+    integer wp, wc;
     always @* begin
         for (wp = 0; wp < P; wp = wp + 1) begin
-            bw_m = lane_m[wp*IW +: IW];
-            bw[wp*AB +: AB] = lane_ok[wp] ? weight(w_mode, bw_m == argmax,
-                                                   amem[{{(32 - IW){1'b0}}, bw_m} * AB +: AB], taken[bw_m])
+            bw_a = {AB{1'b0}};
+            bw_t = 1'b0;
+            for (wc = 0; wc < NCH; wc = wc + 1) begin
+                bw_c = chunk_is(c1_chm, wc);
+                bw_a = bw_a | ({AB{bw_c}} & amem[(wc*P + wp)*AB +: AB]);
+                if (wc * P + wp < M) bw_t = bw_t | (bw_c && taken[wc*P + wp]);
+            end
+            bw[wp*AB +: AB] = lane_ok[wp] ? weight(w_mode, lane_m[wp*IW +: IW] == argmax, bw_a, bw_t)
                                           : {AB{1'b0}};
         end
     end
 
     // cell (b, l) adds the weights of the lanes whose codeword has l in block b (a balanced
-    // adder tree over the lanes)
+    // adder tree over the lanes); the codewords arrive decoded (one bit per lane and cell)
     function [SW-1:0] cell_add;
-        input [P*B*LW-1:0] cwv;
+        input [P*D-1:0]    hot;
         input [P*AB-1:0]   bwv;
-        input integer      cb;
-        input integer      cl;
+        input integer      ce;
         integer p, st;
         reg [P*SW-1:0] t;
         begin
             for (p = 0; p < P; p = p + 1)
-                t[p*SW +: SW] = ({{(32 - LW){1'b0}}, cwv[p*B*LW + cb*LW +: LW]} == cl)
-                                ? {{(SW - AB){1'b0}}, bwv[p*AB +: AB]} : {SW{1'b0}};
+                t[p*SW +: SW] = hot[p*D + ce] ? {{(SW - AB){1'b0}}, bwv[p*AB +: AB]} : {SW{1'b0}};
             for (st = 1; st < P; st = st * 2)
                 for (p = 0; p + st < P; p = p + 2 * st)
                     t[p*SW +: SW] = t[p*SW +: SW] + t[(p + st)*SW +: SW];
             cell_add = t[SW-1:0];
         end
     endfunction
-    // two stages after the ROM read: B1 registers the chunk's codewords and weights,
-    // B2 adds them into the accumulators (the weight lookup and the adders in separate cycles)
+    // two stages after the ROM read: B1 registers the chunk's weights and its codewords
+    // decoded (lane p has entry l in block b: bit p D + b L + l), B2 adds them into the
+    // accumulators (the weight lookup, the decode and the adders in separate cycles)
     reg            b2_v, b2_first;
-    reg [CBW-1:0]  b2_cw;
+    reg [P*D-1:0]  b2_hot;
     reg [P*AB-1:0] b2_w;
+    integer hp, hb, hl;
     always @(posedge clk) begin
         b2_v <= !rst && (state == ST_BUND) && c1_v;
         b2_first <= (c1_chm == 0);
-        b2_cw <= cw;
         b2_w <= bw;
+        if (c1_v)
+            for (hp = 0; hp < P; hp = hp + 1)
+                for (hb = 0; hb < B; hb = hb + 1)
+                    for (hl = 0; hl < L; hl = hl + 1)
+                        b2_hot[hp*D + hb*L + hl] <= (cw[hp*B*LW + hb*LW +: LW] == hl[LW-1:0]);
     end
     integer be;
     always @(posedge clk) begin
         if (b2_v)
             for (be = 0; be < D; be = be + 1)
-                smem[be*SW +: SW] <= (b2_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(b2_cw, b2_w, be / L, be % L);
+                smem[be*SW +: SW] <= (b2_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(b2_hot, b2_w, be);
     end
 
     // ------------------------------------------------------------------ normalization
     reg  [GW-1:0]   ng;
-    reg  [AD-1:0]   ngo;               // ng * P
     wire [SHW-1:0]  n_sh = (cur_S == 0) ? {SHW{1'b0}} :
                            {{(SHW - PBW){1'b0}}, cur_p} + G[SHW-1:0] - WX[SHW-1:0];
-    function [WX-1:0] normx;           // sat(pr >> sh, WX), pr = s * R
-        input [PRW-1:0] prod;
-        input [SHW-1:0] sh;
-        reg [PRW-1:0] pr;
+    localparam [PRW-1:0] OV_MASK0 = {PRW{1'b1}} << WX;
+    function [1:0] cnt2;               // min(2, c + popcount(v))
+        input [1:0]   c;
+        input [P-1:0] v;
+        integer i;
         begin
-            pr = prod >> sh;
-            normx = (pr > {{(PRW - WX){1'b0}}, X_MAX}) ? X_MAX : pr[WX-1:0];
+            cnt2 = c;
+            for (i = 0; i < P; i = i + 1)
+                if (v[i] && cnt2 != 2'd2) cnt2 = cnt2 + 2'd1;
         end
     endfunction
-    // three stages: N1 selects P accumulators (with R, the shift and the address), N2
-    // multiplies, N3 shifts, saturates and writes the estimate words
+    // group g of the accumulators, by comparing ng with constants (AND-OR, no address)
+    function [P*SW-1:0] pick_s;
+        input [D*SW-1:0] sv;
+        input [GW-1:0]   g;
+        integer i;
+        begin
+            pick_s = {P*SW{1'b0}};
+            for (i = 0; i < NG; i = i + 1)
+                pick_s = pick_s | ({P*SW{g == i[GW-1:0]}} & sv[i*P*SW +: P*SW]);
+        end
+    endfunction
+    // four stages: N1 selects P accumulators (with R and the shift), N2 multiplies, N3
+    // shifts and saturates into registers, N4 writes the estimate words by a per-group
+    // enable (N4 of the last group runs in the cycle after NORM: STEP, BUND or WAIT, none
+    // of which reads xmem; dbg_x shows it through a bypass)
     reg              n_last_done;      // the last group has been issued; NORM drains
     wire             n_we = (state == ST_NORM) && !div_busy && !n_last_done;
-    wire [31:0]      ngo32 = {{(32 - AD){1'b0}}, ngo};
-    reg              n2_v, n3_v;
+    reg              n2_v, n3_v, n4_v;
     reg [P*SW-1:0]   n2_s;
     reg [RW-1:0]     n2_R;
     reg [SHW-1:0]    n2_sh, n3_sh;
-    reg [31:0]       n2_ad, n3_ad;     // first estimate entry f * D + ng * P
+    reg [PRW-1:0]    n3_mask;
+    reg [GW-1:0]     n2_g, n3_g, n4_g;
+    reg [FW-1:0]     n4_f;
     reg [P*PRW-1:0]  n3_pr;
-    integer np;
+    reg [P*WX-1:0]   n4_x;
+    reg [P-1:0]      n4_nz;
+    reg [P*WX-1:0]   n3_x;             // N3: the shifted, saturated words
+    reg [P*PRW-1:0]  n3_shr;           // N3: the shifted products (their low WX bits are kept)
+    integer np, nf, nw, nx;
+    // x = sat(pr >> sh, WX), pr = s * R: the saturation test pr >= 2^(WX + sh) masks the
+    // product's bits (n3_mask: its bits WX + sh and above, fixed for the phase), in parallel
+    // with the shift rather than after it
+    always @* begin
+        for (nx = 0; nx < P; nx = nx + 1) begin
+            n3_shr[nx*PRW +: PRW] = n3_pr[nx*PRW +: PRW] >> n3_sh;
+            n3_x[nx*WX +: WX] = ((n3_pr[nx*PRW +: PRW] & n3_mask) != {PRW{1'b0}}) ? X_MAX
+                                                                                  : n3_shr[nx*PRW +: WX];
+        end
+    end
+    wire unused_n3_shr = ^n3_shr;      // above WX a shifted product is only tested, by the mask
     always @(posedge clk) begin
         n2_v <= !rst && n_we;
         n3_v <= !rst && n2_v;
-        for (np = 0; np < P; np = np + 1)
-            n2_s[np*SW +: SW] <= smem[(ngo32 + np) * SW +: SW];
+        n4_v <= !rst && n3_v;
+        if (n_we) n2_s <= pick_s(smem, ng);
         n2_R <= cur_R;
         n2_sh <= n_sh;
-        n2_ad <= f32 * D + ngo32;
-        for (np = 0; np < P; np = np + 1)
-            n3_pr[np*PRW +: PRW] <= {{RW{1'b0}}, n2_s[np*SW +: SW]} * {{SW{1'b0}}, n2_R};
-        n3_sh <= n2_sh;
-        n3_ad <= n2_ad;
-        if (n3_v)
+        n2_g <= ng;
+        if (n2_v)
             for (np = 0; np < P; np = np + 1)
-                xmem[(n3_ad + np) * WX +: WX] <= normx(n3_pr[np*PRW +: PRW], n3_sh);
+                n3_pr[np*PRW +: PRW] <= {{RW{1'b0}}, n2_s[np*SW +: SW]} * {{SW{1'b0}}, n2_R};
+        n3_sh <= n2_sh;
+        n3_mask <= OV_MASK0 << n2_sh;
+        n3_g <= n2_g;
+        if (n3_v) begin
+            n4_x <= n3_x;
+            for (np = 0; np < P; np = np + 1)
+                n4_nz[np] <= (n3_x[np*WX +: WX] != {WX{1'b0}});
+        end
+        n4_g <= n3_g;
+        n4_f <= fcur;                  // N3 of the last group runs before fcur moves on
+        // groups are written in ascending order, so a block's count restarts at its first group
+        if (n4_v)
+            for (nf = 0; nf < F; nf = nf + 1)
+                for (nw = 0; nw < NG; nw = nw + 1)
+                    if (n4_f == nf[FW-1:0] && n4_g == nw[GW-1:0]) begin
+                        xmem[(nf*NG + nw)*P*WX +: P*WX] <= n4_x;
+                        xnz[(nf*NG + nw)*P +: P] <= n4_nz;
+                        xcnt[(nf*B + nw/GPB)*2 +: 2] <=
+                            cnt2((nw % GPB == 0) ? 2'b00 : xcnt[(nf*B + nw/GPB)*2 +: 2], n4_nz);
+                    end
     end
 
     // ------------------------------------------------------------------ control
     reg [31:0] cycle;
     reg [31:0] start_cycle;
+    integer    xf;
     always @* begin
         div_go = 1'b0;
         div_S = S_M;
@@ -833,20 +1042,21 @@ module hdsim_bcf #(
                     s2_chm <= g_chm;
                     s2_ok <= g_ok;
                 end
-                if (s3_v) begin
+                if (s4_v) begin
                     amax <= r_max;
                     argmax <= r_arg;
                     sum_all <= r_all;
                     sum_kept <= r_kept;
                     any_kept <= r_any;
                 end
-                if (!sim_more && !c1_v && !c2_v && !g_v && !s2_v) state <= ST_DEC;   // the last chunk's stage 3 runs now
+                if (!sim_more && !c1_v && !c2_v && !g_v && !s2_v && !s3_v) state <= ST_DEC;   // the last chunk's stage 4 runs now
             end
             ST_DEC: begin               // divider started with dec_S
                 sampled <= dec_sampled;
                 pulled <= dec_pulled;
                 all_pulled <= all_pulled & dec_pulled;
-                idx_r[f32 * IW +: IW] <= argmax;
+                for (xf = 0; xf < F; xf = xf + 1)
+                    if (fcur == xf[FW-1:0]) idx_r[xf*IW +: IW] <= argmax;
                 taken <= (dec_sampled && SAMPLE_ALL) ? {TK{1'b1}} : {TK{1'b0}};
                 n_draw <= 16'd0;
                 n_words <= 16'd0;
@@ -860,7 +1070,7 @@ module hdsim_bcf #(
                 if (draw_ok) begin
                     taken <= taken | lf_onehot;
                     n_draw <= n_draw + 1'b1;
-                    if (n_draw + 1'b1 == A_CNT) state <= ST_BUND;
+                    if (n_draw == A_LAST) state <= ST_BUND;
                 end
             end
             ST_BUND: begin
@@ -869,7 +1079,6 @@ module hdsim_bcf #(
                     chk <= chk + 1'b1;
                 end else if (!c1_v) begin   // the last chunk's update now
                     ng <= {GW{1'b0}};
-                    ngo <= {AD{1'b0}};
                     state <= ST_NORM;
                 end
             end
@@ -877,7 +1086,6 @@ module hdsim_bcf #(
                 if (n_we) begin
                     if (ng != G_LAST) begin
                         ng <= ng + 1'b1;
-                        ngo <= ngo + P_AD;
                     end else begin
                         n_last_done <= 1'b1;
                     end
@@ -936,10 +1144,21 @@ module hdsim_bcf #(
     generate
         if (DEBUG != 0) begin : g_dbg
             reg [M*AB-1:0] wv;
-            integer dm;
+            reg [D*WX-1:0] xv;
+            integer dm, dx, dg;
             always @* begin
                 for (dm = 0; dm < M; dm = dm + 1)
                     wv[dm*AB +: AB] = weight(w_mode, argmax == dm[IW-1:0], amem[dm*AB +: AB], taken[dm]);
+            end
+            // fcur's estimate, with the group N4 writes at the end of this cycle (the last
+            // group of NORM is written during STEP)
+            always @* begin
+                xv = {D*WX{1'b0}};
+                for (dx = 0; dx < F; dx = dx + 1)
+                    if (fcur == dx[FW-1:0]) xv = xmem[dx*D*WX +: D*WX];
+                if (n4_v && n4_f == fcur)
+                    for (dg = 0; dg < NG; dg = dg + 1)
+                        if (n4_g == dg[GW-1:0]) xv[dg*P*WX +: P*WX] = n4_x;
             end
             assign dbg_step = (state == ST_STEP);
             assign dbg_qid = qid;
@@ -957,7 +1176,7 @@ module hdsim_bcf #(
             assign dbg_u = t0mem;
             assign dbg_a = amem[M*AB-1:0];
             assign dbg_w = wv;
-            assign dbg_x = xmem[f32 * D * WX +: D * WX];
+            assign dbg_x = xv;
             assign dbg_cycle = cycle;
             assign dbg_start_cycle = start_cycle;
             assign dbg_state = state;
