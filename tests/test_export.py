@@ -10,8 +10,6 @@ import collections
 import json
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
