@@ -202,12 +202,12 @@ def check_engine(engine: str | None, device: str = "cpu") -> str:
 
 
 def bcf_decoder(engine: str, codebooks, config: BCFConfig, seed: int, *, device: str = "cpu",
-                threads: int | None = 1, batch: int = 1024):
+                threads: int | None = 1, batch: int = 1024, load_kernel: bool = False):
     """``decode(queries) -> FactorizationResult``: the float64 BCF with :class:`hdsim.lfsr.LFSRSampler`
     ``(seed)`` on ``engine`` (:data:`ENGINES`), the same decisions on each (``tests/test_engine.py``).
 
-    ``numba``: :class:`NumbaBCF` on ``threads`` threads (its kernel loaded, or compiled, here, so
-    that a timed call does not include it); ``torch``: :class:`hdsim.engine_torch.ContinuousBCF` with
+    ``numba``: :class:`NumbaBCF` on ``threads`` threads (with ``load_kernel``, its kernel loaded, or
+    compiled, here by decoding one query, so that a timed call does not include it); ``torch``: :class:`hdsim.engine_torch.ContinuousBCF` with
     ``batch`` slots on ``device``; ``reference``: :class:`hdsim.factorizers.BlockCodeFactorizer` in
     batches of ``batch``. What the sweeps and ``hdsim tune`` decode with (imports torch).
     """
@@ -215,7 +215,8 @@ def bcf_decoder(engine: str, codebooks, config: BCFConfig, seed: int, *, device:
 
     if engine == "numba":
         eng = NumbaBCF.from_codebooks(codebooks, config, seed=seed)
-        eng.decode_arrays(np.zeros((1, codebooks.B, codebooks.L)), threads=1)  # load the kernel now
+        if load_kernel:
+            eng.decode_arrays(np.zeros((1, codebooks.B, codebooks.L)), threads=1)
         return lambda q: eng.factorize(q, threads=threads)
     if engine == "torch":
         from hdsim.engine_torch import ContinuousBCF
