@@ -182,7 +182,10 @@ def calibrate_decode(decode: Decode, classes_of: Callable[[np.ndarray], np.ndarr
         return f"best accuracy={m['accuracy']:.4f} classified={m['classified']:.3f}"
 
     t0 = time.perf_counter()
-    run_trials(study, objective, cfg.trials, cfg.seed, progress=cfg.progress, desc="calibrate decode",
+    # seed + enqueued starting points: the calibration's seeding since its first release, kept so
+    # that published calibrations reproduce (a private in-memory study: no sessions to collide)
+    run_trials(study, objective, cfg.trials, cfg.seed + len(study.trials), progress=cfg.progress,
+               desc="calibrate decode",
                postfix=postfix)
     best = study.best_trial
     return {"settings": best.user_attrs["settings"], "validation": best.user_attrs["metrics"],

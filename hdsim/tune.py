@@ -47,9 +47,9 @@ processes on the study (sampler seeds ``sampler_seed + 7919 i``), splitting
 ``trials`` among them. All workers of a study must evaluate the same problem
 (same ``--seed``, ``--queries``, ``--max-iter``, ``--iter-weight``; a mismatch
 is refused) but should use different ``--sampler-seed`` values: TPE is seeded
-with ``sampler_seed + number of trials in the study`` when a session starts, so
-sessions that start together with the same sampler seed would propose the same
-points.
+with a hash of ``(sampler_seed, number of trials in the study)`` when a session
+starts (:func:`session_seed`), so sessions that start together with the same
+sampler seed would propose the same points.
 
 Concurrent starts and killed workers. Opening the storage creates Optuna's
 tables on an empty database; workers started at the same instant would race in
@@ -316,9 +316,25 @@ def _trial_share(trials: int, workers: int, i: int) -> int:
 
 
 def _worker_seed(sampler_seed: int, i: int) -> int:
-    # a large stride: TPE seeds are sampler_seed + (trials in the study), so neighbouring
-    # seeds of workers started together would meet again after a few trials
+    # worker 0 keeps the user's seed (a one-worker run is the plain session)
     return (sampler_seed + 7919 * i) % 2**32
+
+
+def session_seed(sampler_seed: int, trials_in_study: int) -> int:
+    """The TPE seed of a session that starts on a study holding ``trials_in_study`` trials.
+
+    A hash of the pair (NumPy's ``SeedSequence``), not a sum: with ``sampler_seed + n`` two
+    workers started together with seeds 1 and 2 met at seed 3 as soon as one of them saw one
+    more trial in the study than the other, and proposed the same points.
+
+    >>> session_seed(1, 2) != session_seed(2, 1)
+    True
+    >>> session_seed(5, 0) == session_seed(5, 0)
+    True
+    """
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(sampler_seed), int(trials_in_study)]).generate_state(1)[0])
 
 
 def _start_workers(cfg: TuneConfig, sampler_seed: int) -> list:
@@ -371,7 +387,7 @@ def _session(cfg: TuneConfig, study: "optuna.Study", trials: int, sampler_seed: 
         return f"best T={b.params['T']:.4f} A={b.params['A']} err={1 - b.user_attrs['accuracy']:.4f}"
 
     with torch_threads(cfg.threads):
-        run_trials(study, objective, trials, sampler_seed, progress=progress,
+        run_trials(study, objective, trials, session_seed(sampler_seed, len(study.trials)), progress=progress,
                    desc=f"tune F={cfg.F} M={cfg.M}", postfix=postfix)
 
 
@@ -417,20 +433,20 @@ def _finish(cfg: TuneConfig, study: "optuna.Study", done_before: list, max_iter:
     }
 
 
-def run_trials(study: "optuna.Study", objective, trials: int, sampler_seed: int, *, progress: bool = True,
+def run_trials(study: "optuna.Study", objective, trials: int, tpe_seed: int, *, progress: bool = True,
                desc: str = "trials", postfix=None) -> None:
     """Run ``trials`` trials of ``objective`` on ``study`` with a seeded TPE sampler and a progress
     bar on stderr: the search loop of ``hdsim tune`` and of the export's decode calibration
     (:mod:`hdsim.calibrate`).
 
-    TPE is seeded with ``sampler_seed + number of trials already in the study``, so sessions
-    sharing one stored study with distinct seeds propose distinct points, and a fresh
-    in-memory study with one seed is deterministic (given a deterministic objective).
+    TPE is seeded with ``tpe_seed`` as given: a fresh in-memory study with one seed is
+    deterministic (given a deterministic objective). Sessions sharing one stored study pass
+    :func:`session_seed` of their sampler seed and the trials already in the study.
     ``postfix(best_trial) -> str`` labels the bar.
     """
     import optuna
 
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed + len(study.trials))
+    study.sampler = optuna.samplers.TPESampler(seed=tpe_seed)
     bar = tqdm(total=trials, desc=desc, unit="trial", disable=not progress)
 
     def callback(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> None:

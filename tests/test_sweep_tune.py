@@ -196,6 +196,17 @@ def test_tune_same_seed_same_best(tmp_path):
     assert a["T"] != c["T"]  # the seed does reach the sampler
 
 
+def test_sessions_of_one_study_never_share_a_tpe_seed():
+    """CI's failure (two PostgreSQL workers, sampler seeds 1 and 2, the same three points): the
+    TPE seed was sampler_seed + trials in the study, so seed 1 seeing one more trial than seed 2
+    met it at 3. Every (sampler seed, trials in study) pair in a 64 x 64 grid must get its own seed."""
+    from hdsim.tune import session_seed
+
+    seeds = {session_seed(s, n) for s in range(64) for n in range(64)}
+    assert len(seeds) == 64 * 64
+    assert all(0 <= x < 2**32 for x in seeds)  # what optuna's TPESampler (numpy RandomState) takes
+
+
 def test_merge_splits_a_range_row():
     table = {"tables": {"2": [{"M_min": 32, "M_max": 348, "T": 0.0, "A": 0}]}}
     merged = merge_into_table(table, 2, 100, 0.005, 40)
