@@ -10,6 +10,7 @@ import numpy as np
 
 from numba import prange
 
+from hdsim.block_similarities import block_similarities
 from hdsim.lfsr_tables import lfsr_byte_tables
 
 # params (one float64 array): the scalars of a decode
@@ -169,26 +170,18 @@ def _decode_one(n, q, XT, X, M, x0, seed, params, indices, iterations, converged
             # similarities: linf min_b u[b, X[m, b]], dot sum_b; first maximum
             Mf = M[f]
             XTf = XT[f]
-            row = u[0]
-            idx = XTf[0]
-            for m in range(Mf):
-                a[m] = row[idx[m]]
             if dot or T <= 0.0:
-                for b in range(1, B):
-                    row = u[b]
-                    idx = XTf[b]
-                    if dot:
-                        for m in range(Mf):
-                            a[m] += row[idx[m]]
-                    else:
-                        for m in range(Mf):
-                            a[m] = min(a[m], row[idx[m]])
+                block_similarities(u, XTf, Mf, B, dot, a)
                 ops[n, OP_SIM] += Mf * B
                 c = Mf  # every a_m is final
             else:
                 # linf with T > 0: a min only falls, so once a partial min is below T the codevector can
                 # be neither kept nor the maximum of a kept set; only the candidates (partial >= T, in
                 # index order) read their next block. Exact: every candidate's a_m is its full min.
+                row = u[0]
+                idx = XTf[0]
+                for m in range(Mf):
+                    a[m] = row[idx[m]]
                 c = 0
                 for m in range(Mf):
                     cand[c] = m

@@ -19,6 +19,7 @@ from numba import prange
 # The crossbar's per-query perturbation (``decode_crossbar``). numba's cache of this module does
 # not notice edits to that one: a change there needs ``NUMBA_CACHE_DIR`` cleared (or this file touched).
 from hdsim.imc._fixed_crossbar_kernel import crossbar_perturbation
+from hdsim.block_similarities import block_similarities
 from hdsim.lfsr_tables import lfsr_byte_tables
 
 # params of decode (one int64 array: one argument to type per call instead of fourteen)
@@ -194,24 +195,6 @@ def _unbind(t, tnz, tcnt, x, pos, npos, acc, xnz, B, L):
                     accb[l] += tv * xb[i - l + L]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _similarities(t, XTf, Mf, B, dot, a):
-    """Every ``a[m]``, ``m < Mf``: ``min_b t[b, XTf[b, m]]`` (linf) or ``sum_b`` (dot), block by block."""
-    row = t[0]
-    idx = XTf[0]
-    for m in range(Mf):
-        a[m] = row[idx[m]]
-    for b in range(1, B):
-        row = t[b]
-        idx = XTf[b]
-        if dot:
-            for m in range(Mf):
-                a[m] += row[idx[m]]
-        else:
-            for m in range(Mf):
-                a[m] = min(a[m], row[idx[m]])
-
-
 @numba.njit(cache=True, nogil=True)
 def decode(q, qf, X, M, pos, npos, x0, seeds, params):
     """:func:`_decode` without a crossbar (the runner's hot path: the fewest arguments to type)."""
@@ -371,7 +354,7 @@ def _decode_one(n, q, X, XT, bstart, bm, M, pos, npos, x0, seeds, params, W, R2,
             Mf = M[f]
             XTf = XT[f]
             if not pruned:
-                _similarities(t, XTf, Mf, B, dot, a)
+                block_similarities(t, XTf, Mf, B, dot, a)
                 c = Mf  # every a_m is final
             else:
                 # a min only falls: once a partial min is below T the codevector can be neither kept
@@ -406,7 +389,7 @@ def _decode_one(n, q, X, XT, bstart, bm, M, pos, npos, x0, seeds, params, W, R2,
                     c = c2
                 if c == 0 and (A == 0 or it == max_iter):
                     # nothing kept: the weights (A = 0) or the final readout need every a_m in full
-                    _similarities(t, XTf, Mf, B, False, a)
+                    block_similarities(t, XTf, Mf, B, False, a)
                     c = -1  # every a_m final, none >= T
             if crossbar:  # the ADC's reading: a + p, saturated to the a word
                 crossbar_perturbation(t, a, f, n, it, W, R2, MX, keys, alpha, ip, fp, pert)
