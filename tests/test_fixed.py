@@ -3,6 +3,7 @@
 import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +197,63 @@ def test_correlation_is_integer_exact_beyond_float64_at_the_widest_words():
     assert as_float.reshape(k, B, L).long().tolist() != exact  # the oracle tells float64 apart
 
 
+def brute_correlation(t: torch.Tensor, x: torch.Tensor) -> list:
+    """Oracle: ``acc[n, b, l] = sum_j t[n, b, (l + j) mod L] x[n, b, j]`` on Python integers."""
+    k, B, L = t.shape
+    return [[[sum(int(t[n, b, (l + j) % L]) * int(x[n, b, j]) for j in range(L)) for l in range(L)]
+             for b in range(B)] for n in range(k)]
+
+
+class GatheredSizes(torch.overrides.TorchFunctionMode):
+    """Records how many entries each ``gather`` returns (what ``correlate_gather``'s ``chunk`` bounds)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.gather, torch.Tensor.gather):
+            self.sizes.append(out.numel())
+        return out
+
+
+def test_correlate_gather_in_chunks_is_the_brute_force_correlation():
+    """Every batch size (1 query included) and chunk: the brute-force correlation, with each gather
+    holding ``step = max(1, chunk // (B L^2))`` queries (the last one the rest), none empty."""
+    m = small_model()  # correlate_gather reads its shapes from t and x, not from the model
+    g = torch.Generator().manual_seed(11)
+    B, L = 3, 5
+    per_query = B * L * L  # entries gathered for one query
+    for k in (1, 2, 5, 7):
+        t = torch.randint(0, 1000, (k, B, L), generator=g)
+        x = torch.randint(0, 300, (k, B, L), generator=g)
+        want = brute_correlation(t, x)
+        assert m.correlate(t, x).tolist() == want
+        for chunk, step in ((1, 1), (per_query, 1), (2 * per_query + 1, 2), (3 * per_query, 3), (1 << 24, k)):
+            with GatheredSizes() as mode:
+                got = m.correlate_gather(t, x, chunk=chunk)
+            assert got.dtype == torch.int64 and got.tolist() == want, (k, chunk)
+            full, rest = divmod(k, step)
+            assert mode.sizes == [step * per_query] * full + [rest * per_query] * (rest > 0), (k, chunk)
+    empty = torch.zeros(0, B, L, dtype=torch.long)  # no queries left: an empty result of the same shape
+    for out in (m.correlate(empty, empty), m.correlate_gather(empty, empty)):
+        assert out.shape == (0, B, L) and out.dtype == torch.int64
+
+
+def test_correlation_just_past_the_split_bound_is_exact():
+    """Wt + 2 Wx = 63 > 62 (Wq = Wu = 29, Wx = 17): a split at h = 31 - 17 = 14 would leave
+    conv(t_hi, x) < 2^(29 - 14 + 17) = 2^32, past int32, so one int64 convolution runs instead; at the
+    largest operands the bound allows it equals Python's integers (sum x = 2^17, every t = 2^29 - 1)."""
+    m = FixedBCF(random_codebooks(2, 4, 32, 2, seed=0), BCFConfig(), FixedWidths(29, 17, 29, 16))
+    assert m.dp.acc_bits == 46 and m._split is None and m._int == torch.int64
+    t = torch.full((2, 2, 16), 2**29 - 1)
+    t[1, :, 5] = 2**28  # one row not constant: the shifts matter
+    x = torch.zeros(2, 2, 16, dtype=torch.long)
+    x[..., 1], x[..., 6], x[..., 12] = 2**16, 2**16 - 5, 5  # a block sum of 2^17
+    assert m.correlate(t, x).tolist() == brute_correlation(t, x)
+
+
 @pytest.mark.parametrize("M, D, B", [(10, 256, 4), (3, 64, 4), (40, 256, 4)])
 def test_correlation_with_an_estimate_uses_its_support_and_equals_the_dense_one(M, D, B):
     # An estimate is a bundle of its factor's codevectors: zero outside their positions,
@@ -279,6 +337,7 @@ def test_observe_hook_replays_the_whole_state_sequence():
         assert np.array_equal(st_.converged, conv)
         for i, qid in enumerate(st_.query_ids):
             last[int(qid)] = (st_.iteration, [int(fs.argmax[i]) for fs in st_.factors], bool(conv[i]))
+    assert sorted(last) == list(range(24))  # every query observed
     for qid, (it, idx, conv) in last.items():
         assert res.iterations[qid] == it and res.indices[qid].tolist() == idx and res.converged[qid] == conv
     assert any(fs.sampled.any() for s in states for fs in s.factors)  # the LFSR path ran
@@ -400,6 +459,68 @@ def test_widths_file(tmp_path):
         FixedWidths.from_file(tmp_path / "missing.json")
 
 
+def test_widths_file_that_is_not_an_object(tmp_path):
+    p = tmp_path / "w.json"
+    for text in ("[8, 8, 8, 10]", "8", "null"):  # valid JSON, but no object of named widths
+        p.write_text(text)
+        with pytest.raises(HdsimError) as e:
+            FixedWidths.from_file(p)
+        assert str(e.value) == f"widths file {p}: expected a JSON object of widths"
+
+
+def _error(fn) -> str:
+    with pytest.raises(HdsimError) as e:
+        fn()
+    return str(e.value)
+
+
+def test_widths_bounds_and_exact_messages():
+    """Each width's range ends (queries, estimates and unbinding results 2..30 bits, the guard 0..30 and
+    at least estimate - 1), accepted at the bound and refused one past it, every message in full."""
+    for ok in (FixedWidths(2, 2, 2, 1), FixedWidths(30, 30, 30, 30), FixedWidths(8, 8, 8, 7)):
+        ok.validate()  # no error
+    cases = [
+        (FixedWidths(1, 8, 8, 10), "widths.query: must be in [2, 30] bits, got 1"),
+        (FixedWidths(8, 31, 8, 30), "widths.estimate: must be in [2, 30] bits, got 31"),
+        (FixedWidths(8, 8, 1, 10), "widths.unbound: must be in [2, 30] bits, got 1"),
+        (FixedWidths(8, 8, 8, -1), "widths.recip_guard: must be in [0, 30] bits, got -1"),
+        (FixedWidths(8, 8, 8, 31), "widths.recip_guard: must be in [0, 30] bits, got 31"),
+        (FixedWidths(8, True, 8, 10), "widths.estimate: expected an integer number of bits, got True"),
+        (FixedWidths(8.0, 8, 8, 10), "widths.query: expected an integer number of bits, got 8.0"),
+        (FixedWidths(8, 8, 8, 6), ("widths.recip_guard: must be >= estimate - 1 = 7 so the normalization "
+                                   "shift is non-negative, got 6")),
+    ]
+    for w, msg in cases:
+        assert _error(w.validate) == msg
+        assert _error(lambda w=w: Datapath.build(w, 4, 16, (5, 5), "linf", 0.0, 0.9, 0)) == msg
+    assert FixedWidths.uniform(5) == FixedWidths(5, 5, 5, 7)
+    assert FixedWidths().as_dict() == {"query": 8, "estimate": 8, "unbound": 8, "recip_guard": 10}
+
+
+def test_datapath_build_refusals_exact_messages():
+    """The configurations the widths cannot hold, at and one past each limit (values by hand)."""
+    def build(widths, M=(5, 5), sim="linf", T=0.0, Tc=0.9):
+        return Datapath.build(widths, 4, 16, M, sim, T, Tc, 0)
+
+    # Wu = 2, linf: a has 2 bits (largest 3); Tc = 0.9 * 4 = 3.6 -> 4 > 3
+    assert _error(lambda: build(FixedWidths(8, 8, 2, 10))) == (
+        "widths.unbound: Tc=0.9 quantizes to 4, above the largest linf similarity 3 of 2 bits; "
+        "widen unbound or lower Tc")
+    # Tc = 2.0 * 4 = 8 does not fit a_bits + 1 = 3 bits: reported saturated, 7
+    assert _error(lambda: build(FixedWidths(8, 8, 2, 10), Tc=2.0)).startswith("widths.unbound: Tc=2.0 quantizes to 7,")
+    assert build(FixedWidths(8, 8, 2, 10), Tc=0.75).Tc_int == 3  # 0.75 * 4 = 3: the largest similarity, accepted
+    # dot at B = 4 adds clog2(4) = 2 bits: the same Tc fits (largest 15)
+    assert build(FixedWidths(8, 8, 2, 10), sim="dot").Tc_int == 4
+    assert _error(lambda: build(FixedWidths(8, 8, 2, 10), Tc=0.1)) == (
+        "widths.unbound: Tc=0.1 quantizes to 0 at 2 fractional bits; widen unbound")  # 0.4 -> 0
+    assert build(FixedWidths(8, 8, 2, 10), Tc=0.125).Tc_int == 1  # 0.5 LSB rounds up: accepted
+    # s*R: s = Wu + clog2(M + 1), R = G + 2 bits. Wu = 28, M = 3, G = 30: 30 + 32 = 62 bits, accepted;
+    # Wu = 29: 63 bits, refused
+    assert build(FixedWidths(8, 8, 28, 30), M=(3,)).prod_bits == 62
+    assert _error(lambda: build(FixedWidths(8, 8, 29, 30), M=(3, 2))) == (
+        "widths: normalization product needs 63 bits (> 62) for M=3; narrow unbound or recip_guard")
+
+
 def test_bad_integer_queries_are_clear_errors():
     cb = random_codebooks(2, 5, 64, 4, seed=0)
     m = FixedBCF(cb, BCFConfig(), FixedWidths.uniform(8))
@@ -417,6 +538,93 @@ def test_datapath_table_lists_every_signal():
     for sig in ("q", "x_f", "acc", "u_f", "a_m", "T", "Tc", "w_m", "s", "S", "R", "s*R", "idx_f", "flags"):
         assert sig in names
     assert dp.T_int == 2 and dp.Tc_int == 230
+
+
+TABLE_KEYS = ["signal", "bits", "format", "op", "rounding", "overflow"]
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "fixed_point.md"
+
+
+def documented_table() -> list[list]:
+    """The signal table of ``docs/fixed_point.md`` (its reference configuration), one list of cells
+    per row, backticks removed and ``bits`` as an int: the oracle the code's table must reproduce."""
+    lines = DOCS.read_text().splitlines()
+    start = lines.index("| signal | bits | format | produced by | rounding | overflow |")
+    rows = []
+    for line in lines[start + 2:]:  # after the header and its |---| line, up to the table's end
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]
+        rows.append([cells[0], int(cells[1]), *cells[2:]])
+    return rows
+
+
+def table_cells(dp: Datapath) -> list[list]:
+    rows = dp.table()
+    assert all(list(r) == TABLE_KEYS for r in rows)  # every row has exactly these keys, in this order
+    return [[r[k] for k in TABLE_KEYS] for r in rows]
+
+
+# The op, rounding and overflow cells that do not depend on the configuration (docs/fixed_point.md).
+Q_OP = "query input: round_half_up(q / block sum * 2^Wq) (quantize_query)"
+X_OP = "estimate: (s * R) >> (p + G - Wx)"
+ACC_OP = "unbind: sum_j t[(l+j) mod L] * x[j]"
+U_OP = "unbind result: acc / 2^(Win + Wx - Wu)"
+W_OP = "bundling weight: a_m if kept, 1 if sampled or pulled up, else 0"
+A_OVERFLOW = "saturate (only an added IMC perturbation can leave the range)"
+BOUND = "cannot overflow (bound)"
+
+
+def test_datapath_table_is_the_documented_table():
+    """Every cell of the reference configuration's table equals docs/fixed_point.md's (written by hand:
+    8-bit words; acc 8 + 8 = 16 bits; s = 8 + clog2(1156) = 19 bits; p holds 0..19 in 5 bits;
+    R = G + 2 = 12 bits; s*R 31 bits; idx clog2(1155) = 11 bits)."""
+    dp = Datapath.build(FixedWidths.uniform(8), 4, 128, (1155, 1155), "linf", 0.0076, 0.9, 238)
+    doc = documented_table()
+    a_m = next(row for row in doc if row[0] == "a_m")
+    dot_note = " (dot: sum_b, Q2.8 at B=4)"  # the doc's a_m cell also names the dot variant
+    assert a_m[3].endswith(dot_note)
+    a_m[3] = a_m[3][:-len(dot_note)]
+    assert table_cells(dp) == doc
+    # the note: dot similarities at B=4 are sums of 4 words, Q2.8 in 10 bits
+    dot = Datapath.build(FixedWidths.uniform(8), 4, 128, (1155, 1155), "dot", 0.0304, 3.6, 238)
+    assert next(r for r in table_cells(dot) if r[0] == "a_m") == [
+        "a_m", 10, "Q2.8", "similarity: sum_b u[b,c_b]", "exact", A_OVERFLOW]
+
+
+def test_datapath_table_of_two_more_configurations_by_hand():
+    """Unequal widths, both similarities, and p's width on either side of a power of two (it holds
+    bit_length(S) in 0..s_bits: clog2(s_bits + 1) bits), each cell derived by hand."""
+    # dot, B = 3: a = Wu + clog2(3) = 6 + 2 = 8 bits, Q2.6; s = 8 + clog2(101) = 15, p: 0..15 in 4 bits;
+    # R = 11 + 2 = 13, s*R = 28; acc = max(9, 6) + 7 = 16; idx = clog2(100) = 7;
+    # T = 0.05 * 64 = 3.2 -> 3, Tc = 2.0 * 64 = 128 (<= 255)
+    dot = Datapath.build(FixedWidths(9, 7, 6, 11), 3, 80, (100, 20), "dot", 0.05, 2.0, 3)
+    assert table_cells(dot) == [
+        ["q", 9, "Q0.9", Q_OP, "round-half-up", "saturate"],
+        ["x_f", 7, "Q0.7", X_OP, "floor", "saturate"],
+        ["acc", 16, "Q0.16", ACC_OP, "exact", BOUND],
+        ["u_f", 6, "Q0.6", U_OP, "round-half-up", "saturate"],
+        ["a_m", 8, "Q2.6", "similarity: sum_b u[b,c_b]", "exact", A_OVERFLOW],
+        ["T", 8, "Q2.6", "constant round_half_up(T * 2^Wu) = 3", "round-half-up", "saturate"],
+        ["Tc", 8, "Q2.6", "constant round_half_up(Tc * 2^Wu) = 128", "round-half-up", "error if above range"],
+        ["w_m", 8, "Q2.6", W_OP, "exact", "n/a"],
+        ["s", 15, "integer", "bundle accumulator: sum_{m: X[m,b]=l} w_m", "exact", BOUND],
+        ["S", 15, "integer", "per-block weight sum: sum_m w_m (the same for every block)", "exact", BOUND],
+        ["p", 4, "integer", "bit length of S (priority encoder)", "exact", "n/a"],
+        ["R", 13, "integer", "reciprocal: floor(2^(p+G) / S)", "floor", BOUND],
+        ["s*R", 28, "integer", "normalization product", "exact", BOUND],
+        ["idx_f", 7, "integer", "argmax_m a_m (lowest index on ties)", "n/a", "n/a"],
+        ["flags", 1, "bit", "sampled, pulled-up, converged per factor", "n/a", "n/a"],
+    ]
+    # linf: a = Wu = 7 bits, Q0.7; s = 7 + clog2(301) = 16, p: 0..16 in 5 bits; R = 14, s*R = 30;
+    # acc = max(10, 7) + 5 = 15; idx = clog2(300) = 9; T = 0.02 * 128 = 2.56 -> 3, Tc = 0.8 * 128 = 102.4 -> 102
+    linf = table_cells(Datapath.build(FixedWidths(10, 5, 7, 12), 2, 64, (300, 40), "linf", 0.02, 0.8, 0))
+    assert [r[:3] for r in linf] == [
+        ["q", 10, "Q0.10"], ["x_f", 5, "Q0.5"], ["acc", 15, "Q0.15"], ["u_f", 7, "Q0.7"], ["a_m", 7, "Q0.7"],
+        ["T", 7, "Q0.7"], ["Tc", 7, "Q0.7"], ["w_m", 7, "Q0.7"], ["s", 16, "integer"], ["S", 16, "integer"],
+        ["p", 5, "integer"], ["R", 14, "integer"], ["s*R", 30, "integer"], ["idx_f", 9, "integer"],
+        ["flags", 1, "bit"]]
+    assert linf[4][3] == "similarity: min_b u[b,c_b]"
+    assert linf[5][3].endswith("= 3") and linf[6][3].endswith("= 102")
 
 
 # ---- the compiled decoder (numba) against the model -------------------------------------------
@@ -503,3 +711,10 @@ def test_compiled_decoder_declines_what_it_does_not_implement():
     # conditional sampling compiles with the default LFSR sampler only (tests/test_fixed_compiled.py)
     assert isinstance(compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4))), CompiledFixedBCF)
     assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=4), sampler=RandomSampler(0))) is None
+    # the default sampler is the LFSR of seed 1 (docs/fixed_point.md); A = 1 samples too
+    default = FixedBCF(cb, BCFConfig(T=0.01, A=1))
+    assert type(default.sampler) is LFSRSampler and default.sampler.seed == 1 and compiled_decoder(default).seed == 1
+    assert compiled_decoder(FixedBCF(cb, BCFConfig(T=0.01, A=1), sampler=RandomSampler(0))) is None
+    with pytest.raises(HdsimError, match="^model: conditional sampling \\(A=1\\) compiles only with the default "
+                                         "hdsim.lfsr.LFSRSampler, got RandomSampler$"):
+        CompiledFixedBCF(FixedBCF(cb, BCFConfig(T=0.01, A=1), sampler=RandomSampler(0)))

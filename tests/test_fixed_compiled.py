@@ -3,6 +3,7 @@
 torch, and its input errors. (tests/test_fixed.py compares the A = 0 decode and the query words.)"""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,6 +152,58 @@ def test_the_draws_depend_on_the_seed_and_the_query_position():
     assert (wz[0, 0, 0] == 1).sum() == 3  # A codevectors drawn, weight 1
 
 
+def test_batched_model_decode_equals_the_compiled_decode_query_by_query():
+    """``FixedBCF.factorize(batch_size=b)`` decodes slices, yet query ``n`` keeps drawing from the LFSR
+    of its position ``n`` in the whole batch: every slicing gives the compiled decoder's results (it
+    decodes query by query, seeded by position), and each call replays the draws (the sampler restarts)."""
+    cb = random_codebooks(2, 10, 256, 4, seed=2)
+    model = FixedBCF(cb, BCFConfig(T=0.05, A=3, max_iter=12), FixedWidths(), seed=3)
+    q = mixed_queries(cb, 3, 2)  # 14 queries: exact, noisy, random, zero
+    want = compiled_decoder(model).factorize(q)
+    for batch in (None, 1, 4, 13, 20):
+        got = model.factorize(q, batch_size=batch)
+        for name in RESULTS:
+            assert torch.equal(getattr(got, name), getattr(want, name)), (batch, name)
+    # the oracle has power: decoded alone (ids restarting at 0) the later queries draw otherwise
+    alone = model.factorize(q[4:])
+    assert not all(torch.equal(getattr(alone, name), getattr(want, name)[4:]) for name in RESULTS)
+    for bad in (0, 2.5, True):
+        with pytest.raises(HdsimError, match=re.escape(f"batch_size: must be an integer >= 1, got {bad!r}")):
+            model.factorize(q, batch_size=bad)
+
+
+def test_threads_single_queries_and_the_first_querys_errors():
+    """Any thread count (``None``: numba's default) gives the model's results and leaves numba's setting
+    as it was; a batch of one float query (quantized in the kernel) or one integer query decodes like
+    the model; a bad first query (id 0) is reported as query 0."""
+    import numba
+
+    cb = random_codebooks(2, 10, 256, 4, seed=5)
+    model = FixedBCF(cb, BCFConfig(T=0.05, A=2, max_iter=10), FixedWidths(), seed=4)
+    dec = compiled_decoder(model)
+    q = mixed_queries(cb, 2, 5)
+    ref = model.factorize(q)
+    before = numba.get_num_threads()
+    for threads in (None, 1, 2):
+        for name, value in zip(RESULTS, dec.decode_arrays(q, threads=threads)):
+            assert np.array_equal(getattr(ref, name).numpy(), value), (name, threads)
+        assert numba.get_num_threads() == before
+    for bad in (0, 1.5, True):
+        msg = re.escape("threads: must be an integer in [1, ") + r"\d+" + re.escape(f"], got {bad!r}")
+        _one_line_error(lambda bad=bad: dec.decode_arrays(q, threads=bad), "^" + msg + "$")
+    for i in (2, 5):  # an exact and a noisy query, alone: its LFSR is query 0's
+        one = model.factorize(q[i:i + 1])
+        for queries in (q[i:i + 1], q[i:i + 1].numpy(), model.prepare_queries(q[i:i + 1]).numpy()):
+            for name, value in zip(RESULTS, dec.decode_arrays(queries)):
+                assert np.array_equal(getattr(one, name).numpy(), value), (name, i)
+    bad = q.clone()
+    bad[0, 1, 7] = float("nan")
+    _one_line_error(lambda: dec.decode_arrays(bad), r"^query: contains NaN or infinite values \(query 0\)$")
+    bad[0, 1, 7] = -0.25
+    _one_line_error(lambda: dec.decode_arrays(bad),
+                    r"^query: GSBC entries must be non-negative, found -0\.25 \(query 0\)$")
+
+
 def test_from_arrays_equals_the_model_built_decoder():
     cb = random_codebooks(3, (9, 14, 5), 384, 4, seed=4)
     cfg, widths = BCFConfig(T=0.04, A=4, Tc=0.8, max_iter=9), FixedWidths(9, 8, 8, 10)
@@ -159,6 +212,7 @@ def test_from_arrays_equals_the_model_built_decoder():
                                           seed=77)
     assert arrays.model is None and arrays.max_iter == model.max_iter
     assert (arrays.dp.T_int, arrays.dp.Tc_int) == (model.dp.T_int, model.dp.Tc_int)
+    assert arrays.dp == model.dp  # every derived width and constant, the configuration it describes too
     q = mixed_queries(cb, 6, 3)
     assert_same_decode(model, arrays, q)
     a, b = arrays.decode_arrays(q.numpy(), trace=True), compiled_decoder(model).decode_arrays(q, trace=True)
@@ -293,6 +347,19 @@ def test_bad_queries_are_one_line_errors_like_the_model():
     nan = np.ones((3, 256))
     nan[2, 5] = np.nan
     _one_line_error(lambda: dec.decode_arrays(nan), r"^query: contains NaN or infinite values \(query 2\)")
+
+
+def test_queries_of_no_number_type_are_refused_naming_their_dtype():
+    """Neither float nor integer (nor bool): one message naming the dtype, for tensors and arrays alike."""
+    X = [np.array([[0, 1], [2, 3]]), np.array([[1, 1], [0, 2], [3, 0]])]
+    dec = CompiledFixedBCF.from_arrays(X, 4, BCFConfig(), FixedWidths())
+    cases = [(torch.zeros(1, 2, 4, dtype=torch.complex64), "torch.complex64"),
+             (np.zeros((1, 8), complex), "complex128"), (np.zeros((1, 2, 4), object), "object"),
+             (np.zeros((1, 8), "datetime64[s]"), "datetime64[s]")]
+    for q, dtype in cases:
+        for fn in (dec.decode_arrays, dec.prepare_queries):
+            msg = f"query: expected float or integer entries, got dtype {dtype}"
+            _one_line_error(lambda fn=fn, q=q: fn(q), "^" + re.escape(msg) + "$")
 
 
 @pytest.mark.parametrize("preset,A,noise", [("pcm-default", 0, 0.0), ("pcm-chip", 0, 0.01), ("pcm-chip", 3, 0.02),
