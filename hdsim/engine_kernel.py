@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from hdsim.block_similarities import block_similarities
-from hdsim.lfsr_tables import lfsr_byte_tables
+from hdsim.lfsr_tables import lfsr_byte_tables, lfsr_word, word_bits
 
 # params (one float64 array): the scalars of a decode
 P_T, P_TC, P_A, P_MAX_ITER, P_DOT, P_TAPS = range(6)
@@ -32,27 +32,14 @@ def _draw_distinct(state, taps, Mf, A, w, outs, masks):
     setting ``w`` to 1 at the ``A`` drawn indices of ``[0, Mf)`` (``w`` is 0 there on entry;
     ``1 <= A < Mf``). Returns the register's new state and the words drawn.
 
-    ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first; a word is
-    accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced). A word's
-    first ``8 * (k // 8)`` steps go a byte at a time (:func:`lfsr_byte_tables`), the rest bit by bit,
-    so the register never runs ahead of the words drawn.
+    ``k = bit_length(Mf - 1)``-bit words (:func:`hdsim.lfsr_tables.lfsr_word`); a word is accepted
+    when ``< Mf`` and not yet drawn, else discarded (the register has advanced).
     """
-    k = 0
-    while ((Mf - 1) >> k) > 0:
-        k += 1
-    nbytes = k >> 3
+    k = word_bits(Mf)
     count = 0
     words = 0
     while count < A:
-        word = 0
-        for _ in range(nbytes):
-            v = state & 255
-            state = (state >> 8) ^ masks[v]
-            word = (word << 8) | outs[v]
-        for _ in range(k - 8 * nbytes):
-            out = state & 1
-            state = (state >> 1) ^ (taps & -out)  # branch-free: out is a coin flip
-            word = (word << 1) | out
+        word, state = lfsr_word(state, k, taps, outs, masks)
         words += 1
         if word < Mf and w[word] == 0.0:
             w[word] = 1.0

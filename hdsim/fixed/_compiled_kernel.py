@@ -20,7 +20,7 @@ from numba import prange
 # not notice edits to that one: a change there needs ``NUMBA_CACHE_DIR`` cleared (or this file touched).
 from hdsim.imc._fixed_crossbar_kernel import crossbar_perturbation
 from hdsim.block_similarities import block_similarities
-from hdsim.lfsr_tables import lfsr_byte_tables
+from hdsim.lfsr_tables import lfsr_byte_tables, lfsr_word, word_bits
 
 # params of decode (one int64 array: one argument to type per call instead of fourteen)
 P_WQ, P_WX, P_WU, P_G, P_T, P_TC, P_MAX_ITER, P_DOT, P_TRACE, P_QUANTIZE, P_K, P_A, P_TAPS, P_ABITS = range(14)
@@ -96,26 +96,13 @@ def _draw_distinct(state, taps, Mf, A, w, drawn, outs, masks):
     there on entry; ``1 <= A < Mf``) and listing them, in draw order, in ``drawn[:A]``.
     Returns the register's new state.
 
-    ``k = bit_length(Mf - 1)`` steps per word, output bits packed first bit first (MSB); a word
-    is accepted when ``< Mf`` and not yet drawn, else discarded (the register has advanced). A
-    word's first ``8 * (k // 8)`` steps go a byte at a time (:func:`lfsr_byte_tables`), the rest
-    bit by bit, so the register never runs ahead of the words drawn.
+    ``k = bit_length(Mf - 1)``-bit words (:func:`hdsim.lfsr_tables.lfsr_word`); a word is accepted
+    when ``< Mf`` and not yet drawn, else discarded (the register has advanced).
     """
-    k = 0
-    while ((Mf - 1) >> k) > 0:
-        k += 1
-    nbytes = k >> 3
+    k = word_bits(Mf)
     count = 0
     while count < A:
-        word = 0
-        for _ in range(nbytes):
-            v = state & 255
-            state = (state >> 8) ^ masks[v]
-            word = (word << 8) | outs[v]
-        for _ in range(k - 8 * nbytes):
-            out = state & 1
-            state = (state >> 1) ^ (taps & -out)  # branch-free: out is a coin flip
-            word = (word << 1) | out
+        word, state = lfsr_word(state, k, taps, outs, masks)
         # accept without a branch (a coin flip to the predictor): a rejected word adds 0 to w[0]
         ok = word < Mf
         i = word if ok else 0
