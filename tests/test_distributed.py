@@ -356,11 +356,18 @@ def test_torchrun_two_processes_reach_the_accuracy_of_one(tiny_trained, tmp_path
     assert min(a1, a2) > 0.10  # both well above chance (1 %): the comparison is not between two untrained nets
 
 
-def test_lease_rule_and_results_written_once(tmp_path):
+def test_lease_rule_and_results_written_once(tmp_path, monkeypatch):
     """The documented rule on two queues of one SQLite study: a live lease keeps a point, an expired
-    one gives it to the next claimer, and of two results for one point the first is kept."""
+    one gives it to the next claimer, and of two results for one point the first is kept. The
+    queues' clock (``time.time`` on SQLite) is a fake one moved by hand: a loaded machine's pauses
+    between the claims cannot expire a lease early."""
+    import types
+
+    from hdsim import work_queue
     from hdsim.work_queue import WorkQueue
 
+    clock = [1_000.0]
+    monkeypatch.setattr(work_queue, "time", types.SimpleNamespace(time=lambda: clock[0], sleep=time.sleep))
     url = f"sqlite:///{tmp_path / 'q.db'}"
     a, b = WorkQueue(url, "s", lease_s=0.3, owner="a"), WorkQueue(url, "s", lease_s=0.3, owner="b")
     a.ensure_study("toy", {"n": 2}, [("p0", {"i": 0}), ("p1", {"i": 1})])
@@ -368,7 +375,7 @@ def test_lease_rule_and_results_written_once(tmp_path):
     assert a.claim().key == "p0"
     assert b.claim().key == "p1"  # p0 is leased to a
     assert b.claim() is None  # nothing claimable while both leases live
-    time.sleep(0.4)  # a's lease expires (a stopped without renewing, like a killed worker)
+    clock[0] += 0.4  # a's lease expires (a stopped without renewing, like a killed worker)
     assert b.renew("p1") and not a.renew("p1")  # only the owner renews
     again = b.claim()
     assert (again.key, again.attempts) == ("p0", 2)
