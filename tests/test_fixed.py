@@ -591,6 +591,16 @@ def test_datapath_table_is_the_documented_table():
         "a_m", 10, "Q2.8", "similarity: sum_b u[b,c_b]", "exact", A_OVERFLOW]
 
 
+def test_datapath_as_dict_of_the_reference_configuration():
+    """What ``hdsim bench fixed`` prints as ``datapath``: every derived width of the documented table
+    (docs/fixed_point.md) and the configuration, the widths as their own object."""
+    dp = Datapath.build(FixedWidths.uniform(8), 4, 128, (1155, 1155), "linf", 0.0076, 0.9, 238)
+    assert dp.as_dict() == {
+        "B": 4, "L": 128, "M": (1155, 1155), "similarity": "linf", "T_int": 2, "Tc_int": 230, "A": 238,
+        "a_bits": 8, "s_bits": 19, "recip_bits": 12, "prod_bits": 31, "acc_bits": 16, "idx_bits": 11,
+        "widths": {"query": 8, "estimate": 8, "unbound": 8, "recip_guard": 10}}
+
+
 def test_datapath_table_of_two_more_configurations_by_hand():
     """Unequal widths, both similarities, and p's width on either side of a power of two (it holds
     bit_length(S) in 0..s_bits: clog2(s_bits + 1) bits), each cell derived by hand."""
