@@ -353,6 +353,7 @@ def test_queries_of_no_number_type_are_refused_naming_their_dtype():
     """Neither float nor integer (nor bool): one message naming the dtype, for tensors and arrays alike."""
     X = [np.array([[0, 1], [2, 3]]), np.array([[1, 1], [0, 2], [3, 0]])]
     dec = CompiledFixedBCF.from_arrays(X, 4, BCFConfig(), FixedWidths())
+    assert dec.seed == 1  # the default seed, FixedBCF's (docs/fixed_point.md: from_arrays(..., seed=1))
     cases = [(torch.zeros(1, 2, 4, dtype=torch.complex64), "torch.complex64"),
              (np.zeros((1, 8), complex), "complex128"), (np.zeros((1, 2, 4), object), "object"),
              (np.zeros((1, 8), "datetime64[s]"), "datetime64[s]")]
@@ -403,6 +404,10 @@ def test_a_crossbar_of_other_codebooks_or_similarity_is_refused():
     X = [x.numpy() for x in cb.indices]
     xb = FixedPointCrossbar(X, cb.L, 8, "pcm-default")
     q = make_queries(cb, 2, seed=0).queries.numpy()
+    with pytest.raises(HdsimError, match="^crossbar: expected a hdsim.imc.fixed_crossbar.FixedPointCrossbar, got "
+                                         "list$"):
+        CompiledFixedBCF.from_arrays(X, cb.L, BCFConfig(similarity="dot"), FixedWidths(), 1).decode_arrays(
+            q, crossbar=[xb])
     with pytest.raises(HdsimError, match="^crossbar: a crossbar computes the dot similarity"):
         CompiledFixedBCF.from_arrays(X, cb.L, BCFConfig(), FixedWidths(), 1).decode_arrays(q, crossbar=xb)
     with pytest.raises(HdsimError, match="^crossbar: built for M=\\[8, 8\\], Wu=8"):
