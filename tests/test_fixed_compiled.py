@@ -159,7 +159,9 @@ def test_batched_model_decode_equals_the_compiled_decode_query_by_query():
     cb = random_codebooks(2, 10, 256, 4, seed=2)
     model = FixedBCF(cb, BCFConfig(T=0.05, A=3, max_iter=12), FixedWidths(), seed=3)
     q = mixed_queries(cb, 3, 2)  # 14 queries: exact, noisy, random, zero
-    want = compiled_decoder(model).factorize(q)
+    dec = compiled_decoder(model)
+    assert dec.model is model  # the model it compiles
+    want = dec.factorize(q)
     for batch in (None, 1, 4, 13, 20):
         got = model.factorize(q, batch_size=batch)
         for name in RESULTS:
@@ -196,12 +198,31 @@ def test_threads_single_queries_and_the_first_querys_errors():
         for queries in (q[i:i + 1], q[i:i + 1].numpy(), model.prepare_queries(q[i:i + 1]).numpy()):
             for name, value in zip(RESULTS, dec.decode_arrays(queries)):
                 assert np.array_equal(getattr(one, name).numpy(), value), (name, i)
+    words = dec.prepare_queries(q)  # in the kernel's word type (int32 at 8-bit words)
+    assert words.dtype == dec.dtype == np.int32 and np.array_equal(words, model.prepare_queries(q).numpy())
     bad = q.clone()
     bad[0, 1, 7] = float("nan")
-    _one_line_error(lambda: dec.decode_arrays(bad), r"^query: contains NaN or infinite values \(query 0\)$")
+    for fn in (dec.decode_arrays, dec.prepare_queries):
+        _one_line_error(lambda fn=fn: fn(bad), r"^query: contains NaN or infinite values \(query 0\)$")
     bad[0, 1, 7] = -0.25
-    _one_line_error(lambda: dec.decode_arrays(bad),
-                    r"^query: GSBC entries must be non-negative, found -0\.25 \(query 0\)$")
+    for fn in (dec.decode_arrays, dec.prepare_queries):
+        _one_line_error(lambda fn=fn: fn(bad), r"^query: GSBC entries must be non-negative, found -0\.25 \(query 0\)$")
+
+
+def test_any_model_without_a_sampler_compiles_when_it_does_not_sample():
+    """``CompiledFixedBCF(model)`` reads the model's codebooks, config and widths; a sampler only where
+    ``A > 0``. An object with no ``sampler`` attribute compiles at A = 0 (the model's decode), and
+    ``compiled_decoder`` declines it at A > 0."""
+    from types import SimpleNamespace
+
+    cb = random_codebooks(2, 10, 256, 4, seed=6)
+    q = mixed_queries(cb, 2, 6)
+    bare = SimpleNamespace(codebooks=cb, config=BCFConfig(T=0.05, max_iter=8), widths=FixedWidths())
+    want = FixedBCF(cb, bare.config, bare.widths).factorize(q)
+    got = CompiledFixedBCF(bare).factorize(q)
+    for name in RESULTS:
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    assert compiled_decoder(SimpleNamespace(codebooks=cb, config=BCFConfig(T=0.05, A=2), widths=FixedWidths())) is None
 
 
 def test_from_arrays_equals_the_model_built_decoder():
