@@ -21,7 +21,7 @@ jobs=${MUTATION_JOBS:-1}
 command -v mutmut >/dev/null || { echo "error: mutmut is not installed (pip install -e '.[mutation]')" >&2; exit 2; }
 
 # module -> "files to mutate (mutmut globs)|the test files that cover them"
-declare -A only tests deselect
+declare -A only tests deselect tmult
 only[functional]="hdsim/functional.py"
 tests[functional]="tests/test_functional.py"
 only[fixed]="hdsim/fixed/bcf.py hdsim/fixed/rounding.py hdsim/fixed/widths.py hdsim/fixed/compiled.py"
@@ -32,6 +32,10 @@ tests[fixed]="tests/test_fixed.py tests/test_fixed_compiled.py"
 deselect[fixed]="not test_same_lfsr_seed_same_result_and_float_agreement_at_wide_words \
 and not test_bench_fixed_decodes_on_the_compiled_twin_with_the_models_results \
 and not (test_compiled_decoder_matches_the_model_every_iteration and (cfg1 or cfg2 or cfg4))"
+# mutmut's time limit per mutant is (the covering tests' stats time + 10 s) x multiplier; fixed's stats
+# pass includes the numba kernels' first compiles (about 250 of its 360 s), so 5x would let a mutant
+# that stalls a decode (one that never converges) run for 30 minutes; 0.8x stops it after about 5
+tmult[fixed]=0.8
 only[lfsr]="hdsim/lfsr.py"
 tests[lfsr]="tests/test_lfsr.py"
 only[codes]="hdsim/codes.py"
@@ -64,11 +68,13 @@ for m in "${modules[@]}"; do
 source_paths = ["hdsim"]
 only_mutate = $(toml_list ${only[$m]})
 pytest_add_cli_args_test_selection = $selection
+# mutmut runs the tests in mutants/, where it copies tests/ and these (tests/test_fixed.py reads docs/)
+also_copy = ["docs/"]
 # the library's doctests and the configured testpaths stay out: only the named test files judge
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-o", "addopts=", "-x", "-q"]
 # torch is not fork-safe after the suite's first run: workers fork from a clean server
 process_isolation = "forkserver"
-timeout_multiplier = 5.0
+timeout_multiplier = ${tmult[$m]:-5.0}
 timeout_constant = 10.0
 use_git_change_detection = false
 EOF
