@@ -30,6 +30,10 @@ def test_shift_floor_and_round_half_up_ties():
     # ties (x.5) go up, also for negatives: -1.5 -> -1, -0.5 -> 0
     assert rd.shift_round_half_up(T([2, 6, 5, -6, -2, 7]), 2).tolist() == [1, 2, 1, -1, 0, 2]
     assert rd.shift_round_half_up(T([3]), 0).tolist() == [3]
+    # shift 1: x / 2 rounded half up (0.5 -> 1, 1.5 -> 2, -0.5 -> 0, -1.5 -> -1); shift_floor: floor(x / 2)
+    assert rd.shift_round_half_up(T([1, 2, 3, -1, -3]), 1).tolist() == [1, 1, 2, 0, -1]
+    assert rd.shift_floor(T([1, 2, 3, -1, -3]), 1).tolist() == [0, 1, 1, -1, -2]
+    assert rd.shift_floor(T([5, -5]), 0).tolist() == [5, -5] and rd.shift_floor(T([5, -5]), -2).tolist() == [20, -20]
 
 
 def test_saturation_and_wrap():

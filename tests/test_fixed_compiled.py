@@ -225,6 +225,16 @@ def test_any_model_without_a_sampler_compiles_when_it_does_not_sample():
     assert compiled_decoder(SimpleNamespace(codebooks=cb, config=BCFConfig(T=0.05, A=2), widths=FixedWidths())) is None
 
 
+def test_without_numba_the_model_keeps_its_own_decode(monkeypatch):
+    """numba missing (its import fails): ``numba_available()`` is false and ``compiled_decoder`` gives
+    ``None``, so callers keep the torch model."""
+    model = FixedBCF(random_codebooks(2, 10, 256, 4, seed=0))
+    assert compiled.numba_available() is True
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    assert compiled.numba_available() is False
+    assert compiled_decoder(model) is None
+
+
 def test_from_arrays_equals_the_model_built_decoder():
     cb = random_codebooks(3, (9, 14, 5), 384, 4, seed=4)
     cfg, widths = BCFConfig(T=0.04, A=4, Tc=0.8, max_iter=9), FixedWidths(9, 8, 8, 10)
