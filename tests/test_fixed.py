@@ -32,6 +32,7 @@ def test_shift_floor_and_round_half_up_ties():
     assert rd.shift_round_half_up(T([3]), 0).tolist() == [3]
     # shift 1: x / 2 rounded half up (0.5 -> 1, 1.5 -> 2, -0.5 -> 0, -1.5 -> -1); shift_floor: floor(x / 2)
     assert rd.shift_round_half_up(T([1, 2, 3, -1, -3]), 1).tolist() == [1, 1, 2, 0, -1]
+    assert rd.shift_round_half_up(T([3, -3]), -2).tolist() == [12, -12]  # a negative shift widens: x 2^2
     assert rd.shift_floor(T([1, 2, 3, -1, -3]), 1).tolist() == [0, 1, 1, -1, -2]
     assert rd.shift_floor(T([5, -5]), 0).tolist() == [5, -5] and rd.shift_floor(T([5, -5]), -2).tolist() == [20, -20]
 
