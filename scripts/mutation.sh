@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 work=${MUTATION_WORKDIR:-/tmp/hdsim-mutation}
 jobs=${MUTATION_JOBS:-1}
+# one core per worker: torch's OpenMP threads spinning against other jobs on a shared 2-core machine
+# slow the model's many small ops about tenfold (tests/conftest.py, one_torch_thread)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 command -v mutmut >/dev/null || { echo "error: mutmut is not installed (pip install -e '.[mutation]')" >&2; exit 2; }
 
 # module -> "files to mutate (mutmut globs)|the test files that cover them"
