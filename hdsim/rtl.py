@@ -79,6 +79,8 @@ class RtlConfig:
         lfsr_seed: global seed of the per-query LFSRs.
         codebook_seed: seed of :func:`hdsim.codes.random_codebooks`.
         div_steps: quotient bits per cycle of the reciprocal divider.
+        unbind_entries: non-zero estimate entries the unbinding takes per cycle, 1 or 2 (2
+            doubles its multipliers: ``2 P``).
         qid_bits: width of the query id port.
     """
 
@@ -98,6 +100,7 @@ class RtlConfig:
     codebook_seed: int = 0
     div_steps: int = 2
     qid_bits: int = 16
+    unbind_entries: int = 1
 
     # ---- derived -------------------------------------------------------------------------------
     @property
@@ -137,6 +140,8 @@ class RtlConfig:
             raise HdsimError(f"rtl.lanes: must divide L={self.L}, got {self.lanes}")
         if self.lanes > self.M:
             raise HdsimError(f"rtl.lanes: must be <= M={self.M}, got {self.lanes}")
+        if self.unbind_entries not in (1, 2) or isinstance(self.unbind_entries, bool):
+            raise HdsimError(f"rtl.unbind_entries: 1 or 2, got {self.unbind_entries!r}")
         if self.qid_bits > 31:
             raise HdsimError(f"rtl.qid_bits: at most 31, got {self.qid_bits}")
         w = self.widths
@@ -162,6 +167,7 @@ class RtlConfig:
             "T_INT": dp.T_int, "TC_INT": dp.Tc_int, "A": self.A,
             "DOT": int(self.similarity == "dot"), "SEED": self.lfsr_seed,
             "QW": self.qid_bits, "PERTURB": 1, "PW": self.perturb_bits, "DIV_STEPS": self.div_steps,
+            "UJ": self.unbind_entries,
             "CB_FILE": f'"{Path(cb_file).as_posix()}"',
         }
 
@@ -189,14 +195,14 @@ class RtlConfig:
 # saturate, 1..8 lanes, L not a power of two, sampling with A < M).
 CI_CONFIGS: dict[str, RtlConfig] = {
     "f2-l16-m16-p4": RtlConfig(name="f2-l16-m16-p4", B=4, L=16, M=16, F=2, lanes=4,
-                               widths=FixedWidths.uniform(8), T=0.05, A=4),
+                               widths=FixedWidths.uniform(8), T=0.05, A=4, unbind_entries=2),
     "f3-l8-m8-p4": RtlConfig(name="f3-l8-m8-p4", B=4, L=8, M=8, F=3, lanes=4,
                              widths=FixedWidths(8, 7, 8, 9), T=0.06, A=3, max_iter=10),
     "f2-dot-b3-l12-m20-p3": RtlConfig(name="f2-dot-b3-l12-m20-p3", B=3, L=12, M=20, F=2, lanes=3,
                                       widths=FixedWidths(6, 6, 6, 7), similarity="dot", T=0.3, Tc=1.5, A=5,
                                       max_iter=8),
     "f3-l16-m10-p8": RtlConfig(name="f3-l16-m10-p8", B=2, L=16, M=10, F=3, lanes=8,
-                               widths=FixedWidths.uniform(6), T=0.08, A=2, max_iter=10, div_steps=3),
+                               widths=FixedWidths.uniform(6), T=0.08, A=2, max_iter=10),
 }
 
 
@@ -364,7 +370,7 @@ def imc_perturbation_table(cfg: RtlConfig, n: int, seed: int = 0, preset: str = 
 def lower_bound(cfg: RtlConfig, draws: float = 0.0, unbind_macs: float | None = None) -> dict:
     """Ideal cycles of one iteration: per phase, the work divided by the units doing it, summed.
 
-    Units (``P`` = lanes): unbinding ``P`` multiply-accumulators; similarity ``P``
+    Units (``P`` = lanes): unbinding ``P * unbind_entries`` multipliers; similarity ``P``
     gather-min lanes, one codevector each per cycle (``F M``); activation one LFSR word
     per cycle (``draws``: words drawn in the iteration, 0 without sampling); bundling
     ``P`` scatter lanes (``F M`` codevectors); normalization ``P`` multipliers (``F D``
@@ -382,7 +388,7 @@ def lower_bound(cfg: RtlConfig, draws: float = 0.0, unbind_macs: float | None = 
     P, F, D, L, M = cfg.lanes, cfg.F, cfg.D, cfg.L, cfg.M
     macs = F * (F - 1) * D * L if unbind_macs is None else unbind_macs
     phases = {
-        "unbinding": macs / P,
+        "unbinding": macs / (P * cfg.unbind_entries),
         "similarity": F * M / P,
         "activation": float(draws),
         "bundling": F * M / P,

@@ -13,8 +13,9 @@
 //   UNB  : u_f = q (/) x_g for every other factor g (ascending), requantized
 //          (round half up, saturate) after each correlation.  Sparse-aware: P MAC
 //          lanes compute P consecutive outputs of one block, one cycle per
-//          non-zero entry of x_g's block (at least one); a 3-stage pipeline
-//          (select operands, multiply, accumulate / requantize / write).
+//          non-zero entry of x_g's block (at least one; two with UJ = 2); a
+//          4-stage pipeline (position, select operands, multiply, accumulate /
+//          requantize / write; UJ = 2 adds the pair's products in a fifth).
 //   SIM  : a_m = min_b u[b, X[m,b]] (DOT=0) or sum_b (DOT=1), P codevectors per
 //          cycle, then + IMC perturbation (saturated), running max / argmax /
 //          sums: ROM read, gather, min/sum tree (perturbation requested),
@@ -52,6 +53,7 @@ module hdsim_bcf #(
     parameter integer PERTURB   = 1,    // 1: add pert_data to the similarities
     parameter integer PW        = 10,   // perturbation word (two's complement)
     parameter integer DIV_STEPS = 2,    // divider quotient bits per cycle
+    parameter integer UJ        = 1,    // unbinding: nonzero estimate entries per cycle, 1 or 2 (UJ P multipliers)
     parameter integer DEBUG     = 1,    // 1: drive the dbg_* state port
     parameter         CB_FILE   = "codebooks.hex",
     // derived: do not override
@@ -126,7 +128,6 @@ module hdsim_bcf #(
     localparam integer PRW  = SW + RW;                     // s * R
     localparam integer SHW  = $clog2(SW + G + 1);          // normalize shift
     localparam integer REMW = SW + 2;                      // divider remainder (< 2 S)
-    localparam integer DCW  = $clog2(RW + 1);
     localparam integer EW   = ((AB > PW) ? AB : PW) + 2;   // a + perturbation
     localparam integer MW   = $clog2(F * NCH);             // codebook ROM address (F * NCH >= 2)
     localparam integer CBW  = P * B * LW;                  // codebook ROM word: one chunk of P codevectors
@@ -231,16 +232,24 @@ module hdsim_bcf #(
     // ------------------------------------------------------------------ divider
     // R = floor(2^(p+G) / S) = floor(2^(p-1) 2^RW / (2 S)): restoring division of the
     // numerator 2^(p-1) 2^RW (its leading part 2^(p-1) = S's highest set bit, < 2 S) by
-    // 2 S; RW quotient bits, DIV_STEPS per cycle.  Starting from S's highest bit needs
-    // no shift by the bit length p (a priority encoder, a subtraction and a barrel
-    // shifter in the cycle that chooses S); p itself is registered one cycle later.
+    // 2 S, DIV_STEPS quotient bits per cycle.  Starting from S's highest bit needs no
+    // shift by the bit length p (a priority encoder, a subtraction and a barrel shifter in
+    // the cycle that chooses S); p itself is registered one cycle later.  The divider runs
+    // NDIV whole cycles, RQW = NDIV * DIV_STEPS >= RW quotient bits, so no step is gated by
+    // a bit count (the chained steps are compare-and-subtract alone): the extra low bits
+    // are the quotient of the numerator times 2^(RQW - RW), and floor(floor(N 2^e / d) / 2^e)
+    // = floor(N / d), so R is the quotient's top RW bits.
+    localparam integer NDIV = (RW + DIV_STEPS - 1) / DIV_STEPS;
+    localparam integer RQW  = NDIV * DIV_STEPS;
+    localparam integer DCW  = $clog2(NDIV + 1);
+    localparam [DCW-1:0] NDIV_D = NDIV[DCW-1:0];
     reg              div_go;           // from the FSM (combinational)
     reg  [SW-1:0]    div_S;
     reg              div_busy;
     reg  [SW-1:0]    div_den;          // S
     reg  [REMW-1:0]  div_rem;
-    reg  [RW-1:0]    div_q;
-    reg  [DCW-1:0]   div_left;
+    reg  [RQW-1:0]   div_q;
+    reg  [DCW-1:0]   div_left;         // cycles left
     reg  [PBW-1:0]   cur_p;            // bit length of S (one cycle after cur_S)
     reg  [SW-1:0]    cur_S;
 
@@ -267,26 +276,39 @@ module hdsim_bcf #(
         end
     endfunction
 
-    localparam [DCW-1:0]  RW_D = RW[DCW-1:0];
-
-    reg [REMW-1:0] dv_rem;
-    reg [RW-1:0]   dv_q;
-    reg [DCW-1:0]  dv_left;
+    // One cycle's DIV_STEPS quotient bits.  DIV_STEPS = 2 is radix 4: the partial remainder
+    // times 4 compared with d, 2 d and 3 d (d = 2 S; 3 d registered at the start) in
+    // parallel, then one 4-way select: a single compare in the cycle, where two chained
+    // restoring steps put a compare, a select, a compare and a select in series.
+    reg [REMW-1:0]  dv_rem;
+    reg [RQW-1:0]   dv_q;
+    reg [REMW+1:0]  div_d3;            // 3 d = 6 S (used by DIV_STEPS = 2)
+    reg [REMW+1:0]  dv_r4, dv_d1, dv_d2;
+    reg             dv_ge1, dv_ge2, dv_ge3;
     integer di;
     always @* begin
         dv_rem = div_rem;
         dv_q = div_q;
-        dv_left = div_left;
-        for (di = 0; di < DIV_STEPS; di = di + 1) begin
-            if (dv_left != 0) begin
+        dv_r4 = {div_rem, 2'b00};
+        dv_d1 = {3'b000, div_den, 1'b0};
+        dv_d2 = {2'b00, div_den, 2'b00};
+        dv_ge1 = (dv_r4 >= dv_d1);
+        dv_ge2 = (dv_r4 >= dv_d2);
+        dv_ge3 = (dv_r4 >= div_d3);
+        if (DIV_STEPS == 2) begin
+            dv_rem = dv_ge3 ? dv_r4[REMW-1:0] - div_d3[REMW-1:0] :
+                     dv_ge2 ? dv_r4[REMW-1:0] - dv_d2[REMW-1:0] :
+                     dv_ge1 ? dv_r4[REMW-1:0] - dv_d1[REMW-1:0] : dv_r4[REMW-1:0];
+            dv_q = {div_q[RQW-3:0], dv_ge2, dv_ge3 || (dv_ge1 && !dv_ge2)};
+        end else begin
+            for (di = 0; di < DIV_STEPS; di = di + 1) begin
                 dv_rem = dv_rem << 1;
                 if (dv_rem >= {1'b0, div_den, 1'b0}) begin
                     dv_rem = dv_rem - {1'b0, div_den, 1'b0};
-                    dv_q = {dv_q[RW-2:0], 1'b1};
+                    dv_q = {dv_q[RQW-2:0], 1'b1};
                 end else begin
-                    dv_q = {dv_q[RW-2:0], 1'b0};
+                    dv_q = {dv_q[RQW-2:0], 1'b0};
                 end
-                dv_left = dv_left - 1'b1;
             end
         end
     end
@@ -297,20 +319,29 @@ module hdsim_bcf #(
         end else if (div_go) begin
             cur_S    <= div_S;
             div_den  <= div_S;
+            div_d3   <= {2'b00, div_S, 2'b00} + {3'b000, div_S, 1'b0};
             div_rem  <= {2'b00, msb_of(div_S)};
-            div_q    <= {RW{1'b0}};
-            div_left <= RW_D;
+            div_q    <= {RQW{1'b0}};
+            div_left <= NDIV_D;
             div_busy <= (div_S != 0);
         end else if (div_busy) begin
             div_rem  <= dv_rem;
             div_q    <= dv_q;
-            div_left <= dv_left;
-            if (dv_left == 0) div_busy <= 1'b0;
+            div_left <= div_left - 1'b1;
+            if (div_left == 1) div_busy <= 1'b0;
         end
     end
+    wire unused_div_q = ^div_q;        // below RQW - RW: the extra quotient bits
     // p is needed only in NORM, at least three cycles after any div_go
     always @(posedge clk) cur_p <= bitlen(cur_S);
-    wire [RW-1:0] cur_R = (cur_S == 0) ? {RW{1'b0}} : div_q;
+    // R: its own register, written with the quotient's last bits (and cleared at the start:
+    // S = 0 gives R = 0, the divider does not run), so N2's multipliers take it straight from
+    // flip-flops that drive nothing else
+    reg  [RW-1:0] cur_R;
+    always @(posedge clk) begin
+        if (div_go) cur_R <= {RW{1'b0}};
+        else if (div_busy && div_left == 1) cur_R <= dv_q[RQW-1 -: RW];
+    end
 
     // ------------------------------------------------------------------ coding note
     // Lane and cell logic is written as loops in single always blocks (functions
@@ -332,10 +363,13 @@ module hdsim_bcf #(
     // twin holds the block rotated by l0 (rotated by the constant P at each group), so
     // lane p reads entry (j + p) mod L of a fixed rotation of it, selected by j's one-hot
     // (the lowest set bit of urem, a carry chain); the outputs are written by per-group
-    // enables.  Whether a group ends this cycle (popcount(urem) <= 1) is a register
-    // (ulast), kept from xcnt (per block of x: its nonzero count, saturated at 2, kept by
-    // NORM) at a block load, from nzw_le1 at a group restart and from urem's next value
-    // otherwise, so the window loads' wide enables start at flip-flops.
+    // enables.  With UJ = 2 a cycle takes the two lowest remaining positions (2 P
+    // multipliers; the second one's operands are 0 when only one is left) and the pair's
+    // products are added in a stage of their own.  Whether a group ends this cycle
+    // (popcount(urem) <= UJ) is a register (ulast), kept from xcnt (per block of x: its
+    // nonzero count, saturated at 3, kept by NORM) at a block load, from nzw_le at a group
+    // restart and from urem's next value otherwise, so the window loads' enables start at
+    // flip-flops.
     localparam integer ACC1 = ACCW + 1;          // accumulator: rounding half + sum
     reg [FW-1:0]      uc;
     reg [BW-1:0]      ublk;
@@ -345,22 +379,25 @@ module hdsim_bcf #(
     reg [L*WX-1:0]    xwin;                      // block of x_g
     reg [L-1:0]       nzw;                       // x_g's nonzero positions in the block
     reg [L-1:0]       urem;                      // positions left in this group
-    reg               ulast;                     // popcount(urem) <= 1: the group's last cycle
-    reg               nzw_le1;                   // popcount(nzw) <= 1
+    reg               ulast;                     // popcount(urem) <= UJ: the group's last cycle
+    reg               nzw_le;                    // popcount(nzw) <= UJ
     reg [B-1:0]       wsel;                      // one-hot: the block the windows load next
+    reg [B-1:0]       wsel_w;                    // wsel a cycle later: twin / xwin's source
     reg [P*ACC1-1:0]  acc;                       // one accumulator per lane
     wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
     reg  [F*D-1:0]    xnz;                       // xmem word != 0 (written with xmem by NORM)
-    reg  [F*B*2-1:0]  xcnt;                      // per block of xmem: nonzero words, saturated at 2
+    reg  [F*B*2-1:0]  xcnt;                      // per block of xmem: nonzero words, saturated at 3
     localparam integer WSEL0_I = 1, WSEL1_I = (B > 1) ? 2 : 0;
     localparam [B-1:0] WSEL0 = WSEL0_I[B-1:0];   // block 0 (ULD)
     localparam [B-1:0] WSEL1 = WSEL1_I[B-1:0];   // block 1 (the first block change)
 
-    // uj_hot = the lowest remaining position, one-hot (0 when none), urem_n = the rest
+    // uj_hot = the lowest remaining position, one-hot (0 when none), urem_n = the rest;
+    // with UJ = 2, g_pair takes urem_n's lowest too (U1's second position) and urem_nx is
+    // what is left after both
     wire [L-1:0] uj_hot = urem & (~urem + 1'b1);
     wire [L-1:0] urem_n = urem & (urem - 1'b1);
-    // popcount(urem_n) <= 1, i.e. popcount(urem) <= 2: a balanced tree of counts saturated
-    // at 3 (log2(L) levels of small LUTs, not two chained carry chains and a zero test)
+    // popcount(v) <= 2 (le2) and <= 4 (le4): balanced trees of counts saturated at 3 and 5
+    // (log2(L) levels of small LUTs, not chained carry chains and a zero test)
     function le2;
         input [L-1:0] v;
         integer i, st;
@@ -377,42 +414,78 @@ module hdsim_bcf #(
             le2 = (c[1:0] != 2'd3);
         end
     endfunction
-    wire         urem_n_le1 = le2(urem);
+    function le4;
+        input [L-1:0] v;
+        integer i, st;
+        reg [3*L-1:0] c;
+        reg [3:0]     t;
+        begin
+            for (i = 0; i < L; i = i + 1)
+                c[3*i +: 3] = {2'b00, v[i]};
+            for (st = 1; st < L; st = st * 2)
+                for (i = 0; i + st < L; i = i + 2 * st) begin
+                    t = {1'b0, c[3*i +: 3]} + {1'b0, c[3*(i + st) +: 3]};
+                    c[3*i +: 3] = (t > 4'd4) ? 3'd5 : t[2:0];
+                end
+            le4 = (c[2:0] <= 3'd4);
+        end
+    endfunction
+    wire [L-1:0] urem_nx;                        // urem after this cycle's UJ positions
+    wire         urem_nx_le = (UJ > 1) ? le4(urem) : le2(urem);   // popcount(urem_nx) <= UJ
 
-    wire        u_first     = (uc == 0);
-    wire        u_out1      = F_ODD ^ uc[0];     // (F-2-c) odd: write t1mem
-    wire        u_last_j    = ulast;             // = (urem_n == 0)
+    // the correlation's source and target, and the factor it unbinds, as registers set with
+    // uc and fcur (the window sources fan them out to every window bit)
+    reg         u_first;                     // uc == 0: t_in is the query
+    reg         u_out1;                      // F_ODD ^ uc[0]: (F-2-c) odd, write t1mem
+    reg [F-1:0] ugh;                         // one-hot: g = uc < fcur ? uc : uc + 1
+    function [F-1:0] ug_hot;
+        input [FW-1:0] c;
+        input [FW-1:0] f;
+        reg   [FW-1:0] g;
+        begin
+            g = (c < f) ? c : c + 1'b1;
+            ug_hot = {{(F - 1){1'b0}}, 1'b1} << g;
+        end
+    endfunction
+    wire        u_last_j    = ulast;             // = (urem_nx == 0)
     wire        u_last_l0   = (ul0 == L0_LAST);
     wire        u_last_blk  = (ublk == B_LAST);
     wire        u_last_corr = (uc == C_LAST);
     wire        u_we        = (state == ST_UNB) && u_last_j;
-    wire        u_nextblk   = u_we && u_last_l0 && !u_last_blk;
+    reg         u_blkend;                    // ul0 == L0_LAST && ublk != B_LAST (set with them)
+    localparam  BLKEND0 = (L0_LAST_I == 0) && (B > 1);   // u_blkend at l0 = 0 of block 0
+    wire        u_nextblk   = u_we && u_blkend;
 
     // window sources (wsel: block 0 in ULD, block ublk+1 in UNB), of t_in and of x_g
-    wire [FW-1:0] ug   = (uc < fcur) ? uc : uc + 1'b1;
+    // U0's sources (nzw, urem, ulast) by wsel; U1's (twin, xwin), loaded a cycle later, by
+    // wsel_w, wsel's copy a cycle later
     reg  [L*WIN-1:0] src_w;
     reg  [L*WX-1:0]  src_x;
     reg  [L-1:0]     src_nz;
-    reg              src_le1;
-    reg              sel_b, sel_x;
+    reg              src_le;
+    reg              sel_b, sel_bw, sel_x, sel_xw;
     integer sb, sg, si;
     always @* begin
         src_w = {L*WIN{1'b0}};
         src_x = {L*WX{1'b0}};
         src_nz = {L{1'b0}};
-        src_le1 = 1'b0;
+        src_le = 1'b0;
         for (sb = 0; sb < B; sb = sb + 1) begin
             sel_b = wsel[sb];
+            sel_bw = wsel_w[sb];
             for (si = 0; si < L; si = si + 1)
-                src_w[si*WIN +: WIN] = src_w[si*WIN +: WIN] | ({WIN{sel_b}} &
+                src_w[si*WIN +: WIN] = src_w[si*WIN +: WIN] | ({WIN{sel_bw}} &
                     (u_first ? {{(WIN - WQ){1'b0}}, qmem[(sb*L + si)*WQ +: WQ]}
                              : {{(WIN - WU){1'b0}}, u_out1 ? t0mem[(sb*L + si)*WU +: WU]
                                                            : t1q[(sb*L + si)*WU +: WU]}));
             for (sg = 0; sg < F; sg = sg + 1) begin
-                sel_x = sel_b && (ug == sg[FW-1:0]);
-                src_x = src_x | ({L*WX{sel_x}} & xmem[(sg*B + sb)*L*WX +: L*WX]);
+                sel_x = sel_b && ugh[sg];
+                sel_xw = sel_bw && ugh[sg];
+                src_x = src_x | ({L*WX{sel_xw}} & xmem[(sg*B + sb)*L*WX +: L*WX]);
                 src_nz = src_nz | ({L{sel_x}} & xnz[(sg*B + sb)*L +: L]);
-                src_le1 = src_le1 | (sel_x && !xcnt[(sg*B + sb)*2 + 1]);
+                // popcount <= 1: count < 2; popcount <= 2: count != 3 (saturated at 3)
+                src_le = src_le | (sel_x && ((UJ > 1) ? (xcnt[(sg*B + sb)*2 +: 2] != 2'd3)
+                                                      : !xcnt[(sg*B + sb)*2 + 1]));
             end
         end
     end
@@ -424,29 +497,48 @@ module hdsim_bcf #(
         for (i = 0; i < L; i = i + 1)
             rot_p[i*WIN +: WIN] = w[((i + P) % L)*WIN +: WIN];
     endfunction
+    // U0 (state UNB) walks the positions: urem, ulast and the block's nzw load at ULD and
+    // at a block change; U1 (the next cycle) selects the operands from twin / xwin, which
+    // load and rotate a cycle later than U0's decisions, from registered enables (w_ld_*,
+    // u1_rot: one per window, so no wide enable is decoded in the cycle that uses it)
+    // Duplicated registers (each in a "keep" process, so synthesis does not merge them):
+    // ulast_u, ulast's copy for U0's own loop (urem, nzw, ulast), apart from ulast's wide
+    // fanout (the counters, the FSM, the windows' enables); w_ld_t / w_ld_x, one enable per
+    // window.
+    reg            ulast_u;
+    reg            w_ld_t;               // load twin at the end of this cycle
+    reg            w_ld_x;               // load xwin
+    reg            u1_rot;               // U1 holds a group's last position: rotate twin after it
+    wire           u0_ld = (state == ST_ULD) || (state == ST_UNB && ulast_u && u_blkend);   // = ULD || u_nextblk
+    wire           u0_last_n = u0_ld ? src_le : (state == ST_UNB) ? (ulast_u ? nzw_le : urem_nx_le) : ulast_u;
+    (* keep *) always @(posedge clk) ulast <= u0_last_n;
+    (* keep *) always @(posedge clk) ulast_u <= u0_last_n;
+    (* keep *) always @(posedge clk) w_ld_t <= u0_ld;
+    (* keep *) always @(posedge clk) w_ld_x <= u0_ld;
     always @(posedge clk) begin
-        if (state == ST_ULD || u_nextblk) begin
-            twin <= src_w;
-            xwin <= src_x;
+        if (u0_ld) begin
             nzw  <= src_nz;
             urem <= src_nz;
-            nzw_le1 <= src_le1;
-            ulast <= src_le1;
+            nzw_le <= src_le;
         end else if (state == ST_UNB) begin
-            urem <= ulast ? nzw : urem_n;
-            ulast <= ulast ? nzw_le1 : urem_n_le1;
-            if (u_we) twin <= rot_p(twin);
+            urem <= ulast_u ? nzw : urem_nx;
         end
+        u1_rot <= u_we;
+        if (w_ld_t) twin <= src_w;
+        else if (u1_rot) twin <= rot_p(twin);
+        if (w_ld_x) xwin <= src_x;
         // the next block: 0 until ULD ends, then 1, 2, ... at each block change
-        if (state == ST_ULD) wsel <= u_busy ? WSEL0 : WSEL1;
+        if (state == ST_ULD) wsel <= uld_wait ? WSEL0 : WSEL1;
         else if (state == ST_UNB) begin
             if (u_nextblk) wsel <= wsel << 1;
             else if (u_we && u_last_l0) wsel <= WSEL0;   // the correlation's last group: ULD next
         end else wsel <= WSEL0;
+        wsel_w <= wsel;
     end
 
-    // the lanes' operands: twin[(j + p) mod L] and x_g[j], selected by j's one-hot
-    // (AND-OR, no index arithmetic)
+    // U1: the lanes' operands twin[(j + p) mod L] and x_g[j], selected by j's one-hot
+    // (u1_j: U0's lowest remaining position, registered; AND-OR, no index arithmetic)
+    reg  [L-1:0]     u1_j;
     reg  [P*WIN-1:0] ut;
     reg  [WX-1:0]    ux;
     reg              sel_j;
@@ -455,7 +547,7 @@ module hdsim_bcf #(
         ut = {P*WIN{1'b0}};
         ux = {WX{1'b0}};
         for (ti = 0; ti < L; ti = ti + 1) begin
-            sel_j = uj_hot[ti];
+            sel_j = u1_j[ti];
             for (tp = 0; tp < P; tp = tp + 1)
                 ut[tp*WIN +: WIN] = ut[tp*WIN +: WIN] | ({WIN{sel_j}} & twin[((ti + tp) % L)*WIN +: WIN]);
             ux = ux | ({WX{sel_j}} & xwin[ti*WX +: WX]);
@@ -478,39 +570,98 @@ module hdsim_bcf #(
             requant = (r > U_MAXE) ? U_MAX : r[WU-1:0];
         end
     endfunction
-    // Three stages, so fmax is not set by select + multiply + add + requantize in one
-    // cycle: U1 (the control above) selects the operands, U2 multiplies, U3 accumulates
-    // and, at a group's last position, writes the requantized outputs.
+    // Four stages, so fmax is not set by select + multiply + add + requantize in one
+    // cycle: U0 (the control above) picks the position, U1 selects the operands, U2
+    // multiplies, U3 accumulates and, at a group's last position, writes the requantized
+    // outputs.
+    reg              u1_v, u1_last, u1_first, u1_out1;
     reg              u2_v, u2_last, u2_first, u2_out1, u3_v, u3_last, u3_first, u3_out1;
-    reg [GW-1:0]     u2_grp, u3_grp;
+    reg [GW-1:0]     u1_grp, u2_grp, u3_grp;
     reg [P*WIN-1:0]  u2_t;
     reg [WX-1:0]     u2_x;
-    reg [P*ACCW-1:0] u3_prod;
+    reg [P*ACC1-1:0] u3_prod;                    // U3's addend: the product (UJ = 1) or the pair's sum
+    wire             up_first;                   // the entry before U3: its correlation's first flag
+    wire             ub_busy;                    // UJ = 2: the pair stage holds an entry
     reg [P*WU-1:0]   uq;                         // U3's requantized outputs
     integer up, ugi;
     always @* begin
         for (up = 0; up < P; up = up + 1)
-            uq[up*WU +: WU] = requant(acc[up*ACC1 +: ACC1] + {1'b0, u3_prod[up*ACCW +: ACCW]}, u3_first);
+            uq[up*WU +: WU] = requant(acc[up*ACC1 +: ACC1] + u3_prod[up*ACC1 +: ACC1], u3_first);
     end
     always @(posedge clk) begin
-        u2_v <= !rst && (state == ST_UNB);
-        u3_v <= !rst && u2_v;
-        {u2_last, u2_first, u2_out1, u2_grp} <= {u_last_j, u_first, u_out1, ugrp};
-        {u3_last, u3_first, u3_out1, u3_grp} <= {u2_last, u2_first, u2_out1, u2_grp};
+        u1_v <= !rst && (state == ST_UNB);
+        u2_v <= !rst && u1_v;
+        u1_j <= uj_hot;
+        {u1_last, u1_first, u1_out1, u1_grp} <= {u_last_j, u_first, u_out1, ugrp};
+        {u2_last, u2_first, u2_out1, u2_grp} <= {u1_last, u1_first, u1_out1, u1_grp};
         u2_t <= ut;
         u2_x <= ux;
-        for (up = 0; up < P; up = up + 1)
-            u3_prod[up*ACCW +: ACCW] <= mul_tx(u2_t[up*WIN +: WIN], u2_x);
         // after a group's last entry (or idle) the accumulator restarts at the half of the
         // correlation whose entry is in U2 now (a group's first entry reaches U3 next)
         for (up = 0; up < P; up = up + 1)
-            acc[up*ACC1 +: ACC1] <= (u3_v && !u3_last) ? acc[up*ACC1 +: ACC1] + {1'b0, u3_prod[up*ACCW +: ACCW]}
-                                                       : (u2_first ? HALF1 : HALFN);
+            acc[up*ACC1 +: ACC1] <= (u3_v && !u3_last) ? acc[up*ACC1 +: ACC1] + u3_prod[up*ACC1 +: ACC1]
+                                                       : (up_first ? HALF1 : HALFN);
         if (u3_v && u3_last && !u3_out1)
             for (ugi = 0; ugi < NG; ugi = ugi + 1)
                 if (u3_grp == ugi[GW-1:0]) t0mem[ugi*P*WU +: P*WU] <= uq;
     end
-    wire u_busy = u2_v || u3_v;          // a write to t0mem / t1mem is still in the pipeline
+    // U2 multiplies; UJ = 1: U3 takes the products; UJ = 2: the second position's operands
+    // (selected in U1 like the first's) are multiplied beside them and stage UB adds each
+    // lane's two products (the partial sums of non-negative terms fit the accumulator)
+    generate
+        if (UJ > 1) begin : g_pair
+            reg [L-1:0]      u1_j2;
+            reg [P*WIN-1:0]  ut2, u2_t2;
+            reg [WX-1:0]     ux2, u2_x2;
+            reg [P*ACCW-1:0] ub_pa, ub_pb;
+            reg              ub_v, ub_last, ub_first, ub_out1;
+            reg [GW-1:0]     ub_grp;
+            reg              sel_j2;
+            integer tp2, ti2, ub;
+            assign urem_nx = urem_n & (urem_n - 1'b1);
+            always @* begin
+                ut2 = {P*WIN{1'b0}};
+                ux2 = {WX{1'b0}};
+                for (ti2 = 0; ti2 < L; ti2 = ti2 + 1) begin
+                    sel_j2 = u1_j2[ti2];
+                    for (tp2 = 0; tp2 < P; tp2 = tp2 + 1)
+                        ut2[tp2*WIN +: WIN] = ut2[tp2*WIN +: WIN] | ({WIN{sel_j2}} & twin[((ti2 + tp2) % L)*WIN +: WIN]);
+                    ux2 = ux2 | ({WX{sel_j2}} & xwin[ti2*WX +: WX]);
+                end
+            end
+            assign up_first = ub_first;
+            assign ub_busy = ub_v;
+            always @(posedge clk) begin
+                u1_j2 <= urem_n & (~urem_n + 1'b1);
+                u2_t2 <= ut2;
+                u2_x2 <= ux2;
+                for (ub = 0; ub < P; ub = ub + 1) begin
+                    ub_pa[ub*ACCW +: ACCW] <= mul_tx(u2_t[ub*WIN +: WIN], u2_x);
+                    ub_pb[ub*ACCW +: ACCW] <= mul_tx(u2_t2[ub*WIN +: WIN], u2_x2);
+                    u3_prod[ub*ACC1 +: ACC1] <= {1'b0, ub_pa[ub*ACCW +: ACCW]} + {1'b0, ub_pb[ub*ACCW +: ACCW]};
+                end
+                ub_v <= !rst && u2_v;
+                u3_v <= !rst && ub_v;
+                {ub_last, ub_first, ub_out1, ub_grp} <= {u2_last, u2_first, u2_out1, u2_grp};
+                {u3_last, u3_first, u3_out1, u3_grp} <= {ub_last, ub_first, ub_out1, ub_grp};
+            end
+        end else begin : g_single
+            integer ub;
+            assign urem_nx = urem_n;
+            assign up_first = u2_first;
+            assign ub_busy = 1'b0;
+            always @(posedge clk) begin
+                for (ub = 0; ub < P; ub = ub + 1)
+                    u3_prod[ub*ACC1 +: ACC1] <= {1'b0, mul_tx(u2_t[ub*WIN +: WIN], u2_x)};
+                u3_v <= !rst && u2_v;
+                {u3_last, u3_first, u3_out1, u3_grp} <= {u2_last, u2_first, u2_out1, u2_grp};
+            end
+        end
+    endgenerate
+    // ULD waits while a write to t0mem / t1mem could land after U1's window load (the cycle
+    // after ULD's last): the last entry in U1, U2 or UB (in U3 it writes at the end of this
+    // cycle)
+    wire uld_wait = u1_v || u2_v || ub_busy;
     generate
         if (F >= 3) begin : g_t1
             reg [D*WU-1:0] t1mem;
@@ -534,29 +685,22 @@ module hdsim_bcf #(
     reg  [CBW-1:0]    cw;              // the ROM word of chunk c1_chm
     reg               c1_v;            // cw holds an issued chunk
     reg  [IW:0]       c1_chm;
-    reg  [P-1:0]      lane_ok;         // codevector < M
-    reg  [P*IW-1:0]   lane_m;
+    reg  [P-1:0]      lane_ok;         // codevector c1_chm + p < M (registered with the read)
     reg  [IW:0]       cb_m;
     wire              cb_issue = sim_issue || (state == ST_BUND && chm < M_CH);
-    always @(posedge clk) begin
-        cw <= cbrom[fbase + chk];
-        c1_chm <= chm;
-    end
+    reg  [P-1:0]      lane_ok_n;       // the same for the chunk issued now
     integer cp;
     always @* begin
         for (cp = 0; cp < P; cp = cp + 1) begin
-            cb_m = c1_chm + cp[IW:0];
-            lane_ok[cp] = (cb_m < M_CH);
-            lane_m[cp*IW +: IW] = cb_m[IW-1:0];
+            cb_m = chm + cp[IW:0];
+            lane_ok_n[cp] = (cb_m < M_CH);
         end
     end
-
-    // chm (a chunk's first codevector) == c P, compared with a constant
-    function chunk_is;
-        input [IW:0]  chm_v;
-        input integer c;
-        chunk_is = ({{(31 - IW){1'b0}}, chm_v} == c * P);
-    endfunction
+    always @(posedge clk) begin
+        cw <= cbrom[fbase + chk];
+        c1_chm <= chm;
+        lane_ok <= lane_ok_n;
+    end
 
     // ------------------------------------------------------------------ similarity
     reg            s2_v;               // stage 2 holds a chunk
@@ -569,7 +713,9 @@ module hdsim_bcf #(
     reg [SW-1:0]   sum_kept;
     reg            any_kept;
     wire           sim_more  = (state == ST_SIM) && (chm < M_CH);
-    wire           sim_issue = sim_more && !u2_v;   // stage 1 (next cycle) reads the final t0mem
+    // the gather (two cycles later) reads the final t0mem: the last entry at most in the
+    // stage before U3
+    wire           sim_issue = sim_more && !u1_v && !(UJ > 1 && u2_v);
     wire           sim_s1 = (state == ST_SIM) && c1_v;    // stage 1: the chunk's ROM word is in cw
 
     assign pert_rd     = (PERTURB != 0) && g_v;
@@ -633,8 +779,11 @@ module hdsim_bcf #(
                 s2_raw[sp*AB +: AB] <= sim_raw(g_u[sp*B*WU +: B*WU]);
     end
 
-    // stage 2: a = saturate(raw + perturbation)
+    // stage 2: a = saturate(raw + perturbation), 0 for lanes past M; and whether a >= T,
+    // compared with the sum beside the saturation (a negative sum saturates to 0, kept only
+    // if T = 0; one above A_MAX to A_MAX >= T), so stage 3 starts its reductions at flip-flops
     reg [P*AB-1:0] s2_a;
+    reg [P-1:0]    s2_kept;
     reg [PW-1:0]   s2_pv;
     reg [EW-1:0]   s2_se;
     integer ap;
@@ -642,8 +791,10 @@ module hdsim_bcf #(
         for (ap = 0; ap < P; ap = ap + 1) begin
             s2_pv = (PERTURB != 0) ? pert_data[ap*PW +: PW] : {PW{1'b0}};
             s2_se = {{(EW - AB){1'b0}}, s2_raw[ap*AB +: AB]} + {{(EW - PW){s2_pv[PW-1]}}, s2_pv};
-            s2_a[ap*AB +: AB] = s2_se[EW-1] ? {AB{1'b0}} :
+            s2_a[ap*AB +: AB] = (s2_se[EW-1] || !s2_ok[ap]) ? {AB{1'b0}} :
                                 (s2_se > {{(EW - AB){1'b0}}, A_MAX}) ? A_MAX : s2_se[AB-1:0];
+            s2_kept[ap] = s2_ok[ap] && (s2_se[EW-1] ? (T_A == {AB{1'b0}})
+                                                    : (s2_se >= {{(EW - AB){1'b0}}, T_A}));
         end
     end
 
@@ -651,13 +802,13 @@ module hdsim_bcf #(
     // add and the reductions in separate cycles)
     reg            s3_v;
     reg [IW:0]     s3_chm;
-    reg [P-1:0]    s3_ok;
-    reg [P*AB-1:0] s3_a;
+    reg [P*AB-1:0] s3_a;               // 0 for lanes past M
+    reg [P-1:0]    s3_kept;            // a >= T (and m < M)
     always @(posedge clk) begin
         s3_v <= !rst && s2_v;
         s3_chm <= s2_chm;
-        s3_ok <= s2_ok;
         s3_a <= s2_a;
+        s3_kept <= s2_kept;
     end
 
     // stage-3 reductions: the chunk's lanes as balanced trees (max: the lower lane wins
@@ -682,8 +833,8 @@ module hdsim_bcf #(
     integer rp, rs;
     always @* begin
         for (rp = 0; rp < P; rp = rp + 1) begin
-            t_a = s3_ok[rp] ? s3_a[rp*AB +: AB] : {AB{1'b0}};
-            t_any[rp] = s3_ok[rp] && (t_a >= T_A);
+            t_a = s3_a[rp*AB +: AB];
+            t_any[rp] = s3_kept[rp];
             t_max[rp*AB +: AB] = t_a;
             t_arg[rp*IW +: IW] = s3_chm[IW-1:0] + rp[IW-1:0];
             t_all[rp*SW +: SW] = {{(SW - AB){1'b0}}, t_a};
@@ -720,18 +871,39 @@ module hdsim_bcf #(
         r_any = any_kept || s4_any;
     end
 
-    // the chunk's similarities, by a per-chunk write enable (a compare with constants)
-    reg [NCH-1:0] s3_hit;
-    integer ac;
-    always @* begin
-        for (ac = 0; ac < NCH; ac = ac + 1)
-            s3_hit[ac] = chunk_is(s3_chm, ac);
+    // The chunks' similarities and "kept" bits (a >= T) in shift registers of chunks: SIM
+    // shifts each chunk in at the top (the chunks arrive in ascending order, so after the
+    // NCH chunks chunk c is at position c; lanes past M are stored as 0), and BUND rotates
+    // them down by one chunk per codebook word, so BUND's lane p always reads position p
+    // (no chunk select in the weight lookup) and NCH rotations leave them in order again
+    // (for the debug port at STEP).  A reset midway leaves them rotated, but every SIM
+    // shifts in all NCH chunks before the next BUND that reads them.
+    localparam integer NA = NCP * AB, TOPA = (NCH - 1) * P * AB, TOPK = (NCH - 1) * P;
+    reg  [NCP-1:0] kmem;               // a_m >= T (m < M)
+    wire           a_rot = (state == ST_BUND) && c1_v;
+    function [NA-1:0] rot_a;           // down by one chunk
+        input [NA-1:0] v;
+        integer i;
+        for (i = 0; i < NA; i = i + 1)
+            rot_a[i] = v[(i + P * AB) % NA];
+    endfunction
+    function [NCP-1:0] rot_k;
+        input [NCP-1:0] v;
+        integer i;
+        for (i = 0; i < NCP; i = i + 1)
+            rot_k[i] = v[(i + P) % NCP];
+    endfunction
+    wire           unused_s3_chm = s3_chm[IW];   // argmax indices are < M (IW bits)
+    always @(posedge clk) begin
+        if (s3_v || a_rot) begin
+            amem <= rot_a(amem);
+            kmem <= rot_k(kmem);
+            if (s3_v) begin
+                amem[TOPA +: P*AB] <= s3_a;
+                kmem[TOPK +: P] <= s3_kept;
+            end
+        end
     end
-    integer aw;
-    always @(posedge clk)
-        if (s3_v)
-            for (aw = 0; aw < NCH; aw = aw + 1)
-                if (s3_hit[aw]) amem[aw*P*AB +: P*AB] <= s3_a;
 
     // ------------------------------------------------------------------ activation
     reg sampled, pulled;
@@ -739,7 +911,7 @@ module hdsim_bcf #(
     wire dec_pulled  = !dec_sampled && (amax >= TC_A);
     wire [SW-1:0] dec_S = dec_pulled ? S_ONE : dec_sampled ? S_A : (any_kept ? sum_kept : sum_all);
 
-    // Weight of a codevector (bundling input; also the dbg_w port).
+    // Weight of a codevector (the dbg_w port; BUND computes the same from rotated flags).
     function [AB-1:0] weight;
         input [3:0]    mode;           // {init_mode, pulled, sampled, any_kept}
         input          is_arg;         // m == argmax
@@ -753,7 +925,6 @@ module hdsim_bcf #(
             else weight = {AB{1'b0}};
         end
     endfunction
-    wire [3:0] w_mode = {init_mode, pulled, sampled, any_kept};
 
     // LFSR: KB steps per cycle, the first output bit into the word's MSB
     reg [31:0]    lf_next;
@@ -796,23 +967,36 @@ module hdsim_bcf #(
     end
 
     // ------------------------------------------------------------------ bundling
-    // lane p of chunk c is codevector c P + p: its similarity and taken bit are picked by
-    // comparing the chunk's first index with the constants c P (AND-OR, no address)
+    // Lane p of chunk c is codevector c P + p.  Its weight comes from position p of
+    // registers that BUND rotates by one chunk per codebook word (amem, kmem above, wbit),
+    // so the lookup is a few gates on flip-flops: no chunk select, compare or adder.
+    // wbit holds the one-bit weights: [m == argmax] when pulled (set in DEC), taken[m] when
+    // sampled (set in DEC for A >= M, by DRAW otherwise); 0 at m >= M.
+    reg [NCP-1:0]  wbit;
+    reg [NCP-1:0]  wb_arg, wb_all, wb_draw;
+    integer wm;
+    always @* begin
+        for (wm = 0; wm < NCP; wm = wm + 1) begin
+            wb_arg[wm] = (wm < M) && (argmax == wm[IW-1:0]);
+            wb_all[wm] = (wm < M);
+            wb_draw[wm] = (wm < M) && draw_ok && (lf_word == wm[KB-1:0]);
+        end
+    end
+    always @(posedge clk) begin
+        if (state == ST_DEC) wbit <= dec_pulled ? wb_arg : (dec_sampled && SAMPLE_ALL) ? wb_all : {NCP{1'b0}};
+        else if (state == ST_DRAW) wbit <= wbit | wb_draw;
+        else if (a_rot) wbit <= rot_k(wbit);
+    end
     reg [P*AB-1:0] bw;                 // lane weights
-    reg [AB-1:0]   bw_a;
-    reg            bw_t, bw_c;
-    integer wp, wc;
+    reg            bw_sel_a, bw_bit;
+    integer wp;
     always @* begin
         for (wp = 0; wp < P; wp = wp + 1) begin
-            bw_a = {AB{1'b0}};
-            bw_t = 1'b0;
-            for (wc = 0; wc < NCH; wc = wc + 1) begin
-                bw_c = chunk_is(c1_chm, wc);
-                bw_a = bw_a | ({AB{bw_c}} & amem[(wc*P + wp)*AB +: AB]);
-                if (wc * P + wp < M) bw_t = bw_t | (bw_c && taken[wc*P + wp]);
-            end
-            bw[wp*AB +: AB] = lane_ok[wp] ? weight(w_mode, lane_m[wp*IW +: IW] == argmax, bw_a, bw_t)
-                                          : {AB{1'b0}};
+            // weight(): 1 (init, m < M); the bit when pulled or sampled; else a_m if a_m >= T
+            // or nothing was kept, else 0
+            bw_sel_a = !init_mode && !pulled && !sampled && (!any_kept || kmem[wp]);
+            bw_bit = init_mode ? lane_ok[wp] : ((pulled || sampled) && wbit[wp]);
+            bw[wp*AB +: AB] = bw_sel_a ? amem[wp*AB +: AB] : {{(AB - 1){1'b0}}, bw_bit};
         end
     end
 
@@ -838,23 +1022,28 @@ module hdsim_bcf #(
     // accumulators (the weight lookup, the decode and the adders in separate cycles)
     reg            b2_v, b2_first;
     reg [P*D-1:0]  b2_hot;
-    reg [P*AB-1:0] b2_w;
+    reg [B*P*AB-1:0] b2_w;             // the lane weights, one copy per block (fanout L cells each)
     integer hp, hb, hl;
     always @(posedge clk) begin
         b2_v <= !rst && (state == ST_BUND) && c1_v;
         b2_first <= (c1_chm == 0);
-        b2_w <= bw;
         if (c1_v)
             for (hp = 0; hp < P; hp = hp + 1)
                 for (hb = 0; hb < B; hb = hb + 1)
                     for (hl = 0; hl < L; hl = hl + 1)
                         b2_hot[hp*D + hb*L + hl] <= (cw[hp*B*LW + hb*LW +: LW] == hl[LW-1:0]);
     end
+    genvar bwb;
+    generate
+        for (bwb = 0; bwb < B; bwb = bwb + 1) begin : g_bw
+            (* keep *) always @(posedge clk) b2_w[bwb*P*AB +: P*AB] <= bw;   // kept apart by synthesis
+        end
+    endgenerate
     integer be;
     always @(posedge clk) begin
         if (b2_v)
             for (be = 0; be < D; be = be + 1)
-                smem[be*SW +: SW] <= (b2_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(b2_hot, b2_w, be);
+                smem[be*SW +: SW] <= (b2_first ? {SW{1'b0}} : smem[be*SW +: SW]) + cell_add(b2_hot, b2_w[(be / L)*P*AB +: P*AB], be);
     end
 
     // ------------------------------------------------------------------ normalization
@@ -862,14 +1051,14 @@ module hdsim_bcf #(
     wire [SHW-1:0]  n_sh = (cur_S == 0) ? {SHW{1'b0}} :
                            {{(SHW - PBW){1'b0}}, cur_p} + G[SHW-1:0] - WX[SHW-1:0];
     localparam [PRW-1:0] OV_MASK0 = {PRW{1'b1}} << WX;
-    function [1:0] cnt2;               // min(2, c + popcount(v))
+    function [1:0] cnt3;               // min(3, c + popcount(v))
         input [1:0]   c;
         input [P-1:0] v;
         integer i;
         begin
-            cnt2 = c;
+            cnt3 = c;
             for (i = 0; i < P; i = i + 1)
-                if (v[i] && cnt2 != 2'd2) cnt2 = cnt2 + 2'd1;
+                if (v[i] && cnt3 != 2'd3) cnt3 = cnt3 + 2'd1;
         end
     endfunction
     // group g of the accumulators, by comparing ng with constants (AND-OR, no address)
@@ -883,17 +1072,19 @@ module hdsim_bcf #(
                 pick_s = pick_s | ({P*SW{g == i[GW-1:0]}} & sv[i*P*SW +: P*SW]);
         end
     endfunction
-    // four stages: N1 selects P accumulators (with R and the shift), N2 multiplies, N3
+    // four stages: N1 selects P accumulators (with the shift), N2 multiplies by R, N3
     // shifts and saturates into registers, N4 writes the estimate words by a per-group
     // enable (N4 of the last group runs in the cycle after NORM: STEP, BUND or WAIT, none
     // of which reads xmem; dbg_x shows it through a bypass)
     reg              n_last_done;      // the last group has been issued; NORM drains
-    wire             n_we = (state == ST_NORM) && !div_busy && !n_last_done;
+    // N2 multiplies by cur_R itself (not a copy registered in N1), so N1 may run in the
+    // divider's last cycle: R is final at its end
+    wire             n_we = (state == ST_NORM) && (!div_busy || div_left == 1) && !n_last_done;
     reg              n2_v, n3_v, n4_v;
     reg [P*SW-1:0]   n2_s;
-    reg [RW-1:0]     n2_R;
     reg [SHW-1:0]    n2_sh, n3_sh;
     reg [PRW-1:0]    n3_mask;
+    reg [PRW-1:0]    n3_nzmask;        // bits sh and above: x != 0 iff the product has one
     reg [GW-1:0]     n2_g, n3_g, n4_g;
     reg [FW-1:0]     n4_f;
     reg [P*PRW-1:0]  n3_pr;
@@ -918,19 +1109,21 @@ module hdsim_bcf #(
         n3_v <= !rst && n2_v;
         n4_v <= !rst && n3_v;
         if (n_we) n2_s <= pick_s(smem, ng);
-        n2_R <= cur_R;
         n2_sh <= n_sh;
         n2_g <= ng;
         if (n2_v)
             for (np = 0; np < P; np = np + 1)
-                n3_pr[np*PRW +: PRW] <= {{RW{1'b0}}, n2_s[np*SW +: SW]} * {{SW{1'b0}}, n2_R};
+                n3_pr[np*PRW +: PRW] <= {{RW{1'b0}}, n2_s[np*SW +: SW]} * {{SW{1'b0}}, cur_R};
         n3_sh <= n2_sh;
         n3_mask <= OV_MASK0 << n2_sh;
+        n3_nzmask <= {PRW{1'b1}} << n2_sh;
         n3_g <= n2_g;
         if (n3_v) begin
             n4_x <= n3_x;
             for (np = 0; np < P; np = np + 1)
-                n4_nz[np] <= (n3_x[np*WX +: WX] != {WX{1'b0}});
+                // x != 0 iff pr >> sh != 0 (a saturated x is X_MAX != 0 and has such a bit
+                // too): a mask beside the shifter, not a test after it
+                n4_nz[np] <= ((n3_pr[np*PRW +: PRW] & n3_nzmask) != {PRW{1'b0}});
         end
         n4_g <= n3_g;
         n4_f <= fcur;                  // N3 of the last group runs before fcur moves on
@@ -942,7 +1135,7 @@ module hdsim_bcf #(
                         xmem[(nf*NG + nw)*P*WX +: P*WX] <= n4_x;
                         xnz[(nf*NG + nw)*P +: P] <= n4_nz;
                         xcnt[(nf*B + nw/GPB)*2 +: 2] <=
-                            cnt2((nw % GPB == 0) ? 2'b00 : xcnt[(nf*B + nw/GPB)*2 +: 2], n4_nz);
+                            cnt3((nw % GPB == 0) ? 2'b00 : xcnt[(nf*B + nw/GPB)*2 +: 2], n4_nz);
                     end
     end
 
@@ -954,7 +1147,6 @@ module hdsim_bcf #(
         div_go = 1'b0;
         div_S = S_M;
         if (state == ST_INIT) div_go = 1'b1;
-        if (n_we && init_mode && ng == G_LAST && fcur != F_LAST) div_go = 1'b1;
         if (state == ST_DEC) begin
             div_go = 1'b1;
             div_S = dec_S;
@@ -997,26 +1189,31 @@ module hdsim_bcf #(
                     all_pulled <= 1'b1;
                     start_cycle <= cycle;
                     uc <= {FW{1'b0}};
+                    {u_first, u_out1, ugh} <= {1'b1, F_ODD, ug_hot({FW{1'b0}}, {FW{1'b0}})};
                     state <= ST_ULD;    // fcur = 0, fbase = 0 since the init pass
                 end
             end
             ST_ULD: begin               // windows load block 0 (after the last correlation's writes)
                 ublk <= {BW{1'b0}};
                 ul0 <= {LW{1'b0}};
+                u_blkend <= BLKEND0;
                 ugrp <= {GW{1'b0}};
-                if (!u_busy) state <= ST_UNB;
+                if (!uld_wait) state <= ST_UNB;
             end
             ST_UNB: begin
                 if (u_last_j) begin
                     ugrp <= ugrp + 1'b1;
                     if (!u_last_l0) begin
                         ul0 <= ul0 + P_L;
+                        u_blkend <= (ul0 + P_L == L0_LAST) && !u_last_blk;
                     end else begin
                         ul0 <= {LW{1'b0}};
                         ublk <= ublk + 1'b1;
+                        u_blkend <= BLKEND0 && (ublk + 1'b1 != B_LAST);
                         if (u_last_blk) begin
                             if (!u_last_corr) begin
                                 uc <= uc + 1'b1;
+                                {u_first, u_out1, ugh} <= {1'b0, !u_out1, ug_hot(uc + 1'b1, fcur)};
                                 state <= ST_ULD;
                             end else begin
                                 chm <= {(IW + 1){1'b0}};
@@ -1102,7 +1299,7 @@ module hdsim_bcf #(
                         end else begin
                             fcur <= fcur + 1'b1;
                             fbase <= fbase + NCH_MW;
-                            state <= ST_BUND;   // divider restarted with S = M
+                            state <= ST_BUND;   // every init factor has S = M: the same R
                         end
                     end else begin
                         state <= ST_STEP;
@@ -1111,6 +1308,7 @@ module hdsim_bcf #(
             end
             ST_STEP: begin
                 uc <= {FW{1'b0}};
+                {u_first, u_out1, ugh} <= {1'b1, F_ODD, ug_hot({FW{1'b0}}, (fcur != F_LAST) ? fcur + 1'b1 : {FW{1'b0}})};
                 if (fcur != F_LAST) begin
                     fcur <= fcur + 1'b1;
                     fbase <= fbase + NCH_MW;
@@ -1144,6 +1342,7 @@ module hdsim_bcf #(
     generate
         if (DEBUG != 0) begin : g_dbg
             reg [M*AB-1:0] wv;
+            wire [3:0] w_mode = {init_mode, pulled, sampled, any_kept};
             reg [D*WX-1:0] xv;
             integer dm, dx, dg;
             always @* begin

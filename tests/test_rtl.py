@@ -132,6 +132,7 @@ def test_verilog_parameters_match_datapath():
 @pytest.mark.parametrize("change,match", [
     ({"lanes": 3}, "divide L"), ({"lanes": 32, "L": 32}, "<= M"), ({"F": 1}, "at least 2 factors"),
     ({"widths": FixedWidths(2, 2, 8, 4)}, "query \\+ estimate"), ({"qid_bits": 32}, "at most 31"),
+    ({"unbind_entries": 3}, "unbind_entries: 1 or 2"), ({"unbind_entries": True}, "unbind_entries: 1 or 2"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(HdsimError, match=match):
@@ -146,12 +147,15 @@ def test_config_json_round_trip():
 
 
 def test_lower_bound_phases():
-    cfg = hr.CI_CONFIGS["f2-l16-m16-p4"]   # F=2, D=64, L=16, M=16, P=4
+    cfg = replace(hr.CI_CONFIGS["f2-l16-m16-p4"], unbind_entries=1)   # F=2, D=64, L=16, M=16, P=4
     lb = hr.lower_bound(cfg, draws=7)
     assert lb == {"unbinding": 2 * 1 * 64 * 16 / 4, "similarity": 8.0, "activation": 7.0, "bundling": 8.0,
                   "normalization": 32.0, "total": 512 + 8 + 7 + 8 + 32}
     # sparse: one iteration whose estimates hold 5 and 3 non-zeros: 16 * (3 + 5) MACs on 4 lanes
     assert hr.lower_bound(cfg, draws=0, unbind_macs=16 * (3 + 5))["unbinding"] == 32.0
+    # two entries per cycle: 8 multipliers share the unbinding's work, the other phases keep P
+    lb2 = hr.lower_bound(replace(cfg, unbind_entries=2), draws=7)
+    assert lb2["unbinding"] == 2 * 1 * 64 * 16 / 8 and lb2["normalization"] == 32.0
 
 
 # ---- co-simulation ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ module tb_hdsim_bcf #(
     parameter integer WQ = 8, WX = 8, WU = 8, G = 10, P = 4,
     parameter integer MAX_ITER = 10, T_INT = 2, TC_INT = 230, A = 4, DOT = 0,
     parameter [31:0]  SEED = 32'hACE1ACE1,
-    parameter integer QW = 16, PERTURB = 1, PW = 10, DIV_STEPS = 2,
+    parameter integer QW = 16, PERTURB = 1, PW = 10, DIV_STEPS = 2, UJ = 1,
     parameter         CB_FILE = "codebooks.hex",
     parameter integer NQ = 1,                 // query ids covered by the table
     parameter         PERT_FILE = "pert.hex",
@@ -58,7 +58,7 @@ module tb_hdsim_bcf #(
     hdsim_bcf #(
         .B(B), .L(L), .M(M), .F(F), .WQ(WQ), .WX(WX), .WU(WU), .G(G), .P(P),
         .MAX_ITER(MAX_ITER), .T_INT(T_INT), .TC_INT(TC_INT), .A(A), .DOT(DOT),
-        .SEED(SEED), .QW(QW), .PERTURB(PERTURB), .PW(PW), .DIV_STEPS(DIV_STEPS),
+        .SEED(SEED), .QW(QW), .PERTURB(PERTURB), .PW(PW), .DIV_STEPS(DIV_STEPS), .UJ(UJ),
         .DEBUG(1), .CB_FILE(CB_FILE)
     ) u_dut (
         .clk(clk), .rst(rst),
