@@ -49,7 +49,7 @@ def test_bit_length_matches_python():
     xs += [(1 << k) + d for k in range(63) for d in (-1, 0) if (1 << k) + d >= 0]  # every power's edge
     assert rd.bit_length(T(xs)).tolist() == [x.bit_length() for x in xs]  # oracle: Python's int.bit_length
     assert rd.bit_length(T([], dtype=torch.long)).tolist() == []
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="^bit_length: values must be non-negative$"):
         rd.bit_length(T([3, -1]))
 
 
@@ -639,6 +639,11 @@ def test_datapath_table_of_two_more_configurations_by_hand():
         ["p", 5, "integer"], ["R", 14, "integer"], ["s*R", 30, "integer"], ["idx_f", 9, "integer"],
         ["flags", 1, "bit"]]
     assert linf[4][3] == "similarity: min_b u[b,c_b]"
+    # the one-bit end of clog2: B = 2 adds 1 bit to a dot similarity, 2 codevectors need a 1-bit index,
+    # and s = a + clog2(3) = 6 + 2 bits; a single codevector (M = 1) still gets a 1-bit index
+    small = Datapath.build(FixedWidths(4, 4, 5, 6), 2, 8, (2, 2), "dot", 0.1, 1.5, 1)
+    assert (small.a_bits, small.s_bits, small.idx_bits) == (6, 8, 1)
+    assert Datapath.build(FixedWidths(4, 4, 5, 6), 2, 8, (1,), "dot", 0.1, 1.5, 1).idx_bits == 1
     assert linf[5][3].endswith("= 3") and linf[6][3].endswith("= 102")
 
 
