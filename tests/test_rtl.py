@@ -277,6 +277,17 @@ def test_cosim_with_pcm_crossbar_perturbations(tmp_path):
 
 
 @needs_sim
+def test_cosim_two_unbinding_entries_per_cycle_f3(tmp_path):
+    """UJ = 2 at F = 3 (the CI configuration with it has F = 2): two correlations per factor, the
+    second reading t1mem after the longer pipeline drains; bit-exact, with a reset, and above the
+    bound of its 2 P multipliers."""
+    cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], unbind_entries=2, name="f3-l8-m8-p4-uj2")
+    r = hr.run_cosim(cfg, 20, seed=2, workdir=tmp_path, resets=1)
+    assert r["passed"] == 20 and not r["mismatches"]
+    assert r["lower_bound_per_iteration_mean"] <= r["cycles_per_iteration"] <= 1.75 * r["lower_bound_per_iteration_mean"]
+
+
+@needs_sim
 def test_cosim_streaming_without_gaps(tmp_path):
     cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], lanes=8, name="f3-l8-m8-p8")
     r = hr.run_cosim(cfg, 20, seed=1, workdir=tmp_path, gaps=False, backpressure=False, resets=0)
