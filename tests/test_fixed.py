@@ -645,6 +645,13 @@ def test_datapath_table_of_two_more_configurations_by_hand():
     assert (small.a_bits, small.s_bits, small.idx_bits) == (6, 8, 1)
     assert Datapath.build(FixedWidths(4, 4, 5, 6), 2, 8, (1,), "dot", 0.1, 1.5, 1).idx_bits == 1
     assert linf[5][3].endswith("= 3") and linf[6][3].endswith("= 102")
+    # F = 3 with Wu > Wq: the second unbinding takes an unbound result (Wu bits), so the accumulator
+    # holds Q0.(6 + 5) from the query and Q0.(9 + 5) from u, in max(6, 9) + 5 = 14 bits
+    three = table_cells(Datapath.build(FixedWidths(6, 5, 9, 12), 2, 64, (10, 10, 10), "linf", 0.02, 0.8, 0))
+    assert three[2][:3] == ["acc", 14, "Q0.11 (from q), Q0.14 (from u)"]
+    # F = 2 unbinds only the query: one format even when Wu > Wq
+    two = table_cells(Datapath.build(FixedWidths(6, 5, 9, 12), 2, 64, (10, 10), "linf", 0.02, 0.8, 0))
+    assert two[2][:3] == ["acc", 14, "Q0.11"]
 
 
 # ---- the compiled decoder (numba) against the model -------------------------------------------

@@ -151,11 +151,15 @@ class Datapath:
         w = self.widths
         Wq, Wx, Wu = w.query, w.estimate, w.unbound
         ai = self.a_bits - Wu
+        # Q0.(Win + Wx): Win = Wq when the query is unbound, Wu when an unbound result is (F >= 3)
+        acc_format = f"Q0.{Wq + Wx}"
+        if len(self.M) >= 3 and Wu != Wq:
+            acc_format = f"Q0.{Wq + Wx} (from q), Q0.{Wu + Wx} (from u)"
         rows = [
             ("q", Wq, f"Q0.{Wq}", "query input: round_half_up(q / block sum * 2^Wq) (quantize_query)", "round-half-up",
              "saturate"),
             ("x_f", Wx, f"Q0.{Wx}", "estimate: (s * R) >> (p + G - Wx)", "floor", "saturate"),
-            ("acc", self.acc_bits, f"Q0.{Wq + Wx}", "unbind: sum_j t[(l+j) mod L] * x[j]", "exact", "cannot overflow (bound)"),
+            ("acc", self.acc_bits, acc_format, "unbind: sum_j t[(l+j) mod L] * x[j]", "exact", "cannot overflow (bound)"),
             ("u_f", Wu, f"Q0.{Wu}", "unbind result: acc / 2^(Win + Wx - Wu)", "round-half-up", "saturate"),
             ("a_m", self.a_bits, f"Q{ai}.{Wu}",
              "similarity: min_b u[b,c_b]" if self.similarity == "linf" else "similarity: sum_b u[b,c_b]",
