@@ -77,6 +77,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from tqdm import tqdm
 
 from hdsim.codes import random_codebooks
@@ -332,8 +333,6 @@ def session_seed(sampler_seed: int, trials_in_study: int) -> int:
     >>> session_seed(5, 0) == session_seed(5, 0)
     True
     """
-    import numpy as np
-
     return int(np.random.SeedSequence([int(sampler_seed), int(trials_in_study)]).generate_state(1)[0])
 
 

@@ -148,6 +148,13 @@ def small_model(widths=FixedWidths(4, 4, 4, 4), **cfg) -> FixedBCF:
     return FixedBCF(cb, BCFConfig(**cfg), widths)
 
 
+def brute_correlation(t: torch.Tensor, x: torch.Tensor) -> list:
+    """Oracle: ``acc[n, b, l] = sum_j t[n, b, (l + j) mod L] x[n, b, j]`` on Python integers."""
+    k, B, L = t.shape
+    return [[[sum(int(t[n, b, (l + j) % L]) * int(x[n, b, j]) for j in range(L)) for l in range(L)]
+             for b in range(B)] for n in range(k)]
+
+
 def test_correlate_is_the_exact_circular_correlation():
     m = small_model()
     t = T([[[1, 2, 3, 4], [0, 0, 15, 0]]])
@@ -178,8 +185,7 @@ def test_correlation_split_into_two_int32_convolutions_is_exact():
     t[0] = 2**16 - 1
     x = torch.zeros(3, 2, 16, dtype=torch.long)
     x[..., 2], x[..., 11], x[..., 15] = 2**15, 2**15 - 9, 9  # a block sum of 2^16
-    exact = [[[sum(int(t[n, b, (l + j) % 16]) * int(x[n, b, j]) for j in range(16)) for l in range(16)]
-              for b in range(2)] for n in range(3)]
+    exact = brute_correlation(t, x)
     assert m.correlate(t, x).tolist() == exact and exact[0][0][0] == (2**16 - 1) * 2**16
 
 
@@ -193,20 +199,12 @@ def test_correlation_is_integer_exact_beyond_float64_at_the_widest_words():
     t = torch.randint(2**29, 2**30, (k, B, L), generator=g)
     x = torch.zeros(k, B, L, dtype=torch.long)
     x[..., 0], x[..., 5], x[..., 9] = 2**29 - 3, 2**28 + 1, 2**28 - 7  # a block sum below 2^30
-    exact = [[[sum(int(t[n, b, (l + j) % L]) * int(x[n, b, j]) for j in range(L)) for l in range(L)]
-              for b in range(B)] for n in range(k)]
+    exact = brute_correlation(t, x)
     for got in (m.correlate(t, x), m.correlate_gather(t, x), m.correlate_gather(t, x, chunk=1)):
         assert got.dtype == torch.int64 and got.tolist() == exact
     as_float = torch.nn.functional.conv1d(torch.cat([t, t[..., :L - 1]], -1).double().reshape(1, k * B, -1),
                                           x.double().reshape(k * B, 1, L), groups=k * B)
     assert as_float.reshape(k, B, L).long().tolist() != exact  # the oracle tells float64 apart
-
-
-def brute_correlation(t: torch.Tensor, x: torch.Tensor) -> list:
-    """Oracle: ``acc[n, b, l] = sum_j t[n, b, (l + j) mod L] x[n, b, j]`` on Python integers."""
-    k, B, L = t.shape
-    return [[[sum(int(t[n, b, (l + j) % L]) * int(x[n, b, j]) for j in range(L)) for l in range(L)]
-             for b in range(B)] for n in range(k)]
 
 
 class GatheredSizes(torch.overrides.TorchFunctionMode):
