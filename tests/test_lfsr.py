@@ -14,7 +14,6 @@ from hdsim.errors import HdsimError
 from hdsim.lfsr import (
     LFSR,
     LFSR_DEFAULT_SEED,
-    LFSR_QUERY_MIX,
     LFSR_TAPS,
     LFSR_WIDTH,
     VERILOG_HEADER,
@@ -267,11 +266,16 @@ def test_uniform_index_and_tie_break():
     assert list(got) == want
 
 
+def _mix(q: int) -> int:
+    """The documented per-query mix, in Python integers (module docstring of hdsim.lfsr)."""
+    m = ((q + 1) * 0x9E3779B9) % (1 << 32)
+    return m ^ (m >> 16)
+
+
 def test_query_seed_derivation():
     # Hand-computed: q = 0 -> m = 0x9E3779B9; m ^ (m >> 16) = 0x9E3779B9 ^ 0x00009E37 = 0x9E37E78E.
     assert query_seed(1, 0) == 1 ^ 0x9E37E78E
-    m = (5 + 1) * LFSR_QUERY_MIX & 0xFFFFFFFF
-    assert query_seed(0xDEADBEEF, 5) == 0xDEADBEEF ^ m ^ (m >> 16)
+    assert query_seed(0xDEADBEEF, 5) == 0xDEADBEEF ^ _mix(5)
     # The one query id whose mix equals the seed falls back to the seed (never state 0).
     assert query_seed(0x9E37E78E, 0) == 0x9E37E78E
     ids = np.arange(50_000)
@@ -546,12 +550,6 @@ def test_bank_dtypes_empty_bank_and_single_bits():
     assert draw_distinct_batch(empty, 10, 3).shape == (0, 3)
     assert tie_break_batch(empty, np.zeros((0, 4), dtype=bool)).shape == (0,)
     assert query_seeds(1, []).shape == (0,)
-
-
-def _mix(q: int) -> int:
-    """The documented per-query mix, in Python integers (module docstring of hdsim.lfsr)."""
-    m = ((q + 1) * 0x9E3779B9) % (1 << 32)
-    return m ^ (m >> 16)
 
 
 def test_query_seeds_bounds_and_zero_fallback():
