@@ -45,7 +45,8 @@ from hdsim.validation import check_seed, output_dir
 
 __all__ = ["RtlConfig", "CI_CONFIGS", "rtl_dir", "codebook_word_bits", "write_codebook_hex",
            "read_codebook_hex", "write_perturbation_hex", "read_perturbation_hex", "make_cosim_queries",
-           "make_perturbations", "imc_perturbation_table", "lower_bound", "QUERY_KINDS", "run_cosim", "run_lint", "run_synth",
+           "make_perturbations", "imc_perturbation_table", "lower_bound", "factor_step_cycles", "QUERY_KINDS", "run_cosim",
+           "run_lint", "run_synth",
            "simulator_status", "RESET_TARGETS", "reset_targets", "reset_schedule", "coverage_minimums",
            "COSIM_MUTANTS"]
 
@@ -79,8 +80,8 @@ class RtlConfig:
         lfsr_seed: global seed of the per-query LFSRs.
         codebook_seed: seed of :func:`hdsim.codes.random_codebooks`.
         div_steps: quotient bits per cycle of the reciprocal divider.
-        unbind_entries: non-zero estimate entries the unbinding takes per cycle, 1 or 2 (2
-            doubles its multipliers: ``2 P``).
+        unbind_entries: ``UJ``, non-zero estimate entries the unbinding takes per cycle, 1 to 4
+            (``UJ P`` multipliers; more than 4 would lengthen the chain that picks the positions).
         qid_bits: width of the query id port.
     """
 
@@ -140,8 +141,8 @@ class RtlConfig:
             raise HdsimError(f"rtl.lanes: must divide L={self.L}, got {self.lanes}")
         if self.lanes > self.M:
             raise HdsimError(f"rtl.lanes: must be <= M={self.M}, got {self.lanes}")
-        if self.unbind_entries not in (1, 2) or isinstance(self.unbind_entries, bool):
-            raise HdsimError(f"rtl.unbind_entries: 1 or 2, got {self.unbind_entries!r}")
+        if self.unbind_entries not in (1, 2, 3, 4) or isinstance(self.unbind_entries, bool):
+            raise HdsimError(f"rtl.unbind_entries: 1 to 4, got {self.unbind_entries!r}")
         if self.qid_bits > 31:
             raise HdsimError(f"rtl.qid_bits: at most 31, got {self.qid_bits}")
         w = self.widths
@@ -192,7 +193,8 @@ class RtlConfig:
 
 
 # The CI configurations: small, but every path (F = 2 and 3, linf and dot, narrow words that
-# saturate, 1..8 lanes, L not a power of two, sampling with A < M).
+# saturate, 1..8 lanes, L not a power of two, sampling with A < M, 1, 2 and 4 unbinding entries
+# per cycle).
 CI_CONFIGS: dict[str, RtlConfig] = {
     "f2-l16-m16-p4": RtlConfig(name="f2-l16-m16-p4", B=4, L=16, M=16, F=2, lanes=4,
                                widths=FixedWidths.uniform(8), T=0.05, A=4, unbind_entries=2),
@@ -200,7 +202,7 @@ CI_CONFIGS: dict[str, RtlConfig] = {
                              widths=FixedWidths(8, 7, 8, 9), T=0.06, A=3, max_iter=10),
     "f2-dot-b3-l12-m20-p3": RtlConfig(name="f2-dot-b3-l12-m20-p3", B=3, L=12, M=20, F=2, lanes=3,
                                       widths=FixedWidths(6, 6, 6, 7), similarity="dot", T=0.3, Tc=1.5, A=5,
-                                      max_iter=8),
+                                      max_iter=8, unbind_entries=4),
     "f3-l16-m10-p8": RtlConfig(name="f3-l16-m10-p8", B=2, L=16, M=10, F=3, lanes=8,
                                widths=FixedWidths.uniform(6), T=0.08, A=2, max_iter=10),
 }
@@ -367,6 +369,41 @@ def imc_perturbation_table(cfg: RtlConfig, n: int, seed: int = 0, preset: str = 
 
 
 # ---- cycle model -------------------------------------------------------------------------------
+def factor_step_cycles(cfg: RtlConfig, others: list[np.ndarray], draws: int) -> int:
+    """Cycles of one factor step as the RTL schedules it (docs/rtl.md, Architecture).
+
+    ``others`` are the estimates the step's unbindings read (``x_g`` for every ``g != f``,
+    each ``(B, L)``: this iteration's for ``g < f``, the previous one's for ``g > f``) and
+    ``draws`` the LFSR words its activation drew. Per correlation: one load cycle, then per
+    group of ``P`` outputs of block ``b`` one cycle per ``UJ`` non-zero entries of ``x_g``'s
+    block (at least one); then the fill and drain of the phases, the similarity and bundling
+    chunks, the normalization groups, the draws and any wait for the divider:
+
+        sum_{g != f} (1 + (L/P) sum_b max(1, ceil(nnz_b(x_g) / UJ))) + (2 + E)(F - 2)
+        + 2 ceil(M/P) + D/P + 14 + E + W + max(0, NDIV - 1 - W - ceil(M/P) - 2)
+
+    with ``E = [UJ > 1]`` (the stage that adds a lane's ``UJ`` products), ``W = draws`` and
+    ``NDIV = ceil((G + 2) / DIV_STEPS)``. An independent account of the schedule: the
+    co-simulation's measured cycles per iteration are the sum of this over the factors.
+
+    Example:
+        >>> cfg = RtlConfig(B=2, L=4, M=4, F=2, lanes=2, unbind_entries=2)
+        >>> x = np.array([[3, 0, 1, 2], [0, 0, 0, 0]])   # 3 and 0 non-zeros: 2 and 1 cycles per group
+        >>> factor_step_cycles(cfg, [x], draws=0)   # 1 + 2 (2 + 1) + 2*2 + 4 + 15 + (6 - 1 - 2 - 2)
+        31
+    """
+    P, F, L, UJ = cfg.lanes, cfg.F, cfg.L, cfg.unbind_entries
+    nch = -(-cfg.M // P)
+    e = int(UJ > 1)
+    ndiv = -(-(cfg.widths.recip_guard + 2) // cfg.div_steps)
+    unbind = 0
+    for x in others:
+        nnz = np.count_nonzero(np.asarray(x).reshape(cfg.B, L), axis=1)
+        unbind += 1 + (L // P) * int(np.maximum(1, -(-nnz // UJ)).sum())
+    return (unbind + (2 + e) * (F - 2) + 2 * nch + cfg.D // P + 14 + e + draws
+            + max(0, ndiv - 1 - draws - nch - 2))
+
+
 def lower_bound(cfg: RtlConfig, draws: float = 0.0, unbind_macs: float | None = None) -> dict:
     """Ideal cycles of one iteration: per phase, the work divided by the units doing it, summed.
 

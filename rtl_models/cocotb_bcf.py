@@ -190,6 +190,8 @@ class Scoreboard:
         self.iter_draws: dict[int, int] = defaultdict(int)
         self.iter_macs: dict[int, int] = defaultdict(int)
         self.iter_macs_all: list[int] = []
+        self.iter_sched: dict[int, int] = defaultdict(int)   # factor_step_cycles summed per iteration
+        self.iter_schedule: list[int] = []
         # the estimates the unbinding sees: per query, each factor's latest x (x0 at the start)
         self.x0 = model.model.initial_estimates(1)[0].numpy()
         self.xcur: dict[int, np.ndarray] = {}
@@ -227,6 +229,7 @@ class Scoreboard:
         self.cursor[qid] = 0
         self.iter_draws[qid] = 0
         self.iter_macs[qid] = 0
+        self.iter_sched[qid] = 0
         self.xcur[qid] = self.x0.copy()
 
     def step(self, s: dict) -> None:
@@ -264,6 +267,8 @@ class Scoreboard:
         # multiply-adds with a non-zero estimate entry (the model's estimates, not the DUT's)
         xs, f = self.xcur[qid], e["factor"]
         self.iter_macs[qid] += self.cfg.L * int(sum(np.count_nonzero(xs[g]) for g in range(self.cfg.F) if g != f))
+        self.iter_sched[qid] += hr.factor_step_cycles(self.cfg, [xs[g] for g in range(self.cfg.F) if g != f],
+                                                      int(e["draws"]))
         xs[f] = e["x"]
         self.iter_draws[qid] += e["draws"]
         if e["factor"] == self.cfg.F - 1:
@@ -271,6 +276,8 @@ class Scoreboard:
             self.iter_cycles.append(s["cycle"] - prev)
             self.iter_bound.append(hr.lower_bound(self.cfg, self.iter_draws[qid], self.iter_macs[qid])["total"])
             self.iter_macs_all.append(self.iter_macs[qid])
+            self.iter_schedule.append(self.iter_sched[qid])
+            self.iter_sched[qid] = 0
             self.iter_draws[qid] = 0
             self.iter_macs[qid] = 0
             self.last_stamp[qid] = s["cycle"]
@@ -306,6 +313,7 @@ class Scoreboard:
             self.cursor[q] = 0
             self.last_stamp.pop(q, None)
             self.iter_draws[q] = 0
+            self.iter_sched[q] = 0
         self.in_flight.clear()
         self.cov.hit("resets")
         self.cov.hit("aborted_queries", len(lost))
@@ -655,6 +663,9 @@ class Testbench:
             "unbinding_macs_per_iteration": macs,
             "dense_unbinding_macs_per_iteration": cfg.F * (cfg.F - 1) * cfg.D * cfg.L,
             "ratio_to_lower_bound": float(ic.sum() / ib.sum()) if ib.size else None,
+            # iterations whose measured cycles differ from the schedule model
+            # (hdsim.rtl.factor_step_cycles on the model's estimates): (measured, model) pairs
+            "schedule_mismatches": [(int(a), int(b)) for a, b in zip(sb.iter_cycles, sb.iter_schedule) if a != b][:20],
             "iterations_measured": int(ic.size),
             "sim_cycles": int(get_sim_time("ns") // 10),
             "timed_out": timed_out,

@@ -13,9 +13,9 @@
 //   UNB  : u_f = q (/) x_g for every other factor g (ascending), requantized
 //          (round half up, saturate) after each correlation.  Sparse-aware: P MAC
 //          lanes compute P consecutive outputs of one block, one cycle per
-//          non-zero entry of x_g's block (at least one; two with UJ = 2); a
+//          non-zero entry of x_g's block (at least one; UJ of them with UJ > 1); a
 //          4-stage pipeline (position, select operands, multiply, accumulate /
-//          requantize / write; UJ = 2 adds the pair's products in a fifth).
+//          requantize / write; UJ > 1 adds each lane's UJ products in a fifth).
 //   SIM  : a_m = min_b u[b, X[m,b]] (DOT=0) or sum_b (DOT=1), P codevectors per
 //          cycle, then + IMC perturbation (saturated), running max / argmax /
 //          sums: ROM read, gather, min/sum tree (perturbation requested),
@@ -53,7 +53,7 @@ module hdsim_bcf #(
     parameter integer PERTURB   = 1,    // 1: add pert_data to the similarities
     parameter integer PW        = 10,   // perturbation word (two's complement)
     parameter integer DIV_STEPS = 2,    // divider quotient bits per cycle
-    parameter integer UJ        = 1,    // unbinding: nonzero estimate entries per cycle, 1 or 2 (UJ P multipliers)
+    parameter integer UJ        = 1,    // unbinding: nonzero estimate entries per cycle, 1..4 (UJ P multipliers)
     parameter integer DEBUG     = 1,    // 1: drive the dbg_* state port
     parameter         CB_FILE   = "codebooks.hex",
     // derived: do not override
@@ -120,6 +120,10 @@ module hdsim_bcf #(
     localparam integer GW   = (NG > 1) ? $clog2(NG) : 1;
     localparam integer WIN  = (WQ > WU) ? WQ : WU;         // unbinding input
     localparam integer ACCW = WIN + WX;                    // correlation sum
+    // the unbinding's non-zero counts (per block of x, and what is left of a group's)
+    localparam integer XCW  = $clog2(L + 1);
+    localparam [XCW-1:0] UJ_X  = UJ[XCW-1:0];
+    localparam [XCW-1:0] UJ2_X = UJ_X + UJ_X;
     localparam integer SH1  = WQ + WX - WU;                // first requant shift (>= 0)
     localparam integer SHN  = WX;                          // later requant shifts
     localparam integer KB   = $clog2(M);                   // LFSR bits per draw
@@ -363,13 +367,13 @@ module hdsim_bcf #(
     // twin holds the block rotated by l0 (rotated by the constant P at each group), so
     // lane p reads entry (j + p) mod L of a fixed rotation of it, selected by j's one-hot
     // (the lowest set bit of urem, a carry chain); the outputs are written by per-group
-    // enables.  With UJ = 2 a cycle takes the two lowest remaining positions (2 P
-    // multipliers; the second one's operands are 0 when only one is left) and the pair's
+    // enables.  With UJ > 1 a cycle takes the UJ lowest remaining positions (UJ P
+    // multipliers; the operands of a position past the last are 0) and each lane's UJ
     // products are added in a stage of their own.  Whether a group ends this cycle
     // (popcount(urem) <= UJ) is a register (ulast), kept from xcnt (per block of x: its
-    // nonzero count, saturated at 3, kept by NORM) at a block load, from nzw_le at a group
-    // restart and from urem's next value otherwise, so the window loads' enables start at
-    // flip-flops.
+    // nonzero count, kept by NORM) at a block load, from nzw_le at a group restart and
+    // otherwise from ucnt, a down-counter of the positions left (a compare of a few bits,
+    // not a popcount of urem), so the window loads' enables start at flip-flops.
     localparam integer ACC1 = ACCW + 1;          // accumulator: rounding half + sum
     reg [FW-1:0]      uc;
     reg [BW-1:0]      ublk;
@@ -381,57 +385,23 @@ module hdsim_bcf #(
     reg [L-1:0]       urem;                      // positions left in this group
     reg               ulast;                     // popcount(urem) <= UJ: the group's last cycle
     reg               nzw_le;                    // popcount(nzw) <= UJ
+    reg  [XCW-1:0]    nzcnt;                     // popcount(nzw)
+    reg  [XCW-1:0]    ucnt;                      // popcount(urem)
     reg [B-1:0]       wsel;                      // one-hot: the block the windows load next
     reg [B-1:0]       wsel_w;                    // wsel a cycle later: twin / xwin's source
     reg [P*ACC1-1:0]  acc;                       // one accumulator per lane
     wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
     reg  [F*D-1:0]    xnz;                       // xmem word != 0 (written with xmem by NORM)
-    reg  [F*B*2-1:0]  xcnt;                      // per block of xmem: nonzero words, saturated at 3
+    reg  [F*B*XCW-1:0] xcnt;                     // per block of xmem: nonzero words
     localparam integer WSEL0_I = 1, WSEL1_I = (B > 1) ? 2 : 0;
     localparam [B-1:0] WSEL0 = WSEL0_I[B-1:0];   // block 0 (ULD)
     localparam [B-1:0] WSEL1 = WSEL1_I[B-1:0];   // block 1 (the first block change)
 
-    // uj_hot = the lowest remaining position, one-hot (0 when none), urem_n = the rest;
-    // with UJ = 2, g_pair takes urem_n's lowest too (U1's second position) and urem_nx is
-    // what is left after both
+    // uj_hot = the lowest remaining position, one-hot (0 when none); with UJ > 1, g_pair
+    // takes the next UJ - 1 lowest too (U1's other positions); urem_nx is what is left
     wire [L-1:0] uj_hot = urem & (~urem + 1'b1);
-    wire [L-1:0] urem_n = urem & (urem - 1'b1);
-    // popcount(v) <= 2 (le2) and <= 4 (le4): balanced trees of counts saturated at 3 and 5
-    // (log2(L) levels of small LUTs, not chained carry chains and a zero test)
-    function le2;
-        input [L-1:0] v;
-        integer i, st;
-        reg [2*L-1:0] c;
-        reg [2:0]     t;
-        begin
-            for (i = 0; i < L; i = i + 1)
-                c[2*i +: 2] = {1'b0, v[i]};
-            for (st = 1; st < L; st = st * 2)
-                for (i = 0; i + st < L; i = i + 2 * st) begin
-                    t = {1'b0, c[2*i +: 2]} + {1'b0, c[2*(i + st) +: 2]};
-                    c[2*i +: 2] = (t > 3'd2) ? 2'd3 : t[1:0];
-                end
-            le2 = (c[1:0] != 2'd3);
-        end
-    endfunction
-    function le4;
-        input [L-1:0] v;
-        integer i, st;
-        reg [3*L-1:0] c;
-        reg [3:0]     t;
-        begin
-            for (i = 0; i < L; i = i + 1)
-                c[3*i +: 3] = {2'b00, v[i]};
-            for (st = 1; st < L; st = st * 2)
-                for (i = 0; i + st < L; i = i + 2 * st) begin
-                    t = {1'b0, c[3*i +: 3]} + {1'b0, c[3*(i + st) +: 3]};
-                    c[3*i +: 3] = (t > 4'd4) ? 3'd5 : t[2:0];
-                end
-            le4 = (c[2:0] <= 3'd4);
-        end
-    endfunction
     wire [L-1:0] urem_nx;                        // urem after this cycle's UJ positions
-    wire         urem_nx_le = (UJ > 1) ? le4(urem) : le2(urem);   // popcount(urem_nx) <= UJ
+    wire         urem_nx_le = (ucnt <= UJ2_X);   // popcount(urem_nx) <= UJ
 
     // the correlation's source and target, and the factor it unbinds, as registers set with
     // uc and fcur (the window sources fan them out to every window bit)
@@ -463,6 +433,7 @@ module hdsim_bcf #(
     reg  [L*WX-1:0]  src_x;
     reg  [L-1:0]     src_nz;
     reg              src_le;
+    reg  [XCW-1:0]   src_cnt;
     reg              sel_b, sel_bw, sel_x, sel_xw;
     integer sb, sg, si;
     always @* begin
@@ -470,6 +441,7 @@ module hdsim_bcf #(
         src_x = {L*WX{1'b0}};
         src_nz = {L{1'b0}};
         src_le = 1'b0;
+        src_cnt = {XCW{1'b0}};
         for (sb = 0; sb < B; sb = sb + 1) begin
             sel_b = wsel[sb];
             sel_bw = wsel_w[sb];
@@ -483,9 +455,9 @@ module hdsim_bcf #(
                 sel_xw = sel_bw && ugh[sg];
                 src_x = src_x | ({L*WX{sel_xw}} & xmem[(sg*B + sb)*L*WX +: L*WX]);
                 src_nz = src_nz | ({L{sel_x}} & xnz[(sg*B + sb)*L +: L]);
-                // popcount <= 1: count < 2; popcount <= 2: count != 3 (saturated at 3)
-                src_le = src_le | (sel_x && ((UJ > 1) ? (xcnt[(sg*B + sb)*2 +: 2] != 2'd3)
-                                                      : !xcnt[(sg*B + sb)*2 + 1]));
+                // popcount <= UJ (the count saturates above UJ)
+                src_le = src_le | (sel_x && (xcnt[(sg*B + sb)*XCW +: XCW] <= UJ_X));
+                src_cnt = src_cnt | ({XCW{sel_x}} & xcnt[(sg*B + sb)*XCW +: XCW]);
             end
         end
     end
@@ -520,8 +492,11 @@ module hdsim_bcf #(
             nzw  <= src_nz;
             urem <= src_nz;
             nzw_le <= src_le;
+            nzcnt <= src_cnt;
+            ucnt <= src_cnt;
         end else if (state == ST_UNB) begin
             urem <= ulast_u ? nzw : urem_nx;
+            ucnt <= ulast_u ? nzcnt : ucnt - UJ_X;
         end
         u1_rot <= u_we;
         if (w_ld_t) twin <= src_w;
@@ -581,7 +556,7 @@ module hdsim_bcf #(
     reg [WX-1:0]     u2_x;
     reg [P*ACC1-1:0] u3_prod;                    // U3's addend: the product (UJ = 1) or the pair's sum
     wire             up_first;                   // the entry before U3: its correlation's first flag
-    wire             ub_busy;                    // UJ = 2: the pair stage holds an entry
+    wire             ub_busy;                    // UJ > 1: the sum stage holds an entry
     reg [P*WU-1:0]   uq;                         // U3's requantized outputs
     integer up, ugi;
     always @* begin
@@ -605,40 +580,94 @@ module hdsim_bcf #(
             for (ugi = 0; ugi < NG; ugi = ugi + 1)
                 if (u3_grp == ugi[GW-1:0]) t0mem[ugi*P*WU +: P*WU] <= uq;
     end
-    // U2 multiplies; UJ = 1: U3 takes the products; UJ = 2: the second position's operands
+    // U2 multiplies; UJ = 1: U3 takes the products; UJ > 1: the other positions' operands
     // (selected in U1 like the first's) are multiplied beside them and stage UB adds each
-    // lane's two products (the partial sums of non-negative terms fit the accumulator)
+    // lane's UJ products (partial sums of a group's non-negative terms: they fit the
+    // accumulator as the group's sum does)
     generate
         if (UJ > 1) begin : g_pair
-            reg [L-1:0]      u1_j2;
-            reg [P*WIN-1:0]  ut2, u2_t2;
-            reg [WX-1:0]     ux2, u2_x2;
-            reg [P*ACCW-1:0] ub_pa, ub_pb;
-            reg              ub_v, ub_last, ub_first, ub_out1;
-            reg [GW-1:0]     ub_grp;
-            reg              sel_j2;
-            integer tp2, ti2, ub;
-            assign urem_nx = urem_n & (urem_n - 1'b1);
-            always @* begin
-                ut2 = {P*WIN{1'b0}};
-                ux2 = {WX{1'b0}};
-                for (ti2 = 0; ti2 < L; ti2 = ti2 + 1) begin
-                    sel_j2 = u1_j2[ti2];
-                    for (tp2 = 0; tp2 < P; tp2 = tp2 + 1)
-                        ut2[tp2*WIN +: WIN] = ut2[tp2*WIN +: WIN] | ({WIN{sel_j2}} & twin[((ti2 + tp2) % L)*WIN +: WIN]);
-                    ux2 = ux2 | ({WX{sel_j2}} & xwin[ti2*WX +: WX]);
+            localparam integer UX = UJ - 1;          // positions beside the first
+            localparam integer PCW = $clog2(UJ + 1); // a prefix count saturated at UJ
+            localparam [PCW-1:0] UJ_P = UJ[PCW-1:0];
+            reg  [UX*L-1:0]     jx_n;                // urem's 2nd .. UJ-th lowest positions, one-hot each
+            reg  [L-1:0]        rem_nx;              // urem without its UJ lowest
+            reg  [PCW-1:0]      pre;
+            reg  [UX*L-1:0]     u1_jx;               // U1's other positions (jx_n registered)
+            reg  [UX*P*WIN-1:0] utx, u2_tx;
+            reg  [UX*WX-1:0]    uxx, u2_xx;
+            reg  [UJ*P*ACCW-1:0] ub_p;               // each lane's UJ products
+            reg  [P*ACC1-1:0]   ub_sum;              // their sums
+            reg                 ub_v, ub_last, ub_first, ub_out1;
+            reg  [GW-1:0]       ub_grp;
+            reg                 sel_jx;
+            integer tp2, ti2, ub, kx, kr, ks;
+            // min(UJ, popcount(v[i-1:0])): a balanced tree per position; for UJ > 2 these
+            // prefix counts pick the positions (UJ chained lowest-bit clears, carry chains in
+            // series, routed at 77 MHz at UJ = 4), for UJ = 2 two chained clears (the prefix
+            // counts routed at 85 MHz at L = 16: a wide fan-in placed apart)
+            function [PCW-1:0] cnt_below;
+                input [L-1:0] v;
+                input integer i;
+                integer a, st;
+                reg [PCW*L-1:0] c;
+                reg [PCW:0]     t;
+                begin
+                    for (a = 0; a < L; a = a + 1)
+                        c[PCW*a +: PCW] = {{(PCW - 1){1'b0}}, v[a] && (a < i)};
+                    for (st = 1; st < L; st = st * 2)
+                        for (a = 0; a + st < L; a = a + 2 * st) begin
+                            t = {1'b0, c[PCW*a +: PCW]} + {1'b0, c[PCW*(a + st) +: PCW]};
+                            c[PCW*a +: PCW] = (t > {1'b0, UJ_P}) ? UJ_P : t[PCW-1:0];
+                        end
+                    cnt_below = c[PCW-1:0];
                 end
+            endfunction
+            // position kr is urem's (pre+1)-th lowest: taken this cycle if pre < UJ
+            wire [L-1:0] urem_n = urem & (urem - 1'b1);
+            always @* begin
+                jx_n = {UX*L{1'b0}};
+                rem_nx = {L{1'b0}};
+                pre = {PCW{1'b0}};
+                if (UJ == 2) begin
+                    jx_n[L-1:0] = urem_n & (~urem_n + 1'b1);
+                    rem_nx = urem_n & (urem_n - 1'b1);
+                end else
+                    for (kr = 0; kr < L; kr = kr + 1) begin
+                        pre = cnt_below(urem, kr);
+                        rem_nx[kr] = urem[kr] && (pre == UJ_P);
+                        for (kx = 1; kx < UJ; kx = kx + 1)
+                            jx_n[(kx-1)*L + kr] = urem[kr] && (pre == kx[PCW-1:0]);
+                    end
+            end
+            assign urem_nx = rem_nx;
+            always @* begin
+                utx = {UX*P*WIN{1'b0}};
+                uxx = {UX*WX{1'b0}};
+                for (kx = 0; kx < UX; kx = kx + 1)
+                    for (ti2 = 0; ti2 < L; ti2 = ti2 + 1) begin
+                        sel_jx = u1_jx[kx*L + ti2];
+                        for (tp2 = 0; tp2 < P; tp2 = tp2 + 1)
+                            utx[(kx*P + tp2)*WIN +: WIN] = utx[(kx*P + tp2)*WIN +: WIN]
+                                | ({WIN{sel_jx}} & twin[((ti2 + tp2) % L)*WIN +: WIN]);
+                        uxx[kx*WX +: WX] = uxx[kx*WX +: WX] | ({WX{sel_jx}} & xwin[ti2*WX +: WX]);
+                    end
+            end
+            always @* begin
+                ub_sum = {P*ACC1{1'b0}};
+                for (ks = 0; ks < P * UJ; ks = ks + 1)
+                    ub_sum[(ks % P)*ACC1 +: ACC1] = ub_sum[(ks % P)*ACC1 +: ACC1] + {1'b0, ub_p[ks*ACCW +: ACCW]};
             end
             assign up_first = ub_first;
             assign ub_busy = ub_v;
             always @(posedge clk) begin
-                u1_j2 <= urem_n & (~urem_n + 1'b1);
-                u2_t2 <= ut2;
-                u2_x2 <= ux2;
+                u1_jx <= jx_n;
+                u2_tx <= utx;
+                u2_xx <= uxx;
                 for (ub = 0; ub < P; ub = ub + 1) begin
-                    ub_pa[ub*ACCW +: ACCW] <= mul_tx(u2_t[ub*WIN +: WIN], u2_x);
-                    ub_pb[ub*ACCW +: ACCW] <= mul_tx(u2_t2[ub*WIN +: WIN], u2_x2);
-                    u3_prod[ub*ACC1 +: ACC1] <= {1'b0, ub_pa[ub*ACCW +: ACCW]} + {1'b0, ub_pb[ub*ACCW +: ACCW]};
+                    ub_p[ub*ACCW +: ACCW] <= mul_tx(u2_t[ub*WIN +: WIN], u2_x);
+                    for (kx = 0; kx < UX; kx = kx + 1)
+                        ub_p[((kx+1)*P + ub)*ACCW +: ACCW] <= mul_tx(u2_tx[(kx*P + ub)*WIN +: WIN], u2_xx[kx*WX +: WX]);
+                    u3_prod[ub*ACC1 +: ACC1] <= ub_sum[ub*ACC1 +: ACC1];
                 end
                 ub_v <= !rst && u2_v;
                 u3_v <= !rst && ub_v;
@@ -647,7 +676,7 @@ module hdsim_bcf #(
             end
         end else begin : g_single
             integer ub;
-            assign urem_nx = urem_n;
+            assign urem_nx = urem & (urem - 1'b1);
             assign up_first = u2_first;
             assign ub_busy = 1'b0;
             always @(posedge clk) begin
@@ -813,8 +842,50 @@ module hdsim_bcf #(
 
     // stage-3 reductions: the chunk's lanes as balanced trees (max: the lower lane wins
     // ties, so the lowest m of the chunk's maximum; lanes past M count as 0 and never win),
-    // registered; stage 4 merges them with the running values (strict >: an earlier chunk,
+    // the first level (adjacent lane pairs) registered in stage H, the rest in stage 3b and
+    // registered: two short cycles, not one long one (the trees set fmax when they shared
+    // a cycle); stage 4 merges them with the running values (strict >: an earlier chunk,
     // lower m, wins ties), as the ascending scan of the model
+    localparam integer NH = (P + 1) / 2;         // lane pairs
+    reg            h_v;
+    reg [NH*AB-1:0] h_max, hn_max;
+    reg [NH*IW-1:0] h_arg, hn_arg;
+    reg [NH*SW-1:0] h_all, hn_all, h_kept, hn_kept;
+    reg [NH-1:0]    h_any, hn_any;
+    reg [AB-1:0]    h_a0, h_a1;
+    integer hq, hl0, hl1;
+    always @* begin
+        for (hl0 = 0; hl0 < 2 * NH; hl0 = hl0 + 2) begin
+            hq = hl0 / 2;
+            hl1 = hl0 + 1;
+            h_a0 = s3_a[hl0*AB +: AB];
+            hn_max[hq*AB +: AB] = h_a0;
+            hn_arg[hq*IW +: IW] = s3_chm[IW-1:0] + hl0[IW-1:0];
+            hn_all[hq*SW +: SW] = {{(SW - AB){1'b0}}, h_a0};
+            hn_kept[hq*SW +: SW] = s3_kept[hl0] ? {{(SW - AB){1'b0}}, h_a0} : {SW{1'b0}};
+            hn_any[hq] = s3_kept[hl0];
+            if (hl1 < P) begin
+                h_a1 = s3_a[hl1*AB +: AB];
+                if (h_a1 > h_a0) begin
+                    hn_max[hq*AB +: AB] = h_a1;
+                    hn_arg[hq*IW +: IW] = s3_chm[IW-1:0] + hl1[IW-1:0];
+                end
+                hn_all[hq*SW +: SW] = hn_all[hq*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
+                if (s3_kept[hl1])
+                    hn_kept[hq*SW +: SW] = hn_kept[hq*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
+                hn_any[hq] = hn_any[hq] || s3_kept[hl1];
+            end else
+                h_a1 = {AB{1'b0}};
+        end
+    end
+    always @(posedge clk) begin
+        h_v <= !rst && s3_v;
+        h_max <= hn_max;
+        h_arg <= hn_arg;
+        h_all <= hn_all;
+        h_kept <= hn_kept;
+        h_any <= hn_any;
+    end
     reg            s4_v;
     reg [AB-1:0]   s4_max;
     reg [IW-1:0]   s4_arg;
@@ -825,23 +896,19 @@ module hdsim_bcf #(
     reg [SW-1:0]   r_all;
     reg [SW-1:0]   r_kept;
     reg            r_any;
-    reg [P*AB-1:0] t_max;
-    reg [P*IW-1:0] t_arg;
-    reg [P*SW-1:0] t_all, t_kept;
-    reg [P-1:0]    t_any;
-    reg [AB-1:0]   t_a;
+    reg [NH*AB-1:0] t_max;
+    reg [NH*IW-1:0] t_arg;
+    reg [NH*SW-1:0] t_all, t_kept;
+    reg [NH-1:0]    t_any;
     integer rp, rs;
     always @* begin
-        for (rp = 0; rp < P; rp = rp + 1) begin
-            t_a = s3_a[rp*AB +: AB];
-            t_any[rp] = s3_kept[rp];
-            t_max[rp*AB +: AB] = t_a;
-            t_arg[rp*IW +: IW] = s3_chm[IW-1:0] + rp[IW-1:0];
-            t_all[rp*SW +: SW] = {{(SW - AB){1'b0}}, t_a};
-            t_kept[rp*SW +: SW] = t_any[rp] ? {{(SW - AB){1'b0}}, t_a} : {SW{1'b0}};
-        end
-        for (rs = 1; rs < P; rs = rs * 2)
-            for (rp = 0; rp + rs < P; rp = rp + 2 * rs) begin
+        t_max = h_max;
+        t_arg = h_arg;
+        t_all = h_all;
+        t_kept = h_kept;
+        t_any = h_any;
+        for (rs = 1; rs < NH; rs = rs * 2)
+            for (rp = 0; rp + rs < NH; rp = rp + 2 * rs) begin
                 if (t_max[(rp + rs)*AB +: AB] > t_max[rp*AB +: AB]) begin
                     t_max[rp*AB +: AB] = t_max[(rp + rs)*AB +: AB];
                     t_arg[rp*IW +: IW] = t_arg[(rp + rs)*IW +: IW];
@@ -852,7 +919,7 @@ module hdsim_bcf #(
             end
     end
     always @(posedge clk) begin
-        s4_v <= !rst && s3_v;
+        s4_v <= !rst && h_v;
         s4_max <= t_max[AB-1:0];
         s4_arg <= t_arg[IW-1:0];
         s4_all <= t_all[SW-1:0];
@@ -1051,14 +1118,14 @@ module hdsim_bcf #(
     wire [SHW-1:0]  n_sh = (cur_S == 0) ? {SHW{1'b0}} :
                            {{(SHW - PBW){1'b0}}, cur_p} + G[SHW-1:0] - WX[SHW-1:0];
     localparam [PRW-1:0] OV_MASK0 = {PRW{1'b1}} << WX;
-    function [1:0] cnt3;               // min(3, c + popcount(v))
-        input [1:0]   c;
-        input [P-1:0] v;
+    function [XCW-1:0] cnt_add;        // c + popcount(v) (at most L)
+        input [XCW-1:0] c;
+        input [P-1:0]   v;
         integer i;
         begin
-            cnt3 = c;
+            cnt_add = c;
             for (i = 0; i < P; i = i + 1)
-                if (v[i] && cnt3 != 2'd3) cnt3 = cnt3 + 2'd1;
+                cnt_add = cnt_add + {{(XCW - 1){1'b0}}, v[i]};
         end
     endfunction
     // group g of the accumulators, by comparing ng with constants (AND-OR, no address)
@@ -1134,8 +1201,8 @@ module hdsim_bcf #(
                     if (n4_f == nf[FW-1:0] && n4_g == nw[GW-1:0]) begin
                         xmem[(nf*NG + nw)*P*WX +: P*WX] <= n4_x;
                         xnz[(nf*NG + nw)*P +: P] <= n4_nz;
-                        xcnt[(nf*B + nw/GPB)*2 +: 2] <=
-                            cnt3((nw % GPB == 0) ? 2'b00 : xcnt[(nf*B + nw/GPB)*2 +: 2], n4_nz);
+                        xcnt[(nf*B + nw/GPB)*XCW +: XCW] <=
+                            cnt_add((nw % GPB == 0) ? {XCW{1'b0}} : xcnt[(nf*B + nw/GPB)*XCW +: XCW], n4_nz);
                     end
     end
 
@@ -1246,7 +1313,7 @@ module hdsim_bcf #(
                     sum_kept <= r_kept;
                     any_kept <= r_any;
                 end
-                if (!sim_more && !c1_v && !c2_v && !g_v && !s2_v && !s3_v) state <= ST_DEC;   // the last chunk's stage 4 runs now
+                if (!sim_more && !c1_v && !c2_v && !g_v && !s2_v && !s3_v && !h_v) state <= ST_DEC;   // the last chunk's stage 4 runs now
             end
             ST_DEC: begin               // divider started with dec_S
                 sampled <= dec_sampled;

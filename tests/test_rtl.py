@@ -127,7 +127,7 @@ def test_verilog_parameters_match_datapath():
 @pytest.mark.parametrize("change,match", [
     ({"lanes": 3}, "divide L"), ({"lanes": 32, "L": 32}, "<= M"), ({"F": 1}, "at least 2 factors"),
     ({"widths": FixedWidths(2, 2, 8, 4)}, "query \\+ estimate"), ({"qid_bits": 32}, "at most 31"),
-    ({"unbind_entries": 3}, "unbind_entries: 1 or 2"), ({"unbind_entries": True}, "unbind_entries: 1 or 2"),
+    ({"unbind_entries": 5}, "unbind_entries: 1 to 4"), ({"unbind_entries": True}, "unbind_entries: 1 to 4"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(HdsimError, match=match):
@@ -203,6 +203,10 @@ def test_cosim_bit_exact(name, ci_cosims):
             assert cov.get(f"resets_in_{t}", 0) >= 1, t
     assert cov["resets"] == len(targets) + 1
     assert cov["stalls"] >= 20 and cov["stall_cycles"] >= cov["stalls"]
+    # every iteration takes exactly the cycles of the schedule in docs/rtl.md, evaluated on the
+    # model's estimates (hdsim.rtl.factor_step_cycles): the unbinding takes UJ non-zero entries
+    # per cycle and skips the zeros, whatever the resets, gaps and stalls around it
+    assert r["iterations_measured"] > COSIM_QUERIES and r["schedule_mismatches"] == []
     # sparse-aware unbinding: within a fixed pipeline overhead of the work with non-zero
     # estimate entries (the bound), and far below the dense correlation's bound
     assert r["cycles_per_iteration"] <= 1.75 * r["lower_bound_per_iteration_mean"]
@@ -210,6 +214,18 @@ def test_cosim_bit_exact(name, ci_cosims):
     assert r["cycles_per_iteration"] <= 0.7 * dense
     if name == "f2-l16-m16-p4":   # issue 16's target: at most half the dense design's 572.9 cycles
         assert r["cycles_per_iteration"] <= 0.5 * 572.9
+
+
+def test_factor_step_cycles_by_hand():
+    """The schedule model on a hand-counted F = 3 step: correlations of 3 and 0 non-zeros (one
+    cycle per non-zero per group, at least one), the divider's wait hidden by enough draws."""
+    cfg = hr.RtlConfig(B=1, L=4, M=2, F=3, lanes=2)   # NDIV = ceil(12 / 2) = 6, one chunk, 2 groups
+    x1, x2 = np.array([[1, 1, 1, 0]]), np.zeros((1, 4), dtype=np.int64)
+    # (1 + 2*3) + (1 + 2*1) + 2 (F-2) + 2*1 + D/P + 14 + W + max(0, 6 - 1 - W - 1 - 2)
+    assert hr.factor_step_cycles(cfg, [x1, x2], draws=0) == 7 + 3 + 2 + 2 + 2 + 14 + 0 + 2
+    assert hr.factor_step_cycles(cfg, [x1, x2], draws=5) == 7 + 3 + 2 + 2 + 2 + 14 + 5 + 0
+    # two entries per cycle: 3 non-zeros take 2 cycles per group, the sum stage one more per step
+    assert hr.factor_step_cycles(replace(cfg, unbind_entries=2), [x1, x2], draws=5) == 5 + 3 + 3 + 2 + 2 + 15 + 5
 
 
 def test_reset_schedule_covers_every_reachable_state():
@@ -272,13 +288,16 @@ def test_cosim_with_pcm_crossbar_perturbations(tmp_path):
 
 
 @needs_sim
-def test_cosim_two_unbinding_entries_per_cycle_f3(tmp_path):
-    """UJ = 2 at F = 3 (the CI configuration with it has F = 2): two correlations per factor, the
-    second reading t1mem after the longer pipeline drains; bit-exact, with a reset, and above the
-    bound of its 2 P multipliers."""
-    cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], unbind_entries=2, name="f3-l8-m8-p4-uj2")
+@pytest.mark.parametrize("uj", [2, 3])
+def test_cosim_several_unbinding_entries_per_cycle_f3(tmp_path, uj):
+    """UJ = 2 and 3 at F = 3 (the CI configurations with UJ > 1 have F = 2; 3 is no power of two):
+    two correlations per factor, the second reading t1mem after the longer pipeline drains;
+    bit-exact, with a reset, every iteration on the schedule model's cycles, above the bound of
+    its UJ P multipliers."""
+    cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], unbind_entries=uj, name=f"f3-l8-m8-p4-uj{uj}")
     r = hr.run_cosim(cfg, 20, seed=2, workdir=tmp_path, resets=1)
     assert r["passed"] == 20 and not r["mismatches"]
+    assert r["iterations_measured"] > 20 and r["schedule_mismatches"] == []
     assert r["lower_bound_per_iteration_mean"] <= r["cycles_per_iteration"] <= 1.75 * r["lower_bound_per_iteration_mean"]
 
 
