@@ -853,27 +853,27 @@ module hdsim_bcf #(
     reg [NH*SW-1:0] h_all, hn_all, h_kept, hn_kept;
     reg [NH-1:0]    h_any, hn_any;
     reg [AB-1:0]    h_a0, h_a1;
-    integer hq, hl0, hl1;
+    localparam [IW-1:0] ONE_IW = 1;
+    integer hle;                                  // a pair's even lane (a loop variable: constant
+                                                 // when unrolled, so every select is static)
     always @* begin
-        for (hl0 = 0; hl0 < 2 * NH; hl0 = hl0 + 2) begin
-            hq = hl0 / 2;
-            hl1 = hl0 + 1;
-            h_a0 = s3_a[hl0*AB +: AB];
-            hn_max[hq*AB +: AB] = h_a0;
-            hn_arg[hq*IW +: IW] = s3_chm[IW-1:0] + hl0[IW-1:0];
-            hn_all[hq*SW +: SW] = {{(SW - AB){1'b0}}, h_a0};
-            hn_kept[hq*SW +: SW] = s3_kept[hl0] ? {{(SW - AB){1'b0}}, h_a0} : {SW{1'b0}};
-            hn_any[hq] = s3_kept[hl0];
-            if (hl1 < P) begin
-                h_a1 = s3_a[hl1*AB +: AB];
+        for (hle = 0; hle < 2 * NH; hle = hle + 2) begin
+            h_a0 = s3_a[hle*AB +: AB];
+            hn_max[(hle/2)*AB +: AB] = h_a0;
+            hn_arg[(hle/2)*IW +: IW] = s3_chm[IW-1:0] + hle[IW-1:0];
+            hn_all[(hle/2)*SW +: SW] = {{(SW - AB){1'b0}}, h_a0};
+            hn_kept[(hle/2)*SW +: SW] = s3_kept[hle] ? {{(SW - AB){1'b0}}, h_a0} : {SW{1'b0}};
+            hn_any[hle/2] = s3_kept[hle];
+            if (hle + 1 < P) begin
+                h_a1 = s3_a[(hle + 1)*AB +: AB];
                 if (h_a1 > h_a0) begin
-                    hn_max[hq*AB +: AB] = h_a1;
-                    hn_arg[hq*IW +: IW] = s3_chm[IW-1:0] + hl1[IW-1:0];
+                    hn_max[(hle/2)*AB +: AB] = h_a1;
+                    hn_arg[(hle/2)*IW +: IW] = s3_chm[IW-1:0] + hle[IW-1:0] + ONE_IW;
                 end
-                hn_all[hq*SW +: SW] = hn_all[hq*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
-                if (s3_kept[hl1])
-                    hn_kept[hq*SW +: SW] = hn_kept[hq*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
-                hn_any[hq] = hn_any[hq] || s3_kept[hl1];
+                hn_all[(hle/2)*SW +: SW] = hn_all[(hle/2)*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
+                if (s3_kept[hle + 1])
+                    hn_kept[(hle/2)*SW +: SW] = hn_kept[(hle/2)*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
+                hn_any[hle/2] = hn_any[hle/2] || s3_kept[hle + 1];
             end else
                 h_a1 = {AB{1'b0}};
         end
