@@ -380,17 +380,18 @@ def factor_step_cycles(cfg: RtlConfig, others: list[np.ndarray], draws: int) -> 
     chunks, the normalization groups, the draws and any wait for the divider:
 
         sum_{g != f} (1 + (L/P) sum_b max(1, ceil(nnz_b(x_g) / UJ))) + (2 + E)(F - 2)
-        + 2 ceil(M/P) + D/P + 14 + E + W + max(0, NDIV - 1 - W - ceil(M/P) - 2)
+        + 2 ceil(M/P) + D/P + 13 + E + H + W + max(0, NDIV - 1 - W - ceil(M/P) - 2)
 
-    with ``E = [UJ > 1]`` (the stage that adds a lane's ``UJ`` products), ``W = draws`` and
+    with ``E = [UJ > 1]`` (the stage that adds a lane's ``UJ`` products), ``H = [P >= 8]`` (the
+    similarity's first reduction level in a stage of its own), ``W = draws`` and
     ``NDIV = ceil((G + 2) / DIV_STEPS)``. An independent account of the schedule: the
     co-simulation's measured cycles per iteration are the sum of this over the factors.
 
     Example:
         >>> cfg = RtlConfig(B=2, L=4, M=4, F=2, lanes=2, unbind_entries=2)
         >>> x = np.array([[3, 0, 1, 2], [0, 0, 0, 0]])   # 3 and 0 non-zeros: 2 and 1 cycles per group
-        >>> factor_step_cycles(cfg, [x], draws=0)   # 1 + 2 (2 + 1) + 2*2 + 4 + 15 + (6 - 1 - 2 - 2)
-        31
+        >>> factor_step_cycles(cfg, [x], draws=0)   # 1 + 2 (2 + 1) + 2*2 + 4 + 14 + (6 - 1 - 2 - 2)
+        30
     """
     P, F, L, UJ = cfg.lanes, cfg.F, cfg.L, cfg.unbind_entries
     nch = -(-cfg.M // P)
@@ -400,7 +401,8 @@ def factor_step_cycles(cfg: RtlConfig, others: list[np.ndarray], draws: int) -> 
     for x in others:
         nnz = np.count_nonzero(np.asarray(x).reshape(cfg.B, L), axis=1)
         unbind += 1 + (L // P) * int(np.maximum(1, -(-nnz // UJ)).sum())
-    return (unbind + (2 + e) * (F - 2) + 2 * nch + cfg.D // P + 14 + e + draws
+    h = int(P >= 8)
+    return (unbind + (2 + e) * (F - 2) + 2 * nch + cfg.D // P + 13 + e + h + draws
             + max(0, ndiv - 1 - draws - nch - 2))
 
 

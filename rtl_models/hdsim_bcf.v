@@ -842,10 +842,13 @@ module hdsim_bcf #(
 
     // stage-3 reductions: the chunk's lanes as balanced trees (max: the lower lane wins
     // ties, so the lowest m of the chunk's maximum; lanes past M count as 0 and never win),
-    // the first level (adjacent lane pairs) registered in stage H, the rest in stage 3b and
-    // registered: two short cycles, not one long one (the trees set fmax when they shared
-    // a cycle); stage 4 merges them with the running values (strict >: an earlier chunk,
-    // lower m, wins ties), as the ascending scan of the model
+    // with P >= 8 lanes (trees of three levels or more) the first level (adjacent lane
+    // pairs) is registered in a stage of its own, H, and the rest is reduced in the next
+    // cycle: two short cycles, not one long one (the 8-lane max tree set fmax at 11.6 ns);
+    // with fewer lanes the stage is combinational (registering it grew the bundle's logic
+    // 3,500 LUT4 at P = 4 through synthesis and routed slower); stage 4 merges them with
+    // the running values (strict >: an earlier chunk, lower m, wins ties), as the ascending
+    // scan of the model
     localparam integer NH = (P + 1) / 2;         // lane pairs
     reg            h_v;
     reg [NH*AB-1:0] h_max, hn_max;
@@ -878,14 +881,19 @@ module hdsim_bcf #(
                 h_a1 = {AB{1'b0}};
         end
     end
-    always @(posedge clk) begin
-        h_v <= !rst && s3_v;
-        h_max <= hn_max;
-        h_arg <= hn_arg;
-        h_all <= hn_all;
-        h_kept <= hn_kept;
-        h_any <= hn_any;
-    end
+    generate
+        if (P >= 8) begin : g_hreg
+            always @(posedge clk) begin
+                h_v <= !rst && s3_v;
+                {h_max, h_arg, h_all, h_kept, h_any} <= {hn_max, hn_arg, hn_all, hn_kept, hn_any};
+            end
+        end else begin : g_hcomb
+            always @* begin
+                h_v = s3_v;
+                {h_max, h_arg, h_all, h_kept, h_any} = {hn_max, hn_arg, hn_all, hn_kept, hn_any};
+            end
+        end
+    endgenerate
     reg            s4_v;
     reg [AB-1:0]   s4_max;
     reg [IW-1:0]   s4_arg;

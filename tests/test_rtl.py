@@ -221,11 +221,15 @@ def test_factor_step_cycles_by_hand():
     cycle per non-zero per group, at least one), the divider's wait hidden by enough draws."""
     cfg = hr.RtlConfig(B=1, L=4, M=2, F=3, lanes=2)   # NDIV = ceil(12 / 2) = 6, one chunk, 2 groups
     x1, x2 = np.array([[1, 1, 1, 0]]), np.zeros((1, 4), dtype=np.int64)
-    # (1 + 2*3) + (1 + 2*1) + 2 (F-2) + 2*1 + D/P + 14 + W + max(0, 6 - 1 - W - 1 - 2)
-    assert hr.factor_step_cycles(cfg, [x1, x2], draws=0) == 7 + 3 + 2 + 2 + 2 + 14 + 0 + 2
-    assert hr.factor_step_cycles(cfg, [x1, x2], draws=5) == 7 + 3 + 2 + 2 + 2 + 14 + 5 + 0
+    # (1 + 2*3) + (1 + 2*1) + 2 (F-2) + 2*1 + D/P + 13 + W + max(0, 6 - 1 - W - 1 - 2)
+    assert hr.factor_step_cycles(cfg, [x1, x2], draws=0) == 7 + 3 + 2 + 2 + 2 + 13 + 0 + 2
+    assert hr.factor_step_cycles(cfg, [x1, x2], draws=5) == 7 + 3 + 2 + 2 + 2 + 13 + 5 + 0
     # two entries per cycle: 3 non-zeros take 2 cycles per group, the sum stage one more per step
-    assert hr.factor_step_cycles(replace(cfg, unbind_entries=2), [x1, x2], draws=5) == 5 + 3 + 3 + 2 + 2 + 15 + 5
+    assert hr.factor_step_cycles(replace(cfg, unbind_entries=2), [x1, x2], draws=5) == 5 + 3 + 3 + 2 + 2 + 14 + 5
+    # eight lanes: the similarity's reduction takes one stage more
+    wide = hr.RtlConfig(B=1, L=8, M=8, F=3, lanes=8)   # 1 group per block, one chunk, D/P = 1
+    assert hr.factor_step_cycles(wide, [np.array([[1, 1, 1, 0, 0, 0, 0, 0]]), np.zeros((1, 8))], draws=9) \
+        == (1 + 3) + (1 + 1) + 2 + 2 + 1 + 13 + 1 + 9
 
 
 def test_reset_schedule_covers_every_reachable_state():
