@@ -197,7 +197,7 @@ class RtlConfig:
 # per cycle).
 CI_CONFIGS: dict[str, RtlConfig] = {
     "f2-l16-m16-p4": RtlConfig(name="f2-l16-m16-p4", B=4, L=16, M=16, F=2, lanes=4,
-                               widths=FixedWidths.uniform(8), T=0.05, A=4, unbind_entries=2),
+                               widths=FixedWidths.uniform(8), T=0.05, A=4, unbind_entries=4),
     "f3-l8-m8-p4": RtlConfig(name="f3-l8-m8-p4", B=4, L=8, M=8, F=3, lanes=4,
                              widths=FixedWidths(8, 7, 8, 9), T=0.06, A=3, max_iter=10),
     "f2-dot-b3-l12-m20-p3": RtlConfig(name="f2-dot-b3-l12-m20-p3", B=3, L=12, M=20, F=2, lanes=3,

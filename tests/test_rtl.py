@@ -208,10 +208,11 @@ def test_cosim_bit_exact(name, ci_cosims):
     # per cycle and skips the zeros, whatever the resets, gaps and stalls around it
     assert r["iterations_measured"] > COSIM_QUERIES and r["schedule_mismatches"] == []
     # sparse-aware unbinding: within a fixed pipeline overhead of the work with non-zero
-    # estimate entries (the bound), and far below the dense correlation's bound
+    # estimate entries (the bound), and below the same hardware's schedule with every estimate
+    # entry non-zero (0.61-0.82x of it at the CI configurations; UJ = 4 leaves less to skip)
     assert r["cycles_per_iteration"] <= 1.75 * r["lower_bound_per_iteration_mean"]
-    dense = hr.lower_bound(cfg, r["lower_bound"]["activation"])["total"]
-    assert r["cycles_per_iteration"] <= 0.7 * dense
+    dense = cfg.F * hr.factor_step_cycles(cfg, [np.ones((cfg.B, cfg.L))] * (cfg.F - 1), 0)
+    assert r["cycles_per_iteration"] < 0.9 * dense
     if name == "f2-l16-m16-p4":   # issue 16's target: at most half the dense design's 572.9 cycles
         assert r["cycles_per_iteration"] <= 0.5 * 572.9
 
