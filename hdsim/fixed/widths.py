@@ -179,6 +179,4 @@ class Datapath:
         return [dict(zip(keys, r)) for r in rows]
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k != "widths"}
-        d["widths"] = self.widths.as_dict()
-        return d
+        return asdict(self)  # recursive: the widths as FixedWidths.as_dict gives them
