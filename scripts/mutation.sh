@@ -13,9 +13,6 @@
 # test reaches ("no_tests") are listed apart. mutmut's progress goes to stderr; the surviving mutants
 # of a module are listed with `cd $MUTATION_WORKDIR/<module> && mutmut results`.
 # CPU heavy: MUTATION_JOBS (default 1) tests mutants in parallel, each under `nice -n 10`.
-# MUTATION_SAMPLE=N checks a seeded random sample of N mutants per module (MUTATION_SEED, default 0)
-# instead of all: an unbiased estimate of the score where a full run does not fit (docs/testing.md);
-# the JSON then counts the sample only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -85,19 +82,7 @@ timeout_constant = 10.0
 use_git_change_detection = false
 EOF
   echo "mutation: $m (${only[$m]}) against ${tests[$m]}${deselect[$m]:+ -k '${deselect[$m]}'}" >&2
-  if [ -z "${MUTATION_SAMPLE:-}" ]; then
-    (cd "$dir" && nice -n 10 mutmut run --max-children "$jobs" >&2) || echo "mutation: mutmut run $m exited $?" >&2
-  else
-    # a name that matches no mutant: mutmut generates the mutants and the stats and tests none;
-    # then every mutant's name (print-time-estimates) and a seeded sample of them
-    (cd "$dir" && nice -n 10 mutmut run hdsim.no_such_mutant >&2) || true
-    mapfile -t names < <(cd "$dir" && mutmut print-time-estimates 2>/dev/null | awk '{print $2}' \
-      | python3 -c 'import random, sys; n = sorted(l.strip() for l in sys.stdin if "__mutmut_" in l)
-print("\n".join(random.Random(int(sys.argv[2])).sample(n, min(len(n), int(sys.argv[1])))))' \
-        "$MUTATION_SAMPLE" "${MUTATION_SEED:-0}")
-    echo "mutation: $m: a sample of ${#names[@]} mutants (seed ${MUTATION_SEED:-0})" >&2
-    (cd "$dir" && nice -n 10 mutmut run --max-children "$jobs" "${names[@]}" >&2) || echo "mutation: mutmut run $m exited $?" >&2
-  fi
+  (cd "$dir" && nice -n 10 mutmut run --max-children "$jobs" >&2) || echo "mutation: mutmut run $m exited $?" >&2
 done
 
 python3 - "$work" "${modules[@]}" <<'EOF'
