@@ -81,7 +81,8 @@ class RtlConfig:
         codebook_seed: seed of :func:`hdsim.codes.random_codebooks`.
         div_steps: quotient bits per cycle of the reciprocal divider.
         unbind_entries: ``UJ``, non-zero estimate entries the unbinding takes per cycle, 1 to 4
-            (``UJ P`` multipliers; more than 4 would lengthen the chain that picks the positions).
+            (``UJ P`` multipliers; more than 4 would lengthen the logic that picks the positions),
+            at most ``L/2``.
         qid_bits: width of the query id port.
     """
 
@@ -143,6 +144,10 @@ class RtlConfig:
             raise HdsimError(f"rtl.lanes: must be <= M={self.M}, got {self.lanes}")
         if self.unbind_entries not in (1, 2, 3, 4) or isinstance(self.unbind_entries, bool):
             raise HdsimError(f"rtl.unbind_entries: 1 to 4, got {self.unbind_entries!r}")
+        if self.unbind_entries > max(1, self.L // 2):
+            # the RTL's position counters hold 2 UJ in clog2(L + 1) bits
+            raise HdsimError(f"rtl.unbind_entries: at most L/2 = {max(1, self.L // 2)} at L={self.L}, "
+                             f"got {self.unbind_entries}")
         if self.qid_bits > 31:
             raise HdsimError(f"rtl.qid_bits: at most 31, got {self.qid_bits}")
         w = self.widths

@@ -455,7 +455,7 @@ module hdsim_bcf #(
                 sel_xw = sel_bw && ugh[sg];
                 src_x = src_x | ({L*WX{sel_xw}} & xmem[(sg*B + sb)*L*WX +: L*WX]);
                 src_nz = src_nz | ({L{sel_x}} & xnz[(sg*B + sb)*L +: L]);
-                // popcount <= UJ (the count saturates above UJ)
+                // popcount <= UJ, and the count itself for ucnt (exact: 2 UJ <= L fits XCW bits)
                 src_le = src_le | (sel_x && (xcnt[(sg*B + sb)*XCW +: XCW] <= UJ_X));
                 src_cnt = src_cnt | ({XCW{sel_x}} & xcnt[(sg*B + sb)*XCW +: XCW]);
             end

@@ -128,6 +128,7 @@ def test_verilog_parameters_match_datapath():
     ({"lanes": 3}, "divide L"), ({"lanes": 32, "L": 32}, "<= M"), ({"F": 1}, "at least 2 factors"),
     ({"widths": FixedWidths(2, 2, 8, 4)}, "query \\+ estimate"), ({"qid_bits": 32}, "at most 31"),
     ({"unbind_entries": 5}, "unbind_entries: 1 to 4"), ({"unbind_entries": True}, "unbind_entries: 1 to 4"),
+    ({"unbind_entries": 3, "L": 4, "lanes": 2}, "unbind_entries: at most L/2 = 2 at L=4"),
 ])
 def test_config_validation(change, match):
     with pytest.raises(HdsimError, match=match):
