@@ -198,8 +198,8 @@ class RtlConfig:
 
 
 # The CI configurations: small, but every path (F = 2 and 3, linf and dot, narrow words that
-# saturate, 1..8 lanes, L not a power of two, sampling with A < M, 1, 2 and 4 unbinding entries
-# per cycle).
+# saturate, 1..8 lanes, L not a power of two, sampling with A < M, 1 and 4 unbinding entries per
+# cycle; 2 and 3 in tests/test_rtl.py's test of their own).
 CI_CONFIGS: dict[str, RtlConfig] = {
     "f2-l16-m16-p4": RtlConfig(name="f2-l16-m16-p4", B=4, L=16, M=16, F=2, lanes=4,
                                widths=FixedWidths.uniform(8), T=0.05, A=4, unbind_entries=4),
