@@ -144,10 +144,9 @@ class RtlConfig:
             raise HdsimError(f"rtl.lanes: must be <= M={self.M}, got {self.lanes}")
         if self.unbind_entries not in (1, 2, 3, 4) or isinstance(self.unbind_entries, bool):
             raise HdsimError(f"rtl.unbind_entries: 1 to 4, got {self.unbind_entries!r}")
-        if self.unbind_entries > max(1, self.L // 2):
-            # the RTL's position counters hold 2 UJ in clog2(L + 1) bits
-            raise HdsimError(f"rtl.unbind_entries: at most L/2 = {max(1, self.L // 2)} at L={self.L}, "
-                             f"got {self.unbind_entries}")
+        uj_max = max(1, self.L // 2)  # the RTL's position counters hold 2 UJ in clog2(L + 1) bits
+        if self.unbind_entries > uj_max:
+            raise HdsimError(f"rtl.unbind_entries: at most L/2 = {uj_max} at L={self.L}, got {self.unbind_entries}")
         if self.qid_bits > 31:
             raise HdsimError(f"rtl.qid_bits: at most 31, got {self.qid_bits}")
         w = self.widths

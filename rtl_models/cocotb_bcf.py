@@ -266,9 +266,9 @@ class Scoreboard:
         # cycles: one iteration ends at the last factor's step; the unbinding's work is the
         # multiply-adds with a non-zero estimate entry (the model's estimates, not the DUT's)
         xs, f = self.xcur[qid], e["factor"]
-        self.iter_macs[qid] += self.cfg.L * int(sum(np.count_nonzero(xs[g]) for g in range(self.cfg.F) if g != f))
-        self.iter_sched[qid] += hr.factor_step_cycles(self.cfg, [xs[g] for g in range(self.cfg.F) if g != f],
-                                                      int(e["draws"]))
+        others = [xs[g] for g in range(self.cfg.F) if g != f]
+        self.iter_macs[qid] += self.cfg.L * int(sum(np.count_nonzero(x) for x in others))
+        self.iter_sched[qid] += hr.factor_step_cycles(self.cfg, others, int(e["draws"]))
         xs[f] = e["x"]
         self.iter_draws[qid] += e["draws"]
         if e["factor"] == self.cfg.F - 1:
