@@ -366,14 +366,15 @@ module hdsim_bcf #(
     // registered one-hot block select (wsel) and a compare of the factor with constants;
     // twin holds the block rotated by l0 (rotated by the constant P at each group), so
     // lane p reads entry (j + p) mod L of a fixed rotation of it, selected by j's one-hot
-    // (the lowest set bit of urem, a carry chain); the outputs are written by per-group
-    // enables.  With UJ > 1 a cycle takes the UJ lowest remaining positions (UJ P
-    // multipliers; the operands of a position past the last are 0) and each lane's UJ
-    // products are added in a stage of their own.  Whether a group ends this cycle
-    // (popcount(urem) <= UJ) is a register (ulast), kept from xcnt (per block of x: its
-    // nonzero count, kept by NORM) at a block load, from nzw_le at a group restart and
-    // otherwise from ucnt, a down-counter of the positions left (a compare of a few bits,
-    // not a popcount of urem), so the window loads' enables start at flip-flops.
+    // (UJ = 1: the lowest set bit of urem, the positions left, a carry chain); the outputs
+    // are written by per-group enables.  With UJ > 1 a cycle takes the UJ lowest remaining
+    // positions, found by their ranks among the block's non-zeros (g_pair; UJ P multipliers,
+    // the operands of a position past the last are 0) and each lane's UJ products are added
+    // in a stage of their own.  Whether a group ends this cycle (at most UJ positions left)
+    // is a register (ulast), kept from xcnt (per block of x: its nonzero count, kept by
+    // NORM) at a block load, from nzw_le at a group restart and otherwise from ucnt, a
+    // down-counter of the positions left (a compare of a few bits, not a popcount), so the
+    // window loads' enables start at flip-flops.
     localparam integer ACC1 = ACCW + 1;          // accumulator: rounding half + sum
     reg [FW-1:0]      uc;
     reg [BW-1:0]      ublk;
@@ -382,26 +383,26 @@ module hdsim_bcf #(
     reg [L*WIN-1:0]   twin;                      // block of t_in rotated by l0: entry i = t_in[(l0 + i) mod L]
     reg [L*WX-1:0]    xwin;                      // block of x_g
     reg [L-1:0]       nzw;                       // x_g's nonzero positions in the block
-    reg [L-1:0]       urem;                      // positions left in this group
-    reg               ulast;                     // popcount(urem) <= UJ: the group's last cycle
+    reg               ulast;                     // at most UJ positions left: the group's last cycle
     reg               nzw_le;                    // popcount(nzw) <= UJ
     reg  [XCW-1:0]    nzcnt;                     // popcount(nzw)
-    reg  [XCW-1:0]    ucnt;                      // popcount(urem)
+    reg  [XCW-1:0]    ucnt;                      // positions left in this group
     reg [B-1:0]       wsel;                      // one-hot: the block the windows load next
     reg [B-1:0]       wsel_w;                    // wsel a cycle later: twin / xwin's source
     reg [P*ACC1-1:0]  acc;                       // one accumulator per lane
     wire [D*WU-1:0]   t1q;                       // t1mem (F >= 3) or 0
     reg  [F*D-1:0]    xnz;                       // xmem word != 0 (written with xmem by NORM)
     reg  [F*B*XCW-1:0] xcnt;                     // per block of xmem: nonzero words
+    wire [F*D*LW-1:0] xrk;                       // UJ > 1: each xmem word's rank among its block's
+                                                 // nonzero words (g_rank; 0 if UJ = 1)
     localparam integer WSEL0_I = 1, WSEL1_I = (B > 1) ? 2 : 0;
     localparam [B-1:0] WSEL0 = WSEL0_I[B-1:0];   // block 0 (ULD)
     localparam [B-1:0] WSEL1 = WSEL1_I[B-1:0];   // block 1 (the first block change)
 
     // uj_hot = the lowest remaining position, one-hot (0 when none); with UJ > 1, g_pair
-    // takes the next UJ - 1 lowest too (U1's other positions); urem_nx is what is left
-    wire [L-1:0] uj_hot = urem & (~urem + 1'b1);
-    wire [L-1:0] urem_nx;                        // urem after this cycle's UJ positions
-    wire         urem_nx_le = (ucnt <= UJ2_X);   // popcount(urem_nx) <= UJ
+    // takes the next UJ - 1 lowest too (U1's other positions)
+    wire [L-1:0] uj_hot;
+    wire         urem_nx_le = (ucnt <= UJ2_X);   // after this cycle at most UJ positions are left
 
     // the correlation's source and target, and the factor it unbinds, as registers set with
     // uc and fcur (the window sources fan them out to every window bit)
@@ -417,7 +418,7 @@ module hdsim_bcf #(
             ug_hot = {{(F - 1){1'b0}}, 1'b1} << g;
         end
     endfunction
-    wire        u_last_j    = ulast;             // = (urem_nx == 0)
+    wire        u_last_j    = ulast;
     wire        u_last_l0   = (ul0 == L0_LAST);
     wire        u_last_blk  = (ublk == B_LAST);
     wire        u_last_corr = (uc == C_LAST);
@@ -427,7 +428,7 @@ module hdsim_bcf #(
     wire        u_nextblk   = u_we && u_blkend;
 
     // window sources (wsel: block 0 in ULD, block ublk+1 in UNB), of t_in and of x_g
-    // U0's sources (nzw, urem, ulast) by wsel; U1's (twin, xwin), loaded a cycle later, by
+    // U0's sources (nzw, ulast, the counts) by wsel; U1's (twin, xwin), loaded a cycle later, by
     // wsel_w, wsel's copy a cycle later
     reg  [L*WIN-1:0] src_w;
     reg  [L*WX-1:0]  src_x;
@@ -469,12 +470,12 @@ module hdsim_bcf #(
         for (i = 0; i < L; i = i + 1)
             rot_p[i*WIN +: WIN] = w[((i + P) % L)*WIN +: WIN];
     endfunction
-    // U0 (state UNB) walks the positions: urem, ulast and the block's nzw load at ULD and
-    // at a block change; U1 (the next cycle) selects the operands from twin / xwin, which
+    // U0 (state UNB) walks the positions: the position state, ulast and the block's nzw
+    // load at ULD and at a block change; U1 (the next cycle) selects the operands from twin / xwin, which
     // load and rotate a cycle later than U0's decisions, from registered enables (w_ld_*,
     // u1_rot: one per window, so no wide enable is decoded in the cycle that uses it)
     // Duplicated registers (each in a "keep" process, so synthesis does not merge them):
-    // ulast_u, ulast's copy for U0's own loop (urem, nzw, ulast), apart from ulast's wide
+    // ulast_u, ulast's copy for U0's own loop (the positions, ulast), apart from ulast's wide
     // fanout (the counters, the FSM, the windows' enables); w_ld_t / w_ld_x, one enable per
     // window.
     reg            ulast_u;
@@ -490,14 +491,11 @@ module hdsim_bcf #(
     always @(posedge clk) begin
         if (u0_ld) begin
             nzw  <= src_nz;
-            urem <= src_nz;
             nzw_le <= src_le;
             nzcnt <= src_cnt;
             ucnt <= src_cnt;
-        end else if (state == ST_UNB) begin
-            urem <= ulast_u ? nzw : urem_nx;
+        end else if (state == ST_UNB)
             ucnt <= ulast_u ? nzcnt : ucnt - UJ_X;
-        end
         u1_rot <= u_we;
         if (w_ld_t) twin <= src_w;
         else if (u1_rot) twin <= rot_p(twin);
@@ -587,11 +585,9 @@ module hdsim_bcf #(
     generate
         if (UJ > 1) begin : g_pair
             localparam integer UX = UJ - 1;          // positions beside the first
-            localparam integer PCW = $clog2(UJ + 1); // a prefix count saturated at UJ
-            localparam [PCW-1:0] UJ_P = UJ[PCW-1:0];
-            reg  [UX*L-1:0]     jx_n;                // urem's 2nd .. UJ-th lowest positions, one-hot each
-            reg  [L-1:0]        rem_nx;              // urem without its UJ lowest
-            reg  [PCW-1:0]      pre;
+            localparam integer RKW = LW + 1;         // a rank or a slot's target rank (up to L - 1 + UJ)
+            localparam [RKW-1:0] UJ_R = UJ[RKW-1:0];
+            reg  [UX*L-1:0]     jx_n;                // the 2nd .. UJ-th positions of this cycle, one-hot each
             reg  [UX*L-1:0]     u1_jx;               // U1's other positions (jx_n registered)
             reg  [UX*P*WIN-1:0] utx, u2_tx;
             reg  [UX*WX-1:0]    uxx, u2_xx;
@@ -600,46 +596,38 @@ module hdsim_bcf #(
             reg                 ub_v, ub_last, ub_first, ub_out1;
             reg  [GW-1:0]       ub_grp;
             reg                 sel_jx;
-            integer tp2, ti2, ub, kx, kr, ks;
-            // min(UJ, popcount(v[i-1:0])): a balanced tree per position; for UJ > 2 these
-            // prefix counts pick the positions (UJ chained lowest-bit clears, carry chains in
-            // series, routed at 77 MHz at UJ = 4), for UJ = 2 two chained clears (the prefix
-            // counts routed at 85 MHz at L = 16: a wide fan-in placed apart)
-            function [PCW-1:0] cnt_below;
-                input [L-1:0] v;
-                input integer i;
-                integer a, st;
-                reg [PCW*L-1:0] c;
-                reg [PCW:0]     t;
-                begin
-                    for (a = 0; a < L; a = a + 1)
-                        c[PCW*a +: PCW] = {{(PCW - 1){1'b0}}, v[a] && (a < i)};
-                    for (st = 1; st < L; st = st * 2)
-                        for (a = 0; a + st < L; a = a + 2 * st) begin
-                            t = {1'b0, c[PCW*a +: PCW]} + {1'b0, c[PCW*(a + st) +: PCW]};
-                            c[PCW*a +: PCW] = (t > {1'b0, UJ_P}) ? UJ_P : t[PCW-1:0];
-                        end
-                    cnt_below = c[PCW-1:0];
-                end
-            endfunction
-            // position kr is urem's (pre+1)-th lowest: taken this cycle if pre < UJ
-            wire [L-1:0] urem_n = urem & (urem - 1'b1);
+            integer tp2, ti2, ub, kx, kr, ks, rb, rg;
+            // Positions by rank: a group's cycle k takes the non-zero positions of ranks
+            // k UJ .. k UJ + UJ - 1 among the block's non-zeros (the UJ lowest of those left).
+            // NORM keeps each word's rank (xrk), the window loads its block's ranks (urk)
+            // with nzw, and ubk[k] counts slot k's target rank k, k + UJ, ... so a position
+            // is an equality of a few flip-flops, with no count over the window in the loop.
+            // (Prefix counts of the positions left, min(UJ, popcount), routed at 91.6 MHz at
+            // f2-l16-m16-p4, UJ = 4; UJ chained lowest-bit clears at 77 MHz.)
+            reg  [L*LW-1:0]     src_rk;              // the ranks of the window's next block
+            reg  [L*LW-1:0]     urk;                 // the ranks of nzw's block
+            reg  [UJ*RKW-1:0]   ubk;                 // slot k's target rank
+            reg  [L-1:0]        uj0;
             always @* begin
-                jx_n = {UX*L{1'b0}};
-                rem_nx = {L{1'b0}};
-                pre = {PCW{1'b0}};
-                if (UJ == 2) begin
-                    jx_n[L-1:0] = urem_n & (~urem_n + 1'b1);
-                    rem_nx = urem_n & (urem_n - 1'b1);
-                end else
-                    for (kr = 0; kr < L; kr = kr + 1) begin
-                        pre = cnt_below(urem, kr);
-                        rem_nx[kr] = urem[kr] && (pre == UJ_P);
-                        for (kx = 1; kx < UJ; kx = kx + 1)
-                            jx_n[(kx-1)*L + kr] = urem[kr] && (pre == kx[PCW-1:0]);
-                    end
+                src_rk = {L*LW{1'b0}};
+                for (rb = 0; rb < B; rb = rb + 1)
+                    for (rg = 0; rg < F; rg = rg + 1)
+                        src_rk = src_rk | ({L*LW{wsel[rb] && ugh[rg]}} & xrk[(rg*B + rb)*L*LW +: L*LW]);
             end
-            assign urem_nx = rem_nx;
+            always @* begin
+                for (kr = 0; kr < L; kr = kr + 1) begin
+                    uj0[kr] = nzw[kr] && ({1'b0, urk[kr*LW +: LW]} == ubk[0 +: RKW]);
+                    for (kx = 1; kx < UJ; kx = kx + 1)
+                        jx_n[(kx-1)*L + kr] = nzw[kr] && ({1'b0, urk[kr*LW +: LW]} == ubk[kx*RKW +: RKW]);
+                end
+            end
+            assign uj_hot = uj0;
+            always @(posedge clk) begin
+                if (u0_ld) urk <= src_rk;
+                for (kx = 0; kx < UJ; kx = kx + 1)
+                    if (u0_ld || (state == ST_UNB && ulast_u)) ubk[kx*RKW +: RKW] <= kx[RKW-1:0];
+                    else if (state == ST_UNB) ubk[kx*RKW +: RKW] <= ubk[kx*RKW +: RKW] + UJ_R;
+            end
             always @* begin
                 utx = {UX*P*WIN{1'b0}};
                 uxx = {UX*WX{1'b0}};
@@ -676,7 +664,14 @@ module hdsim_bcf #(
             end
         end else begin : g_single
             integer ub;
-            assign urem_nx = urem & (urem - 1'b1);
+            reg  [L-1:0] urem;                   // the group's positions left (the lowest first)
+            wire [L-1:0] urem_nx = urem & (urem - 1'b1);
+            wire unused_xrk = ^xrk;              // ranks are kept for UJ > 1 only
+            assign uj_hot = urem & (~urem + 1'b1);
+            always @(posedge clk) begin
+                if (u0_ld) urem <= src_nz;
+                else if (state == ST_UNB) urem <= ulast_u ? nzw : urem_nx;
+            end
             assign up_first = u2_first;
             assign ub_busy = 1'b0;
             always @(posedge clk) begin
@@ -833,12 +828,19 @@ module hdsim_bcf #(
     reg [IW:0]     s3_chm;
     reg [P*AB-1:0] s3_a;               // 0 for lanes past M
     reg [P-1:0]    s3_kept;            // a >= T (and m < M)
+    // s3_ar / s3_kr: copies of s3_a / s3_kept for the reductions below (each in a "keep"
+    // process); the originals also feed the chunk registers amem / kmem, placed far from the
+    // reductions (that route was 2.8 of the 10.4 ns critical path at f2-l16-m16-p4)
+    reg [P*AB-1:0] s3_ar;
+    reg [P-1:0]    s3_kr;
     always @(posedge clk) begin
         s3_v <= !rst && s2_v;
         s3_chm <= s2_chm;
-        s3_a <= s2_a;
-        s3_kept <= s2_kept;
     end
+    (* keep *) always @(posedge clk) s3_a <= s2_a;
+    (* keep *) always @(posedge clk) s3_kept <= s2_kept;
+    (* keep *) always @(posedge clk) s3_ar <= s2_a;
+    (* keep *) always @(posedge clk) s3_kr <= s2_kept;
 
     // stage-3 reductions: the chunk's lanes as balanced trees (max: the lower lane wins
     // ties, so the lowest m of the chunk's maximum; lanes past M count as 0 and never win),
@@ -861,22 +863,22 @@ module hdsim_bcf #(
                                                  // when unrolled, so every select is static)
     always @* begin
         for (hle = 0; hle < 2 * NH; hle = hle + 2) begin
-            h_a0 = s3_a[hle*AB +: AB];
+            h_a0 = s3_ar[hle*AB +: AB];
             hn_max[(hle/2)*AB +: AB] = h_a0;
             hn_arg[(hle/2)*IW +: IW] = s3_chm[IW-1:0] + hle[IW-1:0];
             hn_all[(hle/2)*SW +: SW] = {{(SW - AB){1'b0}}, h_a0};
-            hn_kept[(hle/2)*SW +: SW] = s3_kept[hle] ? {{(SW - AB){1'b0}}, h_a0} : {SW{1'b0}};
-            hn_any[hle/2] = s3_kept[hle];
+            hn_kept[(hle/2)*SW +: SW] = s3_kr[hle] ? {{(SW - AB){1'b0}}, h_a0} : {SW{1'b0}};
+            hn_any[hle/2] = s3_kr[hle];
             if (hle + 1 < P) begin
-                h_a1 = s3_a[(hle + 1)*AB +: AB];
+                h_a1 = s3_ar[(hle + 1)*AB +: AB];
                 if (h_a1 > h_a0) begin
                     hn_max[(hle/2)*AB +: AB] = h_a1;
                     hn_arg[(hle/2)*IW +: IW] = s3_chm[IW-1:0] + hle[IW-1:0] + ONE_IW;
                 end
                 hn_all[(hle/2)*SW +: SW] = hn_all[(hle/2)*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
-                if (s3_kept[hle + 1])
+                if (s3_kr[hle + 1])
                     hn_kept[(hle/2)*SW +: SW] = hn_kept[(hle/2)*SW +: SW] + {{(SW - AB){1'b0}}, h_a1};
-                hn_any[hle/2] = hn_any[hle/2] || s3_kept[hle + 1];
+                hn_any[hle/2] = hn_any[hle/2] || s3_kr[hle + 1];
             end else
                 h_a1 = {AB{1'b0}};
         end
@@ -1213,6 +1215,67 @@ module hdsim_bcf #(
                             cnt_add((nw % GPB == 0) ? {XCW{1'b0}} : xcnt[(nf*B + nw/GPB)*XCW +: XCW], n4_nz);
                     end
     end
+
+
+    // UJ > 1: each estimate word's rank among its block's non-zero words (U0 picks a cycle's
+    // positions by rank), written by N4 beside xnz: the words of a group before it in its
+    // block (0 at a block's first group, else n4_run, the block's count so far) plus the
+    // group's non-zero lanes below it.  A zero word's rank is never used.
+    generate
+        if (UJ > 1) begin : g_rank
+            reg  [F*D*LW-1:0] xrank;
+            reg  [XCW-1:0]    n4_run;            // non-zero words of n4_g's block before n4_g
+            reg               n4_first;          // n4_g is its block's first group (set with n4_g)
+            reg               n3_first;
+            reg  [XCW-1:0]    rk_c, rk_nx, rk_pre;
+            reg  [P*LW-1:0]   rk_w;              // the group's ranks
+            integer rw, rl, rf2, rg2;
+            // popcount(v[n-1:0]) as logic (a thermometer of the count, then its value), so
+            // each rank is one addition to the base: written as additions, synthesis chained
+            // the lanes' carry chains in series (set fmax at 82.8-90.8 MHz at f2-l16-m16-p4)
+            function [XCW-1:0] pop_below;
+                input [P-1:0] v;
+                input integer n;
+                integer i, k;
+                reg [P:0] th;                  // th[k]: at least k ones so far (th[0] = 1)
+                begin
+                    th = {{P{1'b0}}, 1'b1};
+                    for (i = 0; i < n; i = i + 1)
+                        for (k = P; k > 0; k = k - 1)
+                            th[k] = th[k] | (th[k-1] & v[i]);
+                    pop_below = {XCW{1'b0}};
+                    for (k = 1; k <= P; k = k + 1)
+                        if (k < P) pop_below = pop_below | ({XCW{th[k] & !th[k+1]}} & k[XCW-1:0]);
+                        else pop_below = pop_below | ({XCW{th[k]}} & k[XCW-1:0]);
+                end
+            endfunction
+            always @* begin
+                n3_first = 1'b0;
+                for (rw = 0; rw < NG; rw = rw + 1)
+                    if (n3_g == rw[GW-1:0] && rw % GPB == 0) n3_first = 1'b1;
+                rk_c = n4_first ? {XCW{1'b0}} : n4_run;
+                for (rl = 0; rl < P; rl = rl + 1) begin
+                    rk_pre = rk_c + pop_below(n4_nz, rl);
+                    rk_w[rl*LW +: LW] = rk_pre[LW-1:0];
+                end
+                rk_nx = rk_c + pop_below(n4_nz, P);
+            end
+            wire unused_rk_pre = rk_pre[XCW-1];  // a rank of a non-zero word is < L
+            always @(posedge clk) n4_first <= n3_first;
+            always @(posedge clk) begin
+                if (n4_v) begin
+                    n4_run <= rk_nx;
+                    for (rf2 = 0; rf2 < F; rf2 = rf2 + 1)
+                        for (rg2 = 0; rg2 < NG; rg2 = rg2 + 1)
+                            if (n4_f == rf2[FW-1:0] && n4_g == rg2[GW-1:0])
+                                xrank[(rf2*NG + rg2)*P*LW +: P*LW] <= rk_w;
+                end
+            end
+            assign xrk = xrank;
+        end else begin : g_norank
+            assign xrk = {F*D*LW{1'b0}};
+        end
+    endgenerate
 
     // ------------------------------------------------------------------ control
     reg [31:0] cycle;
