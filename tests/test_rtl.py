@@ -309,6 +309,18 @@ def test_cosim_several_unbinding_entries_per_cycle_f3(tmp_path, uj):
 
 
 @needs_sim
+def test_cosim_unbinding_ranks_at_three_groups_per_block(tmp_path):
+    """UJ = 3 with 3 groups per block (L = 12, P = 4) and the dot similarity: U0 picks a cycle's
+    positions by their ranks, which NORM writes restarting at each block's first group (group
+    index a multiple of L/P, here no power of two); a rank off by one takes another position
+    (a mismatch) or fewer per cycle (a schedule mismatch)."""
+    cfg = replace(hr.CI_CONFIGS["f2-dot-b3-l12-m20-p3"], lanes=4, unbind_entries=3, name="f2-dot-l12-p4-uj3")
+    r = hr.run_cosim(cfg, 16, seed=3, workdir=tmp_path, resets=1)
+    assert r["passed"] == 16 and not r["mismatches"]
+    assert r["iterations_measured"] > 16 and r["schedule_mismatches"] == []
+
+
+@needs_sim
 def test_cosim_streaming_without_gaps(tmp_path):
     cfg = replace(hr.CI_CONFIGS["f3-l8-m8-p4"], lanes=8, name="f3-l8-m8-p8")
     r = hr.run_cosim(cfg, 20, seed=1, workdir=tmp_path, gaps=False, backpressure=False, resets=0)
