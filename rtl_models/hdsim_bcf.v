@@ -470,10 +470,10 @@ module hdsim_bcf #(
         for (i = 0; i < L; i = i + 1)
             rot_p[i*WIN +: WIN] = w[((i + P) % L)*WIN +: WIN];
     endfunction
-    // U0 (state UNB) walks the positions: the position state, ulast and the block's nzw
-    // load at ULD and at a block change; U1 (the next cycle) selects the operands from twin / xwin, which
-    // load and rotate a cycle later than U0's decisions, from registered enables (w_ld_*,
-    // u1_rot: one per window, so no wide enable is decoded in the cycle that uses it)
+    // U0 (state UNB) walks the positions (its state, ulast, nzw load at ULD and at a block
+    // change); U1 (the next cycle) selects the operands from twin / xwin, which load and
+    // rotate a cycle later than U0's decisions, from registered enables (w_ld_*, u1_rot:
+    // one per window, so no wide enable is decoded in the cycle that uses it)
     // Duplicated registers (each in a "keep" process, so synthesis does not merge them):
     // ulast_u, ulast's copy for U0's own loop (the positions, ulast), apart from ulast's wide
     // fanout (the counters, the FSM, the windows' enables); w_ld_t / w_ld_x, one enable per
