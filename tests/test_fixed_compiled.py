@@ -325,6 +325,25 @@ def _one_line_error(fn, match: str) -> None:
     assert "\n" not in str(e.value)
 
 
+def test_from_arrays_refusals_name_the_type_given_and_decode_arrays_returns_traces_only_when_asked():
+    """A config or widths of the wrong type is refused naming that object's type (a message naming
+    another type would mislead); ``decode_arrays`` returns the four results, with the traces as a
+    fifth part only with ``trace=True`` (callers unpack them; ``zip`` over the results would hide
+    an extra part)."""
+    X = [np.zeros((3, 2), np.int64), np.ones((3, 2), np.int64)]
+    _one_line_error(lambda: CompiledFixedBCF.from_arrays(X, 8, {"T": 0.1}, FixedWidths()),
+                    r"^config: expected a BCFConfig, got dict$")
+    _one_line_error(lambda: CompiledFixedBCF.from_arrays(X, 8, BCFConfig(), (8, 8, 8, 10)),
+                    r"^widths: expected a FixedWidths, got tuple$")
+    cb = random_codebooks(2, (5, 6), 64, 4, seed=3)
+    dec = CompiledFixedBCF.from_arrays([X.numpy() for X in cb.indices], cb.L, BCFConfig(A=2), FixedWidths(), seed=5)
+    q = mixed_queries(cb, 3, 1).numpy()
+    plain, traced = dec.decode_arrays(q), dec.decode_arrays(q, trace=True)
+    assert len(plain) == 4 and len(traced) == 5 and len(traced[4]) == 3
+    for u, v in zip(plain, traced[:4]):
+        assert np.array_equal(u, v)
+
+
 @pytest.mark.parametrize("indices, L, match", [
     ([], 8, r"^indices: expected at least one codebook"),
     (np.zeros((3, 2), np.int64), 8, r"^indices\[0\]: expected a non-empty \(M, B\) integer array"),
