@@ -336,7 +336,7 @@ def test_from_arrays_refusals_name_the_type_given_and_decode_arrays_returns_trac
     _one_line_error(lambda: CompiledFixedBCF.from_arrays(X, 8, BCFConfig(), (8, 8, 8, 10)),
                     r"^widths: expected a FixedWidths, got tuple$")
     cb = random_codebooks(2, (5, 6), 64, 4, seed=3)
-    dec = CompiledFixedBCF.from_arrays([X.numpy() for X in cb.indices], cb.L, BCFConfig(A=2), FixedWidths(), seed=5)
+    dec = CompiledFixedBCF.from_arrays([ix.numpy() for ix in cb.indices], cb.L, BCFConfig(A=2), FixedWidths(), seed=5)
     q = mixed_queries(cb, 3, 1).numpy()
     plain, traced = dec.decode_arrays(q), dec.decode_arrays(q, trace=True)
     assert len(plain) == 4 and len(traced) == 5 and len(traced[4]) == 3
