@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hdsim.codes import random_codebooks
+from hdsim.codes import BlockCodebooks, random_codebooks
 from hdsim.errors import HdsimError
 from hdsim.factorizers import BCFConfig
 from hdsim.fixed import FixedBCF, FixedWidths
@@ -485,3 +485,26 @@ def test_bench_fixed_decodes_on_the_compiled_twin_with_the_models_results():
     assert two["threads"] == 2 and len(two["seconds"]) == len(two["float_seconds"]) == 2
     with pytest.raises(HdsimError, match="^repeats: must be an integer >= 1"):
         run_fixed_bench(FixedBenchConfig(**{**base.__dict__, "repeats": 0}))
+
+
+@pytest.mark.parametrize("Wx, expected", [
+    # Wx = 2: M = 1 gives 2^Wx = 4, saturated to 3; s = 4 of M = 5 gives 3.2 -> 3, the word's top
+    # without saturation; s = 1 of 5 gives 0.8 -> 0
+    (2, [[[3, 0, 0, 0], [0, 3, 0, 0]], [[3, 0, 0, 0], [0, 3, 0, 0]]]),
+    # Wx = 8: 256 saturated to 255; 4 * 1638 >> 5 = 204, 1638 >> 5 = 51
+    (8, [[[255, 0, 0, 0], [0, 255, 0, 0]], [[204, 51, 0, 0], [51, 204, 0, 0]]]),
+])
+def test_initial_estimates_at_the_estimate_words_top_by_hand(Wx, expected):
+    """The initial estimates where normalization reaches the word's top, derived by hand: x =
+    min((s R) >> (p + G - Wx), 2^Wx - 1), R = floor(2^(p+G) / M), p = bit_length(M), G = 10.
+    Factor 0 has one codevector (s = S = 1: p = 1, R = 2^11, 2^11 >> (11 - Wx) = 2^Wx, one above
+    the word); factor 1 has five, four of them at one offset per block (p = 3, R = floor(8192 / 5)
+    = 1638). Random codebooks never put every codevector, or nearly every one, on one offset, so
+    no other test reaches the saturation; the numpy twin and the model must both give these."""
+    X0 = np.array([[0, 1]])
+    X1 = np.array([[0, 1], [0, 1], [0, 1], [0, 1], [1, 0]])
+    widths = FixedWidths(8, Wx, 8, 10)
+    assert compiled.initial_estimates([X0, X1], 4, widths).tolist() == expected
+    cb = BlockCodebooks((torch.from_numpy(X0), torch.from_numpy(X1)), 4)
+    model = FixedBCF(cb, BCFConfig(T=0.1, A=0, max_iter=4), widths, seed=1)
+    assert model.initial_estimates(1)[0].tolist() == expected
