@@ -508,3 +508,26 @@ def test_initial_estimates_at_the_estimate_words_top_by_hand(Wx, expected):
     cb = BlockCodebooks((torch.from_numpy(X0), torch.from_numpy(X1)), 4)
     model = FixedBCF(cb, BCFConfig(T=0.1, A=0, max_iter=4), widths, seed=1)
     assert model.initial_estimates(1)[0].tolist() == expected
+
+
+@pytest.mark.parametrize("widths, M, similarity, bits, dtype", [
+    # (acc = max(Wq, Wu) + Wx, a = Wu [+ clog2 B for dot], s = a + clog2(M + 1)), by hand
+    (FixedWidths(8, 8, 8, 10), 10, "linf", (16, 8, 12), np.int32),
+    (FixedWidths(15, 14, 15, 14), 10, "linf", (29, 15, 19), np.int32),  # acc at the int32 limit
+    (FixedWidths(15, 15, 15, 14), 10, "linf", (30, 15, 19), np.int64),  # one bit past it
+    (FixedWidths(8, 4, 20, 3), 511, "linf", (24, 20, 29), np.int32),  # s at the limit
+    (FixedWidths(8, 4, 20, 3), 512, "linf", (24, 20, 30), np.int64),  # s alone past it
+    (FixedWidths(8, 4, 18, 3), 512, "dot", (22, 20, 30), np.int64),  # dot: a = Wu + 2 at B = 4
+])
+def test_the_compiled_word_type_is_int32_exactly_while_every_signal_leaves_two_bits(widths, M, similarity, bits,
+                                                                                     dtype):
+    """The kernel's words are int32 while the widest signal of the datapath (unbinding accumulator,
+    similarity, bundle sum) plus two bits of headroom (the sign and a spare bit) fits int32's 31
+    value bits, i.e. up to 29-bit signals, and int64 beyond. Each case's widths are derived by hand
+    from the datapath's rules (docs/fixed_point.md); the bundle sum decides alone in the fifth."""
+    cb = random_codebooks(2, M, 256, 4, seed=1)
+    Tc = 0.9 if similarity == "linf" else 3.0
+    dec = CompiledFixedBCF.from_arrays([X.numpy() for X in cb.indices], cb.L,
+                                       BCFConfig(T=0.05, A=0, Tc=Tc, similarity=similarity), widths)
+    assert (dec.dp.acc_bits, dec.dp.a_bits, dec.dp.s_bits) == bits
+    assert dec.dtype is dtype and dec.x0.dtype == dtype
