@@ -346,6 +346,23 @@ def test_observe_hook_replays_the_whole_state_sequence():
     assert any(fs.sampled.any() for s in states for fs in s.factors)  # the LFSR path ran
 
 
+def test_batch_size_splits_the_decode_and_changes_no_result():
+    """``batch_size`` bounds how many queries decode together (the memory a call needs): with 7
+    queries in batches of 3 the hook's first iteration of each batch sees positions 0-2, 3-5, 6 (by
+    hand), and the results equal the one-batch decode, since each query's LFSR draws depend on its
+    position in the call, not in the batch."""
+    cb = random_codebooks(2, 30, 256, 4, seed=8)
+    qs = make_queries(cb, 7, seed=9, noise=QueryNoise("gaussian", 0.02))
+    model = FixedBCF(cb, BCFConfig(T=0.05, A=4, max_iter=10, Tc=0.6), FixedWidths(), sampler=LFSRSampler(3))
+    whole = model.factorize(qs.queries)
+    states = []
+    parts = model.factorize(qs.queries, batch_size=3, observe=states.append)
+    firsts = [s.query_ids.tolist() for s in states if s.iteration == 1]
+    assert firsts == [[0, 1, 2], [3, 4, 5], [6]]
+    for name in ("indices", "iterations", "converged", "max_similarity"):
+        assert torch.equal(getattr(parts, name), getattr(whole, name)), name
+
+
 def test_integer_queries_give_the_same_decode_as_float_ones():
     cb = random_codebooks(2, 50, 256, 4, seed=1)
     qs = make_queries(cb, 16, seed=2, noise=QueryNoise("gaussian", 0.02))
