@@ -363,6 +363,25 @@ def test_batch_size_splits_the_decode_and_changes_no_result():
         assert torch.equal(getattr(parts, name), getattr(whole, name)), name
 
 
+def test_an_injected_sampler_is_asked_per_factor_with_its_codebook_size():
+    """A custom sampler (the ``Sampler`` protocol: ``(query_ids, factor, M, A)``) is told which
+    factor it draws for and that factor's codebook size; ``LFSRSampler`` ignores the factor (one
+    register per query, as in the RTL), so only an injected sampler shows it. Factor sizes 9 and
+    14 tell the two apart."""
+    calls = []
+    inner = LFSRSampler(4)
+
+    def sampler(ids, factor, M, A):
+        calls.append((factor, M, A))
+        return inner(ids, factor, M, A)
+
+    cb = random_codebooks(2, (9, 14), 256, 4, seed=2)
+    qs = make_queries(cb, 6, seed=3, noise=QueryNoise("gaussian", 0.05))
+    FixedBCF(cb, BCFConfig(T=0.3, A=3, max_iter=6, Tc=0.9), FixedWidths(), sampler=sampler).factorize(qs.queries)
+    assert {0, 1} == {f for f, _, _ in calls}  # T = 0.3: both factors sample
+    assert all(M == (9, 14)[f] and A == 3 for f, M, A in calls)
+
+
 def test_integer_queries_give_the_same_decode_as_float_ones():
     cb = random_codebooks(2, 50, 256, 4, seed=1)
     qs = make_queries(cb, 16, seed=2, noise=QueryNoise("gaussian", 0.02))
