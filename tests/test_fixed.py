@@ -382,6 +382,20 @@ def test_an_injected_sampler_is_asked_per_factor_with_its_codebook_size():
     assert all(M == (9, 14)[f] and A == 3 for f, M, A in calls)
 
 
+def test_the_models_defaults_seed_1_and_tc_scaled_by_the_block_count_for_dot():
+    """Defaults, by hand: without ``seed`` the model samples as with ``seed=1`` (its documented
+    default), and the dot similarity's default ``Tc = 0.9 B``: at B = 4 and 8-bit unbound words
+    ``round_half_up(3.6 * 2^8) = round(921.6) = 922`` (linf: ``round(0.9 * 256) = 230``)."""
+    cb = random_codebooks(2, 25, 256, 4, seed=6)
+    qs = make_queries(cb, 8, seed=7, noise=QueryNoise("gaussian", 0.05))
+    cfg = BCFConfig(T=0.3, A=3, max_iter=8, Tc=0.9)
+    default, one, two = (FixedBCF(cb, cfg, **kw).factorize(qs.queries) for kw in ({}, {"seed": 1}, {"seed": 2}))
+    assert torch.equal(default.indices, one.indices) and torch.equal(default.iterations, one.iterations)
+    assert not torch.equal(default.indices, two.indices)  # the seed matters (T = 0.3: the draws decide)
+    assert FixedBCF(cb, BCFConfig(similarity="dot")).dp.Tc_int == 922
+    assert FixedBCF(cb, BCFConfig()).dp.Tc_int == 230
+
+
 def test_integer_queries_give_the_same_decode_as_float_ones():
     cb = random_codebooks(2, 50, 256, 4, seed=1)
     qs = make_queries(cb, 16, seed=2, noise=QueryNoise("gaussian", 0.02))
