@@ -221,7 +221,9 @@ def bundle_sbc(codebook: Tensor, weights: Tensor, L: int) -> Tensor:
         tensor([[[0.5000, 0.5000]]])
     """
     if weights.is_cuda:
-        return bundle(sbc_to_dense(codebook.to(weights.device), L, weights.dtype), weights)
+        # reached on CUDA only (tests/test_bcf.py::test_cuda_matches_cpu, run to run bit for bit):
+        # kept out of mutation testing, which runs on the CPU (docs/testing.md)
+        return bundle(sbc_to_dense(codebook.to(weights.device), L, weights.dtype), weights)  # pragma: no mutate
     N, M = weights.shape
     B = codebook.shape[1]
     out = torch.zeros(N, B, L, dtype=weights.dtype, device=weights.device)
