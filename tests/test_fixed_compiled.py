@@ -524,7 +524,7 @@ def test_the_compiled_word_type_is_int32_exactly_while_every_signal_leaves_two_b
     """The kernel's words are int32 while the widest signal of the datapath (unbinding accumulator,
     similarity, bundle sum) plus two bits of headroom (the sign and a spare bit) fits int32's 31
     value bits, i.e. up to 29-bit signals, and int64 beyond. Each case's widths are derived by hand
-    from the datapath's rules (docs/fixed_point.md); the bundle sum decides alone in the fifth."""
+    from the datapath's rules (docs/fixed_point.md); the bundle sum decides alone in the last two."""
     cb = random_codebooks(2, M, 256, 4, seed=1)
     Tc = 0.9 if similarity == "linf" else 3.0
     dec = CompiledFixedBCF.from_arrays([X.numpy() for X in cb.indices], cb.L,
