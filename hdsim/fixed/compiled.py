@@ -173,8 +173,9 @@ class CompiledFixedBCF:
         for f, Xf in enumerate(indices):
             X[f, :Xf.shape[0]] = Xf
         self.X = X
-        # int32 words (twice the SIMD lanes) when every signal fits with two bits to spare (the sign, and
-        # one more: the requantization's acc + half); s * R is formed in int64
+        # int32 words (twice the SIMD lanes) when every signal fits with two bits to spare (the sign and
+        # one bit of margin; the sums the kernel forms beyond a signal, the requantization's acc + half
+        # and s * R, take an int64 operand and are formed in int64)
         self.dtype = np.int32 if max(dp.acc_bits, dp.s_bits, dp.a_bits) + 2 <= 31 else np.int64
         self.x0 = initial_estimates(indices, L, widths).astype(self.dtype)
         # per factor and block, the positions its codevectors occupy (an estimate is zero elsewhere)
